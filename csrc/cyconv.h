@@ -1,0 +1,114 @@
+/* cyconv's C kernels: what Cython may call.
+ *
+ * Plain C, no Python.h.  Every array is C-contiguous NHWC (activations) and already validated by
+ * cyconv/ops.py; every function here works on a range of independent work (a tile of output
+ * pixels, a range of images) so that the caller can spread ranges over OpenMP threads.  Nothing
+ * here allocates: scratch memory comes from the caller, sized by the *_scratch functions.
+ *
+ * Each kernel exists once per instruction set (portable C, AVX2+FMA, AVX-512) and per dtype
+ * (f32, f64); dispatch.c picks the instruction set at run time and these entry points forward
+ * to it.
+ */
+#ifndef CYCONV_H
+#define CYCONV_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* One convolution or pooling call, in NHWC terms. */
+typedef struct {
+    int n, h, w, c;          /* input */
+    int kh, kw;              /* window */
+    int sh, sw, dh, dw;      /* stride, dilation */
+    int pad_top, pad_left;   /* bottom/right padding is implied by oh/ow */
+    int pad_bottom, pad_right;
+    int oh, ow;              /* output */
+    int cout, groups;        /* conv only: output channels, groups */
+} cyc_geom_t;
+
+/* ---- instruction-set dispatch ---- */
+enum { CYC_ISA_PORTABLE = 0, CYC_ISA_AVX2 = 1, CYC_ISA_AVX512 = 2 };
+/* The best instruction set this CPU and this build support. */
+int cyc_isa_best(void);
+/* Select an instruction set; returns the one in use (capped at cyc_isa_best()). */
+int cyc_isa_set(int isa);
+int cyc_isa_get(void);
+const char *cyc_isa_name(int isa);
+
+/* ---- build facts ---- */
+int cyc_openmp_enabled(void);      /* 1 if compiled with OpenMP */
+int cyc_omp_max_threads(void);     /* omp_get_max_threads(), or 1 without OpenMP */
+const char *cyc_compiler(void);    /* the compiler that built the kernels, with its version */
+
+/* ---- convolution ----
+ * Weights are repacked once per call into the micro-kernel's order (cyc_conv_pack_*).
+ * The forward and input-gradient kernels compute a range [m0, m1) of flattened output pixels
+ * (n, row, col) and need a per-thread scratch of cyc_conv_scratch_bytes().
+ */
+size_t cyc_conv_packed_len(const cyc_geom_t *g, int transposed, int elem_size);
+size_t cyc_conv_scratch_bytes(const cyc_geom_t *g, int transposed, int elem_size);
+/* Length of the zero buffer (in elements) that padded taps read from. */
+size_t cyc_conv_zeros_len(const cyc_geom_t *g);
+
+void cyc_conv_pack_f32(const cyc_geom_t *g, const float *w_hwio, const float *bias,
+                       int transposed, float *packed);
+void cyc_conv_pack_f64(const cyc_geom_t *g, const double *w_hwio, const double *bias,
+                       int transposed, double *packed);
+
+/* y[m0:m1] (flattened n*oh*ow pixels) = conv(x) + bias, optional ReLU. */
+void cyc_conv_fwd_f32(const cyc_geom_t *g, const float *x, const float *packed, int relu,
+                      const float *zeros, float *y, ptrdiff_t m0, ptrdiff_t m1, void *scratch);
+void cyc_conv_fwd_f64(const cyc_geom_t *g, const double *x, const double *packed, int relu,
+                      const double *zeros, double *y, ptrdiff_t m0, ptrdiff_t m1, void *scratch);
+
+/* dx[m0:m1] (flattened n*h*w input pixels) from dy and transposed-packed weights. */
+void cyc_conv_bwd_data_f32(const cyc_geom_t *g, const float *dy, const float *packed_t,
+                           const float *zeros, float *dx, ptrdiff_t m0, ptrdiff_t m1,
+                           void *scratch);
+void cyc_conv_bwd_data_f64(const cyc_geom_t *g, const double *dy, const double *packed_t,
+                           const double *zeros, double *dx, ptrdiff_t m0, ptrdiff_t m1,
+                           void *scratch);
+
+/* Accumulate dw and db over output pixels [m0, m1) into one thread's accumulators:
+ * dw_acc has cyc_conv_dw_acc_len() elements (zeroed by the caller), db_acc has cout. */
+size_t cyc_conv_dw_acc_len(const cyc_geom_t *g, int elem_size);
+size_t cyc_conv_dw_scratch_bytes(const cyc_geom_t *g, int elem_size);
+void cyc_conv_bwd_filter_f32(const cyc_geom_t *g, const float *x, const float *dy,
+                             float *dw_acc, float *db_acc, ptrdiff_t m0, ptrdiff_t m1,
+                             void *scratch);
+void cyc_conv_bwd_filter_f64(const cyc_geom_t *g, const double *x, const double *dy,
+                             double *dw_acc, double *db_acc, ptrdiff_t m0, ptrdiff_t m1,
+                             void *scratch);
+/* dw_hwio (kh, kw, cin/groups, cout) = sum of n_acc accumulators laid out one after another. */
+void cyc_conv_dw_finish_f32(const cyc_geom_t *g, const float *accs, int n_acc, float *dw_hwio);
+void cyc_conv_dw_finish_f64(const cyc_geom_t *g, const double *accs, int n_acc, double *dw_hwio);
+
+/* ---- pooling (NHWC; NCHW callers pass (n*c, h, w, 1)) ----
+ * Forward kernels compute output rows [r0, r1) of the flattened (n, oh) range.
+ * Backward kernels compute whole images [n0, n1) of dx (they scatter, so images are the unit).
+ */
+void cyc_max_pool_f32(const cyc_geom_t *g, const float *x, float *y, int64_t *idx,
+                      ptrdiff_t r0, ptrdiff_t r1);
+void cyc_max_pool_f64(const cyc_geom_t *g, const double *x, double *y, int64_t *idx,
+                      ptrdiff_t r0, ptrdiff_t r1);
+void cyc_max_pool_bwd_f32(const cyc_geom_t *g, const float *dy, const int64_t *idx, float *dx,
+                          ptrdiff_t n0, ptrdiff_t n1);
+void cyc_max_pool_bwd_f64(const cyc_geom_t *g, const double *dy, const int64_t *idx, double *dx,
+                          ptrdiff_t n0, ptrdiff_t n1);
+void cyc_avg_pool_f32(const cyc_geom_t *g, const float *x, float *y, int count_include_pad,
+                      ptrdiff_t r0, ptrdiff_t r1);
+void cyc_avg_pool_f64(const cyc_geom_t *g, const double *x, double *y, int count_include_pad,
+                      ptrdiff_t r0, ptrdiff_t r1);
+void cyc_avg_pool_bwd_f32(const cyc_geom_t *g, const float *dy, float *dx, int count_include_pad,
+                          ptrdiff_t n0, ptrdiff_t n1);
+void cyc_avg_pool_bwd_f64(const cyc_geom_t *g, const double *dy, double *dx,
+                          int count_include_pad, ptrdiff_t n0, ptrdiff_t n1);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* CYCONV_H */

@@ -1,0 +1,178 @@
+/* Run-time choice of instruction set, and the entry points that forward to it.
+ *
+ * One binary runs on any x86-64: the best path the CPU supports is chosen on first use, unless
+ * the environment variable CYCONV_ISA (portable, avx2, avx512) asks for a lower one.  The test
+ * suite forces each path in turn through cyc_isa_set().
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include "kernels_common.h"
+
+static int cyc_isa_current = -1;
+
+int cyc_isa_best(void)
+{
+#ifdef CYC_HAVE_X86_ISAS
+    __builtin_cpu_init();
+    if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl") &&
+        __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512dq"))
+        return CYC_ISA_AVX512;
+    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return CYC_ISA_AVX2;
+#endif
+    return CYC_ISA_PORTABLE;
+}
+
+const char *cyc_isa_name(int isa)
+{
+    switch (isa) {
+    case CYC_ISA_AVX512: return "avx512";
+    case CYC_ISA_AVX2: return "avx2";
+    default: return "portable";
+    }
+}
+
+int cyc_isa_set(int isa)
+{
+    int best = cyc_isa_best();
+    if (isa < CYC_ISA_PORTABLE) isa = CYC_ISA_PORTABLE;
+    cyc_isa_current = isa > best ? best : isa;
+    return cyc_isa_current;
+}
+
+int cyc_isa_get(void)
+{
+    if (cyc_isa_current < 0) {
+        int want = CYC_ISA_AVX512;
+        const char *env = getenv("CYCONV_ISA");
+        if (env && *env) {
+            if (!strcmp(env, "portable")) want = CYC_ISA_PORTABLE;
+            else if (!strcmp(env, "avx2")) want = CYC_ISA_AVX2;
+        }
+        cyc_isa_set(want);
+    }
+    return cyc_isa_current;
+}
+
+size_t cyc_conv_zeros_len(const cyc_geom_t *g)
+{
+    return (size_t)(g->c > g->cout ? g->c : g->cout);
+}
+
+static int cyc_round_up(int v, int m) { return (v + m - 1) / m * m; }
+
+size_t cyc_conv_packed_len(const cyc_geom_t *g, int transposed, int elem_size)
+{
+    int vlen = 64 / elem_size;
+    int cg = g->c / g->groups, og = g->cout / g->groups;
+    int in_g = transposed ? og : cg, out_g = transposed ? cg : og;
+    size_t K = (size_t)g->kh * g->kw * in_g;
+    size_t opad = (size_t)cyc_round_up(out_g, vlen);
+    return (size_t)g->groups * (K * opad + opad);
+}
+
+size_t cyc_conv_scratch_bytes(const cyc_geom_t *g, int transposed, int elem_size)
+{
+    int cg = g->c / g->groups, og = g->cout / g->groups;
+    size_t in_g = (size_t)(transposed ? og : cg);
+    size_t nkk = (size_t)g->kh * g->kw;
+    size_t bytes = sizeof(void *) * (nkk * CYC_MR_MAX + CYC_MR_MAX) + nkk + 64;
+    bytes += (size_t)elem_size * CYC_MR_MAX * nkk * in_g;
+    return bytes;
+}
+
+size_t cyc_conv_dw_acc_len(const cyc_geom_t *g, int elem_size)
+{
+    int vlen = 64 / elem_size;
+    int cg = g->c / g->groups, og = g->cout / g->groups;
+    return (size_t)g->kh * g->kw * cg * g->groups * cyc_round_up(og, vlen) + vlen;
+}
+
+size_t cyc_conv_dw_scratch_bytes(const cyc_geom_t *g, int elem_size)
+{
+    int vlen = 64 / elem_size;
+    int cg = g->c / g->groups, og = g->cout / g->groups;
+    size_t P = CYC_DW_CHUNK;
+    size_t bytes = (size_t)elem_size * g->groups * P * cyc_round_up(og, vlen);
+    bytes += sizeof(void *) * P + sizeof(int) * 4 * P + 64;
+    bytes += (size_t)elem_size * P * g->kh * g->kw * cg;
+    return bytes;
+}
+
+#define CYC_DW_FINISH(SUF, T)                                                                  \
+    void cyc_conv_dw_finish_##SUF(const cyc_geom_t *g, const T *accs, int n_acc, T *dw)        \
+    {                                                                                          \
+        int vlen = 64 / (int)sizeof(T);                                                        \
+        int cg = g->c / g->groups, og = g->cout / g->groups;                                   \
+        int opad = cyc_round_up(og, vlen);                                                     \
+        size_t acc_len = cyc_conv_dw_acc_len(g, (int)sizeof(T));                               \
+        int nkk = g->kh * g->kw;                                                               \
+        for (int kk = 0; kk < nkk; kk++)                                                       \
+            for (int ci = 0; ci < cg; ci++)                                                    \
+                for (int grp = 0; grp < g->groups; grp++)                                      \
+                    for (int co = 0; co < og; co++) {                                          \
+                        size_t a = (((size_t)kk * cg + ci) * g->groups + grp) * opad + co;     \
+                        T s = 0;                                                               \
+                        for (int t = 0; t < n_acc; t++) s += accs[t * acc_len + a];            \
+                        dw[((size_t)kk * cg + ci) * g->cout + (size_t)grp * og + co] = s;      \
+                    }                                                                          \
+    }
+CYC_DW_FINISH(f32, float)
+CYC_DW_FINISH(f64, double)
+
+#ifdef CYC_HAVE_X86_ISAS
+#define CYC_PICK(name, SUF, ...)                                                               \
+    do {                                                                                       \
+        switch (cyc_isa_get()) {                                                               \
+        case CYC_ISA_AVX512: name##_##SUF##_avx512(__VA_ARGS__); return;                       \
+        case CYC_ISA_AVX2: name##_##SUF##_avx2(__VA_ARGS__); return;                           \
+        default: name##_##SUF##_portable(__VA_ARGS__); return;                                 \
+        }                                                                                      \
+    } while (0)
+#else
+#define CYC_PICK(name, SUF, ...) name##_##SUF##_portable(__VA_ARGS__)
+#endif
+
+#define CYC_ENTRY_POINTS(SUF, T)                                                               \
+    void cyc_conv_pack_##SUF(const cyc_geom_t *g, const T *w, const T *b, int tr, T *out)      \
+    {                                                                                          \
+        CYC_PICK(cyc_conv_pack, SUF, g, w, b, tr, out);                                        \
+    }                                                                                          \
+    void cyc_conv_fwd_##SUF(const cyc_geom_t *g, const T *x, const T *p, int relu,             \
+                            const T *z, T *y, ptrdiff_t m0, ptrdiff_t m1, void *s)             \
+    {                                                                                          \
+        CYC_PICK(cyc_conv_fwd, SUF, g, x, p, relu, z, y, m0, m1, s);                           \
+    }                                                                                          \
+    void cyc_conv_bwd_data_##SUF(const cyc_geom_t *g, const T *dy, const T *p, const T *z,     \
+                                 T *dx, ptrdiff_t m0, ptrdiff_t m1, void *s)                   \
+    {                                                                                          \
+        CYC_PICK(cyc_conv_bwd_data, SUF, g, dy, p, z, dx, m0, m1, s);                          \
+    }                                                                                          \
+    void cyc_conv_bwd_filter_##SUF(const cyc_geom_t *g, const T *x, const T *dy, T *dw,        \
+                                   T *db, ptrdiff_t m0, ptrdiff_t m1, void *s)                 \
+    {                                                                                          \
+        CYC_PICK(cyc_conv_bwd_filter, SUF, g, x, dy, dw, db, m0, m1, s);                       \
+    }                                                                                          \
+    void cyc_max_pool_##SUF(const cyc_geom_t *g, const T *x, T *y, int64_t *idx,              \
+                            ptrdiff_t r0, ptrdiff_t r1)                                        \
+    {                                                                                          \
+        CYC_PICK(cyc_max_pool, SUF, g, x, y, idx, r0, r1);                                     \
+    }                                                                                          \
+    void cyc_max_pool_bwd_##SUF(const cyc_geom_t *g, const T *dy, const int64_t *idx, T *dx,  \
+                                ptrdiff_t n0, ptrdiff_t n1)                                    \
+    {                                                                                          \
+        CYC_PICK(cyc_max_pool_bwd, SUF, g, dy, idx, dx, n0, n1);                               \
+    }                                                                                          \
+    void cyc_avg_pool_##SUF(const cyc_geom_t *g, const T *x, T *y, int cip, ptrdiff_t r0,      \
+                            ptrdiff_t r1)                                                      \
+    {                                                                                          \
+        CYC_PICK(cyc_avg_pool, SUF, g, x, y, cip, r0, r1);                                     \
+    }                                                                                          \
+    void cyc_avg_pool_bwd_##SUF(const cyc_geom_t *g, const T *dy, T *dx, int cip,              \
+                                ptrdiff_t n0, ptrdiff_t n1)                                    \
+    {                                                                                          \
+        CYC_PICK(cyc_avg_pool_bwd, SUF, g, dy, dx, cip, n0, n1);                               \
+    }
+
+CYC_ENTRY_POINTS(f32, float)
+CYC_ENTRY_POINTS(f64, double)

@@ -1,0 +1,20 @@
+/* The kernels for AVX2 + FMA (Haswell and later, Zen).  Empty on other architectures. */
+#include "kernels_common.h"
+
+#ifdef CYC_HAVE_X86_ISAS
+#pragma GCC target("avx2,fma")
+
+/* 3 pixels x 2 vectors of 64 bytes = 12 ymm accumulators of 16. */
+#define MR 3
+#define T float
+#define SUF f32
+#define ISA avx2
+#include "kernels_body.h"
+#undef T
+#undef SUF
+
+#define CYC_T_IS_DOUBLE
+#define T double
+#define SUF f64
+#include "kernels_body.h"
+#endif

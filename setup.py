@@ -1,0 +1,130 @@
+"""Build the compiled part of cyconv: one extension, ``cyconv._kernels``.
+
+Sources: ``src/cyconv/_kernels.pyx`` (Cython, the parallel loops) and ``csrc/*.c`` (plain C, the
+inner loops).  The compiler is probed for OpenMP by compiling and linking a tiny program; where it
+has none (macOS clang without libomp) or ``CYCONV_NO_OPENMP=1`` is set, the same sources are built
+serially and a warning says so.  Flags stay portable (``-O3``, no ``-march=native``) because a
+wheel must run on any x86-64; SIMD paths are chosen at run time in csrc/dispatch.c.
+``CYCONV_NATIVE=1`` adds ``-march=native`` for a local build.
+"""
+
+import os
+import shutil
+import sys
+import tempfile
+import textwrap
+import warnings
+from glob import glob
+
+import numpy as np
+from Cython.Build import cythonize
+from setuptools import Extension, setup
+from setuptools.command.build_ext import build_ext
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+OPENMP_PROBE = textwrap.dedent(
+    """
+    #include <omp.h>
+    int main(void) {
+        int n = 0;
+        #pragma omp parallel reduction(+:n)
+        n += 1;
+        return n > 0 ? 0 : 1;
+    }
+    """
+)
+
+
+def _env_flag(name):
+    return os.environ.get(name, "").strip().lower() in {"1", "true", "yes", "on"}
+
+
+def _openmp_flags(compiler):
+    """Return (compile_args, link_args) for OpenMP, or None if the compiler cannot build it."""
+    if _env_flag("CYCONV_NO_OPENMP"):
+        return None
+    if sys.platform == "win32":
+        candidates = [(["/openmp"], [])]
+    elif sys.platform == "darwin":
+        candidates = [(["-Xpreprocessor", "-fopenmp"], ["-lomp"]), (["-fopenmp"], ["-fopenmp"])]
+    else:
+        candidates = [(["-fopenmp"], ["-fopenmp"])]
+    tmp = tempfile.mkdtemp(prefix="cyconv-openmp-")
+    try:
+        src = os.path.join(tmp, "probe.c")
+        with open(src, "w") as f:
+            f.write(OPENMP_PROBE)
+        for cflags, lflags in candidates:
+            try:
+                objs = compiler.compile([src], output_dir=tmp, extra_postargs=cflags)
+                compiler.link_executable(
+                    objs, "probe", output_dir=tmp, extra_postargs=lflags
+                )
+            except Exception:  # any compile or link failure means "not this flag set"
+                continue
+            return cflags, lflags
+        return None
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+class BuildExt(build_ext):
+    def build_extensions(self):
+        omp = _openmp_flags(self.compiler)
+        compiler_name = os.path.basename(
+            (getattr(self.compiler, "compiler", None) or ["unknown"])[0]
+        )
+        if omp is None:
+            warnings.warn(
+                "cyconv: the C compiler cannot build OpenMP programs (or CYCONV_NO_OPENMP=1 "
+                "is set); building the kernels serially. cyconv.show_config() will report "
+                "openmp: False. On macOS, `brew install libomp` enables threading.",
+                stacklevel=1,
+            )
+            print("*** cyconv: building WITHOUT OpenMP ***", file=sys.stderr)
+        if self.compiler.compiler_type == "msvc":
+            base = ["/O2"]
+        else:
+            base = ["-O3", "-std=gnu11", "-fno-strict-aliasing", "-Wno-unused-function"]
+            if _env_flag("CYCONV_NATIVE"):
+                base.append("-march=native")
+        for ext in self.extensions:
+            ext.extra_compile_args = base + (omp[0] if omp else [])
+            ext.extra_link_args = omp[1] if omp else []
+            ext.define_macros = list(ext.define_macros or []) + [
+                ("CYCONV_COMPILER", '"%s"' % compiler_name.replace('"', "")),
+                ("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION"),
+            ]
+        super().build_extensions()
+
+
+def _relative(paths):
+    # setuptools wants source paths relative to setup.py in an sdist/wheel build.
+    return [os.path.relpath(p, HERE) for p in paths]
+
+
+extensions = [
+    Extension(
+        "cyconv._kernels",
+        sources=_relative(
+            [os.path.join(HERE, "src", "cyconv", "_kernels.pyx")]
+            + sorted(glob(os.path.join(HERE, "csrc", "*.c")))
+        ),
+        include_dirs=[os.path.join("csrc"), np.get_include()],
+    )
+]
+
+setup(
+    ext_modules=cythonize(
+        extensions,
+        compiler_directives={
+            "language_level": "3",
+            "boundscheck": False,
+            "wraparound": False,
+            "cdivision": True,
+            "initializedcheck": False,
+        },
+    ),
+    cmdclass={"build_ext": BuildExt},
+)

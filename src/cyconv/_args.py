@@ -1,0 +1,437 @@
+"""Argument normalisation, padding arithmetic and output shapes.
+
+The one place where these truths live: ``ops`` (compiled kernels) and ``reference`` (NumPy) both
+call in here, so the two can only disagree about numerics, never about what an argument means.
+Everything here works on shapes and plain Python values; nothing touches array data.
+"""
+
+from __future__ import annotations
+
+import operator
+from dataclasses import dataclass
+
+import numpy as np
+
+DATA_FORMATS = ("NHWC", "NCHW")
+FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+ACTIVATIONS = (None, "relu")
+
+
+def _positive_int(value, name):
+    """Return ``value`` as an int, raising TypeError/ValueError naming ``name`` otherwise."""
+    if isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name} must be a positive integer, got {value!r}")
+    try:
+        ivalue = operator.index(value)
+    except TypeError:
+        raise TypeError(f"{name} must be a positive integer, got {value!r}") from None
+    if ivalue < 1:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    return int(ivalue)
+
+
+def _nonnegative_int(value, name):
+    if isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name} must be a non-negative integer, got {value!r}")
+    try:
+        ivalue = operator.index(value)
+    except TypeError:
+        raise TypeError(f"{name} must be a non-negative integer, got {value!r}") from None
+    if ivalue < 0:
+        raise ValueError(f"{name} must be a non-negative integer, got {value!r}")
+    return int(ivalue)
+
+
+def pair(value, name):
+    """Normalise an int or an (h, w) pair of positive ints to a tuple of two ints."""
+    if isinstance(value, (tuple, list)):
+        if len(value) != 2:
+            raise ValueError(f"{name} must be an int or a pair (h, w), got {value!r}")
+        return (_positive_int(value[0], name), _positive_int(value[1], name))
+    v = _positive_int(value, name)
+    return (v, v)
+
+
+def data_format(value):
+    """Validate and normalise the data_format argument (also accepts Keras's spellings)."""
+    if not isinstance(value, str):
+        raise TypeError(f"data_format must be 'NHWC' or 'NCHW', got {value!r}")
+    aliases = {"channels_last": "NHWC", "channels_first": "NCHW"}
+    fmt = aliases.get(value.lower(), value.upper())
+    if fmt not in DATA_FORMATS:
+        raise ValueError(f"data_format must be 'NHWC' or 'NCHW', got {value!r}")
+    return fmt
+
+
+def activation(value):
+    if value is None:
+        return None
+    if not isinstance(value, str) or value.lower() not in ("relu", "linear", "none"):
+        raise ValueError(f"activation must be None or 'relu', got {value!r}")
+    return "relu" if value.lower() == "relu" else None
+
+
+def same_padding(in_size, kernel, stride, dilation):
+    """TensorFlow's 'same' rule: the output has ceil(in / stride) pixels; odd pixel at the end."""
+    effective = (kernel - 1) * dilation + 1
+    out = -(-in_size // stride)
+    total = max((out - 1) * stride + effective - in_size, 0)
+    return (total // 2, total - total // 2)
+
+
+def padding(value, in_hw, kernel_hw, stride_hw, dilation_hw, name="padding"):
+    """Normalise any padding form to ((top, bottom), (left, right)).
+
+    Accepted: "valid", "same", an int, (ph, pw), or ((top, bottom), (left, right)).
+    """
+    if isinstance(value, str):
+        mode = value.lower()
+        if mode == "valid":
+            return ((0, 0), (0, 0))
+        if mode == "same":
+            return tuple(
+                same_padding(in_hw[i], kernel_hw[i], stride_hw[i], dilation_hw[i]) for i in (0, 1)
+            )
+        raise ValueError(f"{name} must be 'valid', 'same', an int or pairs, got {value!r}")
+    if isinstance(value, (tuple, list)):
+        if len(value) != 2:
+            raise ValueError(
+                f"{name} must be an int, (ph, pw) or ((top, bottom), (left, right)), got {value!r}"
+            )
+        out = []
+        for side in value:
+            if isinstance(side, (tuple, list)):
+                if len(side) != 2:
+                    raise ValueError(
+                        f"{name} must be an int, (ph, pw) or ((top, bottom), (left, right)), "
+                        f"got {value!r}"
+                    )
+                out.append((_nonnegative_int(side[0], name), _nonnegative_int(side[1], name)))
+            else:
+                p = _nonnegative_int(side, name)
+                out.append((p, p))
+        return tuple(out)
+    if value is None:
+        raise TypeError(f"{name} must be 'valid', 'same', an int or pairs, got None")
+    p = _nonnegative_int(value, name)
+    return ((p, p), (p, p))
+
+
+def float_dtype(**arrays):
+    """Check that the given arrays share one float dtype (float32 or float64) and return it.
+
+    Keyword names are the argument names used in error messages; None values are skipped.
+    """
+    dtype = None
+    first = None
+    for name, arr in arrays.items():
+        if arr is None:
+            continue
+        dt = arr.dtype
+        if dt not in FLOAT_DTYPES:
+            raise TypeError(f"{name} must be float32 or float64, got dtype {dt}")
+        if dtype is None:
+            dtype, first = dt, name
+        elif dt != dtype:
+            raise TypeError(
+                f"{name} has dtype {dt} but {first} has dtype {dtype}; "
+                "they must agree (cast one of them)"
+            )
+    return dtype
+
+
+def as_array(value, name):
+    """Accept ndarrays (any strides, read-only) and array-likes; reject what cannot be numeric."""
+    if isinstance(value, np.ndarray):
+        return value
+    if value is None:
+        raise TypeError(f"{name} must be an array, got None")
+    try:
+        arr = np.asarray(value)
+    except Exception as exc:  # numpy raises many kinds for ragged or odd input
+        raise TypeError(f"{name} must be an array, got {type(value).__name__}: {exc}") from None
+    if arr.dtype == object:
+        raise TypeError(f"{name} must be a numeric array, got {type(value).__name__}")
+    if arr.dtype.kind == "f" and arr.dtype not in FLOAT_DTYPES:
+        raise TypeError(f"{name} must be float32 or float64, got dtype {arr.dtype}")
+    if arr.dtype.kind in "iub":
+        raise TypeError(f"{name} must be float32 or float64, got dtype {arr.dtype}")
+    return arr
+
+
+def check_ndim(arr, ndim, name, what):
+    if arr.ndim != ndim:
+        raise ValueError(f"{name} must be {ndim}-D {what}, got shape {arr.shape}")
+
+
+def to_nhwc_shape(shape, fmt):
+    """(N, C, H, W) -> (N, H, W, C) for NCHW; NHWC shapes pass through."""
+    if fmt == "NCHW":
+        n, c, h, w = shape
+        return (n, h, w, c)
+    return tuple(shape)
+
+
+def from_nhwc_shape(shape, fmt):
+    if fmt == "NCHW":
+        n, h, w, c = shape
+        return (n, c, h, w)
+    return tuple(shape)
+
+
+def _output_size(in_size, pad_lo, pad_hi, kernel, stride, dilation, ceil_mode):
+    effective = (kernel - 1) * dilation + 1
+    span = in_size + pad_lo + pad_hi - effective
+    if span < 0:
+        return None
+    if ceil_mode:
+        out = -(-span // stride) + 1
+        # PyTorch: the last window must start inside the input or the top/left padding.
+        if (out - 1) * stride >= in_size + pad_lo:
+            out -= 1
+    else:
+        out = span // stride + 1
+    return out
+
+
+@dataclass(frozen=True)
+class Geometry:
+    """Everything a kernel needs about one conv/pool call, in NHWC terms, as plain ints."""
+
+    n: int
+    h: int
+    w: int
+    c: int
+    kh: int
+    kw: int
+    sh: int
+    sw: int
+    dh: int
+    dw: int
+    pad_top: int
+    pad_bottom: int
+    pad_left: int
+    pad_right: int
+    oh: int
+    ow: int
+    cout: int = 0
+    groups: int = 1
+    data_format: str = "NHWC"
+
+    @property
+    def x_shape(self):
+        """Input shape in the caller's layout."""
+        return from_nhwc_shape((self.n, self.h, self.w, self.c), self.data_format)
+
+    @property
+    def y_shape(self):
+        """Output shape in the caller's layout."""
+        c = self.cout if self.cout else self.c
+        return from_nhwc_shape((self.n, self.oh, self.ow, c), self.data_format)
+
+    @property
+    def y_shape_nhwc(self):
+        c = self.cout if self.cout else self.c
+        return (self.n, self.oh, self.ow, c)
+
+
+def _spatial(h, w, kh, kw, stride, pad, dilation, ceil_mode, what):
+    sh, sw = stride
+    dh, dw = dilation
+    (pt, pb), (pl, pr) = pad
+    oh = _output_size(h, pt, pb, kh, sh, dh, ceil_mode)
+    ow = _output_size(w, pl, pr, kw, sw, dw, ceil_mode)
+    if oh is None or ow is None:
+        raise ValueError(
+            f"{what} window ({(kh - 1) * dh + 1}, {(kw - 1) * dw + 1}) (after dilation) is "
+            f"larger than the padded input ({h + pt + pb}, {w + pl + pr})"
+        )
+    if oh < 1 or ow < 1:
+        raise ValueError(f"{what} output would be empty: output size ({oh}, {ow})")
+    return oh, ow
+
+
+def conv_geometry(x_shape, w_shape, stride, padding_, dilation, groups, fmt):
+    """Validate a convolution's shapes and arguments and return its Geometry.
+
+    Weights are HWIO ``(kh, kw, cin // groups, cout)`` for NHWC, OIHW for NCHW.
+    """
+    if len(x_shape) != 4:
+        raise ValueError(f"x must be 4-D ({'N, H, W, C' if fmt == 'NHWC' else 'N, C, H, W'}), "
+                         f"got shape {tuple(x_shape)}")
+    if len(w_shape) != 4:
+        layout = "(kh, kw, cin // groups, cout)" if fmt == "NHWC" else "(cout, cin // groups, kh, kw)"
+        raise ValueError(f"w must be 4-D {layout} for data_format={fmt!r}, got shape {tuple(w_shape)}")
+    n, h, w, c = to_nhwc_shape(x_shape, fmt)
+    if fmt == "NHWC":
+        kh, kw, cin_g, cout = w_shape
+    else:
+        cout, cin_g, kh, kw = w_shape
+    groups = _positive_int(groups, "groups")
+    stride = pair(stride, "stride")
+    dilation = pair(dilation, "dilation")
+    if h < 1 or w < 1 or c < 1:
+        raise ValueError(f"x must have non-empty spatial and channel dimensions, got shape {tuple(x_shape)}")
+    if kh < 1 or kw < 1 or cin_g < 1 or cout < 1:
+        raise ValueError(f"w must have non-empty dimensions, got shape {tuple(w_shape)}")
+    if c % groups:
+        raise ValueError(f"groups={groups} must divide the input channels ({c})")
+    if cout % groups:
+        raise ValueError(f"groups={groups} must divide the output channels of w ({cout})")
+    if cin_g * groups != c:
+        raise ValueError(
+            f"x has {c} channels but w expects {cin_g * groups} "
+            f"(w's input-channel dimension {cin_g} x groups={groups}); w has shape {tuple(w_shape)}"
+        )
+    pad = padding(padding_, (h, w), (kh, kw), stride, dilation)
+    oh, ow = _spatial(h, w, kh, kw, stride, pad, dilation, False, "convolution")
+    return Geometry(n, h, w, c, kh, kw, stride[0], stride[1], dilation[0], dilation[1],
+                    pad[0][0], pad[0][1], pad[1][0], pad[1][1], oh, ow, cout, groups, fmt)
+
+
+def pool_geometry(x_shape, pool_size, stride, padding_, dilation, ceil_mode, fmt):
+    """Validate a pooling call's arguments and return its Geometry (cout = 0: channels kept)."""
+    if len(x_shape) != 4:
+        raise ValueError(f"x must be 4-D ({'N, H, W, C' if fmt == 'NHWC' else 'N, C, H, W'}), "
+                         f"got shape {tuple(x_shape)}")
+    n, h, w, c = to_nhwc_shape(x_shape, fmt)
+    kh, kw = pair(pool_size, "pool_size")
+    stride = (kh, kw) if stride is None else pair(stride, "stride")
+    dilation = pair(dilation, "dilation")
+    if not isinstance(ceil_mode, (bool, np.bool_)):
+        raise TypeError(f"ceil_mode must be True or False, got {ceil_mode!r}")
+    if h < 1 or w < 1 or c < 1:
+        raise ValueError(f"x must have non-empty spatial and channel dimensions, got shape {tuple(x_shape)}")
+    explicit = not isinstance(padding_, str)
+    pad = padding(padding_, (h, w), (kh, kw), stride, dilation)
+    if explicit:
+        (pt, pb), (pl, pr) = pad
+        if max(pt, pb) > kh // 2 or max(pl, pr) > kw // 2:
+            raise ValueError(
+                f"padding {padding_!r} is larger than half the pool window ({kh}, {kw}); "
+                "each side may be at most pool_size // 2 (PyTorch's rule)"
+            )
+    oh, ow = _spatial(h, w, kh, kw, stride, pad, dilation, bool(ceil_mode), "pool")
+    return Geometry(n, h, w, c, kh, kw, stride[0], stride[1], dilation[0], dilation[1],
+                    pad[0][0], pad[0][1], pad[1][0], pad[1][1], oh, ow, 0, 1, fmt)
+
+
+def check_grad(dy, expected_shape, dtype, name="dy"):
+    """dy must have the forward output's shape and the inputs' dtype."""
+    if tuple(dy.shape) != tuple(expected_shape):
+        raise ValueError(f"{name} must have the output's shape {tuple(expected_shape)}, got {dy.shape}")
+    if dy.dtype != dtype:
+        raise TypeError(f"{name} has dtype {dy.dtype} but x has dtype {dtype}; they must agree")
+
+
+def check_bias(b, cout):
+    if b.ndim != 1 or b.shape[0] != cout:
+        raise ValueError(f"b must have shape ({cout},) to match w's output channels, got {b.shape}")
+
+
+def check_indices(indices, expected_shape, h, w):
+    if indices.dtype != np.int64:
+        raise TypeError(f"indices must be int64 (as returned by max_pool2d), got dtype {indices.dtype}")
+    if tuple(indices.shape) != tuple(expected_shape):
+        raise ValueError(f"indices must have the output's shape {tuple(expected_shape)}, got {indices.shape}")
+    if indices.size and (int(indices.max()) >= h * w or int(indices.min()) < -1):
+        raise ValueError(f"indices must lie in [0, {h * w}) (flat positions in each H*W plane)")
+
+
+def bool_arg(value, name):
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name} must be True or False, got {value!r}")
+    return bool(value)
+
+
+def flops_conv(g: Geometry):
+    """Multiply-adds x 2 of one forward convolution."""
+    return 2 * g.n * g.oh * g.ow * g.cout * g.kh * g.kw * (g.c // g.groups)
+
+
+def ceil_div(a, b):
+    return -(-a // b)
+
+
+
+# ---------------------------------------------------------------------------------------------
+# Whole-call validation shared by ops and reference: arrays in, validated views and Geometry out.
+
+
+def nhwc(x, fmt):
+    """A view of x in NHWC order (no copy)."""
+    return x.transpose(0, 2, 3, 1) if fmt == "NCHW" else x
+
+
+def from_nhwc(y, fmt):
+    """A view of an NHWC array in the caller's layout (no copy)."""
+    return y.transpose(0, 3, 1, 2) if fmt == "NCHW" else y
+
+
+def hwio(w, fmt):
+    """A view of the weights as HWIO (kh, kw, cin // groups, cout)."""
+    return w.transpose(2, 3, 1, 0) if fmt == "NCHW" else w
+
+
+def from_hwio(w, fmt):
+    return w.transpose(3, 2, 0, 1) if fmt == "NCHW" else w
+
+
+def conv_call(x, w, b, stride, padding_, dilation, groups, fmt):
+    """Validate a conv2d call. Returns (x, w, b, geometry) with arrays as ndarrays."""
+    fmt = data_format(fmt)
+    x = as_array(x, "x")
+    w = as_array(w, "w")
+    b = None if b is None else as_array(b, "b")
+    float_dtype(x=x, w=w, b=b)
+    g = conv_geometry(x.shape, w.shape, stride, padding_, dilation, groups, fmt)
+    if b is not None:
+        check_bias(b, g.cout)
+    return x, w, b, g
+
+
+def conv_backward_call(dy, x, w, stride, padding_, dilation, groups, fmt):
+    fmt = data_format(fmt)
+    x = as_array(x, "x")
+    w = as_array(w, "w")
+    dy = as_array(dy, "dy")
+    dtype = float_dtype(x=x, w=w)
+    g = conv_geometry(x.shape, w.shape, stride, padding_, dilation, groups, fmt)
+    check_grad(dy, g.y_shape, dtype)
+    return dy, x, w, g
+
+
+def pool_call(x, pool_size, stride, padding_, dilation, ceil_mode, fmt):
+    fmt = data_format(fmt)
+    x = as_array(x, "x")
+    float_dtype(x=x)
+    g = pool_geometry(x.shape, pool_size, stride, padding_, dilation, ceil_mode, fmt)
+    return x, g
+
+
+def pool_backward_call(dy, x, pool_size, stride, padding_, dilation, ceil_mode, fmt):
+    x, g = pool_call(x, pool_size, stride, padding_, dilation, ceil_mode, fmt)
+    dy = as_array(dy, "dy")
+    check_grad(dy, g.y_shape, x.dtype)
+    return dy, x, g
+
+
+def global_call(x, fmt):
+    """Global pools are pools whose window is the whole image."""
+    fmt = data_format(fmt)
+    x = as_array(x, "x")
+    float_dtype(x=x)
+    if x.ndim != 4:
+        raise ValueError(f"x must be 4-D ({'N, H, W, C' if fmt == 'NHWC' else 'N, C, H, W'}), "
+                         f"got shape {x.shape}")
+    n, h, w, c = to_nhwc_shape(x.shape, fmt)
+    if h < 1 or w < 1 or c < 1:
+        raise ValueError(f"x must have non-empty spatial and channel dimensions, got shape {x.shape}")
+    return x, pool_geometry(x.shape, (h, w), None, "valid", 1, False, fmt)
+
+
+def global_backward_call(dy, x, fmt):
+    x, g = global_call(x, fmt)
+    dy = as_array(dy, "dy")
+    check_grad(dy, (g.n, g.c), x.dtype)
+    return dy, x, g

@@ -1,0 +1,314 @@
+# cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
+"""Compiled kernels: the parallel loops over independent work, calling the C inner loops.
+
+Private.  Callers (cyconv.ops) pass validated, C-contiguous NHWC arrays of one dtype, a Geometry
+from cyconv._args, preallocated outputs and a thread count; nothing here checks arguments again.
+Every loop runs with the GIL released; per-thread scratch is allocated once per thread inside
+the parallel region, never inside the loops.
+"""
+
+from cython cimport floating
+from cython.parallel cimport parallel, prange
+from libc.stdint cimport int64_t
+from libc.stdlib cimport free, malloc
+
+import numpy as np
+
+cdef extern from "cyconv.h" nogil:
+    ctypedef struct cyc_geom_t:
+        int n, h, w, c
+        int kh, kw
+        int sh, sw, dh, dw
+        int pad_top, pad_left
+        int pad_bottom, pad_right
+        int oh, ow
+        int cout, groups
+
+    int cyc_isa_best()
+    int cyc_isa_set(int isa)
+    int cyc_isa_get()
+    const char *cyc_isa_name(int isa)
+    int cyc_openmp_enabled()
+    int cyc_omp_max_threads()
+    const char *cyc_compiler()
+
+    size_t cyc_conv_packed_len(const cyc_geom_t *g, int transposed, int elem_size)
+    size_t cyc_conv_scratch_bytes(const cyc_geom_t *g, int transposed, int elem_size)
+    size_t cyc_conv_zeros_len(const cyc_geom_t *g)
+    size_t cyc_conv_dw_acc_len(const cyc_geom_t *g, int elem_size)
+    size_t cyc_conv_dw_scratch_bytes(const cyc_geom_t *g, int elem_size)
+
+    void cyc_conv_pack_f32(const cyc_geom_t *g, const float *w, const float *b, int tr, float *out)
+    void cyc_conv_pack_f64(const cyc_geom_t *g, const double *w, const double *b, int tr,
+                           double *out)
+    void cyc_conv_fwd_f32(const cyc_geom_t *g, const float *x, const float *p, int relu,
+                          const float *z, float *y, ptrdiff_t m0, ptrdiff_t m1, void *s)
+    void cyc_conv_fwd_f64(const cyc_geom_t *g, const double *x, const double *p, int relu,
+                          const double *z, double *y, ptrdiff_t m0, ptrdiff_t m1, void *s)
+    void cyc_conv_bwd_data_f32(const cyc_geom_t *g, const float *dy, const float *p,
+                               const float *z, float *dx, ptrdiff_t m0, ptrdiff_t m1, void *s)
+    void cyc_conv_bwd_data_f64(const cyc_geom_t *g, const double *dy, const double *p,
+                               const double *z, double *dx, ptrdiff_t m0, ptrdiff_t m1, void *s)
+    void cyc_conv_bwd_filter_f32(const cyc_geom_t *g, const float *x, const float *dy,
+                                 float *dw, float *db, ptrdiff_t m0, ptrdiff_t m1, void *s)
+    void cyc_conv_bwd_filter_f64(const cyc_geom_t *g, const double *x, const double *dy,
+                                 double *dw, double *db, ptrdiff_t m0, ptrdiff_t m1, void *s)
+    void cyc_conv_dw_finish_f32(const cyc_geom_t *g, const float *accs, int n, float *dw)
+    void cyc_conv_dw_finish_f64(const cyc_geom_t *g, const double *accs, int n, double *dw)
+
+    void cyc_max_pool_f32(const cyc_geom_t *g, const float *x, float *y, int64_t *idx,
+                          ptrdiff_t r0, ptrdiff_t r1)
+    void cyc_max_pool_f64(const cyc_geom_t *g, const double *x, double *y, int64_t *idx,
+                          ptrdiff_t r0, ptrdiff_t r1)
+    void cyc_max_pool_bwd_f32(const cyc_geom_t *g, const float *dy, const int64_t *idx,
+                              float *dx, ptrdiff_t n0, ptrdiff_t n1)
+    void cyc_max_pool_bwd_f64(const cyc_geom_t *g, const double *dy, const int64_t *idx,
+                              double *dx, ptrdiff_t n0, ptrdiff_t n1)
+    void cyc_avg_pool_f32(const cyc_geom_t *g, const float *x, float *y, int cip,
+                          ptrdiff_t r0, ptrdiff_t r1)
+    void cyc_avg_pool_f64(const cyc_geom_t *g, const double *x, double *y, int cip,
+                          ptrdiff_t r0, ptrdiff_t r1)
+    void cyc_avg_pool_bwd_f32(const cyc_geom_t *g, const float *dy, float *dx, int cip,
+                              ptrdiff_t n0, ptrdiff_t n1)
+    void cyc_avg_pool_bwd_f64(const cyc_geom_t *g, const double *dy, double *dx, int cip,
+                              ptrdiff_t n0, ptrdiff_t n1)
+
+
+# Resolve the instruction set once, while single-threaded.
+cyc_isa_get()
+
+ISA_NAMES = ("portable", "avx2", "avx512")
+
+
+def openmp_enabled():
+    return bool(cyc_openmp_enabled())
+
+
+def omp_max_threads():
+    return cyc_omp_max_threads()
+
+
+def compiler():
+    return cyc_compiler().decode()
+
+
+def isa_best():
+    return ISA_NAMES[cyc_isa_best()]
+
+
+def isa_get():
+    return ISA_NAMES[cyc_isa_get()]
+
+
+def isa_set(name):
+    """Select an instruction set by name; returns the one now in use (capped by the CPU)."""
+    return ISA_NAMES[cyc_isa_set(ISA_NAMES.index(name))]
+
+
+cdef cyc_geom_t _geom(object g):
+    cdef cyc_geom_t s
+    s.n, s.h, s.w, s.c = g.n, g.h, g.w, g.c
+    s.kh, s.kw, s.sh, s.sw, s.dh, s.dw = g.kh, g.kw, g.sh, g.sw, g.dh, g.dw
+    s.pad_top, s.pad_bottom, s.pad_left, s.pad_right = (
+        g.pad_top, g.pad_bottom, g.pad_left, g.pad_right)
+    s.oh, s.ow = g.oh, g.ow
+    s.cout, s.groups = g.cout, g.groups
+    return s
+
+
+cdef inline Py_ssize_t _chunk(Py_ssize_t total, int n_threads, Py_ssize_t align) noexcept:
+    """Work per prange iteration: a few chunks per thread (the machine is shared, so threads
+    finish unevenly), each a multiple of `align` so that register tiles stay whole."""
+    cdef Py_ssize_t pieces = 4 * n_threads if n_threads > 1 else 1
+    cdef Py_ssize_t c = (total + pieces - 1) // pieces
+    c = (c + align - 1) // align * align
+    return c if c > 0 else align
+
+
+cdef inline Py_ssize_t _n_chunks(Py_ssize_t total, Py_ssize_t chunk) noexcept:
+    return (total + chunk - 1) // chunk
+
+
+def conv2d_forward(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] w,
+                   const floating[::1] b, object geom, bint relu,
+                   floating[:, :, :, ::1] y, int n_threads):
+    """y = conv(x, w) + b (+ ReLU), all NHWC / HWIO, y preallocated."""
+    cdef cyc_geom_t g = _geom(geom)
+    cdef Py_ssize_t M = <Py_ssize_t>g.n * g.oh * g.ow
+    dtype = np.float32 if floating is float else np.float64
+    cdef floating[::1] packed = np.empty(cyc_conv_packed_len(&g, 0, sizeof(floating)), dtype)
+    cdef floating[::1] zeros = np.zeros(cyc_conv_zeros_len(&g), dtype)
+    cdef const floating *bp = &b[0] if b is not None else NULL
+    cdef size_t sbytes = cyc_conv_scratch_bytes(&g, 0, sizeof(floating))
+    cdef Py_ssize_t chunk = _chunk(M, n_threads, 48)
+    cdef Py_ssize_t nch = _n_chunks(M, chunk), t, m0, m1
+    cdef void *scratch
+    cdef int failed = 0
+    cdef int *failp = &failed   # written inside the parallel block, so shared through a pointer
+    with nogil:
+        if floating is float:
+            cyc_conv_pack_f32(&g, &w[0, 0, 0, 0], bp, 0, &packed[0])
+        else:
+            cyc_conv_pack_f64(&g, &w[0, 0, 0, 0], bp, 0, &packed[0])
+        with parallel(num_threads=n_threads):
+            scratch = malloc(sbytes)
+            if scratch == NULL:
+                failp[0] = 1
+            else:
+                for t in prange(nch, schedule="dynamic"):
+                    m0 = t * chunk
+                    m1 = min(M, m0 + chunk)
+                    if floating is float:
+                        cyc_conv_fwd_f32(&g, &x[0, 0, 0, 0], &packed[0], relu, &zeros[0],
+                                         &y[0, 0, 0, 0], m0, m1, scratch)
+                    else:
+                        cyc_conv_fwd_f64(&g, &x[0, 0, 0, 0], &packed[0], relu, &zeros[0],
+                                         &y[0, 0, 0, 0], m0, m1, scratch)
+                free(scratch)
+    if failed:
+        raise MemoryError("conv2d: could not allocate per-thread scratch memory")
+
+
+def conv2d_backward_data(const floating[:, :, :, ::1] dy, const floating[:, :, :, ::1] w,
+                         object geom, floating[:, :, :, ::1] dx, int n_threads):
+    """dx from dy and the HWIO weights (a convolution with the transposed weights)."""
+    cdef cyc_geom_t g = _geom(geom)
+    cdef Py_ssize_t M = <Py_ssize_t>g.n * g.h * g.w
+    dtype = np.float32 if floating is float else np.float64
+    cdef floating[::1] packed = np.empty(cyc_conv_packed_len(&g, 1, sizeof(floating)), dtype)
+    cdef floating[::1] zeros = np.zeros(cyc_conv_zeros_len(&g), dtype)
+    cdef size_t sbytes = cyc_conv_scratch_bytes(&g, 1, sizeof(floating))
+    cdef Py_ssize_t chunk = _chunk(M, n_threads, 48)
+    cdef Py_ssize_t nch = _n_chunks(M, chunk), t, m0, m1
+    cdef void *scratch
+    cdef int failed = 0
+    cdef int *failp = &failed   # written inside the parallel block, so shared through a pointer
+    with nogil:
+        if floating is float:
+            cyc_conv_pack_f32(&g, &w[0, 0, 0, 0], NULL, 1, &packed[0])
+        else:
+            cyc_conv_pack_f64(&g, &w[0, 0, 0, 0], NULL, 1, &packed[0])
+        with parallel(num_threads=n_threads):
+            scratch = malloc(sbytes)
+            if scratch == NULL:
+                failp[0] = 1
+            else:
+                for t in prange(nch, schedule="dynamic"):
+                    m0 = t * chunk
+                    m1 = min(M, m0 + chunk)
+                    if floating is float:
+                        cyc_conv_bwd_data_f32(&g, &dy[0, 0, 0, 0], &packed[0], &zeros[0],
+                                              &dx[0, 0, 0, 0], m0, m1, scratch)
+                    else:
+                        cyc_conv_bwd_data_f64(&g, &dy[0, 0, 0, 0], &packed[0], &zeros[0],
+                                              &dx[0, 0, 0, 0], m0, m1, scratch)
+                free(scratch)
+    if failed:
+        raise MemoryError("conv2d_backward: could not allocate per-thread scratch memory")
+
+
+def conv2d_backward_filter(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] dy,
+                           object geom, floating[:, :, :, ::1] dw, floating[::1] db,
+                           int n_threads):
+    """dw (HWIO) and db, reduced over batch and pixels with one accumulator per thread."""
+    cdef cyc_geom_t g = _geom(geom)
+    cdef Py_ssize_t M = <Py_ssize_t>g.n * g.oh * g.ow
+    dtype = np.float32 if floating is float else np.float64
+    cdef Py_ssize_t acc_len = cyc_conv_dw_acc_len(&g, sizeof(floating))
+    # The pixels are split into a number of partial sums that depends on the problem only, never
+    # on the thread count, so that dw is bit-for-bit the same with 1 thread or many.
+    cdef int n_acc = <int>min(8, max(1, (M + 1023) // 1024))
+    cdef floating[:, ::1] accs = np.zeros((n_acc, acc_len), dtype)
+    cdef floating[:, ::1] dbs = np.zeros((n_acc, g.cout), dtype)
+    cdef size_t sbytes = cyc_conv_dw_scratch_bytes(&g, sizeof(floating))
+    cdef Py_ssize_t t, m0, m1
+    cdef int failed = 0
+    cdef int *failp = &failed   # written inside the parallel block, so shared through a pointer
+    cdef void *scratch
+    with nogil:
+        with parallel(num_threads=n_threads):
+            scratch = malloc(sbytes)
+            if scratch == NULL:
+                failp[0] = 1
+            else:
+                for t in prange(n_acc, schedule="dynamic"):
+                    m0 = M * t // n_acc
+                    m1 = M * (t + 1) // n_acc
+                    if floating is float:
+                        cyc_conv_bwd_filter_f32(&g, &x[0, 0, 0, 0], &dy[0, 0, 0, 0],
+                                                &accs[t, 0], &dbs[t, 0], m0, m1, scratch)
+                    else:
+                        cyc_conv_bwd_filter_f64(&g, &x[0, 0, 0, 0], &dy[0, 0, 0, 0],
+                                                &accs[t, 0], &dbs[t, 0], m0, m1, scratch)
+                free(scratch)
+        if not failed:
+            if floating is float:
+                cyc_conv_dw_finish_f32(&g, &accs[0, 0], n_acc, &dw[0, 0, 0, 0])
+            else:
+                cyc_conv_dw_finish_f64(&g, &accs[0, 0], n_acc, &dw[0, 0, 0, 0])
+            for m0 in range(g.cout):
+                db[m0] = 0
+                for t in range(n_acc):
+                    db[m0] += dbs[t, m0]
+    if failed:
+        raise MemoryError("conv2d_backward: could not allocate per-thread scratch memory")
+
+
+def max_pool(const floating[:, :, :, ::1] x, object geom, floating[:, :, :, ::1] y,
+             int64_t[:, :, :, ::1] idx, int n_threads):
+    """y and the flat index (in each H*W plane) of the first maximum of every window."""
+    cdef cyc_geom_t g = _geom(geom)
+    cdef Py_ssize_t rows = <Py_ssize_t>g.n * g.oh
+    cdef Py_ssize_t chunk = _chunk(rows, n_threads, 1)
+    cdef Py_ssize_t nch = _n_chunks(rows, chunk), t, r0, r1
+    for t in prange(nch, nogil=True, num_threads=n_threads, schedule="dynamic"):
+        r0 = t * chunk
+        r1 = min(rows, r0 + chunk)
+        if floating is float:
+            cyc_max_pool_f32(&g, &x[0, 0, 0, 0], &y[0, 0, 0, 0], &idx[0, 0, 0, 0], r0, r1)
+        else:
+            cyc_max_pool_f64(&g, &x[0, 0, 0, 0], &y[0, 0, 0, 0], &idx[0, 0, 0, 0], r0, r1)
+
+
+def max_pool_backward(const floating[:, :, :, ::1] dy, const int64_t[:, :, :, ::1] idx,
+                      object geom, floating[:, :, :, ::1] dx, int n_threads):
+    """dx: each output's gradient added at its recorded index (images are independent)."""
+    cdef cyc_geom_t g = _geom(geom)
+    cdef Py_ssize_t chunk = _chunk(g.n, n_threads, 1)
+    cdef Py_ssize_t nch = _n_chunks(g.n, chunk), t, n0, n1
+    for t in prange(nch, nogil=True, num_threads=n_threads, schedule="dynamic"):
+        n0 = t * chunk
+        n1 = min(<Py_ssize_t>g.n, n0 + chunk)
+        if floating is float:
+            cyc_max_pool_bwd_f32(&g, &dy[0, 0, 0, 0], &idx[0, 0, 0, 0], &dx[0, 0, 0, 0], n0, n1)
+        else:
+            cyc_max_pool_bwd_f64(&g, &dy[0, 0, 0, 0], &idx[0, 0, 0, 0], &dx[0, 0, 0, 0], n0, n1)
+
+
+def avg_pool(const floating[:, :, :, ::1] x, object geom, floating[:, :, :, ::1] y,
+             bint count_include_pad, int n_threads):
+    cdef cyc_geom_t g = _geom(geom)
+    cdef Py_ssize_t rows = <Py_ssize_t>g.n * g.oh
+    cdef Py_ssize_t chunk = _chunk(rows, n_threads, 1)
+    cdef Py_ssize_t nch = _n_chunks(rows, chunk), t, r0, r1
+    for t in prange(nch, nogil=True, num_threads=n_threads, schedule="dynamic"):
+        r0 = t * chunk
+        r1 = min(rows, r0 + chunk)
+        if floating is float:
+            cyc_avg_pool_f32(&g, &x[0, 0, 0, 0], &y[0, 0, 0, 0], count_include_pad, r0, r1)
+        else:
+            cyc_avg_pool_f64(&g, &x[0, 0, 0, 0], &y[0, 0, 0, 0], count_include_pad, r0, r1)
+
+
+def avg_pool_backward(const floating[:, :, :, ::1] dy, object geom, floating[:, :, :, ::1] dx,
+                      bint count_include_pad, int n_threads):
+    cdef cyc_geom_t g = _geom(geom)
+    cdef Py_ssize_t chunk = _chunk(g.n, n_threads, 1)
+    cdef Py_ssize_t nch = _n_chunks(g.n, chunk), t, n0, n1
+    for t in prange(nch, nogil=True, num_threads=n_threads, schedule="dynamic"):
+        n0 = t * chunk
+        n1 = min(<Py_ssize_t>g.n, n0 + chunk)
+        if floating is float:
+            cyc_avg_pool_bwd_f32(&g, &dy[0, 0, 0, 0], &dx[0, 0, 0, 0], count_include_pad, n0, n1)
+        else:
+            cyc_avg_pool_bwd_f64(&g, &dy[0, 0, 0, 0], &dx[0, 0, 0, 0], count_include_pad, n0, n1)

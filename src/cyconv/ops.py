@@ -1,0 +1,231 @@
+"""The functional API over the compiled kernels.
+
+Each function validates and normalises its arguments (through :mod:`cyconv._args`, shared with
+:mod:`cyconv.reference`, which has the same signatures), computes the output shape, brings the
+inputs to C-contiguous NHWC once, allocates the outputs, decides how many threads the call is
+worth and calls :mod:`cyconv._kernels`.  Inputs are never modified; any strides and read-only
+arrays are accepted.
+
+Layouts: ``data_format="NHWC"`` (Keras) takes HWIO weights ``(kh, kw, cin // groups, cout)``;
+``"NCHW"`` (PyTorch) takes OIHW weights ``(cout, cin // groups, kh, kw)``.  Results come back in
+the input's layout.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+from . import _args, _kernels
+from ._config import get_num_threads
+
+__all__ = [
+    "conv2d",
+    "conv2d_backward",
+    "max_pool2d",
+    "max_pool2d_backward",
+    "avg_pool2d",
+    "avg_pool2d_backward",
+    "global_max_pool2d",
+    "global_max_pool2d_backward",
+    "global_avg_pool2d",
+    "global_avg_pool2d_backward",
+]
+
+# Below this much work (in multiply-adds or element visits) per thread, starting another thread
+# costs more than it saves: small layers run on one thread.
+_WORK_PER_THREAD = 200_000
+
+
+def _threads(work):
+    n = get_num_threads()
+    if n <= 1:
+        return 1
+    return int(max(1, min(n, work // _WORK_PER_THREAD)))
+
+
+def _c(a):
+    """C-contiguous (a copy only when needed); read-only arrays are fine."""
+    return a if a is None or a.flags.c_contiguous else np.ascontiguousarray(a)
+
+
+def _out(y_nhwc, fmt):
+    """Return an NHWC result in the caller's layout, C-contiguous."""
+    return y_nhwc if fmt == "NHWC" else np.ascontiguousarray(y_nhwc.transpose(0, 3, 1, 2))
+
+
+def conv2d(x, w, b=None, *, stride=1, padding="valid", dilation=1, groups=1,
+           data_format="NHWC", activation=None):
+    """2-D convolution (cross-correlation, as in Keras and PyTorch), optional bias and ReLU.
+
+    Parameters
+    ----------
+    x : (N, H, W, C) for NHWC or (N, C, H, W) for NCHW; float32 or float64.
+    w : HWIO (kh, kw, C // groups, cout) for NHWC, OIHW (cout, C // groups, kh, kw) for NCHW.
+    b : (cout,) or None.
+    stride, dilation : int or (h, w).
+    padding : "valid", "same" (TensorFlow's rule), int, (ph, pw) or ((top, bottom), (left, right)).
+    groups : input and output channels are split into this many independent groups.
+    activation : None or "relu", applied in the kernel's epilogue.
+    """
+    x, w, b, g = _args.conv_call(x, w, b, stride, padding, dilation, groups, data_format)
+    relu = _args.activation(activation) == "relu"
+    y = np.empty(g.y_shape_nhwc, dtype=x.dtype)
+    if g.n:
+        xk = _c(_args.nhwc(x, g.data_format))
+        wk = _c(_args.hwio(w, g.data_format))
+        _kernels.conv2d_forward(xk, wk, _c(b), g, relu, y, _threads(_args.flops_conv(g) // 2))
+    return _out(y, g.data_format)
+
+
+def conv2d_backward(dy, x, w, *, stride=1, padding="valid", dilation=1, groups=1,
+                    data_format="NHWC", compute_dx=True):
+    """Gradients of :func:`conv2d` (before any activation): returns ``(dx, dw, db)``.
+
+    ``dy`` has the forward output's shape; ``dw`` has ``w``'s layout.  With ``compute_dx=False``
+    the input gradient is skipped and ``dx`` is None (a network's first layer never needs it).
+    """
+    dy, x, w, g = _args.conv_backward_call(dy, x, w, stride, padding, dilation, groups,
+                                           data_format)
+    compute_dx = _args.bool_arg(compute_dx, "compute_dx")
+    fmt = g.data_format
+    cg = g.c // g.groups
+    dw = np.zeros((g.kh, g.kw, cg, g.cout), dtype=x.dtype)
+    db = np.zeros(g.cout, dtype=x.dtype)
+    dx = np.zeros((g.n, g.h, g.w, g.c), dtype=x.dtype) if compute_dx else None
+    if g.n:
+        work = _args.flops_conv(g) // 2
+        dyk = _c(_args.nhwc(dy, fmt))
+        if compute_dx:
+            _kernels.conv2d_backward_data(dyk, _c(_args.hwio(w, fmt)), g, dx, _threads(work))
+        _kernels.conv2d_backward_filter(_c(_args.nhwc(x, fmt)), dyk, g, dw, db, _threads(work))
+    dw = dw if fmt == "NHWC" else np.ascontiguousarray(_args.from_hwio(dw, fmt))
+    return (_out(dx, fmt) if compute_dx else None), dw, db
+
+
+def _pool_nhwc_geometry(g):
+    """NCHW pools run as NHWC pools over N*C single-channel images: no transposition."""
+    if g.data_format == "NCHW":
+        return dataclasses.replace(g, n=g.n * g.c, c=1, data_format="NHWC")
+    return g
+
+
+def _pool_input(a, g):
+    """The array the pool kernels read: NHWC as is, NCHW viewed as (N*C, H, W, 1)."""
+    a = _c(a)
+    if g.data_format == "NCHW":
+        return a.reshape(a.shape[0] * a.shape[1], a.shape[2], a.shape[3], 1)
+    return a
+
+
+def _pool_result(a, g):
+    if g.data_format == "NCHW":
+        return a.reshape(g.n, g.c, a.shape[1], a.shape[2])
+    return a
+
+
+def _max_pool_indices(x, g, kg):
+    y = np.empty(kg.y_shape_nhwc, dtype=x.dtype)
+    idx = np.empty(kg.y_shape_nhwc, dtype=np.int64)
+    if g.n:
+        work = kg.n * kg.oh * kg.ow * kg.c * kg.kh * kg.kw
+        _kernels.max_pool(_pool_input(x, g), kg, y, idx, _threads(work))
+    return y, idx
+
+
+def max_pool2d(x, pool_size=2, stride=None, padding="valid", *, dilation=1, ceil_mode=False,
+               return_indices=False, data_format="NHWC"):
+    """Max over each window; padded cells never win (they count as -inf); NaN propagates.
+
+    ``stride=None`` means ``stride = pool_size``.  With ``return_indices=True`` also returns, per
+    output, the flat index (in its image's H*W plane, per channel, as PyTorch) of the first
+    maximum in row-major window order; -1 marks a window that lies entirely in the padding.
+    """
+    x, g = _args.pool_call(x, pool_size, stride, padding, dilation, ceil_mode, data_format)
+    return_indices = _args.bool_arg(return_indices, "return_indices")
+    kg = _pool_nhwc_geometry(g)
+    y, idx = _max_pool_indices(x, g, kg)
+    if return_indices:
+        return _pool_result(y, g), _pool_result(idx, g)
+    return _pool_result(y, g)
+
+
+def max_pool2d_backward(dy, x, pool_size=2, stride=None, padding="valid", *, dilation=1,
+                        ceil_mode=False, indices=None, data_format="NHWC"):
+    """Gradient of :func:`max_pool2d`: each output's gradient goes to exactly one input, the
+    first maximum of its window.  Passing the forward's ``indices`` skips the search."""
+    dy, x, g = _args.pool_backward_call(dy, x, pool_size, stride, padding, dilation, ceil_mode,
+                                        data_format)
+    kg = _pool_nhwc_geometry(g)
+    if indices is None:
+        _, idx = _max_pool_indices(x, g, kg)
+    else:
+        indices = np.asarray(indices)
+        _args.check_indices(indices, g.y_shape, g.h, g.w)
+        idx = _pool_input(indices, g)
+    dx = np.empty(kg.x_shape, dtype=x.dtype)
+    if g.n:
+        _kernels.max_pool_backward(_pool_input(dy, g), _c(idx), kg, dx,
+                                   _threads(kg.n * kg.h * kg.w * kg.c))
+    return _pool_result(dx, g)
+
+
+def avg_pool2d(x, pool_size=2, stride=None, padding="valid", *, ceil_mode=False,
+               count_include_pad=False, data_format="NHWC"):
+    """Mean over each window.  ``count_include_pad=False`` divides by the window's real cells
+    (Keras); ``True`` by the window clipped to the padded input (PyTorch's default)."""
+    x, g = _args.pool_call(x, pool_size, stride, padding, 1, ceil_mode, data_format)
+    cip = _args.bool_arg(count_include_pad, "count_include_pad")
+    kg = _pool_nhwc_geometry(g)
+    y = np.empty(kg.y_shape_nhwc, dtype=x.dtype)
+    if g.n:
+        work = kg.n * kg.oh * kg.ow * kg.c * kg.kh * kg.kw
+        _kernels.avg_pool(_pool_input(x, g), kg, y, cip, _threads(work))
+    return _pool_result(y, g)
+
+
+def avg_pool2d_backward(dy, x, pool_size=2, stride=None, padding="valid", *, ceil_mode=False,
+                        count_include_pad=False, data_format="NHWC"):
+    """Gradient of :func:`avg_pool2d`."""
+    dy, x, g = _args.pool_backward_call(dy, x, pool_size, stride, padding, 1, ceil_mode,
+                                        data_format)
+    cip = _args.bool_arg(count_include_pad, "count_include_pad")
+    kg = _pool_nhwc_geometry(g)
+    dx = np.empty(kg.x_shape, dtype=x.dtype)
+    if g.n:
+        work = kg.n * kg.oh * kg.ow * kg.c * kg.kh * kg.kw
+        _kernels.avg_pool_backward(_pool_input(dy, g), kg, dx, cip, _threads(work))
+    return _pool_result(dx, g)
+
+
+def global_max_pool2d(x, data_format="NHWC"):
+    """Max over H and W: shape (N, C) in either layout (as Keras's GlobalMaxPooling2D)."""
+    x, g = _args.global_call(x, data_format)
+    y = max_pool2d(x, (g.h, g.w), data_format=g.data_format)
+    return y.reshape(g.n, g.c)
+
+
+def global_max_pool2d_backward(dy, x, data_format="NHWC"):
+    dy, x, g = _args.global_backward_call(dy, x, data_format)
+    return max_pool2d_backward(_global_grad_as_pool(dy, g), x, (g.h, g.w),
+                               data_format=g.data_format)
+
+
+def global_avg_pool2d(x, data_format="NHWC"):
+    """Mean over H and W: shape (N, C) in either layout."""
+    x, g = _args.global_call(x, data_format)
+    y = avg_pool2d(x, (g.h, g.w), data_format=g.data_format)
+    return y.reshape(g.n, g.c)
+
+
+def global_avg_pool2d_backward(dy, x, data_format="NHWC"):
+    dy, x, g = _args.global_backward_call(dy, x, data_format)
+    return avg_pool2d_backward(_global_grad_as_pool(dy, g), x, (g.h, g.w),
+                               data_format=g.data_format)
+
+
+def _global_grad_as_pool(dy, g):
+    """(N, C) gradient of a global pool as the (1 x 1)-pixel output of a whole-image pool."""
+    shape = (g.n, 1, 1, g.c) if g.data_format == "NHWC" else (g.n, g.c, 1, 1)
+    return np.ascontiguousarray(dy).reshape(shape)
