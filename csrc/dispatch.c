@@ -76,7 +76,7 @@ size_t cyc_conv_scratch_bytes(const cyc_geom_t *g, int transposed, int elem_size
     int cg = g->c / g->groups, og = g->cout / g->groups;
     size_t in_g = (size_t)(transposed ? og : cg);
     size_t nkk = (size_t)g->kh * g->kw;
-    size_t bytes = sizeof(void *) * (nkk * CYC_MR_MAX + CYC_MR_MAX) + nkk + 64;
+    size_t bytes = sizeof(void *) * (nkk * CYC_MR_MAX + CYC_MR_MAX) + sizeof(ptrdiff_t) * nkk + nkk + 64;
     bytes += (size_t)elem_size * CYC_MR_MAX * nkk * in_g;
     return bytes;
 }

@@ -142,6 +142,71 @@ static inline ptrdiff_t FN(tap_row)(const cyc_geom_t *g, const FN(roles_t) *r, i
     return ((ptrdiff_t)n * r->src_h + sy) * r->src_w + sx;
 }
 
+/* Offset of each tap from tap (0, 0), for pixels whose whole window lies inside the source. */
+static void FN(tap_offsets)(const cyc_geom_t *g, const FN(roles_t) *r, ptrdiff_t *tapoff)
+{
+    const int sign = r->transposed ? -1 : 1;
+    for (int i = 0; i < g->kh; i++)
+        for (int j = 0; j < g->kw; j++)
+            tapoff[i * g->kw + j] =
+                sign * ((ptrdiff_t)i * g->dh * r->src_w + (ptrdiff_t)j * g->dw) * r->src_c;
+}
+
+/* Fill ptrs[kk][p] with the source row of every tap of the tile's pixels m .. m+mr-1 and mark
+ * the taps that read anything real.  Pixels away from the borders take the fast path: one base
+ * pointer plus the precomputed tap offsets; only border pixels check every tap. */
+static void FN(tile_pointers)(const cyc_geom_t *g, const FN(roles_t) *r, const ptrdiff_t *tapoff,
+                              const T *src, const T *zeros, ptrdiff_t m, int mr, const T **ptrs,
+                              unsigned char *live)
+{
+    const int nkk = g->kh * g->kw;
+    const ptrdiff_t plane = (ptrdiff_t)r->out_h * r->out_w;
+    int n = (int)(m / plane);
+    int rem = (int)(m - (ptrdiff_t)n * plane);
+    int oy = rem / r->out_w, ox = rem - oy * r->out_w;
+    /* In the input gradient a tap reads dy only where the stride divides; with stride 1 every
+     * tap of an inner pixel is real. */
+    const int fast_ok = !r->transposed || (g->sh == 1 && g->sw == 1);
+    const int ext_y = (g->kh - 1) * g->dh, ext_x = (g->kw - 1) * g->dw;
+    int all_live = 0;
+    memset(live, 0, (size_t)nkk);
+    for (int p = 0; p < mr; p++) {
+        int sy0, sx0, inside;
+        if (!r->transposed) {
+            sy0 = oy * g->sh - g->pad_top;
+            sx0 = ox * g->sw - g->pad_left;
+            inside = sy0 >= 0 && sy0 + ext_y < r->src_h && sx0 >= 0 && sx0 + ext_x < r->src_w;
+        } else {
+            sy0 = oy + g->pad_top;
+            sx0 = ox + g->pad_left;
+            inside = fast_ok && sy0 - ext_y >= 0 && sy0 < r->src_h && sx0 - ext_x >= 0 &&
+                     sx0 < r->src_w;
+        }
+        if (inside) {
+            const T *base = src + (((ptrdiff_t)n * r->src_h + sy0) * r->src_w + sx0) * r->src_c;
+            for (int kk = 0; kk < nkk; kk++) ptrs[kk * MR + p] = base + tapoff[kk];
+            all_live = 1;
+        } else {
+            for (int i = 0; i < g->kh; i++)
+                for (int j = 0; j < g->kw; j++) {
+                    int kk = i * g->kw + j;
+                    ptrdiff_t row = FN(tap_row)(g, r, n, oy, ox, i, j);
+                    if (row >= 0) {
+                        ptrs[kk * MR + p] = src + row * r->src_c;
+                        live[kk] = 1;
+                    } else {
+                        ptrs[kk * MR + p] = zeros;
+                    }
+                }
+        }
+        if (++ox == r->out_w) {
+            ox = 0;
+            if (++oy == r->out_h) { oy = 0; n++; }
+        }
+    }
+    if (all_live) memset(live, 1, (size_t)nkk);
+}
+
 static void FN(conv_tiles)(const cyc_geom_t *g, int transposed, const T *src, const T *packed,
                            int relu, const T *zeros, T *dst, ptrdiff_t m0, ptrdiff_t m1,
                            void *scratch)
@@ -151,32 +216,17 @@ static void FN(conv_tiles)(const cyc_geom_t *g, int transposed, const T *src, co
     const int K = nkk * r.src_cg;
     const int opad = (r.out_cg + VLEN - 1) / VLEN * VLEN;
     const int gather = r.src_cg <= CYC_GATHER_MAX_CIN;
-    const T **ptrs = (const T **)scratch;                       /* [nkk][MR] */
-    const T **grows = ptrs + (ptrdiff_t)nkk * CYC_MR_MAX;       /* [MR] */
-    unsigned char *live = (unsigned char *)(grows + CYC_MR_MAX); /* [nkk] */
-    T *gbuf = (T *)(((uintptr_t)(live + nkk) + 63) & ~(uintptr_t)63); /* [MR][K] */
-    const ptrdiff_t plane = (ptrdiff_t)r.out_h * r.out_w;
+    /* scratch: ptrs [nkk][MR_MAX] | grows [MR_MAX] | tapoff [nkk] | live [nkk] | gbuf [MR][K] */
+    const T **ptrs = (const T **)scratch;
+    const T **grows = ptrs + (ptrdiff_t)nkk * CYC_MR_MAX;
+    ptrdiff_t *tapoff = (ptrdiff_t *)(grows + CYC_MR_MAX);
+    unsigned char *live = (unsigned char *)(tapoff + nkk);
+    T *gbuf = (T *)(((uintptr_t)(live + nkk) + 63) & ~(uintptr_t)63);
+    FN(tap_offsets)(g, &r, tapoff);
 
     for (ptrdiff_t m = m0; m < m1; m += MR) {
         const int mr = (int)(m1 - m < MR ? m1 - m : MR);
-        memset(live, 0, (size_t)nkk);
-        for (int p = 0; p < mr; p++) {
-            ptrdiff_t mp = m + p;
-            int n = (int)(mp / plane);
-            int rem = (int)(mp - (ptrdiff_t)n * plane);
-            int oy = rem / r.out_w, ox = rem - oy * r.out_w;
-            for (int i = 0; i < g->kh; i++)
-                for (int j = 0; j < g->kw; j++) {
-                    int kk = i * g->kw + j;
-                    ptrdiff_t row = FN(tap_row)(g, &r, n, oy, ox, i, j);
-                    if (row >= 0) {
-                        ptrs[kk * MR + p] = src + row * r.src_c;
-                        live[kk] = 1;
-                    } else {
-                        ptrs[kk * MR + p] = zeros;
-                    }
-                }
-        }
+        FN(tile_pointers)(g, &r, tapoff, src, zeros, m, mr, ptrs, live);
         T *out = dst + m * r.out_c;
         for (int grp = 0; grp < g->groups; grp++) {
             const T *const *xp = ptrs;
