@@ -56,29 +56,25 @@ int cyc_isa_get(void)
 
 size_t cyc_conv_zeros_len(const cyc_geom_t *g)
 {
-    return (size_t)(g->c > g->cout ? g->c : g->cout);
+    /* the longest segment any pixel reads, plus the largest group offset */
+    return (size_t)(g->c > g->cout ? g->c : g->cout) * (size_t)(g->kw + 1);
 }
 
 static int cyc_round_up(int v, int m) { return (v + m - 1) / m * m; }
 
 size_t cyc_conv_packed_len(const cyc_geom_t *g, int transposed, int elem_size)
 {
-    int vlen = 64 / elem_size;
-    int cg = g->c / g->groups, og = g->cout / g->groups;
-    int in_g = transposed ? og : cg, out_g = transposed ? cg : og;
-    size_t K = (size_t)g->kh * g->kw * in_g;
-    size_t opad = (size_t)cyc_round_up(out_g, vlen);
-    return (size_t)g->groups * (K * opad + opad);
+    cyc_plan_t r = cyc_plan(g, transposed);
+    size_t ow = r.dot ? (size_t)r.out_cg : (size_t)cyc_round_up(r.out_cg, 64 / elem_size);
+    return (size_t)g->groups * ((size_t)r.K * ow + ow);
 }
 
 size_t cyc_conv_scratch_bytes(const cyc_geom_t *g, int transposed, int elem_size)
 {
-    int cg = g->c / g->groups, og = g->cout / g->groups;
-    size_t in_g = (size_t)(transposed ? og : cg);
-    size_t nkk = (size_t)g->kh * g->kw;
-    size_t bytes = sizeof(void *) * (nkk * CYC_MR_MAX + CYC_MR_MAX) + nkk + 64;
-    bytes += (size_t)elem_size * CYC_MR_MAX * nkk * in_g;
-    return bytes;
+    cyc_plan_t r = cyc_plan(g, transposed);
+    size_t nseg = (size_t)r.nseg;
+    return sizeof(void *) * nseg * CYC_MR_MAX + sizeof(ptrdiff_t) * nseg + nseg + 64 +
+           (size_t)elem_size * CYC_MR_MAX * (size_t)r.K;
 }
 
 size_t cyc_conv_dw_acc_len(const cyc_geom_t *g, int elem_size)
@@ -90,12 +86,13 @@ size_t cyc_conv_dw_acc_len(const cyc_geom_t *g, int elem_size)
 
 size_t cyc_conv_dw_scratch_bytes(const cyc_geom_t *g, int elem_size)
 {
-    int vlen = 64 / elem_size;
-    int cg = g->c / g->groups, og = g->cout / g->groups;
-    size_t P = CYC_DW_CHUNK;
-    size_t bytes = (size_t)elem_size * g->groups * P * cyc_round_up(og, vlen);
-    bytes += sizeof(void *) * P + sizeof(int) * 4 * P + 64;
-    bytes += (size_t)elem_size * P * g->kh * g->kw * cg;
+    cyc_plan_t r = cyc_plan(g, 0);
+    int og = g->cout / g->groups;
+    size_t P = (size_t)cyc_dw_chunk(g), nseg = (size_t)r.nseg;
+    size_t bytes = (size_t)elem_size * g->groups * P * cyc_round_up(og, 64 / elem_size);
+    bytes += sizeof(void *) * (nseg * P + P) + sizeof(int) * P + 8;
+    bytes += sizeof(ptrdiff_t) * nseg + nseg + 64;
+    bytes += (size_t)elem_size * P * (size_t)r.K;
     return bytes;
 }
 

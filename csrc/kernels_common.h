@@ -13,10 +13,60 @@
 #define CYC_NBLK 2
 /* The largest MR of any instruction set (sizes scratch buffers). */
 #define CYC_MR_MAX 16
-/* Input channels per group at or below which a pixel's whole window is gathered into one row. */
-#define CYC_GATHER_MAX_CIN 4
-/* Output pixels per chunk in the weight gradient. */
-#define CYC_DW_CHUNK 256
+/* Computed channels per group at or below which a convolution reduces with vectors along its
+ * input (a dot product per output channel) instead of vectors across output channels. */
+#define CYC_DOT_MAX_OUT 4
+
+/* How a convolution (forward, or the input gradient when transposed) is cut up.
+ * Each output pixel reads `nseg` segments of `len` contiguous source values:
+ *  - tap mode: one segment per kernel tap, the tap's `src_cg` channels;
+ *  - row mode (no horizontal dilation, one group, unit stride for the input gradient): one
+ *    segment per kernel row, its kw pixels x all channels, contiguous in NHWC.
+ * Packed weights are ordered (segment, position in segment), which is the same flattening
+ * (kh, kw, channel) in both modes; the input gradient reverses kw so that its segments run in
+ * memory order. */
+typedef struct {
+    int transposed;
+    int out_h, out_w;      /* spatial size of the computed tensor */
+    int src_h, src_w;      /* spatial size of the tensor read */
+    int src_c, src_cg;     /* its channels, per group */
+    int out_c, out_cg;     /* computed channels, per group */
+    int row_mode;
+    int nseg, len;
+    int K;                 /* nseg * len: the reduction length per group */
+    int dot;               /* few computed channels: one dot product per output value */
+} cyc_plan_t;
+
+static inline cyc_plan_t cyc_plan(const cyc_geom_t *g, int transposed)
+{
+    cyc_plan_t r;
+    int cg = g->c / g->groups, og = g->cout / g->groups;
+    r.transposed = transposed;
+    if (!transposed) {
+        r.out_h = g->oh; r.out_w = g->ow; r.src_h = g->h; r.src_w = g->w;
+        r.src_c = g->c; r.src_cg = cg; r.out_c = g->cout; r.out_cg = og;
+    } else {
+        r.out_h = g->h; r.out_w = g->w; r.src_h = g->oh; r.src_w = g->ow;
+        r.src_c = g->cout; r.src_cg = og; r.out_c = g->c; r.out_cg = cg;
+    }
+    r.row_mode = g->dw == 1 && g->groups == 1 && (!transposed || (g->sh == 1 && g->sw == 1));
+    r.nseg = r.row_mode ? g->kh : g->kh * g->kw;
+    r.len = r.row_mode ? g->kw * r.src_c : r.src_cg;
+    r.K = r.nseg * r.len;
+    r.dot = r.out_cg <= CYC_DOT_MAX_OUT;
+    return r;
+}
+
+/* Output pixels per chunk of the weight gradient: enough to reuse each packed dy row across the
+ * whole reduction, few enough that the chunk's gathered border rows stay in cache. */
+static inline int cyc_dw_chunk(const cyc_geom_t *g)
+{
+    cyc_plan_t r = cyc_plan(g, 0);
+    int p = 65536 / (r.K > 0 ? r.K : 1);
+    if (p > 128) p = 128;
+    if (p < 16) p = 16;
+    return p;
+}
 
 #define CYC_DECLARE_ISA(SUF, ISA, T)                                                             \
     void cyc_conv_pack_##SUF##_##ISA(const cyc_geom_t *, const T *, const T *, int, T *);       \
