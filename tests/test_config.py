@@ -1,0 +1,134 @@
+"""Build facts and threads: show_config, OpenMP, set/get_num_threads, OMP_NUM_THREADS,
+threadpoolctl, and the CYCONV_ISA override."""
+
+from __future__ import annotations
+
+import io
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import cyconv
+from cyconv import _kernels
+
+
+@pytest.fixture(autouse=True)
+def default_threads():
+    cyconv.set_num_threads(None)
+    yield
+    cyconv.set_num_threads(None)
+
+
+def run_python(code, **env):
+    """Run code in a fresh interpreter with extra environment variables; return its stdout."""
+    full_env = {k: v for k, v in os.environ.items()
+                if k not in ("OMP_NUM_THREADS", "CYCONV_ISA")}
+    full_env.update(env)
+    done = subprocess.run([sys.executable, "-c", code], env=full_env, capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    return done.stdout.strip()
+
+
+def test_show_config_prints_and_returns_the_facts():
+    out = io.StringIO()
+    info = cyconv.show_config(file=out)
+    for key in ("version", "compiler", "openmp", "threads", "numpy", "simd"):
+        assert key in info
+        assert f"{key}" in out.getvalue()
+    assert info["version"] == cyconv.__version__
+    assert info["numpy"] == np.__version__
+    assert info["threads"] == cyconv.get_num_threads()
+    assert info["simd"] == _kernels.isa_get() and info["simd"] in ("portable", "avx2", "avx512")
+    assert info["compiler"] and info["compiler"] != "unknown"
+    printed = dict(line.split(" : ", 1) for line in out.getvalue().splitlines())
+    assert {k.strip(): v for k, v in printed.items()}["version"] == cyconv.__version__
+
+
+def test_show_config_prints_to_stdout_by_default(capsys):
+    info = cyconv.show_config()
+    assert "openmp" in capsys.readouterr().out and isinstance(info, dict)
+
+
+def test_normal_build_has_openmp():
+    if os.environ.get("CYCONV_NO_OPENMP") == "1":
+        pytest.skip("CYCONV_NO_OPENMP=1: this build was made without OpenMP on purpose")
+    assert cyconv.show_config(file=io.StringIO())["openmp"] is True, (
+        "cyconv was built without OpenMP: the compiler probe in setup.py failed")
+
+
+@pytest.mark.parametrize("bad, exc", [(0, ValueError), (-2, ValueError), (1.5, TypeError),
+                                      (True, TypeError), ("2", TypeError), ([2], TypeError)])
+def test_set_num_threads_rejects_non_positive_and_non_integers(bad, exc):
+    before = cyconv.get_num_threads()
+    with pytest.raises(exc, match=r"positive integer"):
+        cyconv.set_num_threads(bad)
+    assert cyconv.get_num_threads() == before
+
+
+def test_set_num_threads_sets_and_none_restores():
+    default = cyconv.get_num_threads()
+    cyconv.set_num_threads(1)
+    assert cyconv.get_num_threads() == 1
+    cyconv.set_num_threads(np.int64(3))
+    assert cyconv.get_num_threads() == 3
+    cyconv.set_num_threads(None)
+    assert cyconv.get_num_threads() == default
+
+
+def test_default_is_the_usable_cores():
+    if os.environ.get("OMP_NUM_THREADS"):
+        pytest.skip("OMP_NUM_THREADS is set in this environment; see the subprocess tests")
+    expected = len(os.sched_getaffinity(0)) if _kernels.openmp_enabled() else 1
+    assert cyconv.get_num_threads() == expected
+
+
+@pytest.mark.parametrize("value, expected", [("1", 1), ("3", 3), ("2,1", 2)])
+def test_default_respects_omp_num_threads(value, expected):
+    if not _kernels.openmp_enabled():
+        expected = 1
+    assert run_python("import cyconv; print(cyconv.get_num_threads())",
+                      OMP_NUM_THREADS=value) == str(expected)
+
+
+def test_default_respects_cpu_affinity():
+    if not hasattr(os, "sched_setaffinity"):
+        pytest.skip("this platform cannot restrict a process's CPU affinity")
+    one_cpu = min(os.sched_getaffinity(0))
+    code = (f"import os; os.sched_setaffinity(0, {{{one_cpu}}}); import cyconv; "
+            "print(cyconv.get_num_threads())")
+    assert run_python(code) == "1"
+
+
+def test_threadpoolctl_sees_and_limits_the_openmp_pool():
+    threadpoolctl = pytest.importorskip("threadpoolctl", reason="threadpoolctl is not installed")
+    if not _kernels.openmp_enabled():
+        pytest.skip("built without OpenMP: there is no OpenMP pool to limit")
+    before = cyconv.get_num_threads()
+    apis = {lib["user_api"] for lib in threadpoolctl.threadpool_info()}
+    assert "openmp" in apis
+    with threadpoolctl.threadpool_limits(1, user_api="openmp"):
+        assert cyconv.get_num_threads() == 1
+        x = np.ones((2, 6, 6, 3))
+        np.testing.assert_array_equal(cyconv.ops.conv2d(x, np.ones((3, 3, 3, 2))),
+                                      np.full((2, 4, 4, 2), 27.0))
+    assert cyconv.get_num_threads() == before
+
+
+def test_cyconv_isa_env_forces_the_portable_path():
+    code = ("import numpy as np, cyconv; from cyconv import _kernels, ops, reference as ref; "
+            "x = np.random.default_rng(0).standard_normal((2, 7, 7, 5)); "
+            "w = np.random.default_rng(1).standard_normal((3, 3, 5, 17)); "
+            "ok = np.allclose(ops.conv2d(x, w), ref.conv2d(x, w)); "
+            "import io; simd = cyconv.show_config(file=io.StringIO())['simd']; "
+            "print(_kernels.isa_get(), simd, ok)")
+    assert run_python(code, CYCONV_ISA="portable") == "portable portable True"
+
+
+def test_cyconv_isa_env_cannot_ask_for_more_than_the_cpu_has():
+    best = _kernels.isa_best()
+    assert run_python("from cyconv import _kernels; print(_kernels.isa_get())",
+                      CYCONV_ISA="avx512") == best

@@ -1,0 +1,300 @@
+"""Every compiled op against the NumPy reference, on every SIMD path, with 1 and 2 threads.
+
+``check_against_reference`` runs the op under each SIMD level the CPU has, with 1 and 2 threads
+(which must agree bit for bit), compares with the reference within the dtype's tolerance (indices
+exactly), and checks that no input was modified.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given
+
+from cyconv import _kernels, ops
+from helpers import (assert_bitwise_equal, check_against_reference, in_memory_layout,
+                     random_array, to_layout, weights_to_layout)
+from strategies import conv_cases, global_cases, pool_cases
+
+RNG_SEED = 20240611
+
+
+def check_conv(x, w, b, kwargs, activation=None, compute_dx=True, dy_form=("contiguous", False),
+               rng=None):
+    """Forward (with the activation) and backward of one convolution on every path."""
+    rng = rng or np.random.default_rng(RNG_SEED)
+    y, _ = check_against_reference("conv2d", x, w, b, activation=activation, **kwargs)
+    dy = in_memory_layout(random_array(rng, y.shape, y.dtype), *dy_form)
+    check_against_reference("conv2d_backward", dy, x, w, compute_dx=compute_dx, **kwargs)
+
+
+def check_max_pool(x, kwargs, rng=None):
+    """Forward with and without indices, backward searching and backward from indices."""
+    rng = rng or np.random.default_rng(RNG_SEED)
+    (y, idx), got = check_against_reference("max_pool2d", x, return_indices=True, **kwargs)
+    assert_bitwise_equal(ops.max_pool2d(x, **kwargs), got[_kernels.isa_get()][0],
+                         "without indices")
+    dy = in_memory_layout(random_array(rng, y.shape, y.dtype), "sliced", readonly=True)
+    check_against_reference("max_pool2d_backward", dy, x, **kwargs)
+    check_against_reference("max_pool2d_backward", dy, x, indices=idx, **kwargs)
+    return y, idx
+
+
+def check_avg_pool(x, kwargs, rng=None):
+    rng = rng or np.random.default_rng(RNG_SEED)
+    y, _ = check_against_reference("avg_pool2d", x, **kwargs)
+    dy = in_memory_layout(random_array(rng, y.shape, y.dtype), "fortran", readonly=True)
+    check_against_reference("avg_pool2d_backward", dy, x, **kwargs)
+
+
+def check_global(x, data_format, rng=None):
+    rng = rng or np.random.default_rng(RNG_SEED)
+    for op in ("global_max_pool2d", "global_avg_pool2d"):
+        y, _ = check_against_reference(op, x, data_format=data_format)
+        assert y.shape == (x.shape[0], x.shape[3] if data_format == "NHWC" else x.shape[1])
+        dy = random_array(rng, y.shape, y.dtype)
+        check_against_reference(op + "_backward", dy, x, data_format=data_format)
+
+
+# --- hypothesis: shapes and arguments -------------------------------------------------------
+
+
+@given(conv_cases())
+def test_conv2d_matches_reference(case):
+    check_conv(case["x"], case["w"], case["b"], case["kwargs"], case["activation"],
+               case["compute_dx"], ("sliced", True), case["rng"])
+
+
+@given(pool_cases("max"))
+def test_max_pool2d_matches_reference(case):
+    check_max_pool(case["x"], case["kwargs"], case["rng"])
+
+
+@given(pool_cases("avg"))
+def test_avg_pool2d_matches_reference(case):
+    check_avg_pool(case["x"], case["kwargs"], case["rng"])
+
+
+@given(global_cases())
+def test_global_pools_match_reference(case):
+    check_global(case["x"], case["data_format"], case["rng"])
+
+
+# --- awkward convolutions, named ------------------------------------------------------------
+
+
+def conv_arrays(x_nhwc, w_hwio, fmt, dtype, bias=True, seed=RNG_SEED):
+    """x, w and b of the given NHWC/HWIO shapes, in ``fmt``'s layouts."""
+    rng = np.random.default_rng(seed)
+    x = random_array(rng, x_nhwc, dtype)
+    w = random_array(rng, w_hwio, dtype)
+    b = random_array(rng, (w_hwio[3],), dtype) if bias else None
+    return to_layout(x, fmt), weights_to_layout(w, fmt), b
+
+
+AWKWARD_CONVS = {
+    # name: (x NHWC shape, w HWIO shape, keyword arguments)
+    "1x1 input, 1x1 kernel": ((2, 1, 1, 3), (1, 1, 3, 5), {}),
+    "1x1 input, 5x5 same": ((2, 1, 1, 3), (5, 5, 3, 4), {"padding": "same"}),
+    "1x1 input, 3x3 pad 1 stride 3": ((1, 1, 1, 2), (3, 3, 2, 2), {"padding": 1, "stride": 3}),
+    "kernel as large as input": ((3, 5, 4, 2), (5, 4, 2, 3), {}),
+    "kernel as large as input, dilated": ((2, 7, 5, 2), (4, 3, 2, 3), {"dilation": 2}),
+    "stride larger than kernel": ((2, 9, 8, 3), (2, 1, 3, 4), {"stride": (3, 3)}),
+    "1x1 kernel stride 3": ((2, 7, 7, 5), (1, 1, 5, 6), {"stride": 3}),
+    "odd asymmetric padding": ((2, 6, 5, 3), (3, 2, 3, 4), {"padding": ((0, 1), (2, 1))}),
+    "padding wider than the kernel": ((1, 4, 4, 2), (1, 1, 2, 3), {"padding": ((3, 0), (0, 2))}),
+    "same, stride 2, even input": ((2, 8, 6, 3), (3, 3, 3, 2), {"padding": "same", "stride": 2}),
+    "same, stride 3, dilation 2": ((2, 7, 9, 3), (3, 2, 3, 2),
+                                   {"padding": "same", "stride": 3, "dilation": 2}),
+    "per-axis stride and dilation": ((2, 11, 9, 4), (3, 2, 4, 5),
+                                     {"stride": (1, 2), "dilation": (3, 1), "padding": (1, 0)}),
+    "depthwise": ((2, 6, 6, 6), (3, 3, 1, 6), {"groups": 6, "padding": "same"}),
+    "depthwise, multiplier 3": ((2, 6, 5, 4), (3, 3, 1, 12), {"groups": 4}),
+    "groups 3, odd channels": ((2, 7, 6, 9), (3, 3, 3, 15), {"groups": 3, "padding": 1}),
+}
+
+
+@pytest.mark.parametrize("fmt", ["NHWC", "NCHW"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
+@pytest.mark.parametrize("name", list(AWKWARD_CONVS))
+def test_awkward_convolutions(name, dtype, fmt):
+    x_shape, w_shape, kwargs = AWKWARD_CONVS[name]
+    x, w, b = conv_arrays(x_shape, w_shape, fmt, dtype)
+    check_conv(x, w, b, dict(kwargs, data_format=fmt), activation="relu")
+
+
+# Layers big enough for the vectorised full tiles (not only the remainders): the seed model's
+# three convolutions at batch 8, and channel counts that are no multiple of the vector width.
+BIG_CONVS = {
+    "seed conv1 28x28x1->32": ((8, 28, 28, 1), (3, 3, 1, 32), {}),
+    "seed conv2 13x13x32->64": ((8, 13, 13, 32), (3, 3, 32, 64), {}),
+    "seed conv3 5x5x64->64": ((8, 5, 5, 64), (3, 3, 64, 64), {}),
+    "19->37 same stride 2": ((4, 11, 11, 19), (3, 3, 19, 37), {"padding": "same", "stride": 2}),
+    "33->17 5x5 pad 2": ((3, 12, 10, 33), (5, 5, 33, 17), {"padding": 2}),
+    "groups 2, 48->80": ((2, 9, 9, 48), (3, 3, 24, 80), {"groups": 2, "padding": "same"}),
+    "depthwise 40": ((4, 10, 10, 40), (3, 3, 1, 40), {"groups": 40, "padding": 1}),
+}
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
+@pytest.mark.parametrize("name", list(BIG_CONVS))
+def test_big_convolutions(name, dtype):
+    x_shape, w_shape, kwargs = BIG_CONVS[name]
+    x, w, b = conv_arrays(x_shape, w_shape, "NHWC", dtype)
+    check_conv(x, w, b, kwargs, activation="relu", compute_dx=name != "seed conv1 28x28x1->32")
+
+
+def test_big_convolution_nchw():
+    x, w, b = conv_arrays((4, 13, 13, 32), (3, 3, 32, 48), "NCHW", np.float32)
+    check_conv(x, w, b, {"padding": "same", "data_format": "NCHW"})
+
+
+@pytest.mark.parametrize("fmt", ["NHWC", "NCHW"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
+def test_big_pools(dtype, fmt):
+    rng = np.random.default_rng(RNG_SEED)
+    x = to_layout(random_array(rng, (8, 26, 26, 32), dtype), fmt)
+    check_max_pool(x, {"pool_size": 2, "data_format": fmt})
+    check_avg_pool(x, {"pool_size": 3, "stride": 2, "padding": 1, "data_format": fmt})
+    check_global(x, fmt)
+
+
+def test_relu_is_applied_after_the_bias(kernel):
+    # A bias that pushes every output below zero: ReLU must see the biased value.
+    x = np.ones((1, 3, 3, 1))
+    w = np.ones((2, 2, 1, 1))
+    assert np.all(ops.conv2d(x, w, np.array([-3.5]), activation="relu") == 0.5)
+    assert np.all(ops.conv2d(x, w, np.array([-4.5]), activation="relu") == 0.0)
+
+
+def test_compute_dx_false_gives_same_weight_gradient(kernel):
+    x, w, _ = conv_arrays((2, 6, 6, 5), (3, 3, 5, 7), "NHWC", np.float64)
+    dy = np.random.default_rng(1).standard_normal((2, 4, 4, 7))
+    dx, dw, db = ops.conv2d_backward(dy, x, w)
+    none, dw2, db2 = ops.conv2d_backward(dy, x, w, compute_dx=False)
+    assert dx is not None and none is None
+    assert_bitwise_equal((dw, db), (dw2, db2))
+
+
+# --- max-pool semantics under every kernel path, worked out by hand --------------------------
+
+
+def nhwc1(plane, dtype=np.float64):
+    """A single-image, single-channel NHWC array from a 2-D list."""
+    return np.asarray(plane, dtype=dtype)[None, :, :, None]
+
+
+def test_max_pool_ties_first_maximum_gets_gradient_in_overlapping_windows(kernel, dtype):
+    x = nhwc1(np.ones((4, 4)), dtype)
+    y, idx = ops.max_pool2d(x, 2, 1, return_indices=True)
+    # Every 2x2 window is a tie; its first (top-left) cell wins.
+    np.testing.assert_array_equal(idx[0, :, :, 0], [[0, 1, 2], [4, 5, 6], [8, 9, 10]])
+    dx = ops.max_pool2d_backward(np.ones_like(y), x, 2, 1)
+    expected = np.zeros((4, 4))
+    expected[:3, :3] = 1
+    np.testing.assert_array_equal(dx[0, :, :, 0], expected)
+
+
+def test_max_pool_tie_across_rows_prefers_row_major_first(kernel, dtype):
+    # The tie is between (0, 1) and (1, 0): row-major scan order reaches (0, 1) first.
+    x = nhwc1([[0, 5], [5, 1]], dtype)
+    _, idx = ops.max_pool2d(x, 2, return_indices=True)
+    assert idx.ravel().tolist() == [1]
+
+
+def test_max_pool_nan_propagates_and_first_nan_wins(kernel, dtype):
+    nan = np.nan
+    x = nhwc1([[1, nan, 9, 2], [nan, 3, 4, 5]], dtype)
+    y, idx = ops.max_pool2d(x, 2, return_indices=True)
+    assert np.isnan(y[0, 0, 0, 0]) and y[0, 0, 1, 0] == 9
+    assert idx.ravel().tolist() == [1, 2]
+    dx = ops.max_pool2d_backward(np.array([[[[10.0], [20.0]]]], dtype), x, 2)
+    np.testing.assert_array_equal(dx[0, :, :, 0], [[0, 10, 20, 0], [0, 0, 0, 0]])
+
+
+def test_max_pool_all_minus_inf_window_picks_first_real_cell(kernel, dtype):
+    x = nhwc1([[-np.inf, -np.inf], [-np.inf, -np.inf]], dtype)
+    y, idx = ops.max_pool2d(x, 2, padding=1, stride=1, return_indices=True)
+    assert np.all(y == -np.inf)
+    # Real cells count even when they are -inf; padding never wins.
+    np.testing.assert_array_equal(idx[0, :, :, 0], [[0, 0, 1], [0, 0, 1], [2, 2, 3]])
+
+
+def test_max_pool_window_entirely_in_padding(kernel, dtype, fmt):
+    # A 2x2 window dilated by 3 with padding 1 on a 2x2 image touches rows/cols -1 and 2 only.
+    x = to_layout(nhwc1([[1, 2], [3, 4]], dtype), fmt)
+    y, idx = ops.max_pool2d(x, 2, 1, 1, dilation=3, return_indices=True, data_format=fmt)
+    assert y.shape == idx.shape == (1, 1, 1, 1)
+    assert y.ravel()[0] == -np.inf and idx.ravel()[0] == -1
+    for indices in (None, idx):
+        dx = ops.max_pool2d_backward(np.ones_like(y), x, 2, 1, 1, dilation=3, indices=indices,
+                                     data_format=fmt)
+        np.testing.assert_array_equal(dx, np.zeros_like(x))
+
+
+def test_max_pool_same_dilated_edge_windows_match_reference():
+    # 'same' with dilation leaves edge windows whose every cell is padding on small images.
+    x = np.random.default_rng(3).standard_normal((2, 1, 5, 3))
+    y, idx = check_max_pool(x, {"pool_size": (2, 3), "stride": 1, "padding": "same",
+                                "dilation": 3})
+    assert (idx == -1).any() and (y[idx == -1] == -np.inf).all()
+
+
+def test_max_pool_nchw_indices_are_per_channel_plane_positions(kernel):
+    x = np.zeros((2, 3, 4, 4))
+    x[1, 2, 3, 1] = 1.0
+    _, idx = ops.max_pool2d(x, 2, return_indices=True, data_format="NCHW")
+    assert idx[1, 2, 1, 0] == 3 * 4 + 1
+    assert idx[0, 0].tolist() == [[0, 2], [8, 10]]
+
+
+# --- avg-pool divisors, by hand --------------------------------------------------------------
+
+
+@pytest.mark.parametrize("count_include_pad, expected", [
+    (False, [[2.5, 2.5], [2.5, 2.5]]),  # every window holds the 4 real cells
+    (True, [[10 / 9, 10 / 9], [10 / 9, 10 / 9]]),
+])
+def test_avg_pool_count_include_pad(kernel, count_include_pad, expected):
+    x = nhwc1([[1, 2], [3, 4]])
+    y = ops.avg_pool2d(x, 3, 1, 1, count_include_pad=count_include_pad)
+    np.testing.assert_allclose(y[0, :, :, 0], expected, rtol=1e-12)
+
+
+@pytest.mark.parametrize("count_include_pad", [False, True])
+def test_avg_pool_ceil_mode_partial_window(kernel, count_include_pad):
+    # PyTorch: avg_pool1d([1, 2, 3, 4, 5], 2, 2, ceil_mode=True) == [1.5, 3.5, 5]; the last
+    # window hangs past the (unpadded) input and is divided by its one real cell either way.
+    x = nhwc1([[1, 2, 3, 4, 5]])
+    y = ops.avg_pool2d(x, (1, 2), ceil_mode=True, count_include_pad=count_include_pad)
+    np.testing.assert_allclose(y.ravel(), [1.5, 3.5, 5.0], rtol=1e-12)
+    dx = ops.avg_pool2d_backward(np.ones_like(y), x, (1, 2), ceil_mode=True,
+                                 count_include_pad=count_include_pad)
+    np.testing.assert_allclose(dx.ravel(), [0.5, 0.5, 0.5, 0.5, 1.0], rtol=1e-12)
+
+
+def test_avg_pool_ceil_mode_with_padding_clips_divisor_to_padded_input(kernel):
+    # PyTorch: avg_pool1d([1..5], 3, 2, padding=1, ceil_mode=True, count_include_pad=True)
+    # == [1, 3, 3]: the last window [3, 6) ends exactly at the padded input's end.
+    x = nhwc1([[1, 2, 3, 4, 5]])
+    kw = dict(pool_size=(1, 3), stride=(1, 2), padding=(0, 1), ceil_mode=True)
+    np.testing.assert_allclose(ops.avg_pool2d(x, count_include_pad=True, **kw).ravel(),
+                               [1, 3, 3], rtol=1e-12)
+    np.testing.assert_allclose(ops.avg_pool2d(x, count_include_pad=False, **kw).ravel(),
+                               [1.5, 3, 4.5], rtol=1e-12)
+
+
+def test_threads_used_by_big_calls_without_lowered_threshold():
+    """The shipped threshold: a big layer runs on 2 threads and still matches 1 thread."""
+    import cyconv
+
+    x, w, b = conv_arrays((8, 13, 13, 32), (3, 3, 32, 64), "NHWC", np.float32)
+    try:
+        results = []
+        for t in (1, 2):
+            cyconv.set_num_threads(t)
+            results.append((ops.conv2d(x, w, b), *ops.conv2d_backward(
+                np.ones((8, 11, 11, 64), np.float32), x, w)))
+    finally:
+        cyconv.set_num_threads(None)
+    assert_bitwise_equal(tuple(results[0]), tuple(results[1]), "1 vs 2 threads")
