@@ -284,8 +284,9 @@ def test_avg_pool_ceil_mode_with_padding_clips_divisor_to_padded_input(kernel):
                                [1.5, 3, 4.5], rtol=1e-12)
 
 
-def test_threads_used_by_big_calls_without_lowered_threshold():
-    """The shipped threshold: a big layer runs on 2 threads and still matches 1 thread."""
+def test_big_layer_same_bits_on_1_and_2_threads_with_the_shipped_threshold():
+    """Without the lowered threshold of kernel_path: a layer this big is split across 2 threads
+    by ops itself, and must still match 1 thread bit for bit."""
     import cyconv
 
     x, w, b = conv_arrays((8, 13, 13, 32), (3, 3, 32, 64), "NHWC", np.float32)
