@@ -197,6 +197,18 @@ def test_pool_padding_limit_applies_to_explicit_padding_only(impl):
 
 
 @IMPLS
+def test_numpy_integers_and_lists_are_accepted_as_integers(impl):
+    x = np.random.default_rng(0).standard_normal((1, 7, 7, 2))
+    w = np.ones((3, 3, 2, 2))
+    want = impl.conv2d(x, w, stride=(2, 1), padding=((1, 1), (0, 0)), dilation=2)
+    got = impl.conv2d(x, w, stride=[np.int64(2), 1], padding=[[np.int32(1), 1], [0, 0]],
+                      dilation=np.uint8(2), groups=np.int16(1))
+    np.testing.assert_array_equal(got, want)
+    np.testing.assert_array_equal(impl.max_pool2d(x, [2, np.int64(3)], np.int8(1)),
+                                  impl.max_pool2d(x, (2, 3), 1))
+
+
+@IMPLS
 def test_array_likes_are_accepted(impl):
     y = impl.conv2d([[[[1.0], [2.0]], [[3.0], [4.0]]]], [[[[1.0]]]])
     assert y.dtype == np.float64 and y.ravel().tolist() == [1.0, 2.0, 3.0, 4.0]

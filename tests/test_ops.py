@@ -36,7 +36,8 @@ def check_max_pool(x, kwargs, rng=None):
                          "without indices")
     dy = in_memory_layout(random_array(rng, y.shape, y.dtype), "sliced", readonly=True)
     check_against_reference("max_pool2d_backward", dy, x, **kwargs)
-    check_against_reference("max_pool2d_backward", dy, x, indices=idx, **kwargs)
+    check_against_reference("max_pool2d_backward", dy, x,
+                            indices=in_memory_layout(idx, "reversed", readonly=True), **kwargs)
     return y, idx
 
 
