@@ -57,6 +57,9 @@ static inline cyc_plan_t cyc_plan(const cyc_geom_t *g, int transposed)
     return r;
 }
 
+/* Bytes of scratch for one phase class's tap table (kernels_body.h, FN(taps_t)) and live flags. */
+#define CYC_TAPS_BYTES(nseg) (8 + (sizeof(ptrdiff_t) + 2 * sizeof(int) + 2) * (size_t)(nseg))
+
 /* Output pixels per chunk of the weight gradient: enough to reuse each packed dy row across the
  * whole reduction, few enough that the chunk's gathered border rows stay in cache. */
 static inline int cyc_dw_chunk(const cyc_geom_t *g)
