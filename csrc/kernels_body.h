@@ -143,6 +143,10 @@ ALWAYS_INLINE void FN(dot)(const int nb, const int nout, const T *const *xp, int
             for (int o = 0; o < nout; o++) wv[o] = LOADV(ws + (ptrdiff_t)o * K + l);
             for (int p = 0; p < nb; p++) {
                 V xv = LOADV(xr[p] + l);
+#ifdef __AVX512F__
+                /* keep xv in a register: folding its load into every FMA doubles the loads */
+                __asm__("" : "+v"(xv));
+#endif
                 for (int o = 0; o < nout; o++) acc[p * nout + o] += xv * wv[o];
             }
         }
