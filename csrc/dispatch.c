@@ -73,7 +73,7 @@ size_t cyc_conv_scratch_bytes(const cyc_geom_t *g, int transposed, int elem_size
 {
     cyc_plan_t r = cyc_plan(g, transposed);
     size_t nseg = (size_t)r.nseg;
-    return sizeof(void *) * nseg * CYC_MR_MAX + sizeof(ptrdiff_t) * nseg + nseg + 64 +
+    return sizeof(void *) * (nseg + 1) * CYC_MR_MAX + CYC_TAPS_BYTES(nseg) + 64 +
            (size_t)elem_size * CYC_MR_MAX * (size_t)r.K;
 }
 
@@ -91,7 +91,7 @@ size_t cyc_conv_dw_scratch_bytes(const cyc_geom_t *g, int elem_size)
     size_t P = (size_t)cyc_dw_chunk(g), nseg = (size_t)r.nseg;
     size_t bytes = (size_t)elem_size * g->groups * P * cyc_round_up(og, 64 / elem_size);
     bytes += sizeof(void *) * (nseg * P + P) + sizeof(int) * P + 8;
-    bytes += sizeof(ptrdiff_t) * nseg + nseg + 64;
+    bytes += CYC_TAPS_BYTES(nseg) + 64;
     bytes += (size_t)elem_size * P * (size_t)r.K;
     return bytes;
 }

@@ -45,21 +45,30 @@ ALWAYS_INLINE V FN(relu)(V v)
     return (V)((IV)v & keep);
 }
 
+/* Sum of the lanes, by halving in registers (taking the vector's address would keep whole
+ * arrays of accumulators in memory). */
 ALWAYS_INLINE T FN(hsum)(V v)
 {
-    T lanes[VLEN];
-    memcpy(lanes, &v, sizeof(lanes));
-    T s = 0;
-    for (int l = 0; l < VLEN; l++) s += lanes[l];
-    return s;
+    typedef T H __attribute__((vector_size(32)));
+    typedef T Q __attribute__((vector_size(16)));
+#if defined(CYC_T_IS_DOUBLE)
+    H h = __builtin_shufflevector(v, v, 0, 1, 2, 3) + __builtin_shufflevector(v, v, 4, 5, 6, 7);
+    Q q = __builtin_shufflevector(h, h, 0, 1) + __builtin_shufflevector(h, h, 2, 3);
+    return q[0] + q[1];
+#else
+    H h = __builtin_shufflevector(v, v, 0, 1, 2, 3, 4, 5, 6, 7) +
+          __builtin_shufflevector(v, v, 8, 9, 10, 11, 12, 13, 14, 15);
+    Q q = __builtin_shufflevector(h, h, 0, 1, 2, 3) + __builtin_shufflevector(h, h, 4, 5, 6, 7);
+    return (q[0] + q[2]) + (q[1] + q[3]);
+#endif
 }
 
 /* One register tile: acc[p][b] = bias[b] + sum over segments s and i of xp[s][p][off + i] * w.
  * mr and nv are compile-time constants after inlining (see FN(tile_any)). */
 ALWAYS_INLINE void FN(tile)(const int mr, const int nv, const T *const *xp, ptrdiff_t off,
                             int nseg, int len, const unsigned char *live, const T *restrict w,
-                            int bw, const T *restrict bias, int relu, T *out, ptrdiff_t ostride,
-                            int nlast)
+                            int bw, const T *restrict bias, int relu, T *const *outs,
+                            ptrdiff_t ooff, int nlast)
 {
     V acc[MR][CYC_NBLK];
     for (int b = 0; b < nv; b++) {
@@ -86,7 +95,7 @@ ALWAYS_INLINE void FN(tile)(const int mr, const int nv, const T *const *xp, ptrd
             for (int b = 0; b < nv; b++) acc[p][b] = FN(relu)(acc[p][b]);
     }
     for (int p = 0; p < mr; p++) {
-        T *o = out + p * ostride;
+        T *o = outs[p] + ooff;
         for (int b = 0; b < nv - 1; b++) STOREV(o + b * VLEN, acc[p][b]);
         if (nlast == VLEN) {
             STOREV(o + (nv - 1) * VLEN, acc[p][nv - 1]);
@@ -101,120 +110,150 @@ ALWAYS_INLINE void FN(tile)(const int mr, const int nv, const T *const *xp, ptrd
 /* Full tiles get code specialised for their shape; the remainder tile takes the generic one. */
 static void FN(tile_any)(int mr, int nv, const T *const *xp, ptrdiff_t off, int nseg, int len,
                          const unsigned char *live, const T *w, int bw, const T *bias, int relu,
-                         T *out, ptrdiff_t ostride, int nlast)
+                         T *const *outs, ptrdiff_t ooff, int nlast)
 {
     if (mr == MR && nv == CYC_NBLK)
-        FN(tile)(MR, CYC_NBLK, xp, off, nseg, len, live, w, bw, bias, relu, out, ostride, nlast);
+        FN(tile)(MR, CYC_NBLK, xp, off, nseg, len, live, w, bw, bias, relu, outs, ooff, nlast);
     else if (mr == MR && nv == 1)
-        FN(tile)(MR, 1, xp, off, nseg, len, live, w, bw, bias, relu, out, ostride, nlast);
+        FN(tile)(MR, 1, xp, off, nseg, len, live, w, bw, bias, relu, outs, ooff, nlast);
     else
-        FN(tile)(mr, nv, xp, off, nseg, len, live, w, bw, bias, relu, out, ostride, nlast);
+        FN(tile)(mr, nv, xp, off, nseg, len, live, w, bw, bias, relu, outs, ooff, nlast);
 }
 
 /* Dot mode: out[p][o] = bias[o] + sum over segments of xp[s][p][off + l] * w[o][s * len + l],
- * with vectors along l; all the tile's pixels share each weight vector. */
-ALWAYS_INLINE void FN(dot)(const int mr, const T *const *xp, ptrdiff_t off, int nseg, int len,
-                           const unsigned char *live, const T *restrict w, int nout,
-                           const T *bias, int relu, T *out, ptrdiff_t ostride)
+ * with vectors along l.  A block of nb pixels x nout outputs sits in registers: each source
+ * vector is loaded once for all outputs, each weight vector once for all pixels. */
+#define CYC_DOT_ACC (2 * MR)
+ALWAYS_INLINE void FN(dot)(const int nb, const int nout, const T *const *xp, int p0, ptrdiff_t off,
+                           int nseg, int len, const unsigned char *live, const T *restrict w,
+                           const T *bias, int relu, T *const *outs, ptrdiff_t ooff)
 {
     const int K = nseg * len;
-    for (int o = 0; o < nout; o++) {
-        V acc[MR];
-        T tail[MR];
-        for (int p = 0; p < mr; p++) { acc[p] = (V){0}; tail[p] = 0; }
-        const T *wo = w + (ptrdiff_t)o * K;
-        for (int s = 0; s < nseg; s++) {
-            if (!live[s]) continue;
-            const T *restrict ws = wo + (ptrdiff_t)s * len;
-            const T *xr[MR];
-            for (int p = 0; p < mr; p++) xr[p] = xp[(ptrdiff_t)s * MR + p] + off;
-            int l = 0;
-            for (; l + VLEN <= len; l += VLEN) {
-                V wv = LOADV(ws + l);
-                for (int p = 0; p < mr; p++) acc[p] += LOADV(xr[p] + l) * wv;
+    V acc[CYC_DOT_ACC];
+    T tail[CYC_DOT_ACC];
+    for (int a = 0; a < nb * nout; a++) { acc[a] = (V){0}; tail[a] = 0; }
+    for (int s = 0; s < nseg; s++) {
+        if (!live[s]) continue;
+        const T *restrict ws = w + (ptrdiff_t)s * len;
+        const T *xr[CYC_DOT_ACC];
+        for (int p = 0; p < nb; p++) xr[p] = xp[(ptrdiff_t)s * MR + p0 + p] + off;
+        int l = 0;
+        for (; l + VLEN <= len; l += VLEN) {
+            V wv[CYC_DOT_MAX_OUT];
+            for (int o = 0; o < nout; o++) wv[o] = LOADV(ws + (ptrdiff_t)o * K + l);
+            for (int p = 0; p < nb; p++) {
+                V xv = LOADV(xr[p] + l);
+#ifdef __AVX512F__
+                /* keep xv in a register: folding its load into every FMA doubles the loads */
+                __asm__("" : "+v"(xv));
+#endif
+                for (int o = 0; o < nout; o++) acc[p * nout + o] += xv * wv[o];
             }
-            for (; l < len; l++)
-                for (int p = 0; p < mr; p++) tail[p] += xr[p][l] * ws[l];
         }
-        for (int p = 0; p < mr; p++) {
-            T v = FN(hsum)(acc[p]) + tail[p] + (bias ? bias[o] : (T)0);
-            if (relu && !(v > 0)) v = 0;
-            out[p * ostride + o] = v;
-        }
+        for (; l < len; l++)
+            for (int p = 0; p < nb; p++)
+                for (int o = 0; o < nout; o++)
+                    tail[p * nout + o] += xr[p][l] * ws[(ptrdiff_t)o * K + l];
     }
+    for (int p = 0; p < nb; p++)
+        for (int o = 0; o < nout; o++) {
+            T v = FN(hsum)(acc[p * nout + o]) + tail[p * nout + o] + (bias ? bias[o] : (T)0);
+            if (relu && !(v > 0)) v = 0;
+            outs[p0 + p][ooff + o] = v;
+        }
 }
+
+/* Blocks as large as the registers allow for this many outputs, specialised per output count. */
+#define CYC_DOT_CASE(NOUT)                                                                     \
+    case NOUT: {                                                                               \
+        enum { B = CYC_DOT_ACC / NOUT < MR ? CYC_DOT_ACC / NOUT : MR };                        \
+        int p0 = 0;                                                                            \
+        for (; p0 + B <= mr; p0 += B)                                                          \
+            FN(dot)(B, NOUT, xp, p0, off, nseg, len, live, w, bias, relu, outs, ooff);         \
+        if (p0 < mr)                                                                           \
+            FN(dot)(mr - p0, NOUT, xp, p0, off, nseg, len, live, w, bias, relu, outs, ooff);   \
+        return;                                                                                \
+    }
 
 static void FN(dot_any)(int mr, const T *const *xp, ptrdiff_t off, int nseg, int len,
                         const unsigned char *live, const T *w, int nout, const T *bias, int relu,
-                        T *out, ptrdiff_t ostride)
+                        T *const *outs, ptrdiff_t ooff)
 {
-    if (mr == MR)
-        FN(dot)(MR, xp, off, nseg, len, live, w, nout, bias, relu, out, ostride);
-    else
-        FN(dot)(mr, xp, off, nseg, len, live, w, nout, bias, relu, out, ostride);
-}
-
-/* The source pixel that tap (i, jj) of computed pixel (oy, ox) reads, as a flat pixel index, or
- * -1 if it reads padding (or, in the input gradient, a position the stride skips). */
-static inline ptrdiff_t FN(tap_pixel)(const cyc_geom_t *g, const cyc_plan_t *r, int n, int oy,
-                                      int ox, int i, int jj)
-{
-    int sy, sx;
-    if (!r->transposed) {
-        sy = oy * g->sh - g->pad_top + i * g->dh;
-        sx = ox * g->sw - g->pad_left + jj * g->dw;
-    } else {
-        /* dx[iy] collects dy[oy] where oy * sh = iy + pad - i * dh; kw runs reversed. */
-        int j = g->kw - 1 - jj;
-        int ty = oy + g->pad_top - i * g->dh, tx = ox + g->pad_left - j * g->dw;
-        if (ty < 0 || tx < 0 || ty % g->sh || tx % g->sw) return -1;
-        sy = ty / g->sh;
-        sx = tx / g->sw;
+    switch (nout) {
+        CYC_DOT_CASE(1)
+        CYC_DOT_CASE(2)
+        CYC_DOT_CASE(3)
+        CYC_DOT_CASE(4)
+    default: break;
     }
-    if (sy < 0 || sy >= r->src_h || sx < 0 || sx >= r->src_w) return -1;
-    return ((ptrdiff_t)n * r->src_h + sy) * r->src_w + sx;
 }
+#undef CYC_DOT_CASE
 
-/* Offset of each tap from the window's origin, for tap-mode pixels away from the borders. */
-static void FN(tap_offsets)(const cyc_geom_t *g, const cyc_plan_t *r, ptrdiff_t *tapoff)
+/* The taps of one phase class, in tap mode.  A computed pixel has an origin (qy, qx) in the
+ * source; tap s reads source pixel (qy + toy[s], qx + tox[s]) if valid[s].  Forward: origin
+ * (y * sh - pad, x * sw - pad), every tap valid.  Input gradient: dx[y] collects dy[q] where
+ * q * sh = y + pad - i * dh, so for pixels of class (py, px) (y + pad = py mod sh) the valid taps
+ * are those with (py - i * dh) divisible by sh, and the origin is (y + pad - py) / sh.  Offsets
+ * are also kept premultiplied (tapoff) for pixels whose every valid tap is inside the source. */
+typedef struct {
+    int *toy, *tox;
+    unsigned char *valid;
+    ptrdiff_t *tapoff;
+    int ymin, ymax, xmin, xmax;
+    int py, px;
+} FN(taps_t);
+
+static void FN(class_taps)(const cyc_geom_t *g, const cyc_plan_t *r, int py, int px,
+                           FN(taps_t) *t)
 {
+    t->py = py; t->px = px;
+    t->ymin = t->xmin = 1 << 30;
+    t->ymax = t->xmax = -(1 << 30);
     for (int i = 0; i < g->kh; i++)
         for (int jj = 0; jj < g->kw; jj++) {
-            ptrdiff_t dy = (ptrdiff_t)i * g->dh, dx = (ptrdiff_t)jj * g->dw;
-            if (r->transposed) {
-                dy = -dy;
-                dx = -(ptrdiff_t)(g->kw - 1 - jj) * g->dw;
+            int s = i * g->kw + jj, oy, ox, ok = 1;
+            if (!r->transposed) {
+                oy = i * g->dh;
+                ox = jj * g->dw;
+            } else {
+                int j = g->kw - 1 - jj;           /* kw runs reversed in the input gradient */
+                int ty = py - i * g->dh, tx = px - j * g->dw;
+                ok = ty % g->sh == 0 && tx % g->sw == 0;
+                oy = ok ? ty / g->sh : 0;
+                ox = ok ? tx / g->sw : 0;
             }
-            tapoff[i * g->kw + jj] = (dy * r->src_w + dx) * r->src_c;
+            t->toy[s] = oy; t->tox[s] = ox; t->valid[s] = (unsigned char)ok;
+            t->tapoff[s] = ((ptrdiff_t)oy * r->src_w + ox) * r->src_c;
+            if (ok) {
+                if (oy < t->ymin) t->ymin = oy;
+                if (oy > t->ymax) t->ymax = oy;
+                if (ox < t->xmin) t->xmin = ox;
+                if (ox > t->xmax) t->xmax = ox;
+            }
         }
 }
 
-/* The segments of computed pixel (n, oy, ox): seg[s * stride] points at segment s's values
- * (into src, into `zeros` if it lies wholly in the padding, or into gbuf, a copy with zeros where
- * it straddles a border).  live[s] is set where a segment reads anything real. */
-static void FN(pixel_segments)(const cyc_geom_t *g, const cyc_plan_t *r, const ptrdiff_t *tapoff,
-                               const T *src, const T *zeros, int n, int oy, int ox,
+/* The segments of computed pixel n with source origin (qy, qx) (see FN(taps_t); in row mode the
+ * origin of the kernel's first row and leftmost column): seg[s * stride] points at segment s's
+ * values (into src, into `zeros` if it lies wholly in the padding, or into gbuf, a copy with
+ * zeros where it straddles a border).  live[s] is set where a segment reads anything real. */
+static void FN(pixel_segments)(const cyc_geom_t *g, const cyc_plan_t *r, const FN(taps_t) *t,
+                               const T *src, const T *zeros, int n, int qy, int qx,
                                const T **seg, ptrdiff_t stride, T *gbuf, unsigned char *live)
 {
     if (r->row_mode) {
-        int sy0, sxa, sdy;
-        if (!r->transposed) {
-            sy0 = oy * g->sh - g->pad_top; sdy = g->dh;
-            sxa = ox * g->sw - g->pad_left;
-        } else {
-            sy0 = oy + g->pad_top; sdy = -g->dh;
-            sxa = ox + g->pad_left - (g->kw - 1);
-        }
-        const int inside_x = sxa >= 0 && sxa + g->kw <= r->src_w;
+        /* forward: rows qy + i * dh; input gradient (stride 1): rows qy - i * dh */
+        const int sdy = r->transposed ? -g->dh : g->dh;
+        const int inside_x = qx >= 0 && qx + g->kw <= r->src_w;
         for (int i = 0; i < g->kh; i++) {
-            int sy = sy0 + i * sdy;
+            int sy = qy + i * sdy;
             if (sy < 0 || sy >= r->src_h) { seg[i * stride] = zeros; continue; }
             const T *row = src + ((ptrdiff_t)n * r->src_h + sy) * r->src_w * r->src_c;
             live[i] = 1;
-            if (inside_x) { seg[i * stride] = row + (ptrdiff_t)sxa * r->src_c; continue; }
+            if (inside_x) { seg[i * stride] = row + (ptrdiff_t)qx * r->src_c; continue; }
             T *buf = gbuf + (ptrdiff_t)i * r->len;
             for (int j = 0; j < g->kw; j++) {
-                int sx = sxa + j;
+                int sx = qx + j;
                 if (sx >= 0 && sx < r->src_w)
                     memcpy(buf + j * r->src_c, row + (ptrdiff_t)sx * r->src_c,
                            sizeof(T) * (size_t)r->src_c);
@@ -225,58 +264,126 @@ static void FN(pixel_segments)(const cyc_geom_t *g, const cyc_plan_t *r, const p
         }
         return;
     }
-    const int ext_y = (g->kh - 1) * g->dh, ext_x = (g->kw - 1) * g->dw;
-    int sy0, sx0, inside;
-    if (!r->transposed) {
-        sy0 = oy * g->sh - g->pad_top;
-        sx0 = ox * g->sw - g->pad_left;
-        inside = sy0 >= 0 && sy0 + ext_y < r->src_h && sx0 >= 0 && sx0 + ext_x < r->src_w;
-    } else {
-        /* with stride 1 every tap of an inner pixel is real; otherwise check each tap */
-        sy0 = oy + g->pad_top;
-        sx0 = ox + g->pad_left;
-        inside = g->sh == 1 && g->sw == 1 && sy0 - ext_y >= 0 && sy0 < r->src_h &&
-                 sx0 - ext_x >= 0 && sx0 < r->src_w;
-    }
     const int nseg = r->nseg;
-    if (inside) {
-        const T *base = src + (((ptrdiff_t)n * r->src_h + sy0) * r->src_w + sx0) * r->src_c;
-        for (int s = 0; s < nseg; s++) { seg[s * stride] = base + tapoff[s]; live[s] = 1; }
+    const ptrdiff_t plane = (ptrdiff_t)n * r->src_h;
+    if (qy + t->ymin >= 0 && qy + t->ymax < r->src_h && qx + t->xmin >= 0 &&
+        qx + t->xmax < r->src_w) {
+        const T *base = src + ((plane + qy) * r->src_w + qx) * r->src_c;
+        for (int s = 0; s < nseg; s++) {
+            seg[s * stride] = t->valid[s] ? base + t->tapoff[s] : zeros;
+            live[s] |= t->valid[s];
+        }
         return;
     }
-    for (int i = 0; i < g->kh; i++)
-        for (int jj = 0; jj < g->kw; jj++) {
-            int s = i * g->kw + jj;
-            ptrdiff_t px = FN(tap_pixel)(g, r, n, oy, ox, i, jj);
-            if (px >= 0) {
-                seg[s * stride] = src + px * r->src_c;
-                live[s] = 1;
-            } else {
-                seg[s * stride] = zeros;
-            }
+    for (int s = 0; s < nseg; s++) {
+        int sy = qy + t->toy[s], sx = qx + t->tox[s];
+        if (t->valid[s] && sy >= 0 && sy < r->src_h && sx >= 0 && sx < r->src_w) {
+            seg[s * stride] = src + ((plane + sy) * r->src_w + sx) * r->src_c;
+            live[s] = 1;
+        } else {
+            seg[s * stride] = zeros;
         }
+    }
 }
 
-/* Walks flattened pixels (n, y, x) of an h x w image without divisions. */
-typedef struct { int n, y, x; } FN(cursor_t);
+/* Scratch for a FN(taps_t) of nseg taps: ints, flags and offsets, carved from `mem`. */
+static unsigned char *FN(taps_init)(FN(taps_t) *t, int nseg, unsigned char *mem)
+{
+    mem = (unsigned char *)(((uintptr_t)mem + 7) & ~(uintptr_t)7);
+    t->tapoff = (ptrdiff_t *)mem;
+    t->toy = (int *)(t->tapoff + nseg);
+    t->tox = t->toy + nseg;
+    t->valid = (unsigned char *)(t->tox + nseg);
+    t->py = t->px = -1;
+    return t->valid + nseg;
+}
 
-ALWAYS_INLINE FN(cursor_t) FN(cursor_at)(ptrdiff_t m, int h, int w)
+/* The source origin of the cursor's pixel (see FN(taps_t)). */
+#define CYC_ORIGIN(g, r, cur, qy, qx)                                                          \
+    do {                                                                                       \
+        if (!(r).transposed) {                                                                 \
+            qy = (cur).y * (g)->sh - (g)->pad_top;                                             \
+            qx = (cur).x * (g)->sw - (g)->pad_left;                                            \
+        } else {                                                                               \
+            qy = (cur).qy0 + (cur).ky;                                                         \
+            qx = (cur).qx0 + (cur).kx;                                                         \
+            if ((r).row_mode) qx -= (g)->kw - 1;                                               \
+        }                                                                                      \
+    } while (0)
+
+/* Walks the pixels (n, y, x) of N images of h x w without divisions, in phase classes: with
+ * phases (ph, pw), pixel y belongs to class (y + oy) mod ph (x likewise), and classes come one
+ * after another within each image.  The input gradient of a strided convolution uses this: all
+ * pixels of one class read the same taps of dy, so a tile of them skips the taps that the stride
+ * leaves out.  With ph = pw = 1 it is plain row-major order. */
+typedef struct {
+    int h, w, ph, pw, offy, offx;   /* the walk */
+    int n, py, px, ky, kx;          /* class and position in it */
+    int y0, x0, ry, cx;             /* the current class: first row/column and their counts */
+    int qy0, qx0;                   /* (y0 + offy - py) / ph: the class's first origin row */
+    int y, x;                       /* the pixel */
+} FN(cursor_t);
+
+static inline int FN(first_in_class)(int cls, int off, int step)
+{
+    return ((cls - off) % step + step) % step;
+}
+
+static inline void FN(cursor_class)(FN(cursor_t) *c)
+{
+    c->y0 = FN(first_in_class)(c->py, c->offy, c->ph);
+    c->x0 = FN(first_in_class)(c->px, c->offx, c->pw);
+    c->ry = c->y0 < c->h ? (c->h - c->y0 + c->ph - 1) / c->ph : 0;
+    c->cx = c->x0 < c->w ? (c->w - c->x0 + c->pw - 1) / c->pw : 0;
+    c->qy0 = (c->y0 + c->offy - c->py) / c->ph;
+    c->qx0 = (c->x0 + c->offx - c->px) / c->pw;
+}
+
+/* Move to the next non-empty class (wrapping to the next image). */
+static void FN(cursor_next_class)(FN(cursor_t) *c)
+{
+    do {
+        if (++c->px == c->pw) {
+            c->px = 0;
+            if (++c->py == c->ph) { c->py = 0; c->n++; }
+        }
+        FN(cursor_class)(c);
+    } while (c->ry == 0 || c->cx == 0);
+    c->ky = c->kx = 0;
+}
+
+static FN(cursor_t) FN(cursor_at)(ptrdiff_t m, int h, int w, int ph, int pw, int offy, int offx)
 {
     FN(cursor_t) c;
+    c.h = h; c.w = w; c.ph = ph; c.pw = pw; c.offy = offy; c.offx = offx;
     ptrdiff_t plane = (ptrdiff_t)h * w;
     c.n = (int)(m / plane);
-    int rem = (int)(m - (ptrdiff_t)c.n * plane);
-    c.y = rem / w;
-    c.x = rem - c.y * w;
+    ptrdiff_t rem = m - (ptrdiff_t)c.n * plane;
+    for (c.py = 0; c.py < ph; c.py++)
+        for (c.px = 0; c.px < pw; c.px++) {
+            FN(cursor_class)(&c);
+            ptrdiff_t size = (ptrdiff_t)c.ry * c.cx;
+            if (rem < size) {
+                c.ky = (int)(rem / c.cx);
+                c.kx = (int)(rem - (ptrdiff_t)c.ky * c.cx);
+                goto found;
+            }
+            rem -= size;
+        }
+found:
+    c.y = c.y0 + c.ky * ph;
+    c.x = c.x0 + c.kx * pw;
     return c;
 }
 
-ALWAYS_INLINE void FN(cursor_next)(FN(cursor_t) *c, int h, int w)
+ALWAYS_INLINE void FN(cursor_next)(FN(cursor_t) *c)
 {
-    if (++c->x == w) {
-        c->x = 0;
-        if (++c->y == h) { c->y = 0; c->n++; }
+    if (++c->kx == c->cx) {
+        c->kx = 0;
+        if (++c->ky == c->ry) FN(cursor_next_class)(c);
     }
+    c->y = c->y0 + c->ky * c->ph;
+    c->x = c->x0 + c->kx * c->pw;
 }
 
 static void FN(conv_tiles)(const cyc_geom_t *g, int transposed, const T *src, const T *packed,
@@ -286,33 +393,40 @@ static void FN(conv_tiles)(const cyc_geom_t *g, int transposed, const T *src, co
     const cyc_plan_t r = cyc_plan(g, transposed);
     const int nseg = r.nseg, K = r.K;
     const int opad = (r.out_cg + VLEN - 1) / VLEN * VLEN;
-    /* scratch: ptrs [nseg][MR_MAX] | tapoff [nseg] | live [nseg] | gbuf [MR_MAX][K] */
+    /* scratch: ptrs [nseg][MR_MAX] | outs [MR_MAX] | live [nseg] | taps | gbuf [MR_MAX][K] */
     const T **ptrs = (const T **)scratch;
-    ptrdiff_t *tapoff = (ptrdiff_t *)(ptrs + (ptrdiff_t)nseg * CYC_MR_MAX);
-    unsigned char *live = (unsigned char *)(tapoff + nseg);
-    T *gbuf = (T *)(((uintptr_t)(live + nseg) + 63) & ~(uintptr_t)63);
+    T **outs = (T **)(ptrs + (ptrdiff_t)nseg * CYC_MR_MAX);
+    unsigned char *live = (unsigned char *)(outs + CYC_MR_MAX);
+    FN(taps_t) taps;
+    unsigned char *end = FN(taps_init)(&taps, nseg, live + nseg);
+    T *gbuf = (T *)(((uintptr_t)end + 63) & ~(uintptr_t)63);
     const T *bias_all = packed + (ptrdiff_t)g->groups * K * (r.dot ? r.out_cg : opad);
-    FN(tap_offsets)(g, &r, tapoff);
 
-    FN(cursor_t) cur = FN(cursor_at)(m0, r.out_h, r.out_w);
+    /* the input gradient of a strided convolution walks its pixels by phase class */
+    const int ph = transposed ? g->sh : 1, pw = transposed ? g->sw : 1;
+    FN(cursor_t) cur = FN(cursor_at)(m0, r.out_h, r.out_w, ph, pw, g->pad_top, g->pad_left);
     for (ptrdiff_t m = m0; m < m1; m += MR) {
         const int mr = (int)(m1 - m < MR ? m1 - m : MR);
         memset(live, 0, (size_t)nseg);
         for (int p = 0; p < mr; p++) {
-            FN(pixel_segments)(g, &r, tapoff, src, zeros, cur.n, cur.y, cur.x, ptrs + p, MR,
+            int qy, qx;
+            if (cur.py != taps.py || cur.px != taps.px)
+                FN(class_taps)(g, &r, cur.py, cur.px, &taps);
+            CYC_ORIGIN(g, r, cur, qy, qx);
+            FN(pixel_segments)(g, &r, &taps, src, zeros, cur.n, qy, qx, ptrs + p, MR,
                                gbuf + (ptrdiff_t)p * K, live);
-            FN(cursor_next)(&cur, r.out_h, r.out_w);
+            outs[p] = dst + (((ptrdiff_t)cur.n * r.out_h + cur.y) * r.out_w + cur.x) * r.out_c;
+            FN(cursor_next)(&cur);
         }
-        T *out = dst + m * r.out_c;
         for (int grp = 0; grp < g->groups; grp++) {
             /* tap mode reads group grp's channels of each source pixel; row mode has 1 group */
             const ptrdiff_t off = r.row_mode ? 0 : (ptrdiff_t)grp * r.src_cg;
-            T *og = out + (ptrdiff_t)grp * r.out_cg;
+            const ptrdiff_t ooff = (ptrdiff_t)grp * r.out_cg;
             if (r.dot) {
                 FN(dot_any)(mr, ptrs, off, nseg, r.len, live,
                             packed + (ptrdiff_t)grp * r.out_cg * K, r.out_cg,
-                            transposed ? NULL : bias_all + (ptrdiff_t)grp * r.out_cg, relu, og,
-                            r.out_c);
+                            transposed ? NULL : bias_all + (ptrdiff_t)grp * r.out_cg, relu,
+                            (T *const *)outs, ooff);
                 continue;
             }
             const T *wg = packed + (ptrdiff_t)grp * K * opad;
@@ -323,7 +437,7 @@ static void FN(conv_tiles)(const cyc_geom_t *g, int transposed, const T *src, co
                 int nlast = r.out_cg - (co0 + (nv - 1) * VLEN);
                 if (nlast > VLEN) nlast = VLEN;
                 FN(tile_any)(mr, nv, ptrs, off, nseg, r.len, live, wg + (ptrdiff_t)co0 * K,
-                             nv * VLEN, bg + co0, relu, og + co0, r.out_c, nlast);
+                             nv * VLEN, bg + co0, relu, (T *const *)outs, ooff + co0, nlast);
             }
         }
     }
@@ -455,23 +569,24 @@ void FN(cyc_conv_bwd_filter)(const cyc_geom_t *g, const T *x, const T *dy, T *dw
     const int nseg = r.nseg, K = r.K, len = r.len;
     const int opad = (og + VLEN - 1) / VLEN * VLEN;
     const int P = cyc_dw_chunk(g);
-    /* scratch: dyp [groups][P][opad] | ptrs [nseg][P] | rows [P] | dj [P] | tapoff [nseg] |
-     *          live [nseg] | gbuf [P][K] */
+    /* scratch: dyp [groups][P][opad] | ptrs [nseg][P] | rows [P] | dj [P] | live [nseg] |
+     *          taps | gbuf [P][K] */
     T *dyp = (T *)scratch;
     const T **ptrs = (const T **)(dyp + (ptrdiff_t)g->groups * P * opad);
     const T **rows = ptrs + (ptrdiff_t)nseg * P;
     int *dj = (int *)(rows + P);
-    ptrdiff_t *tapoff = (ptrdiff_t *)(((uintptr_t)(dj + P) + 7) & ~(uintptr_t)7);
-    unsigned char *live = (unsigned char *)(tapoff + nseg);
-    T *gbuf = (T *)(((uintptr_t)(live + nseg) + 63) & ~(uintptr_t)63);
+    unsigned char *live = (unsigned char *)(dj + P);
+    FN(taps_t) taps;
+    unsigned char *end = FN(taps_init)(&taps, nseg, live + nseg);
+    T *gbuf = (T *)(((uintptr_t)end + 63) & ~(uintptr_t)63);
     /* dw_acc layout: [k][groups][opad] */
     const ptrdiff_t astride = (ptrdiff_t)g->groups * opad;
     /* the zero row that padded segments point at: any pointer that is not into x or gbuf */
     static const T no_data[1] = {0};
     const int ntile = (len + MR - 1) / MR;
-    FN(tap_offsets)(g, &r, tapoff);
+    FN(class_taps)(g, &r, 0, 0, &taps);
 
-    FN(cursor_t) cur = FN(cursor_at)(m0, g->oh, g->ow);
+    FN(cursor_t) cur = FN(cursor_at)(m0, g->oh, g->ow, 1, 1, 0, 0);
     for (ptrdiff_t mc = m0; mc < m1; mc += P) {
         const int np = (int)(m1 - mc < P ? m1 - mc : P);
         for (int j = 0; j < np; j++) {
@@ -482,9 +597,11 @@ void FN(cyc_conv_bwd_filter)(const cyc_geom_t *g, const T *x, const T *dy, T *dw
                 memcpy(dst, d + (ptrdiff_t)grp * og, sizeof(T) * (size_t)og);
                 for (int l = og; l < opad; l++) dst[l] = 0;
             }
-            FN(pixel_segments)(g, &r, tapoff, x, no_data, cur.n, cur.y, cur.x, ptrs + j, P,
+            int qy, qx;
+            CYC_ORIGIN(g, r, cur, qy, qx);
+            FN(pixel_segments)(g, &r, &taps, x, no_data, cur.n, qy, qx, ptrs + j, P,
                                gbuf + (ptrdiff_t)j * K, live);
-            FN(cursor_next)(&cur, g->oh, g->ow);
+            FN(cursor_next)(&cur);
         }
         for (int s = 0; s < nseg; s++) {
             int cnt = 0;
@@ -653,3 +770,5 @@ void FN(cyc_avg_pool_bwd)(const cyc_geom_t *g, const T *dy, T *dx, int cip, ptrd
 #undef CYC_CAT3
 #undef CYC_CAT3_
 #undef ALWAYS_INLINE
+#undef CYC_DOT_ACC
+#undef CYC_ORIGIN

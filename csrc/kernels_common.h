@@ -50,12 +50,25 @@ static inline cyc_plan_t cyc_plan(const cyc_geom_t *g, int transposed)
         r.src_c = g->cout; r.src_cg = og; r.out_c = g->c; r.out_cg = cg;
     }
     r.row_mode = g->dw == 1 && g->groups == 1 && (!transposed || (g->sh == 1 && g->sw == 1));
+    if (r.row_mode) {
+        /* A row segment that straddles the left or right border is copied with zeros; when
+         * most columns straddle (images not much wider than the kernel), taps are cheaper. */
+        int inner = 0;
+        for (int x = 0; x < r.out_w; x++) {
+            int first = transposed ? x + g->pad_left - (g->kw - 1) : x * g->sw - g->pad_left;
+            inner += first >= 0 && first + g->kw <= r.src_w;
+        }
+        r.row_mode = 2 * inner >= r.out_w;
+    }
     r.nseg = r.row_mode ? g->kh : g->kh * g->kw;
     r.len = r.row_mode ? g->kw * r.src_c : r.src_cg;
     r.K = r.nseg * r.len;
     r.dot = r.out_cg <= CYC_DOT_MAX_OUT;
     return r;
 }
+
+/* Bytes of scratch for one phase class's tap table (kernels_body.h, FN(taps_t)) and live flags. */
+#define CYC_TAPS_BYTES(nseg) (8 + (sizeof(ptrdiff_t) + 2 * sizeof(int) + 2) * (size_t)(nseg))
 
 /* Output pixels per chunk of the weight gradient: enough to reuse each packed dy row across the
  * whole reduction, few enough that the chunk's gathered border rows stay in cache. */
