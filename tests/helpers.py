@@ -116,9 +116,21 @@ def check_against_reference(name, *args, **kwargs):
     with unchanged(*arrays):
         want = getattr(cyconv.reference, name)(*args, **kwargs)
         got = on_every_path(lambda: getattr(ops, name)(*args, **kwargs))
+    assert_fresh_outputs(want, arrays, f"reference.{name}")
     for isa, result in got.items():
         assert_results_close(result, want, f"ops.{name} [{isa}]")
+        assert_fresh_outputs(result, arrays, f"ops.{name} [{isa}]")
     return want, got
+
+
+def assert_fresh_outputs(results, inputs, what):
+    """Outputs are new, writeable, C-contiguous arrays: a caller may modify them in place
+    without touching its inputs."""
+    for i, r in enumerate(results if isinstance(results, tuple) else (results,)):
+        if r is None:
+            continue
+        assert r.flags.writeable and r.flags.c_contiguous, f"{what}[{i}]: {r.flags}"
+        assert not any(np.shares_memory(r, a) for a in inputs), f"{what}[{i}] aliases an input"
 
 
 @contextlib.contextmanager

@@ -160,6 +160,11 @@ def test_big_pools(dtype, fmt):
     check_global(x, fmt)
 
 
+@pytest.mark.parametrize("fmt", ["NHWC", "NCHW"])
+def test_global_pools_on_1x1_images(fmt):
+    check_global(np.random.default_rng(0).standard_normal((3, 1, 1, 5)), fmt)
+
+
 def test_relu_is_applied_after_the_bias(kernel):
     # A bias that pushes every output below zero: ReLU must see the biased value.
     x = np.ones((1, 3, 3, 1))

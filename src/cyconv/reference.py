@@ -231,5 +231,6 @@ def global_avg_pool2d(x, data_format="NHWC"):
 
 def global_avg_pool2d_backward(dy, x, data_format="NHWC"):
     dy, x, g = _args.global_backward_call(dy, x, data_format)
-    dx = np.broadcast_to((dy / (g.h * g.w))[:, None, None, :], (g.n, g.h, g.w, g.c))
+    # A copy: a broadcast view is read-only, and stays one for a 1x1 image.
+    dx = np.broadcast_to((dy / (g.h * g.w))[:, None, None, :], (g.n, g.h, g.w, g.c)).copy()
     return np.ascontiguousarray(_args.from_nhwc(dx, g.data_format))
