@@ -1,0 +1,119 @@
+"""Whole small models against central finite differences, in float64.
+
+Each check perturbs every weight and every input value of a small model (dropout off) and
+compares the loss's change with the gradient the training step computes: the conv, pool, dense
+and activation backward passes, the first layer's skipped input gradient, and the softmax/sigmoid
+logits shortcut of the cross-entropies all meet the same oracle.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from cyconv.keras import backend, layers, losses, models
+
+
+@pytest.fixture(autouse=True)
+def float64():
+    backend.set_floatx("float64")
+    yield
+    backend.set_floatx("float32")
+
+
+def assert_gradients_match(model, x, y, h=1e-6, rtol=1e-5, atol=1e-8):
+    loss, grads, dx = model._gradients(x, y)
+    targets = list(zip(model.weights, grads)) + [(x, dx)]
+    for k, (w, g) in enumerate(targets):
+        assert g.shape == w.shape
+        flat, gflat = w.reshape(-1), g.reshape(-1)
+        numeric = np.empty_like(gflat)
+        for i in range(flat.size):
+            old = flat[i]
+            flat[i] = old + h
+            up = model._gradients(x, y)[0]
+            flat[i] = old - h
+            down = model._gradients(x, y)[0]
+            flat[i] = old
+            numeric[i] = (up - down) / (2 * h)
+        np.testing.assert_allclose(gflat, numeric, rtol=rtol, atol=atol,
+                                   err_msg=f"array {k} of {len(targets)} (last = input)")
+
+
+def _random_biases(model, rng):
+    for layer in model.layers:
+        if getattr(layer, "use_bias", False):
+            layer.bias[...] = rng.normal(0, 0.1, layer.bias.shape)
+
+
+@pytest.mark.parametrize("fmt", ["channels_last", "channels_first"])
+def test_conv_pool_dense_model(fmt):
+    rng = np.random.default_rng(0)
+    shape = (7, 8, 2) if fmt == "channels_last" else (2, 7, 8)
+    model = models.Sequential([
+        layers.Input(shape=shape),
+        layers.ZeroPadding2D(((1, 0), (0, 1)), data_format=fmt),
+        layers.Conv2D(3, 3, activation="relu", data_format=fmt),
+        layers.MaxPooling2D(2, padding="same", data_format=fmt),
+        layers.DepthwiseConv2D(2, depth_multiplier=2, activation="tanh", padding="same",
+                               data_format=fmt),
+        layers.AveragePooling2D(2, strides=1, padding="same", data_format=fmt),
+        layers.Conv2D(4, 1, groups=2, activation="sigmoid", data_format=fmt),
+        layers.Flatten(data_format=fmt),
+        layers.Dense(5, activation="relu"),
+        layers.Dropout(0.5),
+        layers.Dense(3),
+    ])
+    _random_biases(model, rng)
+    model.compile("sgd", losses.SparseCategoricalCrossentropy(from_logits=True))
+    assert_gradients_match(model, rng.random((3,) + shape), rng.integers(0, 3, 3))
+
+
+def test_global_pools_and_fused_softmax_output():
+    rng = np.random.default_rng(1)
+    model = models.Sequential([
+        layers.Input(shape=(5, 6, 3)),
+        layers.Conv2D(4, 2, strides=2, padding="same", activation="tanh"),
+        layers.GlobalMaxPooling2D(keepdims=True),
+        layers.Flatten(),
+        layers.ReLU(max_value=0.8, negative_slope=0.1, threshold=-0.05),
+        layers.Dense(4, activation="softmax"),
+    ])
+    _random_biases(model, rng)
+    model.compile("sgd", "sparse_categorical_crossentropy")
+    assert_gradients_match(model, rng.normal(size=(3, 5, 6, 3)), rng.integers(0, 4, 3))
+
+    avg = models.Sequential([layers.Input(shape=(3, 4, 5)),
+                             layers.GlobalAveragePooling2D(data_format="channels_first"),
+                             layers.Dense(2), layers.Softmax()])
+    avg.compile("sgd", "categorical_crossentropy")
+    assert_gradients_match(avg, rng.normal(size=(2, 3, 4, 5)), np.eye(2)[[0, 1]])
+
+
+@pytest.mark.parametrize("loss, last, targets", [
+    ("categorical_crossentropy", layers.Activation("softmax"), "onehot"),
+    (losses.CategoricalCrossentropy(label_smoothing=0.1), layers.Softmax(), "onehot"),
+    ("binary_crossentropy", layers.Activation("sigmoid"), "binary"),
+    (losses.BinaryCrossentropy(from_logits=True), layers.Activation("linear"), "binary"),
+    ("mse", layers.Activation("tanh"), "binary"),
+    # Probabilities that are not a softmax's: the clipped-probability formulas.
+    (losses.SparseCategoricalCrossentropy(), layers.Activation("sigmoid"), "sparse"),
+    (losses.CategoricalCrossentropy(), layers.Activation("sigmoid"), "onehot"),
+    (losses.BinaryCrossentropy(), layers.Softmax(), "binary"),
+])
+def test_losses_and_output_activations(loss, last, targets):
+    rng = np.random.default_rng(2)
+    model = models.Sequential([layers.Input(shape=(4,)), layers.Dense(5, activation="tanh"),
+                               layers.Dense(3), last])
+    _random_biases(model, rng)
+    model.compile("sgd", loss)
+    y = {"onehot": np.eye(3)[rng.integers(0, 3, 4)],
+         "binary": rng.integers(0, 2, (4, 3)).astype(float),
+         "sparse": rng.integers(0, 3, 4)}[targets]
+    assert_gradients_match(model, rng.normal(size=(4, 4)), y)
+
+
+def test_first_layer_skips_its_input_gradient_in_training():
+    model = models.Sequential([layers.Input(shape=(6, 6, 1)), layers.MaxPooling2D(),
+                               layers.Conv2D(2, 2), layers.Flatten(), layers.Dense(2)])
+    assert [layer.need_input_grad for layer in model.layers] == [False, False, True, True]
