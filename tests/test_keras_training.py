@@ -13,6 +13,7 @@ from __future__ import annotations
 import io
 import math
 import os
+import re
 import signal
 import sys
 import types
@@ -499,7 +500,7 @@ def test_progress_output_by_verbosity(capsys, monkeypatch):
     assert "val_loss:" in lines[1]
     model.fit(**data, verbose=1)  # not a terminal: only each epoch's closing line
     (line,) = capsys.readouterr().out.splitlines()
-    assert line.startswith("3/3 ━━━━━━━━━━━━━━━━━━━━ ") and "ms/step" in line or "us/step" in line
+    assert line.startswith("3/3 ━━━━━━━━━━━━━━━━━━━━ ") and re.search(r" \d+(m|u)s/step", line)
     assert "img/s - loss:" in line and " - val_loss:" in line
     tty = FakeTTY()
     monkeypatch.setattr(sys, "stdout", tty)
@@ -507,7 +508,7 @@ def test_progress_output_by_verbosity(capsys, monkeypatch):
     model.fit(many, np.zeros(400), batch_size=1, verbose=1)
     text = tty.getvalue()
     assert text.startswith("\r") and text.endswith("\n") and text.count("\n") == 1
-    assert "400/400" in text
+    assert "  1/400 ────" in text and "400/400 ━━━━" in text
 
 
 def test_evaluate_and_predict_print_a_bar_at_verbose_1(capsys):

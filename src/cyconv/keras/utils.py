@@ -176,8 +176,9 @@ class Progbar:
             if self.target:
                 digits = int(math.log10(self.target)) + 1
                 done = int(self.width * current / self.target)
+                # Keras tells the parts apart by colour; a thin line does it without escapes.
                 bar = f"{current:>{digits}}/{self.target} " + "━" * done
-                bar += ("━" if self._dynamic else " ") * (self.width - done)
+                bar += "─" * (self.width - done)
             else:
                 bar = "%7d/Unknown" % current
             if self.target and not finalize:
@@ -211,7 +212,7 @@ class Progbar:
             self.file.write(text)
         except UnicodeEncodeError:
             # A terminal that cannot show the bar character gets ASCII.
-            self.file.write(text.replace("━", "="))
+            self.file.write(text.replace("━", "=").replace("─", "-"))
         self.file.flush()
 
     def break_line(self):
