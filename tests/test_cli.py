@@ -145,6 +145,11 @@ def pictures(tmp_path_factory, home):
     big = Image.fromarray(255 - x[1]).resize((112, 112), Image.Resampling.NEAREST)
     big.save(folder / "dark-on-light.png")
     Image.fromarray(np.stack([x[2]] * 3, axis=-1)).resize((60, 90)).save(folder / "colour.jpg")
+    # A dark object on a transparent (black, alpha 0) background: transparency counts as paper.
+    rgba = np.zeros((40, 40, 4), np.uint8)
+    rgba[6:34, 6:34, :3] = (255 - x[3])[:, :, None] // 3
+    rgba[6:34, 6:34, 3] = np.where(x[3] > 30, 255, 0)
+    Image.fromarray(rgba, "RGBA").save(folder / "transparent.png")
     return folder, x
 
 
@@ -155,15 +160,17 @@ def _ranked(stdout):
 def test_predict_prints_top3_with_class_names(trained, pictures, home):
     _, work = trained
     folder, x = pictures
-    images = [folder / n for n in ("as-stored.png", "dark-on-light.png", "colour.jpg")]
-    r = run("predict", work / "m.npz", *images, "--dataset", "fashion_mnist", home=home)
+    images = [folder / n for n in ("as-stored.png", "dark-on-light.png", "colour.jpg",
+                                   "transparent.png")]
+    # No --dataset: `cyconv train` saved the dataset's name with the model.
+    r = run("predict", work / "m.npz", *images, home=home)
     assert r.returncode == 0, r.stderr
     ranked = _ranked(r.stdout)
-    assert len(ranked) == 9
+    assert len(ranked) == 12
     from cyconv.keras.datasets import fashion_mnist
 
     assert {name for _, name, _ in ranked} <= set(fashion_mnist.CLASS_NAMES)
-    for i in range(3):
+    for i in range(4):
         block = ranked[3 * i:3 * i + 3]
         assert [rank for rank, _, _ in block] == ["1", "2", "3"]
         p = [float(pct) for _, _, pct in block]
@@ -172,6 +179,7 @@ def test_predict_prints_top3_with_class_names(trained, pictures, home):
     assert lines[0] == str(images[0])  # already 28x28, light on dark: used as is
     assert "inverted" in lines[4] and "scaled to 28x28" in lines[4]
     assert "inverted" not in lines[8] and "scaled" in lines[8]
+    assert "inverted" in lines[12] and "scaled" in lines[12]
 
 
 def test_predict_agrees_with_the_model(trained, pictures, home):
@@ -193,6 +201,19 @@ def test_predict_agrees_with_the_model(trained, pictures, home):
                                               for k in np.argsort(-p, kind="stable")]
     np.testing.assert_allclose([float(pct) for *_, pct in ranked], 100 * np.sort(p)[::-1],
                                atol=0.06)
+
+
+def test_predict_with_a_model_of_unknown_origin(tmp_path, pictures, home):
+    from cyconv.cli import seed_model
+
+    seed_model().save(str(tmp_path / "other.npz"))
+    folder, _ = pictures
+    r = run("predict", tmp_path / "other.npz", folder / "as-stored.png", home=home)
+    assert r.returncode == 0, r.stderr
+    assert [name for _, name, _ in _ranked(r.stdout)][0].startswith("class ")
+    r = run("predict", tmp_path / "other.npz", folder / "as-stored.png", "--dataset", "mnist",
+            home=home)
+    assert [name for _, name, _ in _ranked(r.stdout)][0] in "0123456789"
 
 
 # --- errors: one line on stderr, status 1 (2 for the command line) ----------------------------
