@@ -407,6 +407,20 @@ def test_early_stopping_patience_as_keras_docstring():
     assert len(h.history["loss"]) == 4
 
 
+def test_early_stopping_min_delta_and_mode():
+    def epochs_run(**kwargs):
+        model = linear_model(optimizer=optimizers.SGD(0.001))  # the loss falls a little
+        stop = callbacks.EarlyStopping(monitor="loss", patience=1, **kwargs)
+        return len(model.fit(X5, np.zeros(5), epochs=6, verbose=0,
+                             callbacks=[stop]).history["loss"])
+
+    assert epochs_run() == 6
+    # Falls smaller than min_delta are no improvement: stop after epoch 2 (patience 1).
+    assert epochs_run(min_delta=100.0) == 2
+    # mode='max' wants the loss to rise.
+    assert epochs_run(mode="max") == 2
+
+
 def test_early_stopping_restores_the_best_weights():
     model = linear_model(optimizer=optimizers.SGD(1.0))  # diverges from the first step
     seen = []
