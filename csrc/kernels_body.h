@@ -34,10 +34,12 @@
 typedef T V __attribute__((vector_size(64)));
 typedef T UV __attribute__((vector_size(64), aligned(sizeof(T)), may_alias));
 #if defined(CYC_T_IS_DOUBLE)
-typedef int64_t IV __attribute__((vector_size(64)));
+#define CYC_IT int64_t
 #else
-typedef int32_t IV __attribute__((vector_size(64)));
+#define CYC_IT int32_t
 #endif
+/* integers of the values' lane width: comparison masks, and pool positions */
+typedef CYC_IT IV __attribute__((vector_size(64)));
 
 ALWAYS_INLINE V FN(relu)(V v)
 {
@@ -635,63 +637,218 @@ void FN(cyc_conv_bwd_filter)(const cyc_geom_t *g, const T *x, const T *dy, T *dw
 /* ---------------------------------------------------------------- pooling ----
  * NHWC: the innermost loops run over channels, which the compiler vectorises. */
 
-void FN(cyc_max_pool)(const cyc_geom_t *g, const T *x, T *y, int64_t *idx, ptrdiff_t r0,
-                      ptrdiff_t r1)
+/* The kernel rows i in [*lo, *hi) whose input row start + i * step lies in [0, size). */
+static inline void FN(valid_taps)(int start, int step, int k, int size, int *lo, int *hi)
+{
+    int a = 0, b = k;
+    while (a < b && start + a * step < 0) a++;
+    while (b > a && start + (b - 1) * step >= size) b--;
+    *lo = a;
+    *hi = b;
+}
+
+/* Pool positions travel as IV (the values' lane width) and are stored as int64.  For float
+ * that is 16 lanes of int32 against 2 x 8 lanes of int64, converted in halves (a single vector of
+ * 16 int64 is wider than any register and compiles to scalar code). */
+typedef int64_t FN(l8) __attribute__((vector_size(64)));
+typedef int64_t FN(ul8) __attribute__((vector_size(64), aligned(8), may_alias));
+
+ALWAYS_INLINE void FN(store_pos)(int64_t *io, IV v)
+{
+#if defined(CYC_T_IS_DOUBLE)
+    *(FN(ul8) *)io = v;
+#else
+    typedef int32_t I8 __attribute__((vector_size(32)));
+    I8 lo = __builtin_shufflevector(v, v, 0, 1, 2, 3, 4, 5, 6, 7);
+    I8 hi = __builtin_shufflevector(v, v, 8, 9, 10, 11, 12, 13, 14, 15);
+    *(FN(ul8) *)io = __builtin_convertvector(lo, FN(l8));
+    *(FN(ul8) *)(io + 8) = __builtin_convertvector(hi, FN(l8));
+#endif
+}
+
+ALWAYS_INLINE IV FN(load_pos)(const int64_t *io)
+{
+#if defined(CYC_T_IS_DOUBLE)
+    return *(const FN(ul8) *)io;
+#else
+    typedef int32_t I8 __attribute__((vector_size(32)));
+    I8 lo = __builtin_convertvector(*(const FN(ul8) *)io, I8);
+    I8 hi = __builtin_convertvector(*(const FN(ul8) *)(io + 8), I8);
+    return __builtin_shufflevector(lo, hi, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+#endif
+}
+
+ALWAYS_INLINE V FN(blend)(IV m, V a, V b) { return (V)(((IV)a & m) | ((IV)b & ~m)); }
+
+/* Windows of at most this many cells take the fast path (offsets in a table). */
+#define CYC_POOL_CELLS 64
+
+/* Max pooling over windows too large for the cell table (global pooling of big images). */
+static void FN(max_pool_large)(const cyc_geom_t *g, const T *x, T *y, int64_t *idx, ptrdiff_t r0,
+                               ptrdiff_t r1)
 {
     const int C = g->c;
     for (ptrdiff_t rr = r0; rr < r1; rr++) {
         int n = (int)(rr / g->oh), oy = (int)(rr % g->oh);
-        int y0 = oy * g->sh - g->pad_top;
+        int y0 = oy * g->sh - g->pad_top, ilo, ihi;
+        FN(valid_taps)(y0, g->dh, g->kh, g->h, &ilo, &ihi);
+        const T *xn = x + (ptrdiff_t)n * g->h * g->w * C;
         for (int ox = 0; ox < g->ow; ox++) {
-            int x0 = ox * g->sw - g->pad_left;
+            int x0 = ox * g->sw - g->pad_left, jlo, jhi;
+            FN(valid_taps)(x0, g->dw, g->kw, g->w, &jlo, &jhi);
             T *yo = y + (rr * g->ow + ox) * C;
             int64_t *io = idx + (rr * g->ow + ox) * C;
-            int first = 1;
-            for (int i = 0; i < g->kh; i++) {
-                int iy = y0 + i * g->dh;
-                if (iy < 0 || iy >= g->h) continue;
-                for (int j = 0; j < g->kw; j++) {
-                    int ix = x0 + j * g->dw;
-                    if (ix < 0 || ix >= g->w) continue;
-                    const T *xr = x + (((ptrdiff_t)n * g->h + iy) * g->w + ix) * C;
-                    const int64_t pos = (int64_t)iy * g->w + ix;
-                    if (first) {
-                        for (int c = 0; c < C; c++) { yo[c] = xr[c]; io[c] = pos; }
-                        first = 0;
-                        continue;
-                    }
-                    /* strictly greater keeps the first maximum; a NaN replaces a number, and
-                     * the first NaN stays (NaN propagates, as in PyTorch) */
+            if (ilo >= ihi || jlo >= jhi) {
+                for (int c = 0; c < C; c++) { yo[c] = -(T)INFINITY; io[c] = -1; }
+                continue;
+            }
+            const int64_t pos0 = (int64_t)(y0 + ilo * g->dh) * g->w + x0 + jlo * g->dw;
+            for (int c = 0; c < C; c++) { yo[c] = xn[pos0 * C + c]; io[c] = pos0; }
+            for (int i = ilo; i < ihi; i++)
+                for (int j = jlo; j < jhi; j++) {
+                    const int64_t pos = (int64_t)(y0 + i * g->dh) * g->w + x0 + j * g->dw;
+                    const T *xr = xn + pos * C;
                     for (int c = 0; c < C; c++) {
                         T v = xr[c], b = yo[c];
-                        int take = (v > b) | ((v != v) & (b == b));
+                        int take = !(v <= b) & (b == b);
                         yo[c] = take ? v : b;
                         io[c] = take ? pos : io[c];
                     }
                 }
-            }
-            if (first) {
-                /* a window entirely in the padding: max of nothing */
-                for (int c = 0; c < C; c++) { yo[c] = -(T)INFINITY; io[c] = -1; }
-            }
         }
     }
 }
 
+/* Fold one window into y and idx for channels [0, C).  The window's cells are cell[k] (pointers
+ * to a pixel's channels) at flat positions pos[k], in scan order.  The position of the running
+ * maximum rides in an integer vector with the values' lane width (int32 for float, int64 for
+ * double; positions fit, see ops.py) and is widened once at the store.  Strictly greater keeps
+ * the first maximum; a NaN replaces a number and the first NaN stays (NaN propagates). */
+ALWAYS_INLINE void FN(max_window)(const T *const *cell, const int64_t *pos, int ncell, int C,
+                                  T *yo, int64_t *io)
+{
+    const int cv = C / VLEN * VLEN;
+    for (int c0 = 0; c0 < cv; c0 += VLEN) {
+        V b = LOADV(cell[0] + c0);
+        IV bi = (IV){0} + (CYC_IT)pos[0];
+        for (int k = 1; k < ncell; k++) {
+            V v = LOADV(cell[k] + c0);
+            IV m = ~(v <= b) & (b == b);
+            b = FN(blend)(m, v, b);
+            bi = (bi & ~m) | (((IV){0} + (CYC_IT)pos[k]) & m);
+        }
+        STOREV(yo + c0, b);
+        FN(store_pos)(io + c0, bi);
+    }
+    for (int c = cv; c < C; c++) {
+        T b = cell[0][c];
+        int64_t bi = pos[0];
+        for (int k = 1; k < ncell; k++) {
+            T v = cell[k][c];
+            if (!(v <= b) && b == b) { b = v; bi = pos[k]; }
+        }
+        yo[c] = b;
+        io[c] = bi;
+    }
+}
+
+/* The real cells of output (oy, ox)'s window, in scan order; returns their number. */
+static int FN(pool_cells)(const cyc_geom_t *g, const T *xn, int oy, int ox, const T **cell,
+                          int64_t *pos)
+{
+    int y0 = oy * g->sh - g->pad_top, x0 = ox * g->sw - g->pad_left, nc = 0;
+    for (int i = 0; i < g->kh; i++) {
+        int iy = y0 + i * g->dh;
+        if (iy < 0 || iy >= g->h) continue;
+        for (int j = 0; j < g->kw; j++) {
+            int ix = x0 + j * g->dw;
+            if (ix < 0 || ix >= g->w) continue;
+            pos[nc] = (int64_t)iy * g->w + ix;
+            cell[nc] = xn + pos[nc] * g->c;
+            nc++;
+        }
+    }
+    return nc;
+}
+
+/* Max pooling: for each window, the max and the flat position of its first maximum. */
+void FN(cyc_max_pool)(const cyc_geom_t *g, const T *x, T *y, int64_t *idx, ptrdiff_t r0,
+                      ptrdiff_t r1)
+{
+    const int C = g->c;
+    const int ncell_max = g->kh * g->kw;
+    if (ncell_max > CYC_POOL_CELLS) {
+        FN(max_pool_large)(g, x, y, idx, r0, r1);
+        return;
+    }
+    const T *cell[CYC_POOL_CELLS];
+    int64_t pos[CYC_POOL_CELLS];
+    for (ptrdiff_t rr = r0; rr < r1; rr++) {
+        int n = (int)(rr / g->oh), oy = (int)(rr % g->oh);
+        const T *xn = x + (ptrdiff_t)n * g->h * g->w * C;
+        for (int ox = 0; ox < g->ow; ox++) {
+            T *yo = y + (rr * g->ow + ox) * C;
+            int64_t *io = idx + (rr * g->ow + ox) * C;
+            int nc = FN(pool_cells)(g, xn, oy, ox, cell, pos);
+            if (!nc) {
+                /* a window entirely in the padding: max of nothing */
+                for (int c = 0; c < C; c++) { yo[c] = -(T)INFINITY; io[c] = -1; }
+                continue;
+            }
+            if (nc == 4) FN(max_window)(cell, pos, 4, C, yo, io);
+            else if (nc == 9) FN(max_window)(cell, pos, 9, C, yo, io);
+            else FN(max_window)(cell, pos, nc, C, yo, io);
+        }
+    }
+}
+
+/* Max-pool gradient: each output's gradient goes to the input at its index.  Where windows
+ * cannot overlap, every input cell belongs to at most one window and is written once, directly
+ * (no accumulation); where they also tile the whole input, no zeroing pass is needed. */
 void FN(cyc_max_pool_bwd)(const cyc_geom_t *g, const T *dy, const int64_t *idx, T *dx,
                           ptrdiff_t n0, ptrdiff_t n1)
 {
     const int C = g->c;
+    const int cv = C / VLEN * VLEN;
     const ptrdiff_t in_plane = (ptrdiff_t)g->h * g->w, out_plane = (ptrdiff_t)g->oh * g->ow;
+    const int disjoint = g->sh >= (g->kh - 1) * g->dh + 1 && g->sw >= (g->kw - 1) * g->dw + 1 &&
+                         g->kh * g->kw <= CYC_POOL_CELLS;
+    const int covered = disjoint && g->dh == 1 && g->dw == 1 && g->sh == g->kh &&
+                        g->sw == g->kw && g->pad_top == 0 && g->pad_left == 0 &&
+                        (ptrdiff_t)g->oh * g->sh >= g->h && (ptrdiff_t)g->ow * g->sw >= g->w;
+    const T *cell[CYC_POOL_CELLS];
+    int64_t pos[CYC_POOL_CELLS];
     for (ptrdiff_t n = n0; n < n1; n++) {
         T *dxn = dx + n * in_plane * C;
-        memset(dxn, 0, sizeof(T) * (size_t)(in_plane * C));
         const T *dyn = dy + n * out_plane * C;
         const int64_t *in = idx + n * out_plane * C;
-        for (ptrdiff_t o = 0; o < out_plane; o++)
-            for (int c = 0; c < C; c++) {
-                int64_t p = in[o * C + c];
-                if (p >= 0) dxn[p * C + c] += dyn[o * C + c];
+        if (!covered) memset(dxn, 0, sizeof(T) * (size_t)(in_plane * C));
+        if (!disjoint) {
+            for (ptrdiff_t o = 0; o < out_plane; o++)
+                for (int c = 0; c < C; c++) {
+                    int64_t p = in[o * C + c];
+                    if (p >= 0) dxn[p * C + c] += dyn[o * C + c];
+                }
+            continue;
+        }
+        for (int oy = 0; oy < g->oh; oy++)
+            for (int ox = 0; ox < g->ow; ox++) {
+                const ptrdiff_t o = (ptrdiff_t)oy * g->ow + ox;
+                const T *d = dyn + o * C;
+                const int64_t *io = in + o * C;
+                /* cells as pointers into dx (the same walk as the forward pass) */
+                int nc = FN(pool_cells)(g, dxn, oy, ox, cell, pos);
+                for (int c0 = 0; c0 < cv; c0 += VLEN) {
+                    V dv = LOADV(d + c0);
+                    IV iv = FN(load_pos)(io + c0);
+                    for (int k = 0; k < nc; k++) {
+                        IV m = iv == (CYC_IT)pos[k];
+                        STOREV((T *)cell[k] + c0, (V)((IV)dv & m));
+                    }
+                }
+                for (int c = cv; c < C; c++)
+                    for (int k = 0; k < nc; k++)
+                        ((T *)cell[k])[c] = io[c] == pos[k] ? d[c] : (T)0;
             }
     }
 }
@@ -770,5 +927,6 @@ void FN(cyc_avg_pool_bwd)(const cyc_geom_t *g, const T *dy, T *dx, int cip, ptrd
 #undef CYC_CAT3
 #undef CYC_CAT3_
 #undef ALWAYS_INLINE
+#undef CYC_IT
 #undef CYC_DOT_ACC
 #undef CYC_ORIGIN

@@ -302,6 +302,9 @@ def pool_geometry(x_shape, pool_size, stride, padding_, dilation, ceil_mode, fmt
         raise TypeError(f"ceil_mode must be True or False, got {ceil_mode!r}")
     if h < 1 or w < 1 or c < 1:
         raise ValueError(f"x must have non-empty spatial and channel dimensions, got shape {tuple(x_shape)}")
+    if h * w >= 2**31:
+        # the kernels carry window positions in 32-bit lanes beside float32 values
+        raise ValueError(f"x's H*W must be below 2**31 for pooling, got {h}x{w}")
     explicit = not isinstance(padding_, str)
     pad = padding(padding_, (h, w), (kh, kw), stride, dilation)
     if explicit:
