@@ -17,7 +17,6 @@ import re
 import signal
 import sys
 import types
-import warnings
 
 import numpy as np
 import pytest

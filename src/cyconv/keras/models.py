@@ -403,7 +403,7 @@ class Sequential:
         self._update_metrics(y, y_pred, value)
         return self._logs()
 
-    def _prepare(self, x, y, what):
+    def _prepare(self, x, y):
         x = _as_data(x, "x")
         if len(x) == 0:
             raise ValueError("Expected input data to be non-empty.")
@@ -439,7 +439,7 @@ class Sequential:
                                  "argument.")
             validation_data = (x[split_at:], y[split_at:])
             x, y = x[:split_at], y[:split_at]
-        x, y = self._prepare(x, y, "fit")
+        x, y = self._prepare(x, y)
         if validation_data is not None:
             if not isinstance(validation_data, (tuple, list)) or len(validation_data) not in (2, 3):
                 raise ValueError("validation_data must be a tuple (x_val, y_val), got "
@@ -447,7 +447,7 @@ class Sequential:
             if len(validation_data) == 3 and validation_data[2] is not None:
                 raise NotImplementedError("cyconv's fit does not support validation sample "
                                           "weights")
-            x_val, y_val = self._prepare(validation_data[0], validation_data[1], "fit")
+            x_val, y_val = self._prepare(validation_data[0], validation_data[1])
         if not isinstance(epochs, (int, np.integer)) or epochs < 0:
             raise ValueError(f"epochs must be a non-negative integer, got {epochs!r}")
         val_batch_size = _batch_size(validation_batch_size or batch_size)
@@ -534,7 +534,7 @@ class Sequential:
         _not_supported(sample_weight=sample_weight, steps=steps)
         batch_size = _batch_size(batch_size)
         verbose = _verbosity(verbose)
-        x, y = self._prepare(x, y, "evaluate")
+        x, y = self._prepare(x, y)
         cbs = callbacks_module.CallbackList(callbacks, add_progbar=verbose != 0, model=self,
                                             verbose=verbose, epochs=1,
                                             steps=-(-len(x) // batch_size))
@@ -570,14 +570,14 @@ class Sequential:
         until reset_metrics()."""
         self._assert_compiled("train_on_batch")
         _not_supported(sample_weight=sample_weight, class_weight=class_weight)
-        x, y = self._prepare(x, y, "train_on_batch")
+        x, y = self._prepare(x, y)
         logs = self._train_step(x, y)
         return logs if return_dict else self._in_order(logs)
 
     def test_on_batch(self, x, y=None, sample_weight=None, return_dict=False):
         self._assert_compiled("test_on_batch")
         _not_supported(sample_weight=sample_weight)
-        x, y = self._prepare(x, y, "test_on_batch")
+        x, y = self._prepare(x, y)
         logs = self._test_step(x, y)
         return logs if return_dict else self._in_order(logs)
 
