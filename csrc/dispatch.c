@@ -81,7 +81,9 @@ size_t cyc_conv_dw_acc_len(const cyc_geom_t *g, int elem_size)
 {
     int vlen = 64 / elem_size;
     int cg = g->c / g->groups, og = g->cout / g->groups;
-    return (size_t)g->kh * g->kw * cg * g->groups * cyc_round_up(og, vlen) + vlen;
+    /* whole cache lines, so that accumulators laid end to end never share one */
+    size_t len = (size_t)g->kh * g->kw * cg * g->groups * cyc_round_up(og, vlen) + vlen;
+    return (len + (size_t)vlen - 1) / (size_t)vlen * (size_t)vlen;
 }
 
 size_t cyc_conv_dw_scratch_bytes(const cyc_geom_t *g, int elem_size)
@@ -89,7 +91,7 @@ size_t cyc_conv_dw_scratch_bytes(const cyc_geom_t *g, int elem_size)
     cyc_plan_t r = cyc_plan(g, 0);
     int og = g->cout / g->groups;
     size_t P = (size_t)cyc_dw_chunk(g), nseg = (size_t)r.nseg;
-    size_t bytes = (size_t)elem_size * g->groups * P * cyc_round_up(og, 64 / elem_size);
+    size_t bytes = (size_t)elem_size * ((size_t)g->groups * P * cyc_round_up(og, 64 / elem_size) + g->cout) + 64;
     bytes += sizeof(void *) * (nseg * P + P) + sizeof(int) * P + 8;
     bytes += CYC_TAPS_BYTES(nseg) + 64;
     bytes += (size_t)elem_size * P * (size_t)r.K;

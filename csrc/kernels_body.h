@@ -571,9 +571,10 @@ void FN(cyc_conv_bwd_filter)(const cyc_geom_t *g, const T *x, const T *dy, T *dw
     const int nseg = r.nseg, K = r.K, len = r.len;
     const int opad = (og + VLEN - 1) / VLEN * VLEN;
     const int P = cyc_dw_chunk(g);
-    /* scratch: dyp [groups][P][opad] | ptrs [nseg][P] | rows [P] | dj [P] | live [nseg] |
-     *          taps | gbuf [P][K] */
-    T *dyp = (T *)scratch;
+    /* scratch: dbl [cout] | dyp [groups][P][opad] | ptrs [nseg][P] | rows [P] | dj [P] |
+     *          live [nseg] | taps | gbuf [P][K] */
+    T *dbl = (T *)scratch;
+    T *dyp = (T *)(((uintptr_t)(dbl + g->cout) + 63) & ~(uintptr_t)63);
     const T **ptrs = (const T **)(dyp + (ptrdiff_t)g->groups * P * opad);
     const T **rows = ptrs + (ptrdiff_t)nseg * P;
     int *dj = (int *)(rows + P);
@@ -586,14 +587,20 @@ void FN(cyc_conv_bwd_filter)(const cyc_geom_t *g, const T *x, const T *dy, T *dw
     /* the zero row that padded segments point at: any pointer that is not into x or gbuf */
     static const T no_data[1] = {0};
     const int ntile = (len + MR - 1) / MR;
+    /* A window of at most MR values (a first layer's 3x3x1) is copied whole into one row per
+     * pixel, so that a single tile reduces all of it instead of one short segment at a time. */
+    const int gather_all = g->groups == 1 && K <= MR;
     FN(class_taps)(g, &r, 0, 0, &taps);
+    /* db goes through a local sum: threads writing neighbouring accumulators per pixel would
+     * share cache lines */
+    for (int co = 0; co < g->cout; co++) dbl[co] = 0;
 
     FN(cursor_t) cur = FN(cursor_at)(m0, g->oh, g->ow, 1, 1, 0, 0);
     for (ptrdiff_t mc = m0; mc < m1; mc += P) {
         const int np = (int)(m1 - mc < P ? m1 - mc : P);
         for (int j = 0; j < np; j++) {
             const T *d = dy + (mc + j) * g->cout;
-            for (int co = 0; co < g->cout; co++) db_acc[co] += d[co];
+            for (int co = 0; co < g->cout; co++) dbl[co] += d[co];
             for (int grp = 0; grp < g->groups; grp++) {
                 T *dst = dyp + ((ptrdiff_t)grp * P + j) * opad;
                 memcpy(dst, d + (ptrdiff_t)grp * og, sizeof(T) * (size_t)og);
@@ -603,7 +610,25 @@ void FN(cyc_conv_bwd_filter)(const cyc_geom_t *g, const T *x, const T *dy, T *dw
             CYC_ORIGIN(g, r, cur, qy, qx);
             FN(pixel_segments)(g, &r, &taps, x, no_data, cur.n, qy, qx, ptrs + j, P,
                                gbuf + (ptrdiff_t)j * K, live);
+            if (gather_all) {
+                T *row = gbuf + (ptrdiff_t)j * K;
+                for (int s = 0; s < nseg; s++) {
+                    const T *src = ptrs[(ptrdiff_t)s * P + j];
+                    if (src == no_data) memset(row + s * len, 0, sizeof(T) * (size_t)len);
+                    else memmove(row + s * len, src, sizeof(T) * (size_t)len);
+                }
+                rows[j] = row;
+                dj[j] = j;
+            }
             FN(cursor_next)(&cur);
+        }
+        if (gather_all) {
+            for (int co0 = 0; co0 < opad; co0 += CYC_NBLK * VLEN) {
+                int nv = (opad - co0) / VLEN;
+                if (nv > CYC_NBLK) nv = CYC_NBLK;
+                FN(dw_tile_any)(K, nv, np, rows, 0, dj, dyp + co0, opad, dw_acc + co0, astride);
+            }
+            continue;
         }
         for (int s = 0; s < nseg; s++) {
             int cnt = 0;
@@ -632,6 +657,7 @@ void FN(cyc_conv_bwd_filter)(const cyc_geom_t *g, const T *x, const T *dy, T *dw
             }
         }
     }
+    for (int co = 0; co < g->cout; co++) db_acc[co] += dbl[co];
 }
 
 /* ---------------------------------------------------------------- pooling ----

@@ -217,9 +217,9 @@ def conv2d_backward_filter(const floating[:, :, :, ::1] x, const floating[:, :, 
     cdef Py_ssize_t acc_len = cyc_conv_dw_acc_len(&g, sizeof(floating))
     # The pixels are split into a number of partial sums that depends on the problem only, never
     # on the thread count, so that dw is bit-for-bit the same with 1 thread or many.
-    cdef int n_acc = <int>min(8, max(1, (M + 1023) // 1024))
+    cdef int n_acc = <int>min(8, max(1, M // 128))
     cdef floating[:, ::1] accs = np.zeros((n_acc, acc_len), dtype)
-    cdef floating[:, ::1] dbs = np.zeros((n_acc, g.cout), dtype)
+    cdef floating[:, ::1] dbs = np.zeros((n_acc, (g.cout + 15) // 16 * 16), dtype)
     cdef size_t sbytes = cyc_conv_dw_scratch_bytes(&g, sizeof(floating))
     cdef Py_ssize_t t, m0, m1
     cdef int failed = 0
