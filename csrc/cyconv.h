@@ -95,10 +95,12 @@ void cyc_max_pool_f32(const cyc_geom_t *g, const float *x, float *y, int64_t *id
                       ptrdiff_t r0, ptrdiff_t r1);
 void cyc_max_pool_f64(const cyc_geom_t *g, const double *x, double *y, int64_t *idx,
                       ptrdiff_t r0, ptrdiff_t r1);
-void cyc_max_pool_bwd_f32(const cyc_geom_t *g, const float *dy, const int64_t *idx, float *dx,
-                          ptrdiff_t n0, ptrdiff_t n1);
-void cyc_max_pool_bwd_f64(const cyc_geom_t *g, const double *dy, const int64_t *idx, double *dx,
-                          ptrdiff_t n0, ptrdiff_t n1);
+/* Returns how many indices (other than -1) it could not place: outside the image, or (where
+ * windows cannot overlap) outside their own window. */
+ptrdiff_t cyc_max_pool_bwd_f32(const cyc_geom_t *g, const float *dy, const int64_t *idx,
+                               float *dx, ptrdiff_t n0, ptrdiff_t n1);
+ptrdiff_t cyc_max_pool_bwd_f64(const cyc_geom_t *g, const double *dy, const int64_t *idx,
+                               double *dx, ptrdiff_t n0, ptrdiff_t n1);
 void cyc_avg_pool_f32(const cyc_geom_t *g, const float *x, float *y, int count_include_pad,
                       ptrdiff_t r0, ptrdiff_t r1);
 void cyc_avg_pool_f64(const cyc_geom_t *g, const double *x, double *y, int count_include_pad,

@@ -128,8 +128,17 @@ CYC_DW_FINISH(f64, double)
         default: name##_##SUF##_portable(__VA_ARGS__); return;                                 \
         }                                                                                      \
     } while (0)
+#define CYC_PICK_RET(name, SUF, ...)                                                           \
+    do {                                                                                       \
+        switch (cyc_isa_get()) {                                                               \
+        case CYC_ISA_AVX512: return name##_##SUF##_avx512(__VA_ARGS__);                        \
+        case CYC_ISA_AVX2: return name##_##SUF##_avx2(__VA_ARGS__);                            \
+        default: return name##_##SUF##_portable(__VA_ARGS__);                                  \
+        }                                                                                      \
+    } while (0)
 #else
 #define CYC_PICK(name, SUF, ...) name##_##SUF##_portable(__VA_ARGS__)
+#define CYC_PICK_RET(name, SUF, ...) return name##_##SUF##_portable(__VA_ARGS__)
 #endif
 
 #define CYC_ENTRY_POINTS(SUF, T)                                                               \
@@ -157,10 +166,10 @@ CYC_DW_FINISH(f64, double)
     {                                                                                          \
         CYC_PICK(cyc_max_pool, SUF, g, x, y, idx, r0, r1);                                     \
     }                                                                                          \
-    void cyc_max_pool_bwd_##SUF(const cyc_geom_t *g, const T *dy, const int64_t *idx, T *dx,  \
-                                ptrdiff_t n0, ptrdiff_t n1)                                    \
+    ptrdiff_t cyc_max_pool_bwd_##SUF(const cyc_geom_t *g, const T *dy, const int64_t *idx,    \
+                                     T *dx, ptrdiff_t n0, ptrdiff_t n1)                        \
     {                                                                                          \
-        CYC_PICK(cyc_max_pool_bwd, SUF, g, dy, idx, dx, n0, n1);                               \
+        CYC_PICK_RET(cyc_max_pool_bwd, SUF, g, dy, idx, dx, n0, n1);                           \
     }                                                                                          \
     void cyc_avg_pool_##SUF(const cyc_geom_t *g, const T *x, T *y, int cip, ptrdiff_t r0,      \
                             ptrdiff_t r1)                                                      \

@@ -831,9 +831,10 @@ void FN(cyc_max_pool)(const cyc_geom_t *g, const T *x, T *y, int64_t *idx, ptrdi
 /* Max-pool gradient: each output's gradient goes to the input at its index.  Where windows
  * cannot overlap, every input cell belongs to at most one window and is written once, directly
  * (no accumulation); where they also tile the whole input, no zeroing pass is needed. */
-void FN(cyc_max_pool_bwd)(const cyc_geom_t *g, const T *dy, const int64_t *idx, T *dx,
-                          ptrdiff_t n0, ptrdiff_t n1)
+ptrdiff_t FN(cyc_max_pool_bwd)(const cyc_geom_t *g, const T *dy, const int64_t *idx, T *dx,
+                               ptrdiff_t n0, ptrdiff_t n1)
 {
+    ptrdiff_t stray = 0;
     const int C = g->c;
     const int cv = C / VLEN * VLEN;
     const ptrdiff_t in_plane = (ptrdiff_t)g->h * g->w, out_plane = (ptrdiff_t)g->oh * g->ow;
@@ -853,7 +854,8 @@ void FN(cyc_max_pool_bwd)(const cyc_geom_t *g, const T *dy, const int64_t *idx, 
             for (ptrdiff_t o = 0; o < out_plane; o++)
                 for (int c = 0; c < C; c++) {
                     int64_t p = in[o * C + c];
-                    if (p >= 0) dxn[p * C + c] += dyn[o * C + c];
+                    if (p >= 0 && p < in_plane) dxn[p * C + c] += dyn[o * C + c];
+                    else stray += p != -1;
                 }
             continue;
         }
@@ -866,17 +868,25 @@ void FN(cyc_max_pool_bwd)(const cyc_geom_t *g, const T *dy, const int64_t *idx, 
                 int nc = FN(pool_cells)(g, dxn, oy, ox, cell, pos);
                 for (int c0 = 0; c0 < cv; c0 += VLEN) {
                     V dv = LOADV(d + c0);
-                    IV iv = FN(load_pos)(io + c0);
+                    IV iv = FN(load_pos)(io + c0), placed = iv == (CYC_IT)-1;
                     for (int k = 0; k < nc; k++) {
                         IV m = iv == (CYC_IT)pos[k];
+                        placed |= m;
                         STOREV((T *)cell[k] + c0, (V)((IV)dv & m));
                     }
+                    for (int l = 0; l < VLEN; l++) stray += !placed[l];
                 }
-                for (int c = cv; c < C; c++)
-                    for (int k = 0; k < nc; k++)
+                for (int c = cv; c < C; c++) {
+                    int placed = io[c] == -1;
+                    for (int k = 0; k < nc; k++) {
+                        placed |= io[c] == pos[k];
                         ((T *)cell[k])[c] = io[c] == pos[k] ? d[c] : (T)0;
+                    }
+                    stray += !placed;
+                }
             }
     }
+    return stray;
 }
 
 /* PyTorch's avg_pool2d window: the divisor counts the cells inside the padded input

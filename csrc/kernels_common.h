@@ -91,8 +91,8 @@ static inline int cyc_dw_chunk(const cyc_geom_t *g)
                                            ptrdiff_t, ptrdiff_t, void *);                       \
     void cyc_max_pool_##SUF##_##ISA(const cyc_geom_t *, const T *, T *, int64_t *, ptrdiff_t,   \
                                     ptrdiff_t);                                                 \
-    void cyc_max_pool_bwd_##SUF##_##ISA(const cyc_geom_t *, const T *, const int64_t *, T *,    \
-                                        ptrdiff_t, ptrdiff_t);                                  \
+    ptrdiff_t cyc_max_pool_bwd_##SUF##_##ISA(const cyc_geom_t *, const T *, const int64_t *,    \
+                                             T *, ptrdiff_t, ptrdiff_t);                        \
     void cyc_avg_pool_##SUF##_##ISA(const cyc_geom_t *, const T *, T *, int, ptrdiff_t,         \
                                     ptrdiff_t);                                                 \
     void cyc_avg_pool_bwd_##SUF##_##ISA(const cyc_geom_t *, const T *, T *, int, ptrdiff_t,     \

@@ -161,6 +161,16 @@ CASES = {
                                r"indices must lie in \[0, 25\)"),
     "indices below -1": ("max_pool2d_backward", (PY, X), {"indices": IDX - 2}, ValueError,
                          r"indices must lie in"),
+    # relu_backward
+    "relu dy shape": ("relu_backward", (PY[:1], PY), {}, ValueError, r"dy must have y's shape"),
+    "relu dtypes differ": ("relu_backward", (PY.astype(np.float32), PY), {}, TypeError,
+                           r"y has dtype float64 but dy has dtype float32"),
+    "relu int y": ("relu_backward", (PY, IDX), {}, TypeError, r"y must be float32 or float64"),
+    "relu out shape": ("relu_backward", (PY, PY), {"out": PY[:1].copy()}, ValueError,
+                       r"out must be an ndarray of shape"),
+    "relu out not contiguous": ("relu_backward", (PY, PY),
+                                {"out": np.zeros((2, 2, 2, 6))[..., ::2]}, ValueError,
+                                r"out must be C-contiguous"),
     # empty spatial or channel dimensions: the output would be empty
     "x no rows": ("conv2d", (np.zeros((2, 0, 5, 3)), np.zeros((1, 1, 3, 4))), {}, ValueError,
                   r"x must have non-empty spatial and channel dimensions"),

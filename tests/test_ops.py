@@ -305,3 +305,23 @@ def test_big_layer_same_bits_on_1_and_2_threads_with_the_shipped_threshold():
     finally:
         cyconv.set_num_threads(None)
     assert_bitwise_equal(tuple(results[0]), tuple(results[1]), "1 vs 2 threads")
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
+@pytest.mark.parametrize("form", ["contiguous", "sliced", "fortran"])
+def test_relu_backward_matches_reference(dtype, form):
+    rng = np.random.default_rng(RNG_SEED)
+    y = random_array(rng, (3, 7, 5, 33), dtype)
+    y[0, 0, 0, :4] = [0, -0.0, np.nan, np.inf]   # zero and NaN outputs pass no gradient
+    dy = in_memory_layout(random_array(rng, y.shape, dtype), form, readonly=True)
+    out, _ = check_against_reference("relu_backward", dy, in_memory_layout(y, form))
+    assert not out[0, 0, 0, :3].any() and out[0, 0, 0, 3] == dy[0, 0, 0, 3]
+
+
+def test_relu_backward_in_place():
+    rng = np.random.default_rng(RNG_SEED)
+    y = random_array(rng, (64, 1000), np.float32)
+    dy = random_array(rng, y.shape, np.float32)
+    want = np.where(y > 0, dy, 0)
+    assert ops.relu_backward(dy, y, out=dy) is dy
+    assert_bitwise_equal(dy, want, "in place")

@@ -332,13 +332,21 @@ def check_bias(b, cout):
         raise ValueError(f"b must have shape ({cout},) to match w's output channels, got {b.shape}")
 
 
-def check_indices(indices, expected_shape, h, w):
+def check_indices(indices, expected_shape, h, w, check_range=True):
+    """Dtype and shape of max-pool indices; their range too unless the caller's kernel checks
+    it as it goes (ops does, to spare a pass over them)."""
     if indices.dtype != np.int64:
         raise TypeError(f"indices must be int64 (as returned by max_pool2d), got dtype {indices.dtype}")
     if tuple(indices.shape) != tuple(expected_shape):
         raise ValueError(f"indices must have the output's shape {tuple(expected_shape)}, got {indices.shape}")
-    if indices.size and (int(indices.max()) >= h * w or int(indices.min()) < -1):
-        raise ValueError(f"indices must lie in [0, {h * w}) (flat positions in each H*W plane)")
+    if check_range and indices.size and (int(indices.max()) >= h * w or int(indices.min()) < -1):
+        raise indices_range_error(h, w)
+
+
+def indices_range_error(h, w):
+    return ValueError(f"indices must lie in [0, {h * w}) (flat positions in each H*W plane), "
+                      "each inside its own window: pass the indices max_pool2d returned for the "
+                      "same x and arguments")
 
 
 def bool_arg(value, name):
@@ -438,3 +446,18 @@ def global_backward_call(dy, x, fmt):
     dy = as_array(dy, "dy")
     check_grad(dy, (g.n, g.c), x.dtype)
     return dy, x, g
+
+
+def relu_backward_call(dy, y, out):
+    """Validate relu_backward's arguments; returns (dy, y) as ndarrays."""
+    dy = as_array(dy, "dy")
+    y = as_array(y, "y")
+    float_dtype(dy=dy, y=y)
+    if dy.shape != y.shape:
+        raise ValueError(f"dy must have y's shape {y.shape}, got {dy.shape}")
+    if out is not None:
+        if not isinstance(out, np.ndarray) or out.shape != dy.shape or out.dtype != dy.dtype:
+            raise ValueError(f"out must be an ndarray of shape {dy.shape} and dtype {dy.dtype}")
+        if not (out.flags.c_contiguous and out.flags.writeable):
+            raise ValueError("out must be C-contiguous and writeable")
+    return dy, y

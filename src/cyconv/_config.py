@@ -18,6 +18,7 @@ import numpy as np
 from . import _kernels
 
 _user_threads = None
+_default_threads = None   # from OMP_NUM_THREADS or the affinity mask, read once
 
 
 def _usable_cores():
@@ -55,9 +56,13 @@ def set_num_threads(n):
 
 def get_num_threads():
     """The number of threads the kernels use."""
+    global _default_threads
     if _user_threads is not None:
         return _user_threads
-    default = _env_threads() or _usable_cores()
+    if _default_threads is None:
+        # every kernel call asks: read the environment and the affinity mask once
+        _default_threads = _env_threads() or _usable_cores()
+    default = _default_threads
     if _kernels.openmp_enabled():
         default = min(default, _kernels.omp_max_threads())
     else:

@@ -60,10 +60,10 @@ cdef extern from "cyconv.h" nogil:
                           ptrdiff_t r0, ptrdiff_t r1)
     void cyc_max_pool_f64(const cyc_geom_t *g, const double *x, double *y, int64_t *idx,
                           ptrdiff_t r0, ptrdiff_t r1)
-    void cyc_max_pool_bwd_f32(const cyc_geom_t *g, const float *dy, const int64_t *idx,
-                              float *dx, ptrdiff_t n0, ptrdiff_t n1)
-    void cyc_max_pool_bwd_f64(const cyc_geom_t *g, const double *dy, const int64_t *idx,
-                              double *dx, ptrdiff_t n0, ptrdiff_t n1)
+    ptrdiff_t cyc_max_pool_bwd_f32(const cyc_geom_t *g, const float *dy, const int64_t *idx,
+                                   float *dx, ptrdiff_t n0, ptrdiff_t n1)
+    ptrdiff_t cyc_max_pool_bwd_f64(const cyc_geom_t *g, const double *dy, const int64_t *idx,
+                                   double *dx, ptrdiff_t n0, ptrdiff_t n1)
     void cyc_avg_pool_f32(const cyc_geom_t *g, const float *x, float *y, int cip,
                           ptrdiff_t r0, ptrdiff_t r1)
     void cyc_avg_pool_f64(const cyc_geom_t *g, const double *x, double *y, int cip,
@@ -272,17 +272,30 @@ def max_pool(const floating[:, :, :, ::1] x, object geom, floating[:, :, :, ::1]
 
 def max_pool_backward(const floating[:, :, :, ::1] dy, const int64_t[:, :, :, ::1] idx,
                       object geom, floating[:, :, :, ::1] dx, int n_threads):
-    """dx: each output's gradient added at its recorded index (images are independent)."""
+    """dx: each output's gradient placed at its recorded index (images are independent).
+    Returns the number of indices that could not be placed (see cyconv.h)."""
     cdef cyc_geom_t g = _geom(geom)
     cdef Py_ssize_t chunk = _chunk(g.n, n_threads, 1)
     cdef Py_ssize_t nch = _n_chunks(g.n, chunk), t, n0, n1
+    cdef Py_ssize_t stray = 0
     for t in prange(nch, nogil=True, num_threads=n_threads, schedule="dynamic"):
         n0 = t * chunk
         n1 = min(<Py_ssize_t>g.n, n0 + chunk)
         if floating is float:
-            cyc_max_pool_bwd_f32(&g, &dy[0, 0, 0, 0], &idx[0, 0, 0, 0], &dx[0, 0, 0, 0], n0, n1)
+            stray += cyc_max_pool_bwd_f32(&g, &dy[0, 0, 0, 0], &idx[0, 0, 0, 0], &dx[0, 0, 0, 0],
+                                          n0, n1)
         else:
-            cyc_max_pool_bwd_f64(&g, &dy[0, 0, 0, 0], &idx[0, 0, 0, 0], &dx[0, 0, 0, 0], n0, n1)
+            stray += cyc_max_pool_bwd_f64(&g, &dy[0, 0, 0, 0], &idx[0, 0, 0, 0], &dx[0, 0, 0, 0],
+                                          n0, n1)
+    return stray
+
+
+def relu_backward(const floating[::1] dy, const floating[::1] y, floating[::1] out,
+                  int n_threads):
+    """out = dy where y > 0, else 0 (flat, contiguous arrays)."""
+    cdef Py_ssize_t n = dy.shape[0], i
+    for i in prange(n, nogil=True, num_threads=n_threads, schedule="static"):
+        out[i] = dy[i] if y[i] > 0 else 0
 
 
 def avg_pool(const floating[:, :, :, ::1] x, object geom, floating[:, :, :, ::1] y,

@@ -31,6 +31,7 @@ __all__ = [
     "global_max_pool2d_backward",
     "global_avg_pool2d",
     "global_avg_pool2d_backward",
+    "relu_backward",
 ]
 
 # Below this much work (in multiply-adds or element visits) per thread, starting another thread
@@ -162,12 +163,14 @@ def max_pool2d_backward(dy, x, pool_size=2, stride=None, padding="valid", *, dil
         _, idx = _max_pool_indices(x, g, kg)
     else:
         indices = np.asarray(indices)
-        _args.check_indices(indices, g.y_shape, g.h, g.w)
+        _args.check_indices(indices, g.y_shape, g.h, g.w, check_range=False)
         idx = _pool_input(indices, g)
     dx = np.empty(kg.x_shape, dtype=x.dtype)
     if g.n:
-        _kernels.max_pool_backward(_pool_input(dy, g), _c(idx), kg, dx,
-                                   _threads(kg.n * kg.h * kg.w * kg.c))
+        stray = _kernels.max_pool_backward(_pool_input(dy, g), _c(idx), kg, dx,
+                                           _threads(kg.n * kg.h * kg.w * kg.c))
+        if stray:
+            raise _args.indices_range_error(g.h, g.w)
     return _pool_result(dx, g)
 
 
@@ -229,3 +232,19 @@ def _global_grad_as_pool(dy, g):
     """(N, C) gradient of a global pool as the (1 x 1)-pixel output of a whole-image pool."""
     shape = (g.n, 1, 1, g.c) if g.data_format == "NHWC" else (g.n, g.c, 1, 1)
     return np.ascontiguousarray(dy).reshape(shape)
+
+
+def relu_backward(dy, y, out=None):
+    """Gradient of ReLU from its output: ``dy`` where ``y > 0``, else 0 (NaN in y gives 0).
+
+    ``out`` (optional, C-contiguous, same shape and dtype; it may be ``dy`` itself) receives the
+    result without an allocation.  One pass, threaded for large arrays: the layers call this
+    after every ReLU in a training step.
+    """
+    dy, y = _args.relu_backward_call(dy, y, out)
+    if out is None:
+        out = np.empty(dy.shape, dtype=dy.dtype)
+    if dy.size:
+        _kernels.relu_backward(_c(dy).reshape(-1), _c(y).reshape(-1), out.reshape(-1),
+                               _threads(dy.size // 4))
+    return out

@@ -23,6 +23,7 @@ __all__ = [
     "global_max_pool2d_backward",
     "global_avg_pool2d",
     "global_avg_pool2d_backward",
+    "relu_backward",
 ]
 
 
@@ -234,3 +235,13 @@ def global_avg_pool2d_backward(dy, x, data_format="NHWC"):
     # A copy: a broadcast view is read-only, and stays one for a 1x1 image.
     dx = np.broadcast_to((dy / (g.h * g.w))[:, None, None, :], (g.n, g.h, g.w, g.c)).copy()
     return np.ascontiguousarray(_args.from_nhwc(dx, g.data_format))
+
+
+def relu_backward(dy, y, out=None):
+    """dy where y > 0, else 0."""
+    dy, y = _args.relu_backward_call(dy, y, out)
+    result = np.ascontiguousarray(np.where(y > 0, dy, 0), dtype=dy.dtype)
+    if out is None:
+        return result
+    out[...] = result
+    return out

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from .. import ops
+
 __all__ = ["relu", "sigmoid", "tanh", "softmax", "linear", "get", "serialize", "deserialize"]
 
 
@@ -75,8 +77,9 @@ def backward(fn, y, dy, axis=-1):
     if fn is linear:
         return dy
     if fn is relu:
-        np.multiply(dy, y > 0, out=dy)
-        return dy
+        if dy.flags.c_contiguous and dy.flags.writeable and dy.dtype == y.dtype:
+            return ops.relu_backward(dy, y, out=dy)
+        return np.multiply(dy, y > 0, out=dy)
     if fn is sigmoid:
         dy *= y
         dy *= 1 - y
