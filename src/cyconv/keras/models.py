@@ -23,7 +23,6 @@ returns the History of the finished epochs (``history.interrupted`` is then True
 
 from __future__ import annotations
 
-import contextlib
 import math
 import shutil
 import sys
@@ -84,19 +83,6 @@ def _batch_size(batch_size):
             or batch_size < 1:
         raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
     return int(batch_size)
-
-
-def _small_blas():
-    """One BLAS thread while the model runs, when threadpoolctl is there to set it.
-
-    Dense's matrices are small, and a multi-threaded BLAS between OpenMP kernels makes both
-    pools spin against each other: on 2 cores a 32x576x64 matmul took 16 ms instead of 75 us.
-    """
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:
-        return contextlib.nullcontext()
-    return threadpool_limits(limits=1, user_api="blas")
 
 
 def _not_supported(**kwargs):
@@ -464,9 +450,8 @@ class Sequential:
                                                            validation_freq)
         cbs.on_train_begin()
         try:
-            with _small_blas():
-                self._run_epochs(x, y, batch_size, range(initial_epoch, epochs), shuffle, cbs,
-                                 validation, where)
+            self._run_epochs(x, y, batch_size, range(initial_epoch, epochs), shuffle, cbs,
+                             validation, where)
         except KeyboardInterrupt:
             if cbs.progbar is not None:
                 cbs.progbar.break_line()
@@ -538,8 +523,7 @@ class Sequential:
         cbs = callbacks_module.CallbackList(callbacks, add_progbar=verbose != 0, model=self,
                                             verbose=verbose, epochs=1,
                                             steps=-(-len(x) // batch_size))
-        with _small_blas():
-            logs = self._run_evaluation(x, y, batch_size, cbs)
+        logs = self._run_evaluation(x, y, batch_size, cbs)
         return logs if return_dict else self._in_order(logs)
 
     def predict(self, x, batch_size=None, verbose="auto", steps=None, callbacks=None):
@@ -555,12 +539,11 @@ class Sequential:
         cbs = callbacks_module.CallbackList(callbacks, add_progbar=verbose != 0, model=self,
                                             verbose=verbose, epochs=1, steps=n_steps)
         cbs.on_predict_begin()
-        with _small_blas():
-            for step in range(n_steps):
-                cbs.on_predict_batch_begin(step)
-                batch = slice(step * batch_size, (step + 1) * batch_size)
-                out[batch] = self._forward(x[batch], training=False)
-                cbs.on_predict_batch_end(step)
+        for step in range(n_steps):
+            cbs.on_predict_batch_begin(step)
+            batch = slice(step * batch_size, (step + 1) * batch_size)
+            out[batch] = self._forward(x[batch], training=False)
+            cbs.on_predict_batch_end(step)
         cbs.on_predict_end()
         return out
 
