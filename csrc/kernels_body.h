@@ -455,28 +455,38 @@ void FN(cyc_conv_pack)(const cyc_geom_t *g, const T *w, const T *bias, int trans
     const int opad = (r.out_cg + VLEN - 1) / VLEN * VLEN;
     const int cg = g->c / g->groups, og = g->cout / g->groups;
     const int ow = r.dot ? r.out_cg : opad;
+    const int blk = CYC_NBLK * VLEN;
     for (int grp = 0; grp < g->groups; grp++) {
         T *pg = packed + (ptrdiff_t)grp * K * ow;
-        for (int k = 0; k < K; k++) {
-            /* k flattens (i, jj, channel) in both modes; jj runs reversed when transposed */
-            int tap = k / r.src_cg, sch = k - tap * r.src_cg;
-            int i = tap / g->kw, jj = tap - i * g->kw;
-            int j = transposed ? g->kw - 1 - jj : jj;
-            for (int o = 0; o < ow; o++) {
-                T v = 0;
-                if (o < r.out_cg) {
-                    int ci = transposed ? o : sch, co = transposed ? sch : o;
-                    v = w[(((ptrdiff_t)i * g->kw + j) * cg + ci) * g->cout + (ptrdiff_t)grp * og + co];
+        /* k flattens (i, jj, channel) in both modes; jj runs reversed when transposed */
+        for (int i = 0, k = 0; i < g->kh; i++)
+            for (int jj = 0; jj < g->kw; jj++)
+                for (int sch = 0; sch < r.src_cg; sch++, k++) {
+                    const int j = transposed ? g->kw - 1 - jj : jj;
+                    /* HWIO: the weights this k meets, one per computed channel o, lie at
+                     * row + o * ostep (forward: contiguous output channels; input gradient:
+                     * input channels, cout apart) */
+                    const T *row = w + ((ptrdiff_t)(i * g->kw + j) * cg) * g->cout +
+                                   (ptrdiff_t)grp * og;
+                    ptrdiff_t ostep;
+                    if (!transposed) { row += (ptrdiff_t)sch * g->cout; ostep = 1; }
+                    else { row += sch; ostep = g->cout; }
+                    if (r.dot) {
+                        for (int o = 0; o < r.out_cg; o++) pg[(ptrdiff_t)o * K + k] = row[o * ostep];
+                        continue;
+                    }
+                    for (int co0 = 0; co0 < opad; co0 += blk) {
+                        int bw = opad - co0 < blk ? opad - co0 : blk;
+                        T *dst = pg + (ptrdiff_t)co0 * K + (ptrdiff_t)k * bw;
+                        int real = r.out_cg - co0 < bw ? r.out_cg - co0 : bw;
+                        if (ostep == 1) {
+                            memcpy(dst, row + co0, sizeof(T) * (size_t)real);
+                        } else {
+                            for (int l = 0; l < real; l++) dst[l] = row[(ptrdiff_t)(co0 + l) * ostep];
+                        }
+                        for (int l = real; l < bw; l++) dst[l] = 0;
+                    }
                 }
-                if (r.dot) {
-                    pg[(ptrdiff_t)o * K + k] = v;
-                } else {
-                    int co0 = o / (CYC_NBLK * VLEN) * (CYC_NBLK * VLEN);
-                    int bw = opad - co0 < CYC_NBLK * VLEN ? opad - co0 : CYC_NBLK * VLEN;
-                    pg[(ptrdiff_t)co0 * K + (ptrdiff_t)k * bw + (o - co0)] = v;
-                }
-            }
-        }
         T *pb = packed + (ptrdiff_t)g->groups * K * ow + (ptrdiff_t)grp * ow;
         for (int o = 0; o < ow; o++)
             pb[o] = (!transposed && bias && o < r.out_cg) ? bias[grp * og + o] : (T)0;
