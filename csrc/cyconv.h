@@ -74,15 +74,16 @@ void cyc_conv_bwd_data_f64(const cyc_geom_t *g, const double *dy, const double *
                            void *scratch);
 
 /* Accumulate dw and db over output pixels [m0, m1) into one thread's accumulators:
- * dw_acc has cyc_conv_dw_acc_len() elements (zeroed by the caller), db_acc has cout. */
+ * dw_acc has cyc_conv_dw_acc_len() elements (zeroed by the caller), db_acc has cout.
+ * relu_y, when not NULL, is the forward output of a fused ReLU: dy counts only where it is > 0. */
 size_t cyc_conv_dw_acc_len(const cyc_geom_t *g, int elem_size);
 size_t cyc_conv_dw_scratch_bytes(const cyc_geom_t *g, int elem_size);
 void cyc_conv_bwd_filter_f32(const cyc_geom_t *g, const float *x, const float *dy,
-                             float *dw_acc, float *db_acc, ptrdiff_t m0, ptrdiff_t m1,
-                             void *scratch);
+                             const float *relu_y, float *dw_acc, float *db_acc, ptrdiff_t m0,
+                             ptrdiff_t m1, void *scratch);
 void cyc_conv_bwd_filter_f64(const cyc_geom_t *g, const double *x, const double *dy,
-                             double *dw_acc, double *db_acc, ptrdiff_t m0, ptrdiff_t m1,
-                             void *scratch);
+                             const double *relu_y, double *dw_acc, double *db_acc, ptrdiff_t m0,
+                             ptrdiff_t m1, void *scratch);
 /* dw_hwio (kh, kw, cin/groups, cout) = sum of n_acc accumulators laid out one after another. */
 void cyc_conv_dw_finish_f32(const cyc_geom_t *g, const float *accs, int n_acc, float *dw_hwio);
 void cyc_conv_dw_finish_f64(const cyc_geom_t *g, const double *accs, int n_acc, double *dw_hwio);
@@ -109,6 +110,11 @@ void cyc_avg_pool_bwd_f32(const cyc_geom_t *g, const float *dy, float *dx, int c
                           ptrdiff_t n0, ptrdiff_t n1);
 void cyc_avg_pool_bwd_f64(const cyc_geom_t *g, const double *dy, double *dx,
                           int count_include_pad, ptrdiff_t n0, ptrdiff_t n1);
+
+/* ---- elementwise ---- */
+/* ReLU's gradient from its output over n contiguous values: out = dy where y > 0, else 0. */
+void cyc_relu_bwd_f32(const float *dy, const float *y, float *out, ptrdiff_t n);
+void cyc_relu_bwd_f64(const double *dy, const double *y, double *out, ptrdiff_t n);
 
 #ifdef __cplusplus
 }

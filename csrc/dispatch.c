@@ -156,10 +156,11 @@ CYC_DW_FINISH(f64, double)
     {                                                                                          \
         CYC_PICK(cyc_conv_bwd_data, SUF, g, dy, p, z, dx, m0, m1, s);                          \
     }                                                                                          \
-    void cyc_conv_bwd_filter_##SUF(const cyc_geom_t *g, const T *x, const T *dy, T *dw,        \
-                                   T *db, ptrdiff_t m0, ptrdiff_t m1, void *s)                 \
+    void cyc_conv_bwd_filter_##SUF(const cyc_geom_t *g, const T *x, const T *dy,              \
+                                   const T *ry, T *dw, T *db, ptrdiff_t m0, ptrdiff_t m1,      \
+                                   void *s)                                                    \
     {                                                                                          \
-        CYC_PICK(cyc_conv_bwd_filter, SUF, g, x, dy, dw, db, m0, m1, s);                       \
+        CYC_PICK(cyc_conv_bwd_filter, SUF, g, x, dy, ry, dw, db, m0, m1, s);                   \
     }                                                                                          \
     void cyc_max_pool_##SUF(const cyc_geom_t *g, const T *x, T *y, int64_t *idx,              \
                             ptrdiff_t r0, ptrdiff_t r1)                                        \
@@ -170,6 +171,10 @@ CYC_DW_FINISH(f64, double)
                                      T *dx, ptrdiff_t n0, ptrdiff_t n1)                        \
     {                                                                                          \
         CYC_PICK_RET(cyc_max_pool_bwd, SUF, g, dy, idx, dx, n0, n1);                           \
+    }                                                                                          \
+    void cyc_relu_bwd_##SUF(const T *dy, const T *y, T *out, ptrdiff_t n)                      \
+    {                                                                                          \
+        CYC_PICK(cyc_relu_bwd, SUF, dy, y, out, n);                                            \
     }                                                                                          \
     void cyc_avg_pool_##SUF(const cyc_geom_t *g, const T *x, T *y, int cip, ptrdiff_t r0,      \
                             ptrdiff_t r1)                                                      \

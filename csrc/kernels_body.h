@@ -573,8 +573,8 @@ static void FN(dw_tile_any)(int mr, int nv, int cnt, const T *const *xrows, ptrd
 }
 #undef CYC_DW_CASE
 
-void FN(cyc_conv_bwd_filter)(const cyc_geom_t *g, const T *x, const T *dy, T *dw_acc, T *db_acc,
-                             ptrdiff_t m0, ptrdiff_t m1, void *scratch)
+void FN(cyc_conv_bwd_filter)(const cyc_geom_t *g, const T *x, const T *dy, const T *relu_y,
+                             T *dw_acc, T *db_acc, ptrdiff_t m0, ptrdiff_t m1, void *scratch)
 {
     const cyc_plan_t r = cyc_plan(g, 0);
     const int og = g->cout / g->groups;
@@ -610,11 +610,18 @@ void FN(cyc_conv_bwd_filter)(const cyc_geom_t *g, const T *x, const T *dy, T *dw
         const int np = (int)(m1 - mc < P ? m1 - mc : P);
         for (int j = 0; j < np; j++) {
             const T *d = dy + (mc + j) * g->cout;
-            for (int co = 0; co < g->cout; co++) dbl[co] += d[co];
+            const T *ry = relu_y ? relu_y + (mc + j) * g->cout : NULL;
             for (int grp = 0; grp < g->groups; grp++) {
                 T *dst = dyp + ((ptrdiff_t)grp * P + j) * opad;
-                memcpy(dst, d + (ptrdiff_t)grp * og, sizeof(T) * (size_t)og);
+                const ptrdiff_t o0 = (ptrdiff_t)grp * og;
+                if (ry) {
+                    /* the fused ReLU's gradient, applied while dy is copied anyway */
+                    for (int l = 0; l < og; l++) dst[l] = ry[o0 + l] > 0 ? d[o0 + l] : (T)0;
+                } else {
+                    memcpy(dst, d + o0, sizeof(T) * (size_t)og);
+                }
                 for (int l = og; l < opad; l++) dst[l] = 0;
+                for (int l = 0; l < og; l++) dbl[o0 + l] += dst[l];
             }
             int qy, qx;
             CYC_ORIGIN(g, r, cur, qy, qx);
@@ -668,6 +675,17 @@ void FN(cyc_conv_bwd_filter)(const cyc_geom_t *g, const T *x, const T *dy, T *dw
         }
     }
     for (int co = 0; co < g->cout; co++) db_acc[co] += dbl[co];
+}
+
+/* ReLU's gradient from its output: out = dy where y > 0, else 0 (also for NaN in y). */
+void FN(cyc_relu_bwd)(const T *dy, const T *y, T *out, ptrdiff_t n)
+{
+    ptrdiff_t i = 0;
+    for (; i + VLEN <= n; i += VLEN) {
+        IV keep = LOADV(y + i) > (V){0};
+        STOREV(out + i, (V)((IV)LOADV(dy + i) & keep));
+    }
+    for (; i < n; i++) out[i] = y[i] > 0 ? dy[i] : (T)0;
 }
 
 /* ---------------------------------------------------------------- pooling ----

@@ -161,6 +161,18 @@ CASES = {
                                r"indices must lie in \[0, 25\)"),
     "indices below -1": ("max_pool2d_backward", (PY, X), {"indices": IDX - 2}, ValueError,
                          r"indices must lie in"),
+    # the fused ReLU's gradient in conv2d_backward
+    "conv relu without y": ("conv2d_backward", (DY, X, W), {"activation": "relu"}, ValueError,
+                            r"activation='relu' needs y"),
+    "conv y without relu": ("conv2d_backward", (DY, X, W), {"y": DY}, ValueError,
+                            r"y is only used with activation='relu'"),
+    "conv relu y shape": ("conv2d_backward", (DY, X, W), {"activation": "relu", "y": DY[:1]},
+                          ValueError, r"y must have the output's shape"),
+    "conv relu y dtype": ("conv2d_backward", (DY, X, W),
+                          {"activation": "relu", "y": DY.astype(np.float32)}, TypeError,
+                          r"y has dtype float32"),
+    "conv backward activation": ("conv2d_backward", (DY, X, W), {"activation": "tanh", "y": DY},
+                                 ValueError, r"activation must be None or 'relu'"),
     # relu_backward
     "relu dy shape": ("relu_backward", (PY[:1], PY), {}, ValueError, r"dy must have y's shape"),
     "relu dtypes differ": ("relu_backward", (PY.astype(np.float32), PY), {}, TypeError,

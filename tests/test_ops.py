@@ -26,6 +26,11 @@ def check_conv(x, w, b, kwargs, activation=None, compute_dx=True, dy_form=("cont
     y, _ = check_against_reference("conv2d", x, w, b, activation=activation, **kwargs)
     dy = in_memory_layout(random_array(rng, y.shape, y.dtype), *dy_form)
     check_against_reference("conv2d_backward", dy, x, w, compute_dx=compute_dx, **kwargs)
+    if activation == "relu":
+        # the gradient through the fused ReLU, masked by the output (in the weight-gradient
+        # kernel when there is no dx)
+        check_against_reference("conv2d_backward", dy, x, w, compute_dx=compute_dx,
+                                activation="relu", y=y, **kwargs)
 
 
 def check_max_pool(x, kwargs, rng=None):

@@ -401,7 +401,9 @@ def conv_call(x, w, b, stride, padding_, dilation, groups, fmt):
     return x, w, b, g
 
 
-def conv_backward_call(dy, x, w, stride, padding_, dilation, groups, fmt):
+def conv_backward_call(dy, x, w, stride, padding_, dilation, groups, fmt, act=None, y=None):
+    """Validate a conv2d_backward call.  Returns (dy, x, w, geometry, y): y is the forward
+    output of a fused ReLU (activation="relu"), else None."""
     fmt = data_format(fmt)
     x = as_array(x, "x")
     w = as_array(w, "w")
@@ -409,7 +411,14 @@ def conv_backward_call(dy, x, w, stride, padding_, dilation, groups, fmt):
     dtype = float_dtype(x=x, w=w)
     g = conv_geometry(x.shape, w.shape, stride, padding_, dilation, groups, fmt)
     check_grad(dy, g.y_shape, dtype)
-    return dy, x, w, g
+    if activation(act) == "relu":
+        if y is None:
+            raise ValueError("activation='relu' needs y, the forward output, to mask dy with")
+        y = as_array(y, "y")
+        check_grad(y, g.y_shape, dtype, name="y")
+    elif y is not None:
+        raise ValueError("y is only used with activation='relu'")
+    return dy, x, w, g, y
 
 
 def pool_call(x, pool_size, stride, padding_, dilation, ceil_mode, fmt):

@@ -50,9 +50,11 @@ cdef extern from "cyconv.h" nogil:
     void cyc_conv_bwd_data_f64(const cyc_geom_t *g, const double *dy, const double *p,
                                const double *z, double *dx, ptrdiff_t m0, ptrdiff_t m1, void *s)
     void cyc_conv_bwd_filter_f32(const cyc_geom_t *g, const float *x, const float *dy,
-                                 float *dw, float *db, ptrdiff_t m0, ptrdiff_t m1, void *s)
+                                 const float *ry, float *dw, float *db, ptrdiff_t m0,
+                                 ptrdiff_t m1, void *s)
     void cyc_conv_bwd_filter_f64(const cyc_geom_t *g, const double *x, const double *dy,
-                                 double *dw, double *db, ptrdiff_t m0, ptrdiff_t m1, void *s)
+                                 const double *ry, double *dw, double *db, ptrdiff_t m0,
+                                 ptrdiff_t m1, void *s)
     void cyc_conv_dw_finish_f32(const cyc_geom_t *g, const float *accs, int n, float *dw)
     void cyc_conv_dw_finish_f64(const cyc_geom_t *g, const double *accs, int n, double *dw)
 
@@ -64,6 +66,8 @@ cdef extern from "cyconv.h" nogil:
                                    float *dx, ptrdiff_t n0, ptrdiff_t n1)
     ptrdiff_t cyc_max_pool_bwd_f64(const cyc_geom_t *g, const double *dy, const int64_t *idx,
                                    double *dx, ptrdiff_t n0, ptrdiff_t n1)
+    void cyc_relu_bwd_f32(const float *dy, const float *y, float *out, ptrdiff_t n)
+    void cyc_relu_bwd_f64(const double *dy, const double *y, double *out, ptrdiff_t n)
     void cyc_avg_pool_f32(const cyc_geom_t *g, const float *x, float *y, int cip,
                           ptrdiff_t r0, ptrdiff_t r1)
     void cyc_avg_pool_f64(const cyc_geom_t *g, const double *x, double *y, int cip,
@@ -209,9 +213,11 @@ def conv2d_backward_data(const floating[:, :, :, ::1] dy, const floating[:, :, :
 
 def conv2d_backward_filter(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] dy,
                            object geom, floating[:, :, :, ::1] dw, floating[::1] db,
-                           int n_threads):
-    """dw (HWIO) and db, reduced over batch and pixels with one accumulator per thread."""
+                           int n_threads, const floating[:, :, :, ::1] relu_y=None):
+    """dw (HWIO) and db, reduced over batch and pixels in a fixed number of partial sums;
+    relu_y: the output of a fused ReLU, whose gradient masks dy."""
     cdef cyc_geom_t g = _geom(geom)
+    cdef const floating *ry = &relu_y[0, 0, 0, 0] if relu_y is not None else NULL
     cdef Py_ssize_t M = <Py_ssize_t>g.n * g.oh * g.ow
     dtype = np.float32 if floating is float else np.float64
     cdef Py_ssize_t acc_len = cyc_conv_dw_acc_len(&g, sizeof(floating))
@@ -235,10 +241,10 @@ def conv2d_backward_filter(const floating[:, :, :, ::1] x, const floating[:, :, 
                     m0 = M * t // n_acc
                     m1 = M * (t + 1) // n_acc
                     if floating is float:
-                        cyc_conv_bwd_filter_f32(&g, &x[0, 0, 0, 0], &dy[0, 0, 0, 0],
+                        cyc_conv_bwd_filter_f32(&g, &x[0, 0, 0, 0], &dy[0, 0, 0, 0], ry,
                                                 &accs[t, 0], &dbs[t, 0], m0, m1, scratch)
                     else:
-                        cyc_conv_bwd_filter_f64(&g, &x[0, 0, 0, 0], &dy[0, 0, 0, 0],
+                        cyc_conv_bwd_filter_f64(&g, &x[0, 0, 0, 0], &dy[0, 0, 0, 0], ry,
                                                 &accs[t, 0], &dbs[t, 0], m0, m1, scratch)
                 free(scratch)
         if not failed:
@@ -293,9 +299,16 @@ def max_pool_backward(const floating[:, :, :, ::1] dy, const int64_t[:, :, :, ::
 def relu_backward(const floating[::1] dy, const floating[::1] y, floating[::1] out,
                   int n_threads):
     """out = dy where y > 0, else 0 (flat, contiguous arrays)."""
-    cdef Py_ssize_t n = dy.shape[0], i
-    for i in prange(n, nogil=True, num_threads=n_threads, schedule="static"):
-        out[i] = dy[i] if y[i] > 0 else 0
+    cdef Py_ssize_t n = dy.shape[0]
+    cdef Py_ssize_t chunk = _chunk(n, n_threads, 64)
+    cdef Py_ssize_t nch = _n_chunks(n, chunk), t, i0, i1
+    for t in prange(nch, nogil=True, num_threads=n_threads, schedule="static"):
+        i0 = t * chunk
+        i1 = min(n, i0 + chunk)
+        if floating is float:
+            cyc_relu_bwd_f32(&dy[i0], &y[i0], &out[i0], i1 - i0)
+        else:
+            cyc_relu_bwd_f64(&dy[i0], &y[i0], &out[i0], i1 - i0)
 
 
 def avg_pool(const floating[:, :, :, ::1] x, object geom, floating[:, :, :, ::1] y,

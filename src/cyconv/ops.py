@@ -81,14 +81,16 @@ def conv2d(x, w, b=None, *, stride=1, padding="valid", dilation=1, groups=1,
 
 
 def conv2d_backward(dy, x, w, *, stride=1, padding="valid", dilation=1, groups=1,
-                    data_format="NHWC", compute_dx=True):
-    """Gradients of :func:`conv2d` (before any activation): returns ``(dx, dw, db)``.
+                    data_format="NHWC", compute_dx=True, activation=None, y=None):
+    """Gradients of :func:`conv2d`: returns ``(dx, dw, db)``.
 
     ``dy`` has the forward output's shape; ``dw`` has ``w``'s layout.  With ``compute_dx=False``
     the input gradient is skipped and ``dx`` is None (a network's first layer never needs it).
+    ``activation="relu"`` with ``y``, the forward output, takes dy as the gradient after a fused
+    ReLU (it passes only where y > 0); without dx the mask costs nothing extra.
     """
-    dy, x, w, g = _args.conv_backward_call(dy, x, w, stride, padding, dilation, groups,
-                                           data_format)
+    dy, x, w, g, y = _args.conv_backward_call(dy, x, w, stride, padding, dilation, groups,
+                                              data_format, activation, y)
     compute_dx = _args.bool_arg(compute_dx, "compute_dx")
     fmt = g.data_format
     cg = g.c // g.groups
@@ -98,9 +100,15 @@ def conv2d_backward(dy, x, w, *, stride=1, padding="valid", dilation=1, groups=1
     if g.n:
         work = _args.flops_conv(g) // 2
         dyk = _c(_args.nhwc(dy, fmt))
+        yk = None if y is None else _c(_args.nhwc(y, fmt))
         if compute_dx:
+            if yk is not None:
+                # both kernels read dy: mask it once
+                dyk = relu_backward(dyk, yk)
+                yk = None
             _kernels.conv2d_backward_data(dyk, _c(_args.hwio(w, fmt)), g, dx, _threads(work))
-        _kernels.conv2d_backward_filter(_c(_args.nhwc(x, fmt)), dyk, g, dw, db, _threads(work))
+        _kernels.conv2d_backward_filter(_c(_args.nhwc(x, fmt)), dyk, g, dw, db, _threads(work),
+                                        yk)
     dw = dw if fmt == "NHWC" else np.ascontiguousarray(_args.from_hwio(dw, fmt))
     return (_out(dx, fmt) if compute_dx else None), dw, db
 

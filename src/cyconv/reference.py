@@ -65,13 +65,17 @@ def conv2d(x, w, b=None, *, stride=1, padding="valid", dilation=1, groups=1,
 
 
 def conv2d_backward(dy, x, w, *, stride=1, padding="valid", dilation=1, groups=1,
-                    data_format="NHWC", compute_dx=True):
-    """Gradients of conv2d (without activation) with respect to x, w and b: (dx, dw, db).
+                    data_format="NHWC", compute_dx=True, activation=None, y=None):
+    """Gradients of conv2d with respect to x, w and b: (dx, dw, db).
 
-    dx is None when compute_dx is False.
+    dx is None when compute_dx is False.  With activation="relu", y is the forward output and dy
+    the gradient after the ReLU: it passes only where y > 0.
     """
-    dy, x, w, g = _args.conv_backward_call(dy, x, w, stride, padding, dilation, groups, data_format)
+    dy, x, w, g, y = _args.conv_backward_call(dy, x, w, stride, padding, dilation, groups,
+                                              data_format, activation, y)
     compute_dx = _args.bool_arg(compute_dx, "compute_dx")
+    if y is not None:
+        dy = np.where(y > 0, dy, 0).astype(dy.dtype)
     xp = _pad(_args.nhwc(x, g.data_format), g)
     wk = _args.hwio(w, g.data_format)
     dyn = _args.nhwc(dy, g.data_format)

@@ -374,11 +374,14 @@ class _BaseConv(_ActivationMixin, Layer):
         return self._y
 
     def _conv_backward(self, dy, kernel_hwio, groups, wrt_logits):
-        dz = self._activation_grad(dy, wrt_logits)
+        # A fused ReLU's gradient is applied inside the kernels (for free without dx).
+        fused_relu = self.activation is activations.relu and not wrt_logits
+        dz = dy if fused_relu else self._activation_grad(dy, wrt_logits)
         dx, dw, db = ops.conv2d_backward(
             dz, self._x, self._ops_kernel(kernel_hwio), stride=self.strides,
             padding=self.padding, dilation=self.dilation_rate, groups=groups,
-            data_format=self._fmt, compute_dx=self.need_input_grad)
+            data_format=self._fmt, compute_dx=self.need_input_grad,
+            activation="relu" if fused_relu else None, y=self._y if fused_relu else None)
         if self._fmt == "NCHW":
             dw = dw.transpose(2, 3, 1, 0)
         return dx, dw, db
@@ -706,10 +709,13 @@ class Dense(_ActivationMixin, Layer):
         return a.reshape(-1, 1, 1, a.shape[-1])
 
     def backward(self, dy, wrt_logits=False):
-        dz = self._activation_grad(dy, wrt_logits)
+        fused_relu = self.activation is activations.relu and not wrt_logits
+        dz = dy if fused_relu else self._activation_grad(dy, wrt_logits)
         dx, dw, db = ops.conv2d_backward(
             self._as_pixels(dz), self._as_pixels(self._x),
-            self.kernel.reshape(1, 1, *self.kernel.shape), compute_dx=self.need_input_grad)
+            self.kernel.reshape(1, 1, *self.kernel.shape), compute_dx=self.need_input_grad,
+            activation="relu" if fused_relu else None,
+            y=self._as_pixels(self._y) if fused_relu else None)
         self._grads["kernel"][...] = dw.reshape(self.kernel.shape)
         if self.use_bias:
             self._grads["bias"][...] = db
