@@ -4,6 +4,7 @@ Training runs once per session on a small data set written into a private CYCONV
 images of the real Fashion-MNIST where Debian's package is installed, else synthetic images.
 """
 
+import json
 import os
 import re
 import socket
@@ -269,3 +270,27 @@ def test_command_line_errors_exit_2(tmp_path, args):
     r = run(*args, home=tmp_path, cwd=tmp_path)
     assert r.returncode == 2 and "Traceback" not in r.stderr
     assert "usage: cyconv" in r.stderr
+
+
+def test_bench_prints_a_table_and_writes_json_and_plot(tmp_path):
+    pytest.importorskip("torch", reason="the ratio column and the plot need PyTorch")
+    pytest.importorskip("matplotlib", reason="--plot needs matplotlib")
+    out, png = tmp_path / "b.json", tmp_path / "b.png"
+    r = run("bench", "--only", "conv3 b32", "pool2 b32", "--budget", "0.02", "--threads", "1",
+            "--json", out, "--plot", png, home=tmp_path)
+    assert r.returncode == 0, r.stderr
+    rows = [line for line in r.stdout.splitlines() if line.startswith("seed ")]
+    assert len(rows) == 4, r.stdout                     # 2 layers x (fwd, bwd)
+    assert re.search(r"GEMM peak \(float32.*\): \d+ GFLOP/s", r.stdout)
+    data = json.loads(out.read_text())
+    assert {res["case"] for res in data["results"]} == {"seed conv3 b32", "seed pool2 b32"}
+    conv = [res for res in data["results"] if res["case"] == "seed conv3 b32"]
+    assert all(res["seconds"] > 0 and res["ratio_vs_torch"] > 0 for res in conv)
+    assert all(res["peak_percent"] > 0 for res in conv)
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_bench_errors(tmp_path):
+    assert_one_line_error(run("bench", "--only", "no such layer", home=tmp_path),
+                          "matches no benchmark")
+    assert_one_line_error(run("bench", "--threads", "0", home=tmp_path), "--threads")

@@ -368,10 +368,32 @@ def _info(args):
     return 0
 
 
-# name -> (help, add_arguments(parser), run(args) -> exit status).  `bench` joins here.
+# --- bench --------------------------------------------------------------------------------
+
+def _bench_args(p):
+    from . import bench
+
+    bench.add_arguments(p)
+
+
+def _bench(args):
+    from . import bench
+
+    if args.threads is not None and args.threads < 1:
+        raise CliError(f"--threads must be a positive integer, got {args.threads}")
+    try:
+        bench.main(args)
+    except (ValueError, RuntimeError) as exc:
+        raise CliError(str(exc)) from None
+    return 0
+
+
+# name -> (help, add_arguments(parser), run(args) -> exit status).
 COMMANDS = {
     "train": ("train the seed CNN and report accuracy and speed", _train_args, _train),
     "predict": ("classify image files with a saved model", _predict_args, _predict),
+    "bench": ("time the kernels on common layer shapes beside a GEMM peak and PyTorch",
+              _bench_args, _bench),
     "info": ("how cyconv was built and how it runs here", lambda p: None, _info),
 }
 
