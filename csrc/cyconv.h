@@ -73,6 +73,15 @@ void cyc_conv_bwd_data_f64(const cyc_geom_t *g, const double *dy, const double *
                            const double *zeros, double *dx, ptrdiff_t m0, ptrdiff_t m1,
                            void *scratch);
 
+/* The input gradient by scattering (see kernels_body.h), for whole images [n0, n1), with the
+ * same packed weights; cyc_conv_bwd_data_scatters() says when to use it instead. */
+int cyc_conv_bwd_data_scatters(const cyc_geom_t *g);
+size_t cyc_conv_scatter_scratch_bytes(const cyc_geom_t *g, int elem_size);
+void cyc_conv_bwd_data_scatter_f32(const cyc_geom_t *g, const float *dy, const float *packed_t,
+                                   float *dx, ptrdiff_t n0, ptrdiff_t n1, void *scratch);
+void cyc_conv_bwd_data_scatter_f64(const cyc_geom_t *g, const double *dy, const double *packed_t,
+                                   double *dx, ptrdiff_t n0, ptrdiff_t n1, void *scratch);
+
 /* Accumulate dw and db over output pixels [m0, m1) into one thread's accumulators:
  * dw_acc has cyc_conv_dw_acc_len() elements (zeroed by the caller), db_acc has cout.
  * relu_y, when not NULL, is the forward output of a fused ReLU: dy counts only where it is > 0. */

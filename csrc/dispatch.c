@@ -77,6 +77,19 @@ size_t cyc_conv_scratch_bytes(const cyc_geom_t *g, int transposed, int elem_size
            (size_t)elem_size * CYC_MR_MAX * (size_t)r.K;
 }
 
+int cyc_conv_bwd_data_scatters(const cyc_geom_t *g)
+{
+    /* Scattering needs enough images to share out (they are its unit of parallel work) and
+     * wide enough outputs to fill vectors; the choice depends on the problem only, so results
+     * are the same on any number of threads. */
+    return !cyc_plan(g, 1).dot && g->n >= 4;
+}
+
+size_t cyc_conv_scatter_scratch_bytes(const cyc_geom_t *g, int elem_size)
+{
+    return sizeof(void *) * 2 * CYC_MR_MAX + 64 + (size_t)elem_size * ((size_t)g->c + 2 * 64);
+}
+
 size_t cyc_conv_dw_acc_len(const cyc_geom_t *g, int elem_size)
 {
     int vlen = 64 / elem_size;
@@ -155,6 +168,11 @@ CYC_DW_FINISH(f64, double)
                                  T *dx, ptrdiff_t m0, ptrdiff_t m1, void *s)                   \
     {                                                                                          \
         CYC_PICK(cyc_conv_bwd_data, SUF, g, dy, p, z, dx, m0, m1, s);                          \
+    }                                                                                          \
+    void cyc_conv_bwd_data_scatter_##SUF(const cyc_geom_t *g, const T *dy, const T *p, T *dx,  \
+                                         ptrdiff_t n0, ptrdiff_t n1, void *s)                  \
+    {                                                                                          \
+        CYC_PICK(cyc_conv_bwd_data_scatter, SUF, g, dy, p, dx, n0, n1, s);                     \
     }                                                                                          \
     void cyc_conv_bwd_filter_##SUF(const cyc_geom_t *g, const T *x, const T *dy,              \
                                    const T *ry, T *dw, T *db, ptrdiff_t m0, ptrdiff_t m1,      \

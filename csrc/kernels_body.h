@@ -65,6 +65,8 @@ ALWAYS_INLINE T FN(hsum)(V v)
 #endif
 }
 
+static const T FN(zero_bias)[CYC_NBLK * (64 / sizeof(T))] = {0};
+
 /* One register tile: acc[p][b] = bias[b] + sum over segments s and i of xp[s][p][off + i] * w.
  * mr and nv are compile-time constants after inlining (see FN(tile_any)). */
 ALWAYS_INLINE void FN(tile)(const int mr, const int nv, const T *const *xp, ptrdiff_t off,
@@ -92,12 +94,16 @@ ALWAYS_INLINE void FN(tile)(const int mr, const int nv, const T *const *xp, ptrd
             }
         }
     }
-    if (relu) {
+    /* relu: 1 applies a ReLU; CYC_ADD adds the tile to what the outputs hold */
+    if (relu == 1) {
         for (int p = 0; p < mr; p++)
             for (int b = 0; b < nv; b++) acc[p][b] = FN(relu)(acc[p][b]);
     }
     for (int p = 0; p < mr; p++) {
         T *o = outs[p] + ooff;
+        if (relu == CYC_ADD) {
+            for (int b = 0; b < nv; b++) acc[p][b] += LOADV(o + b * VLEN);
+        }
         for (int b = 0; b < nv - 1; b++) STOREV(o + b * VLEN, acc[p][b]);
         if (nlast == VLEN) {
             STOREV(o + (nv - 1) * VLEN, acc[p][nv - 1]);
@@ -503,6 +509,64 @@ void FN(cyc_conv_bwd_data)(const cyc_geom_t *g, const T *dy, const T *packed_t, 
                            T *dx, ptrdiff_t m0, ptrdiff_t m1, void *scratch)
 {
     FN(conv_tiles)(g, 1, dy, packed_t, 0, zeros, dx, m0, m1, scratch);
+}
+
+/* The input gradient by scattering, for whole images [n0, n1): each tile of dy pixels meets
+ * each tap's weights (a GEMM with no zero padding in it) and the result is added into dx where
+ * the tap points; positions in the padding go to a per-thread sink.  No work is wasted on
+ * borders or on taps a stride skips, but images are the unit of parallel work (they do not
+ * overlap in dx).  Weights as packed for the transposed gather (tap-major rows). */
+void FN(cyc_conv_bwd_data_scatter)(const cyc_geom_t *g, const T *dy, const T *packed_t, T *dx,
+                                   ptrdiff_t n0, ptrdiff_t n1, void *scratch)
+{
+    const cyc_plan_t r = cyc_plan(g, 1);
+    const int cg = g->c / g->groups, og = g->cout / g->groups;
+    const int opad = (cg + VLEN - 1) / VLEN * VLEN;
+    const int K = r.K;                         /* kh * kw * og, tap-major */
+    const ptrdiff_t plane = (ptrdiff_t)g->oh * g->ow;
+    /* scratch: rows [MR] | outs [MR] | sink [c + NBLK * VLEN] */
+    const T **rows = (const T **)scratch;
+    T **outs = (T **)(rows + CYC_MR_MAX);
+    T *sink = (T *)(((uintptr_t)(outs + CYC_MR_MAX) + 63) & ~(uintptr_t)63);
+    static const unsigned char one = 1;
+    const ptrdiff_t img = (ptrdiff_t)g->h * g->w * g->c;
+    memset(dx + n0 * img, 0, sizeof(T) * (size_t)((n1 - n0) * img));
+    /* tiles run across image boundaries (small images fill them too): all in this range */
+    const ptrdiff_t m1 = n1 * plane;
+    FN(cursor_t) start = FN(cursor_at)(n0 * plane, g->oh, g->ow, 1, 1, 0, 0);
+    for (ptrdiff_t m = n0 * plane; m < m1; m += MR) {
+            const int mr = (int)(m1 - m < MR ? m1 - m : MR);
+            for (int p = 0; p < mr; p++) rows[p] = dy + (m + p) * g->cout;
+            for (int i = 0; i < g->kh; i++)
+                for (int jj = 0; jj < g->kw; jj++) {
+                    /* packed rows run kw reversed: tap (i, jj) is kernel column kw-1-jj */
+                    const int j = g->kw - 1 - jj, tap = i * g->kw + jj;
+                    FN(cursor_t) cur = start;
+                    for (int p = 0; p < mr; p++) {
+                        int iy = cur.y * g->sh - g->pad_top + i * g->dh;
+                        int ix = cur.x * g->sw - g->pad_left + j * g->dw;
+                        outs[p] = (iy >= 0 && iy < g->h && ix >= 0 && ix < g->w)
+                                      ? dx + cur.n * img + ((ptrdiff_t)iy * g->w + ix) * g->c
+                                      : sink;
+                        FN(cursor_next)(&cur);
+                    }
+                    for (int grp = 0; grp < g->groups; grp++) {
+                        const T *wg = packed_t + (ptrdiff_t)grp * K * opad;
+                        for (int c0 = 0; c0 < opad; c0 += CYC_NBLK * VLEN) {
+                            int nv = (opad - c0) / VLEN;
+                            if (nv > CYC_NBLK) nv = CYC_NBLK;
+                            int nlast = cg - (c0 + (nv - 1) * VLEN);
+                            if (nlast > VLEN) nlast = VLEN;
+                            /* the sink is long enough for any group's channel block */
+                            FN(tile_any)(mr, nv, rows, (ptrdiff_t)grp * og, 1, og, &one,
+                                         wg + (ptrdiff_t)c0 * K + (ptrdiff_t)tap * og * nv * VLEN,
+                                         nv * VLEN, FN(zero_bias), CYC_ADD, (T *const *)outs,
+                                         (ptrdiff_t)grp * cg + c0, nlast);
+                        }
+                    }
+                }
+            for (int p = 0; p < mr; p++) FN(cursor_next)(&start);
+    }
 }
 
 /* Weight gradient: dw[k][co] += sum over pixels of x[pixel, k] * dy[pixel][co], k = (i, j, ci).

@@ -67,6 +67,9 @@ static inline cyc_plan_t cyc_plan(const cyc_geom_t *g, int transposed)
     return r;
 }
 
+/* CYC_ADD as a tile's epilogue: add to the outputs instead of storing (scattered gradients). */
+#define CYC_ADD 2
+
 /* Bytes of scratch for one phase class's tap table (kernels_body.h, FN(taps_t)) and live flags. */
 #define CYC_TAPS_BYTES(nseg) (8 + (sizeof(ptrdiff_t) + 2 * sizeof(int) + 2) * (size_t)(nseg))
 
@@ -87,6 +90,8 @@ static inline int cyc_dw_chunk(const cyc_geom_t *g)
                                     T *, ptrdiff_t, ptrdiff_t, void *);                         \
     void cyc_conv_bwd_data_##SUF##_##ISA(const cyc_geom_t *, const T *, const T *, const T *,   \
                                          T *, ptrdiff_t, ptrdiff_t, void *);                    \
+    void cyc_conv_bwd_data_scatter_##SUF##_##ISA(const cyc_geom_t *, const T *, const T *, T *, \
+                                                 ptrdiff_t, ptrdiff_t, void *);                 \
     void cyc_conv_bwd_filter_##SUF##_##ISA(const cyc_geom_t *, const T *, const T *, const T *, \
                                            T *, T *, ptrdiff_t, ptrdiff_t, void *);             \
     void cyc_max_pool_##SUF##_##ISA(const cyc_geom_t *, const T *, T *, int64_t *, ptrdiff_t,   \

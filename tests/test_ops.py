@@ -330,3 +330,19 @@ def test_relu_backward_in_place():
     want = np.where(y > 0, dy, 0)
     assert ops.relu_backward(dy, y, out=dy) is dy
     assert_bitwise_equal(dy, want, "in place")
+
+
+@pytest.mark.parametrize("kwargs", [
+    dict(stride=2, padding=1),
+    dict(stride=(3, 2), dilation=(1, 2), padding=((2, 0), (1, 3))),
+    dict(groups=2, padding="same"),
+    dict(stride=2, dilation=2, padding="same", groups=4),
+], ids=["stride2", "stride3x2-dilated-asymmetric", "groups-same", "everything"])
+def test_input_gradient_by_scattering_matches_reference(kwargs):
+    # Batches of 4 and more take the scattering input gradient (whole images per thread, tiles
+    # running across image boundaries); 3x3 and 1-pixel outputs fill tiles from several images.
+    rng = np.random.default_rng(RNG_SEED)
+    for n, hw in [(5, 9), (7, 3), (6, 1)]:
+        x = random_array(rng, (n, hw, hw + 1, 8), np.float32)
+        w = random_array(rng, (3, 3, 8 // kwargs.get("groups", 1), 20), np.float32)
+        check_conv(x, w, None, kwargs, activation="relu")

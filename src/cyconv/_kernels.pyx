@@ -49,6 +49,12 @@ cdef extern from "cyconv.h" nogil:
                                const float *z, float *dx, ptrdiff_t m0, ptrdiff_t m1, void *s)
     void cyc_conv_bwd_data_f64(const cyc_geom_t *g, const double *dy, const double *p,
                                const double *z, double *dx, ptrdiff_t m0, ptrdiff_t m1, void *s)
+    int cyc_conv_bwd_data_scatters(const cyc_geom_t *g)
+    size_t cyc_conv_scatter_scratch_bytes(const cyc_geom_t *g, int elem_size)
+    void cyc_conv_bwd_data_scatter_f32(const cyc_geom_t *g, const float *dy, const float *p,
+                                       float *dx, ptrdiff_t n0, ptrdiff_t n1, void *s)
+    void cyc_conv_bwd_data_scatter_f64(const cyc_geom_t *g, const double *dy, const double *p,
+                                       double *dx, ptrdiff_t n0, ptrdiff_t n1, void *s)
     void cyc_conv_bwd_filter_f32(const cyc_geom_t *g, const float *x, const float *dy,
                                  const float *ry, float *dw, float *db, ptrdiff_t m0,
                                  ptrdiff_t m1, void *s)
@@ -175,14 +181,19 @@ def conv2d_forward(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] 
 
 def conv2d_backward_data(const floating[:, :, :, ::1] dy, const floating[:, :, :, ::1] w,
                          object geom, floating[:, :, :, ::1] dx, int n_threads):
-    """dx from dy and the HWIO weights (a convolution with the transposed weights)."""
+    """dx from dy and the HWIO weights: a convolution with the transposed weights, gathered per
+    dx pixel or scattered per dy pixel (cyc_conv_bwd_data_scatters decides)."""
     cdef cyc_geom_t g = _geom(geom)
-    cdef Py_ssize_t M = <Py_ssize_t>g.n * g.h * g.w
+    cdef bint scatter = cyc_conv_bwd_data_scatters(&g)
+    cdef Py_ssize_t M = <Py_ssize_t>g.n if scatter else <Py_ssize_t>g.n * g.h * g.w
     dtype = np.float32 if floating is float else np.float64
     cdef floating[::1] packed = np.empty(cyc_conv_packed_len(&g, 1, sizeof(floating)), dtype)
     cdef floating[::1] zeros = np.zeros(cyc_conv_zeros_len(&g), dtype)
-    cdef size_t sbytes = cyc_conv_scratch_bytes(&g, 1, sizeof(floating))
-    cdef Py_ssize_t chunk = _chunk(M, n_threads, 48)
+    cdef size_t sbytes = (cyc_conv_scatter_scratch_bytes(&g, sizeof(floating)) if scatter
+                          else cyc_conv_scratch_bytes(&g, 1, sizeof(floating)))
+    # Scattered tiles run across images, so how images are grouped changes the order in which
+    # dx adds up: the groups depend on the problem only, never on the thread count.
+    cdef Py_ssize_t chunk = (M + 7) // 8 if scatter else _chunk(M, n_threads, 48)
     cdef Py_ssize_t nch = _n_chunks(M, chunk), t, m0, m1
     cdef void *scratch
     cdef int failed = 0
@@ -200,7 +211,14 @@ def conv2d_backward_data(const floating[:, :, :, ::1] dy, const floating[:, :, :
                 for t in prange(nch, schedule="dynamic"):
                     m0 = t * chunk
                     m1 = min(M, m0 + chunk)
-                    if floating is float:
+                    if scatter:
+                        if floating is float:
+                            cyc_conv_bwd_data_scatter_f32(&g, &dy[0, 0, 0, 0], &packed[0],
+                                                          &dx[0, 0, 0, 0], m0, m1, scratch)
+                        else:
+                            cyc_conv_bwd_data_scatter_f64(&g, &dy[0, 0, 0, 0], &packed[0],
+                                                          &dx[0, 0, 0, 0], m0, m1, scratch)
+                    elif floating is float:
                         cyc_conv_bwd_data_f32(&g, &dy[0, 0, 0, 0], &packed[0], &zeros[0],
                                               &dx[0, 0, 0, 0], m0, m1, scratch)
                     else:
