@@ -120,6 +120,13 @@ void cyc_avg_pool_bwd_f32(const cyc_geom_t *g, const float *dy, float *dx, int c
 void cyc_avg_pool_bwd_f64(const cyc_geom_t *g, const double *dy, double *dx,
                           int count_include_pad, ptrdiff_t n0, ptrdiff_t n1);
 
+/* ---- layout ---- */
+/* Matrices [k0, k1) of rows x cols, each transposed into dst (NCHW <-> NHWC per image). */
+void cyc_transpose_f32(const float *src, float *dst, ptrdiff_t rows, ptrdiff_t cols,
+                       ptrdiff_t k0, ptrdiff_t k1);
+void cyc_transpose_f64(const double *src, double *dst, ptrdiff_t rows, ptrdiff_t cols,
+                       ptrdiff_t k0, ptrdiff_t k1);
+
 /* ---- elementwise ---- */
 /* ReLU's gradient from its output over n contiguous values: out = dy where y > 0, else 0. */
 void cyc_relu_bwd_f32(const float *dy, const float *y, float *out, ptrdiff_t n);

@@ -190,6 +190,11 @@ CYC_DW_FINISH(f64, double)
     {                                                                                          \
         CYC_PICK_RET(cyc_max_pool_bwd, SUF, g, dy, idx, dx, n0, n1);                           \
     }                                                                                          \
+    void cyc_transpose_##SUF(const T *src, T *dst, ptrdiff_t rows, ptrdiff_t cols,             \
+                             ptrdiff_t k0, ptrdiff_t k1)                                       \
+    {                                                                                          \
+        CYC_PICK(cyc_transpose, SUF, src, dst, rows, cols, k0, k1);                            \
+    }                                                                                          \
     void cyc_relu_bwd_##SUF(const T *dy, const T *y, T *out, ptrdiff_t n)                      \
     {                                                                                          \
         CYC_PICK(cyc_relu_bwd, SUF, dy, y, out, n);                                            \

@@ -741,6 +741,27 @@ void FN(cyc_conv_bwd_filter)(const cyc_geom_t *g, const T *x, const T *dy, const
     for (int co = 0; co < g->cout; co++) db_acc[co] += dbl[co];
 }
 
+/* dst[k] = src[k] transposed, for matrices k in [k0, k1), each rows x cols: the NCHW <-> NHWC
+ * conversions.  Blocks of 16 x 16 keep both sides' cache lines in use (numpy's strided copy
+ * of a (4, 112, 112, 64) image is 18x slower than a plain copy). */
+void FN(cyc_transpose)(const T *src, T *dst, ptrdiff_t rows, ptrdiff_t cols, ptrdiff_t k0,
+                       ptrdiff_t k1)
+{
+    enum { B = 16 };
+    for (ptrdiff_t k = k0; k < k1; k++) {
+        const T *s = src + k * rows * cols;
+        T *d = dst + k * rows * cols;
+        for (ptrdiff_t i0 = 0; i0 < rows; i0 += B) {
+            const ptrdiff_t i1 = i0 + B < rows ? i0 + B : rows;
+            for (ptrdiff_t j0 = 0; j0 < cols; j0 += B) {
+                const ptrdiff_t j1 = j0 + B < cols ? j0 + B : cols;
+                for (ptrdiff_t i = i0; i < i1; i++)
+                    for (ptrdiff_t j = j0; j < j1; j++) d[j * rows + i] = s[i * cols + j];
+            }
+        }
+    }
+}
+
 /* ReLU's gradient from its output: out = dy where y > 0, else 0 (also for NaN in y). */
 void FN(cyc_relu_bwd)(const T *dy, const T *y, T *out, ptrdiff_t n)
 {

@@ -72,6 +72,10 @@ cdef extern from "cyconv.h" nogil:
                                    float *dx, ptrdiff_t n0, ptrdiff_t n1)
     ptrdiff_t cyc_max_pool_bwd_f64(const cyc_geom_t *g, const double *dy, const int64_t *idx,
                                    double *dx, ptrdiff_t n0, ptrdiff_t n1)
+    void cyc_transpose_f32(const float *src, float *dst, ptrdiff_t rows, ptrdiff_t cols,
+                           ptrdiff_t k0, ptrdiff_t k1)
+    void cyc_transpose_f64(const double *src, double *dst, ptrdiff_t rows, ptrdiff_t cols,
+                           ptrdiff_t k0, ptrdiff_t k1)
     void cyc_relu_bwd_f32(const float *dy, const float *y, float *out, ptrdiff_t n)
     void cyc_relu_bwd_f64(const double *dy, const double *y, double *out, ptrdiff_t n)
     void cyc_avg_pool_f32(const cyc_geom_t *g, const float *x, float *y, int cip,
@@ -312,6 +316,22 @@ def max_pool_backward(const floating[:, :, :, ::1] dy, const int64_t[:, :, :, ::
             stray += cyc_max_pool_bwd_f64(&g, &dy[0, 0, 0, 0], &idx[0, 0, 0, 0], &dx[0, 0, 0, 0],
                                           n0, n1)
     return stray
+
+
+def transpose(const floating[:, :, ::1] src, floating[:, :, ::1] dst, int n_threads):
+    """dst[k] = src[k].T for each matrix k (dst has shape (n, cols, rows))."""
+    cdef Py_ssize_t n = src.shape[0], rows = src.shape[1], cols = src.shape[2], t, k0, k1
+    cdef Py_ssize_t per = max(1, n // (4 * n_threads)) if n_threads > 1 else n
+    cdef Py_ssize_t nch = _n_chunks(n, per)
+    if n == 0 or rows == 0 or cols == 0:
+        return
+    for t in prange(nch, nogil=True, num_threads=n_threads, schedule="dynamic"):
+        k0 = t * per
+        k1 = min(n, k0 + per)
+        if floating is float:
+            cyc_transpose_f32(&src[0, 0, 0], &dst[0, 0, 0], rows, cols, k0, k1)
+        else:
+            cyc_transpose_f64(&src[0, 0, 0], &dst[0, 0, 0], rows, cols, k0, k1)
 
 
 def relu_backward(const floating[::1] dy, const floating[::1] y, floating[::1] out,

@@ -51,9 +51,37 @@ def _c(a):
     return a if a is None or a.flags.c_contiguous else np.ascontiguousarray(a)
 
 
+def _bits(a):
+    """The transposing kernel moves float32/float64 words: int64 indices travel as float64."""
+    return a.view(np.float64) if a.dtype == np.int64 else a
+
+
+def _transpose_images(a, rows, cols):
+    """(N, rows, cols) -> (N, cols, rows), C-contiguous, through the blocked C kernel (numpy's
+    strided copy of a large image is up to 18x slower than a plain copy)."""
+    out = np.empty((a.shape[0], cols, rows), dtype=a.dtype)
+    if a.size:
+        _kernels.transpose(_bits(a.reshape(a.shape[0], rows, cols)), _bits(out),
+                           _threads(a.size // 8))
+    return out
+
+
+def _nhwc(a, fmt):
+    """An input in the kernels' layout: C-contiguous NHWC (for NCHW, one transposing pass)."""
+    if fmt == "NHWC":
+        return _c(a)
+    n, c, h, w = a.shape
+    if not a.flags.c_contiguous:
+        return np.ascontiguousarray(a.transpose(0, 2, 3, 1))
+    return _transpose_images(a, c, h * w).reshape(n, h, w, c)
+
+
 def _out(y_nhwc, fmt):
     """Return an NHWC result in the caller's layout, C-contiguous."""
-    return y_nhwc if fmt == "NHWC" else np.ascontiguousarray(y_nhwc.transpose(0, 3, 1, 2))
+    if fmt == "NHWC":
+        return y_nhwc
+    n, h, w, c = y_nhwc.shape
+    return _transpose_images(y_nhwc, h * w, c).reshape(n, c, h, w)
 
 
 def conv2d(x, w, b=None, *, stride=1, padding="valid", dilation=1, groups=1,
@@ -74,7 +102,7 @@ def conv2d(x, w, b=None, *, stride=1, padding="valid", dilation=1, groups=1,
     relu = _args.activation(activation) == "relu"
     y = np.empty(g.y_shape_nhwc, dtype=x.dtype)
     if g.n:
-        xk = _c(_args.nhwc(x, g.data_format))
+        xk = _nhwc(x, g.data_format)
         wk = _c(_args.hwio(w, g.data_format))
         _kernels.conv2d_forward(xk, wk, _c(b), g, relu, y, _threads(_args.flops_conv(g) // 2))
     return _out(y, g.data_format)
@@ -99,39 +127,31 @@ def conv2d_backward(dy, x, w, *, stride=1, padding="valid", dilation=1, groups=1
     dx = np.zeros((g.n, g.h, g.w, g.c), dtype=x.dtype) if compute_dx else None
     if g.n:
         work = _args.flops_conv(g) // 2
-        dyk = _c(_args.nhwc(dy, fmt))
-        yk = None if y is None else _c(_args.nhwc(y, fmt))
+        dyk = _nhwc(dy, fmt)
+        yk = None if y is None else _nhwc(y, fmt)
         if compute_dx:
             if yk is not None:
                 # both kernels read dy: mask it once
                 dyk = relu_backward(dyk, yk)
                 yk = None
             _kernels.conv2d_backward_data(dyk, _c(_args.hwio(w, fmt)), g, dx, _threads(work))
-        _kernels.conv2d_backward_filter(_c(_args.nhwc(x, fmt)), dyk, g, dw, db, _threads(work),
-                                        yk)
+        _kernels.conv2d_backward_filter(_nhwc(x, fmt), dyk, g, dw, db, _threads(work), yk)
     dw = dw if fmt == "NHWC" else np.ascontiguousarray(_args.from_hwio(dw, fmt))
     return (_out(dx, fmt) if compute_dx else None), dw, db
 
 
 def _pool_nhwc_geometry(g):
-    """NCHW pools run as NHWC pools over N*C single-channel images: no transposition."""
-    if g.data_format == "NCHW":
-        return dataclasses.replace(g, n=g.n * g.c, c=1, data_format="NHWC")
-    return g
+    """Pools run in NHWC (channels in vectors); NCHW arrays are transposed on the way."""
+    return dataclasses.replace(g, data_format="NHWC") if g.data_format == "NCHW" else g
 
 
 def _pool_input(a, g):
-    """The array the pool kernels read: NHWC as is, NCHW viewed as (N*C, H, W, 1)."""
-    a = _c(a)
-    if g.data_format == "NCHW":
-        return a.reshape(a.shape[0] * a.shape[1], a.shape[2], a.shape[3], 1)
-    return a
+    """The array the pool kernels read: C-contiguous NHWC."""
+    return _nhwc(a, g.data_format)
 
 
 def _pool_result(a, g):
-    if g.data_format == "NCHW":
-        return a.reshape(g.n, g.c, a.shape[1], a.shape[2])
-    return a
+    return _out(a, g.data_format)
 
 
 def _max_pool_indices(x, g, kg):
