@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from hypothesis import given
 
-from cyconv import _kernels, ops
+from cyconv import _args, _kernels, ops
 from helpers import (assert_bitwise_equal, check_against_reference, in_memory_layout,
                      random_array, to_layout, weights_to_layout)
 from strategies import conv_cases, global_cases, pool_cases
@@ -333,16 +333,28 @@ def test_relu_backward_in_place():
 
 
 @pytest.mark.parametrize("kwargs", [
-    dict(stride=2, padding=1),
-    dict(stride=(3, 2), dilation=(1, 2), padding=((2, 0), (1, 3))),
-    dict(groups=2, padding="same"),
-    dict(stride=2, dilation=2, padding="same", groups=4),
-], ids=["stride2", "stride3x2-dilated-asymmetric", "groups-same", "everything"])
+    dict(),
+    dict(stride=2),
+    dict(stride=(3, 2), dilation=(1, 2), padding=((1, 0), (0, 1))),
+    dict(groups=2),
+    dict(stride=2, dilation=2, groups=4, padding=1),
+], ids=["valid", "stride2", "stride3x2-dilated-asymmetric", "groups", "everything"])
 def test_input_gradient_by_scattering_matches_reference(kwargs):
-    # Batches of 4 and more take the scattering input gradient (whole images per thread, tiles
-    # running across image boundaries); 3x3 and 1-pixel outputs fill tiles from several images.
+    # Batches of 4 and more of small images take the scattering input gradient (whole images per
+    # thread, tiles running across image boundaries); 1-pixel outputs fill tiles from several
+    # images.
     rng = np.random.default_rng(RNG_SEED)
-    for n, hw in [(5, 9), (7, 3), (6, 1)]:
-        x = random_array(rng, (n, hw, hw + 1, 8), np.float32)
-        w = random_array(rng, (3, 3, 8 // kwargs.get("groups", 1), 20), np.float32)
+    for n, hw in [(5, 9), (7, 5), (6, 3)]:
+        # 24 channels: more than 4 per group, so not the dot-product path
+        x = random_array(rng, (n, hw, hw + 1, 24), np.float32)
+        w = random_array(rng, (3, 3, 24 // kwargs.get("groups", 1), 20), np.float32)
+        g = _args.conv_geometry(x.shape, w.shape, kwargs.get("stride", 1),
+                                kwargs.get("padding", "valid"), kwargs.get("dilation", 1),
+                                kwargs.get("groups", 1), "NHWC")
+        assert _kernels.conv2d_backward_data_scatters(g), (n, hw)
         check_conv(x, w, None, kwargs, activation="relu")
+
+
+def test_input_gradient_gathers_for_large_same_padded_images():
+    g = _args.conv_geometry((8, 56, 56, 64), (3, 3, 64, 64), 1, "same", 1, 1, "NHWC")
+    assert not _kernels.conv2d_backward_data_scatters(g)

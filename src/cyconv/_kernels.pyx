@@ -183,6 +183,12 @@ def conv2d_forward(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] 
         raise MemoryError("conv2d: could not allocate per-thread scratch memory")
 
 
+def conv2d_backward_data_scatters(object geom):
+    """Whether conv2d_backward_data scatters for this problem (else it gathers)."""
+    cdef cyc_geom_t g = _geom(geom)
+    return bool(cyc_conv_bwd_data_scatters(&g))
+
+
 def conv2d_backward_data(const floating[:, :, :, ::1] dy, const floating[:, :, :, ::1] w,
                          object geom, floating[:, :, :, ::1] dx, int n_threads):
     """dx from dy and the HWIO weights: a convolution with the transposed weights, gathered per
