@@ -128,6 +128,11 @@ void cyc_transpose_f64(const double *src, double *dst, ptrdiff_t rows, ptrdiff_t
                        ptrdiff_t k0, ptrdiff_t k1);
 
 /* ---- elementwise ---- */
+/* One Adam step over n weights (Keras's formula; alpha includes the bias correction). */
+void cyc_adam_f32(float *var, const float *g, float *m, float *v, ptrdiff_t n, float alpha,
+                  float one_minus_b1, float one_minus_b2, float eps);
+void cyc_adam_f64(double *var, const double *g, double *m, double *v, ptrdiff_t n, double alpha,
+                  double one_minus_b1, double one_minus_b2, double eps);
 /* ReLU's gradient from its output over n contiguous values: out = dy where y > 0, else 0. */
 void cyc_relu_bwd_f32(const float *dy, const float *y, float *out, ptrdiff_t n);
 void cyc_relu_bwd_f64(const double *dy, const double *y, double *out, ptrdiff_t n);

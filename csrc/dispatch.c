@@ -198,6 +198,11 @@ CYC_DW_FINISH(f64, double)
     {                                                                                          \
         CYC_PICK(cyc_transpose, SUF, src, dst, rows, cols, k0, k1);                            \
     }                                                                                          \
+    void cyc_adam_##SUF(T *var, const T *g, T *m, T *v, ptrdiff_t n, T alpha, T c1, T c2,      \
+                        T eps)                                                                 \
+    {                                                                                          \
+        CYC_PICK(cyc_adam, SUF, var, g, m, v, n, alpha, c1, c2, eps);                          \
+    }                                                                                          \
     void cyc_relu_bwd_##SUF(const T *dy, const T *y, T *out, ptrdiff_t n)                      \
     {                                                                                          \
         CYC_PICK(cyc_relu_bwd, SUF, dy, y, out, n);                                            \

@@ -762,6 +762,25 @@ void FN(cyc_transpose)(const T *src, T *dst, ptrdiff_t rows, ptrdiff_t cols, ptr
     }
 }
 
+/* One Adam step over n weights, in one pass and in the order Keras computes it (so that the
+ * result matches it to the last bit: no fused multiply-adds here):
+ *   m += (g - m) * (1 - beta_1);  v += (g*g - v) * (1 - beta_2);
+ *   var -= m * alpha / (sqrt(v) + epsilon)
+ * where alpha already holds the bias correction. */
+__attribute__((optimize("fp-contract=off")))
+void FN(cyc_adam)(T *var, const T *g, T *m, T *v, ptrdiff_t n, T alpha, T one_minus_b1,
+                  T one_minus_b2, T eps)
+{
+    for (ptrdiff_t i = 0; i < n; i++) {
+        T gi = g[i];
+        T mi = m[i] + (gi - m[i]) * one_minus_b1;
+        T vi = v[i] + (gi * gi - v[i]) * one_minus_b2;
+        m[i] = mi;
+        v[i] = vi;
+        var[i] -= (mi * alpha) / ((T)sqrt(vi) + eps);   /* sqrt in double, rounded once: exact */
+    }
+}
+
 /* ReLU's gradient from its output: out = dy where y > 0, else 0 (also for NaN in y). */
 void FN(cyc_relu_bwd)(const T *dy, const T *y, T *out, ptrdiff_t n)
 {

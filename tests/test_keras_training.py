@@ -136,6 +136,24 @@ def test_adam_bias_correction_over_two_steps():
     np.testing.assert_allclose(w, [0.9873367079207922], rtol=1e-6)
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_adam_fused_kernel_matches_the_numpy_steps_bit_for_bit(dtype, monkeypatch):
+    rng = np.random.default_rng(3)
+    w0 = rng.standard_normal((3, 3, 8, 16)).astype(dtype)
+    grads = [rng.standard_normal(w0.shape).astype(dtype) for _ in range(4)]
+
+    def run():
+        w, opt = w0.copy(), optimizers.Adam(learning_rate=0.01)
+        for g in grads:
+            opt.apply([g], [w])
+        return w
+
+    fused = run()
+    monkeypatch.setattr(optimizers, "_fusable", lambda *arrays: False)
+    assert np.array_equal(fused, run())
+    assert not np.array_equal(fused, w0)
+
+
 def test_rmsprop_puts_epsilon_inside_the_square_root():
     # Keras's RMSprop docstring: var 10, lr 0.1, loss var**2 / 2 -> 9.683772.
     w = steps(optimizers.RMSprop(learning_rate=0.1), lambda w: w.copy(), [10.0], 1)

@@ -76,6 +76,10 @@ cdef extern from "cyconv.h" nogil:
                            ptrdiff_t k0, ptrdiff_t k1)
     void cyc_transpose_f64(const double *src, double *dst, ptrdiff_t rows, ptrdiff_t cols,
                            ptrdiff_t k0, ptrdiff_t k1)
+    void cyc_adam_f32(float *var, const float *g, float *m, float *v, ptrdiff_t n, float alpha,
+                      float c1, float c2, float eps)
+    void cyc_adam_f64(double *var, const double *g, double *m, double *v, ptrdiff_t n,
+                      double alpha, double c1, double c2, double eps)
     void cyc_relu_bwd_f32(const float *dy, const float *y, float *out, ptrdiff_t n)
     void cyc_relu_bwd_f64(const double *dy, const double *y, double *out, ptrdiff_t n)
     void cyc_avg_pool_f32(const cyc_geom_t *g, const float *x, float *y, int cip,
@@ -338,6 +342,18 @@ def transpose(const floating[:, :, ::1] src, floating[:, :, ::1] dst, int n_thre
             cyc_transpose_f32(&src[0, 0, 0], &dst[0, 0, 0], rows, cols, k0, k1)
         else:
             cyc_transpose_f64(&src[0, 0, 0], &dst[0, 0, 0], rows, cols, k0, k1)
+
+
+def adam_update(floating[::1] var, const floating[::1] g, floating[::1] m, floating[::1] v,
+                double alpha, double one_minus_b1, double one_minus_b2, double eps):
+    """One Adam step in place over contiguous 1-D views (see cyc_adam)."""
+    with nogil:
+        if floating is float:
+            cyc_adam_f32(&var[0], &g[0], &m[0], &v[0], var.shape[0], <float>alpha,
+                         <float>one_minus_b1, <float>one_minus_b2, <float>eps)
+        else:
+            cyc_adam_f64(&var[0], &g[0], &m[0], &v[0], var.shape[0], alpha, one_minus_b1,
+                         one_minus_b2, eps)
 
 
 def relu_backward(const floating[::1] dy, const floating[::1] y, floating[::1] out,

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .. import _kernels
 from .utils import defer_interrupts, deserialize_object, serialize_object
 
 __all__ = ["Optimizer", "SGD", "Adam", "RMSprop", "get", "serialize", "deserialize"]
@@ -187,6 +188,14 @@ class SGD(Optimizer):
         return {**super().get_config(), "momentum": self.momentum, "nesterov": self.nesterov}
 
 
+def _fusable(var, *arrays):
+    """Arrays the fused kernels take: C-contiguous, writeable weights, all of one float dtype."""
+    return (var.dtype in (np.float32, np.float64) and var.flags.c_contiguous
+            and var.flags.writeable and var.size > 0
+            and all(a.dtype == var.dtype and a.shape == var.shape and a.flags.c_contiguous
+                    for a in arrays))
+
+
 class Adam(Optimizer):
     _slot_names = ("momentum", "velocity")
 
@@ -208,6 +217,13 @@ class Adam(Optimizer):
         alpha = dt(self.learning_rate) * np.sqrt(1 - b2 ** step) / (1 - b1 ** step)
         m = self._slots["momentum"][i]
         v = self._slots["velocity"][i]
+        if not self.amsgrad and _fusable(var, g, m, v):
+            # one pass in C, the same arithmetic in the same order (0.6 ms of a seed-model
+            # step as ten numpy passes)
+            _kernels.adam_update(var.reshape(-1), g.reshape(-1), m.reshape(-1), v.reshape(-1),
+                                 float(alpha), float(1 - b1), float(1 - b2),
+                                 float(dt(self.epsilon)))
+            return
         t = self._scratch[i]
         np.subtract(g, m, out=t)
         t *= 1 - b1
