@@ -294,3 +294,13 @@ def test_bench_errors(tmp_path):
     assert_one_line_error(run("bench", "--only", "no such layer", home=tmp_path),
                           "matches no benchmark")
     assert_one_line_error(run("bench", "--threads", "0", home=tmp_path), "--threads")
+
+
+def test_bench_scaling_column(tmp_path):
+    out = tmp_path / "s.json"
+    r = run("bench", "--only", "conv3 b32", "--budget", "0.02", "--threads", "2", "--no-torch",
+            "--scaling", "--json", out, home=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert "x1thr" in r.stdout.splitlines()[0]
+    speedups = [res["speedup_vs_1_thread"] for res in json.loads(out.read_text())["results"]]
+    assert len(speedups) == 2 and all(s > 0 for s in speedups)

@@ -82,6 +82,7 @@ class Result:
     peak_percent: float | None
     torch_seconds: float | None = None
     ratio_vs_torch: float | None = None
+    speedup_vs_1_thread: float | None = None
     extra: dict = field(default_factory=dict)
 
 
@@ -212,9 +213,19 @@ def _torch_fns(torch, case, x, w, layout):
     return fwd, bwd
 
 
+def _on_threads(fn, n):
+    def run():
+        _config.set_num_threads(n)
+        return fn()
+    return run
+
+
 def run(cases=None, *, threads=None, layouts=("NHWC",), dtypes=("float32",), directions=("fwd", "bwd"),
-        budget=0.6, with_torch=True, log=None):
-    """Time each case; returns a list of Result.  `log` gets one line per result as it comes."""
+        budget=0.6, with_torch=True, scaling=False, log=None):
+    """Time each case; returns a list of Result.  `log` gets one line per result as it comes.
+
+    With scaling, each kernel also runs on one thread, alternating with the full thread count,
+    and the result records the speedup (the median of the paired ratios)."""
     cases = default_cases() if cases is None else cases
     threads = threads or _config.get_num_threads()
     old_threads = _config._user_threads
@@ -243,7 +254,14 @@ def run(cases=None, *, threads=None, layouts=("NHWC",), dtypes=("float32",), dir
                             t, tt, ratio = time_median(mine[d], budget), None, None
                         gf = flops / t / 1e9
                         peak = 100 * gf / peaks[dt] if case.kind == "conv" else None
-                        r = Result(case.name, direction, layout, dt, threads, t, gf, peak, tt, ratio)
+                        speedup = None
+                        if scaling and threads > 1:
+                            _, _, inverse = time_pairs(_on_threads(mine[d], threads),
+                                                       _on_threads(mine[d], 1), budget)
+                            speedup = 1 / inverse
+                            _config.set_num_threads(threads)
+                        r = Result(case.name, direction, layout, dt, threads, t, gf, peak, tt, ratio,
+                                   speedup)
                         results.append(r)
                         if log:
                             log(format_row(r))
@@ -253,7 +271,7 @@ def run(cases=None, *, threads=None, layouts=("NHWC",), dtypes=("float32",), dir
 
 
 HEADER = (f"{'layer':<22} {'dir':<4} {'layout':<6} {'dtype':<8} {'time':>10} {'GFLOP/s':>8} "
-          f"{'%peak':>6} {'torch':>10} {'ratio':>6}")
+          f"{'%peak':>6} {'torch':>10} {'ratio':>6} {'x1thr':>6}")
 
 
 def _fmt_time(t):
@@ -265,8 +283,10 @@ def _fmt_time(t):
 def format_row(r):
     peak = f"{r.peak_percent:.0f}" if r.peak_percent is not None else "-"
     ratio = f"{r.ratio_vs_torch:.2f}" if r.ratio_vs_torch is not None else "-"
+    speedup = f"{r.speedup_vs_1_thread:.2f}" if r.speedup_vs_1_thread is not None else "-"
     return (f"{r.case:<22} {r.direction:<4} {r.layout:<6} {r.dtype:<8} {_fmt_time(r.seconds):>10} "
-            f"{r.gflops:>8.1f} {peak:>6} {_fmt_time(r.torch_seconds):>10} {ratio:>6}")
+            f"{r.gflops:>8.1f} {peak:>6} {_fmt_time(r.torch_seconds):>10} {ratio:>6} "
+            f"{speedup:>6}")
 
 
 def save_json(path, results, peaks):
@@ -317,7 +337,8 @@ def main(args, out=sys.stdout):
     print(HEADER, file=out)
     results, peaks = run(cases, threads=args.threads, layouts=tuple(args.layout),
                          dtypes=tuple(args.dtype), budget=args.budget,
-                         with_torch=not args.no_torch, log=lambda s: print(s, file=out, flush=True))
+                         with_torch=not args.no_torch, scaling=args.scaling,
+                         log=lambda s: print(s, file=out, flush=True))
     for dt, p in peaks.items():
         print(f"GEMM peak ({dt}, numpy matmul, same threads): {p:.0f} GFLOP/s", file=out)
     if args.json:
@@ -336,5 +357,8 @@ def add_arguments(parser):
     parser.add_argument("--budget", type=float, default=0.6,
                         help="seconds of timing per measurement (default 0.6)")
     parser.add_argument("--no-torch", action="store_true", help="do not compare with PyTorch")
+    parser.add_argument("--scaling", action="store_true",
+                        help="also time each kernel on 1 thread, alternating, and print the "
+                             "speedup of the full thread count (column x1thr)")
     parser.add_argument("--json", metavar="FILE", help="write all figures as JSON")
     parser.add_argument("--plot", metavar="FILE.png", help="bar chart of the ratios to PyTorch")
