@@ -294,6 +294,21 @@ static void FN(pixel_segments)(const cyc_geom_t *g, const cyc_plan_t *r, const F
     }
 }
 
+/* The forward pass's inner pixels in row mode (most of any image): the window's first row plus
+ * a fixed step per kernel row, written inline (pixel_segments is the general, slower walk).
+ * Returns 0, having written nothing, for any other pixel. */
+ALWAYS_INLINE int FN(inner_rows)(const cyc_geom_t *g, const cyc_plan_t *r, const T *src, int n,
+                                 int qy, int qx, const T **seg, ptrdiff_t stride)
+{
+    if (!r->row_mode || r->transposed || qy < 0 || qy + (g->kh - 1) * g->dh >= r->src_h ||
+        qx < 0 || qx + g->kw > r->src_w)
+        return 0;
+    const T *base = src + (((ptrdiff_t)n * r->src_h + qy) * r->src_w + qx) * r->src_c;
+    const ptrdiff_t step = (ptrdiff_t)g->dh * r->src_w * r->src_c;
+    for (int s = 0; s < r->nseg; s++) seg[s * stride] = base + s * step;
+    return 1;
+}
+
 /* Scratch for a FN(taps_t) of nseg taps: ints, flags and offsets, carved from `mem`. */
 static unsigned char *FN(taps_init)(FN(taps_t) *t, int nseg, unsigned char *mem)
 {
@@ -416,16 +431,21 @@ static void FN(conv_tiles)(const cyc_geom_t *g, int transposed, const T *src, co
     for (ptrdiff_t m = m0; m < m1; m += MR) {
         const int mr = (int)(m1 - m < MR ? m1 - m : MR);
         memset(live, 0, (size_t)nseg);
+        int inner = 0;
         for (int p = 0; p < mr; p++) {
             int qy, qx;
             if (cur.py != taps.py || cur.px != taps.px)
                 FN(class_taps)(g, &r, cur.py, cur.px, &taps);
             CYC_ORIGIN(g, r, cur, qy, qx);
-            FN(pixel_segments)(g, &r, &taps, src, zeros, cur.n, qy, qx, ptrs + p, MR,
-                               gbuf + (ptrdiff_t)p * K, live);
+            if (FN(inner_rows)(g, &r, src, cur.n, qy, qx, ptrs + p, MR))
+                inner = 1;
+            else
+                FN(pixel_segments)(g, &r, &taps, src, zeros, cur.n, qy, qx, ptrs + p, MR,
+                                   gbuf + (ptrdiff_t)p * K, live);
             outs[p] = dst + (((ptrdiff_t)cur.n * r.out_h + cur.y) * r.out_w + cur.x) * r.out_c;
             FN(cursor_next)(&cur);
         }
+        if (inner) memset(live, 1, (size_t)nseg);
         for (int grp = 0; grp < g->groups; grp++) {
             /* tap mode reads group grp's channels of each source pixel; row mode has 1 group */
             const ptrdiff_t off = r.row_mode ? 0 : (ptrdiff_t)grp * r.src_cg;
@@ -689,8 +709,9 @@ void FN(cyc_conv_bwd_filter)(const cyc_geom_t *g, const T *x, const T *dy, const
             }
             int qy, qx;
             CYC_ORIGIN(g, r, cur, qy, qx);
-            FN(pixel_segments)(g, &r, &taps, x, no_data, cur.n, qy, qx, ptrs + j, P,
-                               gbuf + (ptrdiff_t)j * K, live);
+            if (!FN(inner_rows)(g, &r, x, cur.n, qy, qx, ptrs + j, P))
+                FN(pixel_segments)(g, &r, &taps, x, no_data, cur.n, qy, qx, ptrs + j, P,
+                                   gbuf + (ptrdiff_t)j * K, live);
             if (gather_all) {
                 T *row = gbuf + (ptrdiff_t)j * K;
                 for (int s = 0; s < nseg; s++) {
