@@ -101,6 +101,7 @@ void cyc_conv_dw_finish_f64(const cyc_geom_t *g, const double *accs, int n_acc, 
  * Forward kernels compute output rows [r0, r1) of the flattened (n, oh) range.
  * Backward kernels compute whole images [n0, n1) of dx (they scatter, so images are the unit).
  */
+/* idx may be NULL: the maxima only. */
 void cyc_max_pool_f32(const cyc_geom_t *g, const float *x, float *y, int64_t *idx,
                       ptrdiff_t r0, ptrdiff_t r1);
 void cyc_max_pool_f64(const cyc_geom_t *g, const double *x, double *y, int64_t *idx,

@@ -876,13 +876,15 @@ static void FN(max_pool_large)(const cyc_geom_t *g, const T *x, T *y, int64_t *i
             int x0 = ox * g->sw - g->pad_left, jlo, jhi;
             FN(valid_taps)(x0, g->dw, g->kw, g->w, &jlo, &jhi);
             T *yo = y + (rr * g->ow + ox) * C;
-            int64_t *io = idx + (rr * g->ow + ox) * C;
+            int64_t *io = idx ? idx + (rr * g->ow + ox) * C : NULL;
             if (ilo >= ihi || jlo >= jhi) {
-                for (int c = 0; c < C; c++) { yo[c] = -(T)INFINITY; io[c] = -1; }
+                for (int c = 0; c < C; c++) yo[c] = -(T)INFINITY;
+                if (io) for (int c = 0; c < C; c++) io[c] = -1;
                 continue;
             }
             const int64_t pos0 = (int64_t)(y0 + ilo * g->dh) * g->w + x0 + jlo * g->dw;
-            for (int c = 0; c < C; c++) { yo[c] = xn[pos0 * C + c]; io[c] = pos0; }
+            for (int c = 0; c < C; c++) yo[c] = xn[pos0 * C + c];
+            if (io) for (int c = 0; c < C; c++) io[c] = pos0;
             for (int i = ilo; i < ihi; i++)
                 for (int j = jlo; j < jhi; j++) {
                     const int64_t pos = (int64_t)(y0 + i * g->dh) * g->w + x0 + j * g->dw;
@@ -891,7 +893,7 @@ static void FN(max_pool_large)(const cyc_geom_t *g, const T *x, T *y, int64_t *i
                         T v = xr[c], b = yo[c];
                         int take = !(v <= b) & (b == b);
                         yo[c] = take ? v : b;
-                        io[c] = take ? pos : io[c];
+                        if (io) io[c] = take ? pos : io[c];
                     }
                 }
         }
@@ -917,7 +919,7 @@ ALWAYS_INLINE void FN(max_window)(const T *const *cell, const int64_t *pos, int 
             bi = (bi & ~m) | (((IV){0} + (CYC_IT)pos[k]) & m);
         }
         STOREV(yo + c0, b);
-        FN(store_pos)(io + c0, bi);
+        if (io) FN(store_pos)(io + c0, bi);
     }
     for (int c = cv; c < C; c++) {
         T b = cell[0][c];
@@ -927,7 +929,7 @@ ALWAYS_INLINE void FN(max_window)(const T *const *cell, const int64_t *pos, int 
             if (!(v <= b) && b == b) { b = v; bi = pos[k]; }
         }
         yo[c] = b;
-        io[c] = bi;
+        if (io) io[c] = bi;
     }
 }
 
@@ -967,11 +969,12 @@ void FN(cyc_max_pool)(const cyc_geom_t *g, const T *x, T *y, int64_t *idx, ptrdi
         const T *xn = x + (ptrdiff_t)n * g->h * g->w * C;
         for (int ox = 0; ox < g->ow; ox++) {
             T *yo = y + (rr * g->ow + ox) * C;
-            int64_t *io = idx + (rr * g->ow + ox) * C;
+            int64_t *io = idx ? idx + (rr * g->ow + ox) * C : NULL;
             int nc = FN(pool_cells)(g, xn, oy, ox, cell, pos);
             if (!nc) {
                 /* a window entirely in the padding: max of nothing */
-                for (int c = 0; c < C; c++) { yo[c] = -(T)INFINITY; io[c] = -1; }
+                for (int c = 0; c < C; c++) yo[c] = -(T)INFINITY;
+                if (io) for (int c = 0; c < C; c++) io[c] = -1;
                 continue;
             }
             if (nc == 4) FN(max_window)(cell, pos, 4, C, yo, io);

@@ -294,18 +294,20 @@ def conv2d_backward_filter(const floating[:, :, :, ::1] x, const floating[:, :, 
 
 def max_pool(const floating[:, :, :, ::1] x, object geom, floating[:, :, :, ::1] y,
              int64_t[:, :, :, ::1] idx, int n_threads):
-    """y and the flat index (in each H*W plane) of the first maximum of every window."""
+    """y and, unless idx is None, the flat index (in each H*W plane) of the first maximum of
+    every window."""
     cdef cyc_geom_t g = _geom(geom)
     cdef Py_ssize_t rows = <Py_ssize_t>g.n * g.oh
     cdef Py_ssize_t chunk = _chunk(rows, n_threads, 1)
     cdef Py_ssize_t nch = _n_chunks(rows, chunk), t, r0, r1
+    cdef int64_t *ip = &idx[0, 0, 0, 0] if idx is not None else NULL
     for t in prange(nch, nogil=True, num_threads=n_threads, schedule="dynamic"):
         r0 = t * chunk
         r1 = min(rows, r0 + chunk)
         if floating is float:
-            cyc_max_pool_f32(&g, &x[0, 0, 0, 0], &y[0, 0, 0, 0], &idx[0, 0, 0, 0], r0, r1)
+            cyc_max_pool_f32(&g, &x[0, 0, 0, 0], &y[0, 0, 0, 0], ip, r0, r1)
         else:
-            cyc_max_pool_f64(&g, &x[0, 0, 0, 0], &y[0, 0, 0, 0], &idx[0, 0, 0, 0], r0, r1)
+            cyc_max_pool_f64(&g, &x[0, 0, 0, 0], &y[0, 0, 0, 0], ip, r0, r1)
 
 
 def max_pool_backward(const floating[:, :, :, ::1] dy, const int64_t[:, :, :, ::1] idx,

@@ -154,9 +154,10 @@ def _pool_result(a, g):
     return _out(a, g.data_format)
 
 
-def _max_pool_indices(x, g, kg):
+def _max_pool_indices(x, g, kg, want_indices=True):
+    """Maxima (NHWC) and, if wanted, their indices (else None: nothing written)."""
     y = np.empty(kg.y_shape_nhwc, dtype=x.dtype)
-    idx = np.empty(kg.y_shape_nhwc, dtype=np.int64)
+    idx = np.empty(kg.y_shape_nhwc, dtype=np.int64) if want_indices else None
     if g.n:
         work = kg.n * kg.oh * kg.ow * kg.c * kg.kh * kg.kw
         _kernels.max_pool(_pool_input(x, g), kg, y, idx, _threads(work))
@@ -174,7 +175,7 @@ def max_pool2d(x, pool_size=2, stride=None, padding="valid", *, dilation=1, ceil
     x, g = _args.pool_call(x, pool_size, stride, padding, dilation, ceil_mode, data_format)
     return_indices = _args.bool_arg(return_indices, "return_indices")
     kg = _pool_nhwc_geometry(g)
-    y, idx = _max_pool_indices(x, g, kg)
+    y, idx = _max_pool_indices(x, g, kg, return_indices)
     if return_indices:
         return _pool_result(y, g), _pool_result(idx, g)
     return _pool_result(y, g)

@@ -536,9 +536,14 @@ class _Pooling2D(Layer):
 
 class MaxPooling2D(_Pooling2D):
     def forward(self, x, training=False):
+        self._x = x
+        if not training:
+            # inference has no backward pass: no indices to write
+            self._indices = None
+            return ops.max_pool2d(x, self.pool_size, self.strides, self.padding,
+                                  data_format=self._fmt)
         y, self._indices = ops.max_pool2d(x, self.pool_size, self.strides, self.padding,
                                           return_indices=True, data_format=self._fmt)
-        self._x = x
         return y
 
     def backward(self, dy, wrt_logits=False):
