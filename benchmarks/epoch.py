@@ -30,23 +30,11 @@ def load(n):
 
 def run_cyconv(x, y, xt, yt, threads):
     import cyconv
-    from cyconv.keras import layers, losses, models
+    from cyconv.cli import seed_model
 
     if threads:
         cyconv.set_num_threads(threads)
-    model = models.Sequential([
-        layers.Conv2D(32, (3, 3), activation="relu", input_shape=(28, 28, 1)),
-        layers.MaxPooling2D((2, 2)),
-        layers.Conv2D(64, (3, 3), activation="relu"),
-        layers.MaxPooling2D((2, 2)),
-        layers.Conv2D(64, (3, 3), activation="relu"),
-        layers.Flatten(),
-        layers.Dense(64, activation="relu"),
-        layers.Dense(10),
-    ])
-    model.compile(optimizer="adam",
-                  loss=losses.SparseCategoricalCrossentropy(from_logits=True),
-                  metrics=["accuracy"])
+    model = seed_model()
     t0 = time.perf_counter()
     model.fit(x, y, batch_size=32, epochs=1, verbose=0)
     train = time.perf_counter() - t0

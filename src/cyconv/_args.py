@@ -12,12 +12,27 @@ from dataclasses import dataclass
 
 import numpy as np
 
+# The functional API: ops (compiled) and reference (NumPy) both define exactly these.
+FUNCTIONS = [
+    "conv2d",
+    "conv2d_backward",
+    "max_pool2d",
+    "max_pool2d_backward",
+    "avg_pool2d",
+    "avg_pool2d_backward",
+    "global_max_pool2d",
+    "global_max_pool2d_backward",
+    "global_avg_pool2d",
+    "global_avg_pool2d_backward",
+    "relu_backward",
+]
+
 DATA_FORMATS = ("NHWC", "NCHW")
 FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 ACTIVATIONS = (None, "relu")
 
 
-def _positive_int(value, name):
+def positive_int(value, name):
     """Return ``value`` as an int, raising TypeError/ValueError naming ``name`` otherwise."""
     if isinstance(value, (bool, np.bool_)):
         raise TypeError(f"{name} must be a positive integer, got {value!r}")
@@ -47,8 +62,8 @@ def pair(value, name):
     if isinstance(value, (tuple, list)):
         if len(value) != 2:
             raise ValueError(f"{name} must be an int or a pair (h, w), got {value!r}")
-        return (_positive_int(value[0], name), _positive_int(value[1], name))
-    v = _positive_int(value, name)
+        return (positive_int(value[0], name), positive_int(value[1], name))
+    v = positive_int(value, name)
     return (v, v)
 
 
@@ -267,7 +282,7 @@ def conv_geometry(x_shape, w_shape, stride, padding_, dilation, groups, fmt):
         kh, kw, cin_g, cout = w_shape
     else:
         cout, cin_g, kh, kw = w_shape
-    groups = _positive_int(groups, "groups")
+    groups = positive_int(groups, "groups")
     stride = pair(stride, "stride")
     dilation = pair(dilation, "dilation")
     if h < 1 or w < 1 or c < 1:

@@ -8,14 +8,13 @@ too, because the default is capped by ``omp_get_max_threads()``.
 
 from __future__ import annotations
 
-import operator
 import os
 import platform
 import sys
 
 import numpy as np
 
-from . import _kernels
+from . import _args, _kernels
 
 _user_threads = None
 _default_threads = None   # from OMP_NUM_THREADS or the affinity mask, read once
@@ -43,15 +42,7 @@ def set_num_threads(n):
     if n is None:
         _user_threads = None
         return
-    if isinstance(n, bool):
-        raise TypeError(f"n must be a positive integer or None, got {n!r}")
-    try:
-        n = operator.index(n)
-    except TypeError:
-        raise TypeError(f"n must be a positive integer or None, got {n!r}") from None
-    if n < 1:
-        raise ValueError(f"n must be a positive integer, got {n}")
-    _user_threads = int(n)
+    _user_threads = _args.positive_int(n, "n")
 
 
 def get_num_threads():

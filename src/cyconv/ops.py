@@ -20,19 +20,7 @@ import numpy as np
 from . import _args, _kernels
 from ._config import get_num_threads
 
-__all__ = [
-    "conv2d",
-    "conv2d_backward",
-    "max_pool2d",
-    "max_pool2d_backward",
-    "avg_pool2d",
-    "avg_pool2d_backward",
-    "global_max_pool2d",
-    "global_max_pool2d_backward",
-    "global_avg_pool2d",
-    "global_avg_pool2d_backward",
-    "relu_backward",
-]
+__all__ = list(_args.FUNCTIONS)
 
 # Below this much work (in multiply-adds or element visits) per thread, starting another thread
 # costs more than it saves: small layers run on one thread.

@@ -12,19 +12,7 @@ import numpy as np
 
 from . import _args
 
-__all__ = [
-    "conv2d",
-    "conv2d_backward",
-    "max_pool2d",
-    "max_pool2d_backward",
-    "avg_pool2d",
-    "avg_pool2d_backward",
-    "global_max_pool2d",
-    "global_max_pool2d_backward",
-    "global_avg_pool2d",
-    "global_avg_pool2d_backward",
-    "relu_backward",
-]
+__all__ = list(_args.FUNCTIONS)
 
 
 def _window_slice(k, d, s, out):
