@@ -134,7 +134,7 @@ cdef cyc_geom_t _geom(object g):
     return s
 
 
-cdef inline Py_ssize_t _chunk(Py_ssize_t total, int n_threads, Py_ssize_t align) noexcept:
+cdef inline Py_ssize_t _chunk(Py_ssize_t total, int n_threads, Py_ssize_t align) noexcept nogil:
     """Work per prange iteration: a few chunks per thread (the machine is shared, so threads
     finish unevenly), each a multiple of `align` so that register tiles stay whole."""
     cdef Py_ssize_t pieces = 4 * n_threads if n_threads > 1 else 1
@@ -143,8 +143,56 @@ cdef inline Py_ssize_t _chunk(Py_ssize_t total, int n_threads, Py_ssize_t align)
     return c if c > 0 else align
 
 
-cdef inline Py_ssize_t _n_chunks(Py_ssize_t total, Py_ssize_t chunk) noexcept:
+cdef inline Py_ssize_t _n_chunks(Py_ssize_t total, Py_ssize_t chunk) noexcept nogil:
     return (total + chunk - 1) // chunk
+
+
+# What _run_tiles runs: the forward pass, or the input gradient gathered or scattered.
+cdef enum:
+    FORWARD = 0
+    GATHER_DX = 1
+    SCATTER_DX = 2
+
+
+cdef inline void _tiles(int kind, const cyc_geom_t *g, const floating *src,
+                        const floating *packed, bint relu, const floating *zeros, floating *dst,
+                        Py_ssize_t m0, Py_ssize_t m1, void *scratch) noexcept nogil:
+    if floating is float:
+        if kind == FORWARD:
+            cyc_conv_fwd_f32(g, src, packed, relu, zeros, dst, m0, m1, scratch)
+        elif kind == GATHER_DX:
+            cyc_conv_bwd_data_f32(g, src, packed, zeros, dst, m0, m1, scratch)
+        else:
+            cyc_conv_bwd_data_scatter_f32(g, src, packed, dst, m0, m1, scratch)
+    else:
+        if kind == FORWARD:
+            cyc_conv_fwd_f64(g, src, packed, relu, zeros, dst, m0, m1, scratch)
+        elif kind == GATHER_DX:
+            cyc_conv_bwd_data_f64(g, src, packed, zeros, dst, m0, m1, scratch)
+        else:
+            cyc_conv_bwd_data_scatter_f64(g, src, packed, dst, m0, m1, scratch)
+
+
+cdef int _run_tiles(int kind, const cyc_geom_t *g, const floating *src, const floating *packed,
+                    bint relu, const floating *zeros, floating *dst, Py_ssize_t total,
+                    Py_ssize_t chunk, size_t sbytes, int n_threads) noexcept nogil:
+    """Chunks of [0, total) spread over the threads, each thread with its own scratch.
+    Returns 1 if a thread could not allocate its scratch (nothing is computed then)."""
+    cdef Py_ssize_t nch = _n_chunks(total, chunk), t, m0, m1
+    cdef void *scratch
+    cdef int failed = 0
+    cdef int *failp = &failed   # written inside the parallel block, so shared through a pointer
+    with parallel(num_threads=n_threads):
+        scratch = malloc(sbytes)
+        if scratch == NULL:
+            failp[0] = 1
+        else:
+            for t in prange(nch, schedule="dynamic"):
+                m0 = t * chunk
+                m1 = min(total, m0 + chunk)
+                _tiles(kind, g, src, packed, relu, zeros, dst, m0, m1, scratch)
+            free(scratch)
+    return failed
 
 
 def conv2d_forward(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] w,
@@ -158,31 +206,14 @@ def conv2d_forward(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] 
     cdef floating[::1] zeros = np.zeros(cyc_conv_zeros_len(&g), dtype)
     cdef const floating *bp = &b[0] if b is not None else NULL
     cdef size_t sbytes = cyc_conv_scratch_bytes(&g, 0, sizeof(floating))
-    cdef Py_ssize_t chunk = _chunk(M, n_threads, 48)
-    cdef Py_ssize_t nch = _n_chunks(M, chunk), t, m0, m1
-    cdef void *scratch
-    cdef int failed = 0
-    cdef int *failp = &failed   # written inside the parallel block, so shared through a pointer
+    cdef int failed
     with nogil:
         if floating is float:
             cyc_conv_pack_f32(&g, &w[0, 0, 0, 0], bp, 0, &packed[0])
         else:
             cyc_conv_pack_f64(&g, &w[0, 0, 0, 0], bp, 0, &packed[0])
-        with parallel(num_threads=n_threads):
-            scratch = malloc(sbytes)
-            if scratch == NULL:
-                failp[0] = 1
-            else:
-                for t in prange(nch, schedule="dynamic"):
-                    m0 = t * chunk
-                    m1 = min(M, m0 + chunk)
-                    if floating is float:
-                        cyc_conv_fwd_f32(&g, &x[0, 0, 0, 0], &packed[0], relu, &zeros[0],
-                                         &y[0, 0, 0, 0], m0, m1, scratch)
-                    else:
-                        cyc_conv_fwd_f64(&g, &x[0, 0, 0, 0], &packed[0], relu, &zeros[0],
-                                         &y[0, 0, 0, 0], m0, m1, scratch)
-                free(scratch)
+        failed = _run_tiles(FORWARD, &g, &x[0, 0, 0, 0], &packed[0], relu, &zeros[0],
+                            &y[0, 0, 0, 0], M, _chunk(M, n_threads, 48), sbytes, n_threads)
     if failed:
         raise MemoryError("conv2d: could not allocate per-thread scratch memory")
 
@@ -208,37 +239,15 @@ def conv2d_backward_data(const floating[:, :, :, ::1] dy, const floating[:, :, :
     # Scattered tiles run across images, so how images are grouped changes the order in which
     # dx adds up: the groups depend on the problem only, never on the thread count.
     cdef Py_ssize_t chunk = (M + 7) // 8 if scatter else _chunk(M, n_threads, 48)
-    cdef Py_ssize_t nch = _n_chunks(M, chunk), t, m0, m1
-    cdef void *scratch
-    cdef int failed = 0
-    cdef int *failp = &failed   # written inside the parallel block, so shared through a pointer
+    cdef int failed
     with nogil:
         if floating is float:
             cyc_conv_pack_f32(&g, &w[0, 0, 0, 0], NULL, 1, &packed[0])
         else:
             cyc_conv_pack_f64(&g, &w[0, 0, 0, 0], NULL, 1, &packed[0])
-        with parallel(num_threads=n_threads):
-            scratch = malloc(sbytes)
-            if scratch == NULL:
-                failp[0] = 1
-            else:
-                for t in prange(nch, schedule="dynamic"):
-                    m0 = t * chunk
-                    m1 = min(M, m0 + chunk)
-                    if scatter:
-                        if floating is float:
-                            cyc_conv_bwd_data_scatter_f32(&g, &dy[0, 0, 0, 0], &packed[0],
-                                                          &dx[0, 0, 0, 0], m0, m1, scratch)
-                        else:
-                            cyc_conv_bwd_data_scatter_f64(&g, &dy[0, 0, 0, 0], &packed[0],
-                                                          &dx[0, 0, 0, 0], m0, m1, scratch)
-                    elif floating is float:
-                        cyc_conv_bwd_data_f32(&g, &dy[0, 0, 0, 0], &packed[0], &zeros[0],
-                                              &dx[0, 0, 0, 0], m0, m1, scratch)
-                    else:
-                        cyc_conv_bwd_data_f64(&g, &dy[0, 0, 0, 0], &packed[0], &zeros[0],
-                                              &dx[0, 0, 0, 0], m0, m1, scratch)
-                free(scratch)
+        failed = _run_tiles(SCATTER_DX if scatter else GATHER_DX, &g, &dy[0, 0, 0, 0],
+                            &packed[0], False, &zeros[0], &dx[0, 0, 0, 0], M, chunk, sbytes,
+                            n_threads)
     if failed:
         raise MemoryError("conv2d_backward: could not allocate per-thread scratch memory")
 
