@@ -275,3 +275,16 @@ def test_zero_images_give_empty_outputs_of_the_right_shape(fmt, dtype):
         if op == "conv2d_backward":
             # Nothing to sum over: the weight and bias gradients are zero, not garbage.
             assert_results_close(got[1:], (np.zeros(shapes[1], dtype), np.zeros(4, dtype)), op)
+
+
+@IMPLS
+def test_remembered_geometry_still_tells_true_from_1(impl):
+    # Geometries are cached by argument; True == 1 and hash alike, but True is no stride.
+    impl.conv2d(X, W, stride=1)
+    impl.max_pool2d(X, 2, ceil_mode=False)
+    with unchanged(X, W), pytest.raises(TypeError, match="stride"):
+        impl.conv2d(X, W, stride=True)
+    with pytest.raises(TypeError, match="pool_size"):
+        impl.max_pool2d(X, True)
+    with pytest.raises(TypeError, match="ceil_mode"):
+        impl.max_pool2d(X, 2, ceil_mode=0)

@@ -7,6 +7,7 @@ Everything here works on shapes and plain Python values; nothing touches array d
 
 from __future__ import annotations
 
+import functools
 import operator
 from dataclasses import dataclass
 
@@ -266,6 +267,41 @@ def _spatial(h, w, kh, kw, stride, pad, dilation, ceil_mode, what):
     return oh, ow
 
 
+_PLAIN = (int, str, bool, type(None))
+
+
+def _typed_key(value):
+    """A cache key that tells 1 from True and 1.0 (equal, same hash, not the same argument),
+    or None for anything but plain ints, strings, bools, None and tuples of them."""
+    if type(value) in _PLAIN:
+        return (type(value), value)
+    if type(value) is tuple:
+        parts = tuple(_typed_key(v) for v in value)
+        return None if None in parts else parts
+    return None
+
+
+def _remembered(fn):
+    """Cache a geometry by its arguments: a training step asks the same questions every batch,
+    and the answer costs more than the smallest kernels.  Errors are not cached (they raise)."""
+    cache = {}
+
+    @functools.wraps(fn)
+    def geometry(*args):
+        key = _typed_key(args)
+        if key is None:
+            return fn(*args)
+        g = cache.get(key)
+        if g is None:
+            if len(cache) >= 256:
+                cache.clear()
+            g = cache[key] = fn(*args)
+        return g
+
+    return geometry
+
+
+@_remembered
 def conv_geometry(x_shape, w_shape, stride, padding_, dilation, groups, fmt):
     """Validate a convolution's shapes and arguments and return its Geometry.
 
@@ -304,6 +340,7 @@ def conv_geometry(x_shape, w_shape, stride, padding_, dilation, groups, fmt):
                     pad[0][0], pad[0][1], pad[1][0], pad[1][1], oh, ow, cout, groups, fmt)
 
 
+@_remembered
 def pool_geometry(x_shape, pool_size, stride, padding_, dilation, ceil_mode, fmt):
     """Validate a pooling call's arguments and return its Geometry (cout = 0: channels kept)."""
     if len(x_shape) != 4:
