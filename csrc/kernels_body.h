@@ -905,37 +905,38 @@ static void FN(max_pool_large)(const cyc_geom_t *g, const T *x, T *y, int64_t *i
  * maximum rides in an integer vector with the values' lane width (int32 for float, int64 for
  * double; positions fit, see ops.py) and is widened once at the store.  Strictly greater keeps
  * the first maximum; a NaN replaces a number and the first NaN stays (NaN propagates). */
-ALWAYS_INLINE void FN(max_window)(const T *const *cell, const int64_t *pos, int ncell, int C,
-                                  T *yo, int64_t *io)
+ALWAYS_INLINE void FN(max_window)(const T *base, const ptrdiff_t *off, int64_t pos0,
+                                  const int64_t *dpos, int ncell, int C, T *yo, int64_t *io)
 {
+    /* cell k: values at base + off[k], flat position pos0 + dpos[k] */
     const int cv = C / VLEN * VLEN;
     for (int c0 = 0; c0 < cv; c0 += VLEN) {
-        V b = LOADV(cell[0] + c0);
-        IV bi = (IV){0} + (CYC_IT)pos[0];
+        V b = LOADV(base + off[0] + c0);
+        IV bi = (IV){0} + (CYC_IT)(pos0 + dpos[0]);
         for (int k = 1; k < ncell; k++) {
-            V v = LOADV(cell[k] + c0);
+            V v = LOADV(base + off[k] + c0);
             IV m = ~(v <= b) & (b == b);
             b = FN(blend)(m, v, b);
-            bi = (bi & ~m) | (((IV){0} + (CYC_IT)pos[k]) & m);
+            bi = (bi & ~m) | (((IV){0} + (CYC_IT)(pos0 + dpos[k])) & m);
         }
         STOREV(yo + c0, b);
         if (io) FN(store_pos)(io + c0, bi);
     }
     for (int c = cv; c < C; c++) {
-        T b = cell[0][c];
-        int64_t bi = pos[0];
+        T b = base[off[0] + c];
+        int64_t bi = pos0 + dpos[0];
         for (int k = 1; k < ncell; k++) {
-            T v = cell[k][c];
-            if (!(v <= b) && b == b) { b = v; bi = pos[k]; }
+            T v = base[off[k] + c];
+            if (!(v <= b) && b == b) { b = v; bi = pos0 + dpos[k]; }
         }
         yo[c] = b;
         if (io) io[c] = bi;
     }
 }
 
-/* The real cells of output (oy, ox)'s window, in scan order; returns their number. */
-static int FN(pool_cells)(const cyc_geom_t *g, const T *xn, int oy, int ox, const T **cell,
-                          int64_t *pos)
+/* The real cells of output (oy, ox)'s window in scan order, as flat positions and element
+ * offsets; returns their number. */
+static int FN(pool_cells)(const cyc_geom_t *g, int oy, int ox, int64_t *pos, ptrdiff_t *off)
 {
     int y0 = oy * g->sh - g->pad_top, x0 = ox * g->sw - g->pad_left, nc = 0;
     for (int i = 0; i < g->kh; i++) {
@@ -945,11 +946,29 @@ static int FN(pool_cells)(const cyc_geom_t *g, const T *xn, int oy, int ox, cons
             int ix = x0 + j * g->dw;
             if (ix < 0 || ix >= g->w) continue;
             pos[nc] = (int64_t)iy * g->w + ix;
-            cell[nc] = xn + pos[nc] * g->c;
+            off[nc] = (ptrdiff_t)pos[nc] * g->c;
             nc++;
         }
     }
     return nc;
+}
+
+/* A whole window's cells relative to its first: the table for windows inside the image. */
+static void FN(window_table)(const cyc_geom_t *g, int64_t *dpos, ptrdiff_t *off)
+{
+    for (int i = 0, k = 0; i < g->kh; i++)
+        for (int j = 0; j < g->kw; j++, k++) {
+            dpos[k] = (int64_t)i * g->dh * g->w + (int64_t)j * g->dw;
+            off[k] = (ptrdiff_t)dpos[k] * g->c;
+        }
+}
+
+/* Whether output (oy, ox)'s window lies wholly inside the image. */
+static inline int FN(window_inside)(const cyc_geom_t *g, int oy, int ox)
+{
+    int y0 = oy * g->sh - g->pad_top, x0 = ox * g->sw - g->pad_left;
+    return y0 >= 0 && y0 + (g->kh - 1) * g->dh < g->h && x0 >= 0 &&
+           x0 + (g->kw - 1) * g->dw < g->w;
 }
 
 /* Max pooling: for each window, the max and the flat position of its first maximum. */
@@ -957,29 +976,37 @@ void FN(cyc_max_pool)(const cyc_geom_t *g, const T *x, T *y, int64_t *idx, ptrdi
                       ptrdiff_t r1)
 {
     const int C = g->c;
-    const int ncell_max = g->kh * g->kw;
-    if (ncell_max > CYC_POOL_CELLS) {
+    const int ncell = g->kh * g->kw;
+    if (ncell > CYC_POOL_CELLS) {
         FN(max_pool_large)(g, x, y, idx, r0, r1);
         return;
     }
-    const T *cell[CYC_POOL_CELLS];
-    int64_t pos[CYC_POOL_CELLS];
+    int64_t pos[CYC_POOL_CELLS], tpos[CYC_POOL_CELLS];
+    ptrdiff_t off[CYC_POOL_CELLS], toff[CYC_POOL_CELLS];
+    FN(window_table)(g, tpos, toff);
     for (ptrdiff_t rr = r0; rr < r1; rr++) {
         int n = (int)(rr / g->oh), oy = (int)(rr % g->oh);
         const T *xn = x + (ptrdiff_t)n * g->h * g->w * C;
         for (int ox = 0; ox < g->ow; ox++) {
             T *yo = y + (rr * g->ow + ox) * C;
             int64_t *io = idx ? idx + (rr * g->ow + ox) * C : NULL;
-            int nc = FN(pool_cells)(g, xn, oy, ox, cell, pos);
+            if (FN(window_inside)(g, oy, ox)) {
+                const int64_t p0 = (int64_t)(oy * g->sh - g->pad_top) * g->w +
+                                   (ox * g->sw - g->pad_left);
+                const T *base = xn + p0 * C;
+                if (ncell == 4) FN(max_window)(base, toff, p0, tpos, 4, C, yo, io);
+                else if (ncell == 9) FN(max_window)(base, toff, p0, tpos, 9, C, yo, io);
+                else FN(max_window)(base, toff, p0, tpos, ncell, C, yo, io);
+                continue;
+            }
+            int nc = FN(pool_cells)(g, oy, ox, pos, off);
             if (!nc) {
                 /* a window entirely in the padding: max of nothing */
                 for (int c = 0; c < C; c++) yo[c] = -(T)INFINITY;
                 if (io) for (int c = 0; c < C; c++) io[c] = -1;
                 continue;
             }
-            if (nc == 4) FN(max_window)(cell, pos, 4, C, yo, io);
-            else if (nc == 9) FN(max_window)(cell, pos, 9, C, yo, io);
-            else FN(max_window)(cell, pos, nc, C, yo, io);
+            FN(max_window)(xn, off, 0, pos, nc, C, yo, io);
         }
     }
 }
@@ -999,8 +1026,10 @@ ptrdiff_t FN(cyc_max_pool_bwd)(const cyc_geom_t *g, const T *dy, const int64_t *
     const int covered = disjoint && g->dh == 1 && g->dw == 1 && g->sh == g->kh &&
                         g->sw == g->kw && g->pad_top == 0 && g->pad_left == 0 &&
                         (ptrdiff_t)g->oh * g->sh >= g->h && (ptrdiff_t)g->ow * g->sw >= g->w;
-    const T *cell[CYC_POOL_CELLS];
-    int64_t pos[CYC_POOL_CELLS];
+    const int ncell = g->kh * g->kw;
+    int64_t pos[CYC_POOL_CELLS], tpos[CYC_POOL_CELLS];
+    ptrdiff_t off[CYC_POOL_CELLS], toff[CYC_POOL_CELLS];
+    if (disjoint) FN(window_table)(g, tpos, toff);
     for (ptrdiff_t n = n0; n < n1; n++) {
         T *dxn = dx + n * in_plane * C;
         const T *dyn = dy + n * out_plane * C;
@@ -1020,23 +1049,34 @@ ptrdiff_t FN(cyc_max_pool_bwd)(const cyc_geom_t *g, const T *dy, const int64_t *
                 const ptrdiff_t o = (ptrdiff_t)oy * g->ow + ox;
                 const T *d = dyn + o * C;
                 const int64_t *io = in + o * C;
-                /* cells as pointers into dx (the same walk as the forward pass) */
-                int nc = FN(pool_cells)(g, dxn, oy, ox, cell, pos);
+                /* the window's cells, walked as in the forward pass */
+                int nc = ncell;
+                int64_t p0 = 0;
+                const int64_t *dpos = tpos;
+                const ptrdiff_t *doff = toff;
+                if (FN(window_inside)(g, oy, ox)) {
+                    p0 = (int64_t)(oy * g->sh - g->pad_top) * g->w + (ox * g->sw - g->pad_left);
+                } else {
+                    nc = FN(pool_cells)(g, oy, ox, pos, off);
+                    dpos = pos;
+                    doff = off;
+                }
+                T *base = dxn + p0 * C;
                 for (int c0 = 0; c0 < cv; c0 += VLEN) {
                     V dv = LOADV(d + c0);
                     IV iv = FN(load_pos)(io + c0), placed = iv == (CYC_IT)-1;
                     for (int k = 0; k < nc; k++) {
-                        IV m = iv == (CYC_IT)pos[k];
+                        IV m = iv == (CYC_IT)(p0 + dpos[k]);
                         placed |= m;
-                        STOREV((T *)cell[k] + c0, (V)((IV)dv & m));
+                        STOREV(base + doff[k] + c0, (V)((IV)dv & m));
                     }
                     for (int l = 0; l < VLEN; l++) stray += !placed[l];
                 }
                 for (int c = cv; c < C; c++) {
                     int placed = io[c] == -1;
                     for (int k = 0; k < nc; k++) {
-                        placed |= io[c] == pos[k];
-                        ((T *)cell[k])[c] = io[c] == pos[k] ? d[c] : (T)0;
+                        placed |= io[c] == p0 + dpos[k];
+                        base[doff[k] + c] = io[c] == p0 + dpos[k] ? d[c] : (T)0;
                     }
                     stray += !placed;
                 }
