@@ -593,69 +593,83 @@ void FN(cyc_conv_bwd_data_scatter)(const cyc_geom_t *g, const T *dy, const T *pa
  * A chunk of output pixels at a time: dy is copied into padded rows (and summed into db), every
  * pixel's segments are found as in the forward pass, then for each segment a register tile of
  * MR reduction rows x NBLK*VLEN output channels runs over the chunk's pixels that read it. */
+/* Vectors of output channels per weight-gradient tile: up to 4 (64 floats), so that each x value
+ * broadcast meets a whole row of dy; rows per tile then shrink so that rows x vectors stays within
+ * the 2 * MR accumulators the registers hold. */
+#define CYC_DW_NBLK 4
+
 ALWAYS_INLINE void FN(dw_tile)(const int mr, const int nv, int cnt, const T *const *xrows,
                                ptrdiff_t xoff, const int *dj, const T *dyp, int dstride,
                                T *acc_out, ptrdiff_t astride)
 {
-    V acc[MR][CYC_NBLK];
-    for (int p = 0; p < mr; p++)
-        for (int b = 0; b < nv; b++) acc[p][b] = (V){0};
+    V acc[2 * MR];
+    for (int a = 0; a < mr * nv; a++) acc[a] = (V){0};
     for (int t = 0; t < cnt; t++) {
         const T *xr = xrows[t] + xoff;
         const T *dr = dyp + (ptrdiff_t)dj[t] * dstride;
-        V dv[CYC_NBLK];
+        V dv[CYC_DW_NBLK];
         for (int b = 0; b < nv; b++) dv[b] = LOADV(dr + b * VLEN);
         for (int p = 0; p < mr; p++) {
             T x = xr[p];
-            for (int b = 0; b < nv; b++) acc[p][b] += x * dv[b];
+            for (int b = 0; b < nv; b++) acc[p * nv + b] += x * dv[b];
         }
     }
     for (int p = 0; p < mr; p++)
         for (int b = 0; b < nv; b++) {
             T *a = acc_out + p * astride + b * VLEN;
-            STOREV(a, LOADV(a) + acc[p][b]);
+            STOREV(a, LOADV(a) + acc[p * nv + b]);
         }
 }
 
-/* Every tile height gets specialised code: segments are split into nearly equal tiles, so all
- * heights occur (a segment of 9 values is one tile of 9, one of 32 is 11 + 11 + 10). */
-#define CYC_DW_CASE(M)                                                                         \
-    case M:                                                                                    \
-        if (nv == CYC_NBLK)                                                                    \
-            FN(dw_tile)(M, CYC_NBLK, cnt, xrows, xoff, dj, dyp, dstride, acc_out, astride);    \
-        else                                                                                   \
-            FN(dw_tile)(M, 1, cnt, xrows, xoff, dj, dyp, dstride, acc_out, astride);           \
+/* Tiles of every shape that occurs get specialised code: segments are split into nearly equal
+ * tiles, so all heights occur (a segment of 9 values is one tile of 9, one of 96 is 16 of 6). */
+#define CYC_DW_CASE(NV, M)                                                                     \
+    case (NV) * 64 + (M):                                                                      \
+        FN(dw_tile)(M, NV, cnt, xrows, xoff, dj, dyp, dstride, acc_out, astride);              \
         return;
+#define CYC_DW_CASES_UP_TO_2(NV) CYC_DW_CASE(NV, 1) CYC_DW_CASE(NV, 2)
+#define CYC_DW_CASES_UP_TO_6(NV)                                                               \
+    CYC_DW_CASES_UP_TO_2(NV) CYC_DW_CASE(NV, 3) CYC_DW_CASE(NV, 4) CYC_DW_CASE(NV, 5)          \
+    CYC_DW_CASE(NV, 6)
+#define CYC_DW_CASES_UP_TO_12(NV)                                                              \
+    CYC_DW_CASES_UP_TO_6(NV) CYC_DW_CASE(NV, 7) CYC_DW_CASE(NV, 8) CYC_DW_CASE(NV, 9)          \
+    CYC_DW_CASE(NV, 10) CYC_DW_CASE(NV, 11) CYC_DW_CASE(NV, 12)
 
 static void FN(dw_tile_any)(int mr, int nv, int cnt, const T *const *xrows, ptrdiff_t xoff,
                             const int *dj, const T *dyp, int dstride, T *acc_out, ptrdiff_t astride)
 {
-    if (nv == CYC_NBLK || nv == 1) {
-        switch (mr) {
-            CYC_DW_CASE(1)
-            CYC_DW_CASE(2)
-#if MR >= 3
-            CYC_DW_CASE(3)
-#endif
-#if MR >= 4
-            CYC_DW_CASE(4)
-            CYC_DW_CASE(5)
-            CYC_DW_CASE(6)
-            CYC_DW_CASE(7)
-            CYC_DW_CASE(8)
-#endif
+    switch (nv * 64 + mr) {
 #if MR >= 12
-            CYC_DW_CASE(9)
-            CYC_DW_CASE(10)
-            CYC_DW_CASE(11)
-            CYC_DW_CASE(12)
+        CYC_DW_CASES_UP_TO_6(4)
+        CYC_DW_CASES_UP_TO_12(2)
+        CYC_DW_CASES_UP_TO_12(1)
+#elif MR >= 3
+        CYC_DW_CASE(4, 1)
+        CYC_DW_CASES_UP_TO_2(2) CYC_DW_CASE(2, 3)
+        CYC_DW_CASES_UP_TO_2(1) CYC_DW_CASE(1, 3)
+#else
+        CYC_DW_CASE(4, 1)
+        CYC_DW_CASES_UP_TO_2(2)
+        CYC_DW_CASES_UP_TO_2(1)
 #endif
-        default: break;
-        }
+    default: break;
     }
     FN(dw_tile)(mr, nv, cnt, xrows, xoff, dj, dyp, dstride, acc_out, astride);
 }
 #undef CYC_DW_CASE
+#undef CYC_DW_CASES_UP_TO_2
+#undef CYC_DW_CASES_UP_TO_6
+#undef CYC_DW_CASES_UP_TO_12
+
+/* The widest block of output-channel vectors at co0 (at most CYC_DW_NBLK), and the most rows a
+ * tile of that width may have. */
+static inline int FN(dw_block)(int opad, int co0, int *mrmax)
+{
+    int nv = (opad - co0) / VLEN;
+    if (nv > CYC_DW_NBLK) nv = CYC_DW_NBLK;
+    *mrmax = 2 * MR / nv < MR ? 2 * MR / nv : MR;
+    return nv;
+}
 
 void FN(cyc_conv_bwd_filter)(const cyc_geom_t *g, const T *x, const T *dy, const T *relu_y,
                              T *dw_acc, T *db_acc, ptrdiff_t m0, ptrdiff_t m1, void *scratch)
@@ -680,7 +694,6 @@ void FN(cyc_conv_bwd_filter)(const cyc_geom_t *g, const T *x, const T *dy, const
     const ptrdiff_t astride = (ptrdiff_t)g->groups * opad;
     /* the zero row that padded segments point at: any pointer that is not into x or gbuf */
     static const T no_data[1] = {0};
-    const int ntile = (len + MR - 1) / MR;
     /* A window of at most MR values (a first layer's 3x3x1) is copied whole into one row per
      * pixel, so that a single tile reduces all of it instead of one short segment at a time. */
     const int gather_all = g->groups == 1 && K <= MR;
@@ -725,9 +738,10 @@ void FN(cyc_conv_bwd_filter)(const cyc_geom_t *g, const T *x, const T *dy, const
             FN(cursor_next)(&cur);
         }
         if (gather_all) {
-            for (int co0 = 0; co0 < opad; co0 += CYC_NBLK * VLEN) {
-                int nv = (opad - co0) / VLEN;
-                if (nv > CYC_NBLK) nv = CYC_NBLK;
+            for (int co0 = 0, nv, mrmax; co0 < opad; co0 += nv * VLEN) {
+                nv = FN(dw_block)(opad, co0, &mrmax);
+                /* a whole window (K <= MR rows) per tile: narrower blocks if need be */
+                while (nv > 1 && K * nv > 2 * MR) nv--;
                 FN(dw_tile_any)(K, nv, np, rows, 0, dj, dyp + co0, opad, dw_acc + co0, astride);
             }
             continue;
@@ -743,18 +757,18 @@ void FN(cyc_conv_bwd_filter)(const cyc_geom_t *g, const T *x, const T *dy, const
             if (!cnt) continue;
             for (int grp = 0; grp < g->groups; grp++) {
                 const ptrdiff_t off = r.row_mode ? 0 : (ptrdiff_t)grp * r.src_cg;
-                for (int t = 0, l0 = 0; t < ntile; t++) {
-                    int mr = len / ntile + (t < len % ntile);
-                    for (int co0 = 0; co0 < opad; co0 += CYC_NBLK * VLEN) {
-                        int nv = (opad - co0) / VLEN;
-                        if (nv > CYC_NBLK) nv = CYC_NBLK;
+                for (int co0 = 0, nv, mrmax; co0 < opad; co0 += nv * VLEN) {
+                    nv = FN(dw_block)(opad, co0, &mrmax);
+                    const int ntile = (len + mrmax - 1) / mrmax;
+                    for (int t = 0, l0 = 0; t < ntile; t++) {
+                        int mr = len / ntile + (t < len % ntile);
                         FN(dw_tile_any)(mr, nv, cnt, rows, off + l0, dj,
                                         dyp + (ptrdiff_t)grp * P * opad + co0, opad,
                                         dw_acc + ((ptrdiff_t)s * len + l0) * astride
                                             + (ptrdiff_t)grp * opad + co0,
                                         astride);
+                        l0 += mr;
                     }
-                    l0 += mr;
                 }
             }
         }
