@@ -133,22 +133,13 @@ def _pool_nhwc_geometry(g):
     return dataclasses.replace(g, data_format="NHWC") if g.data_format == "NCHW" else g
 
 
-def _pool_input(a, g):
-    """The array the pool kernels read: C-contiguous NHWC."""
-    return _nhwc(a, g.data_format)
-
-
-def _pool_result(a, g):
-    return _out(a, g.data_format)
-
-
 def _max_pool_indices(x, g, kg, want_indices=True):
     """Maxima (NHWC) and, if wanted, their indices (else None: nothing written)."""
     y = np.empty(kg.y_shape_nhwc, dtype=x.dtype)
     idx = np.empty(kg.y_shape_nhwc, dtype=np.int64) if want_indices else None
     if g.n:
         work = kg.n * kg.oh * kg.ow * kg.c * kg.kh * kg.kw
-        _kernels.max_pool(_pool_input(x, g), kg, y, idx, _threads(work))
+        _kernels.max_pool(_nhwc(x, g.data_format), kg, y, idx, _threads(work))
     return y, idx
 
 
@@ -165,8 +156,8 @@ def max_pool2d(x, pool_size=2, stride=None, padding="valid", *, dilation=1, ceil
     kg = _pool_nhwc_geometry(g)
     y, idx = _max_pool_indices(x, g, kg, return_indices)
     if return_indices:
-        return _pool_result(y, g), _pool_result(idx, g)
-    return _pool_result(y, g)
+        return _out(y, g.data_format), _out(idx, g.data_format)
+    return _out(y, g.data_format)
 
 
 def max_pool2d_backward(dy, x, pool_size=2, stride=None, padding="valid", *, dilation=1,
@@ -181,14 +172,14 @@ def max_pool2d_backward(dy, x, pool_size=2, stride=None, padding="valid", *, dil
     else:
         indices = np.asarray(indices)
         _args.check_indices(indices, g.y_shape, g.h, g.w, check_range=False)
-        idx = _pool_input(indices, g)
+        idx = _nhwc(indices, g.data_format)
     dx = np.empty(kg.x_shape, dtype=x.dtype)
     if g.n:
-        stray = _kernels.max_pool_backward(_pool_input(dy, g), _c(idx), kg, dx,
+        stray = _kernels.max_pool_backward(_nhwc(dy, g.data_format), _c(idx), kg, dx,
                                            _threads(kg.n * kg.h * kg.w * kg.c))
         if stray:
             raise _args.indices_range_error(g.h, g.w)
-    return _pool_result(dx, g)
+    return _out(dx, g.data_format)
 
 
 def avg_pool2d(x, pool_size=2, stride=None, padding="valid", *, ceil_mode=False,
@@ -201,8 +192,8 @@ def avg_pool2d(x, pool_size=2, stride=None, padding="valid", *, ceil_mode=False,
     y = np.empty(kg.y_shape_nhwc, dtype=x.dtype)
     if g.n:
         work = kg.n * kg.oh * kg.ow * kg.c * kg.kh * kg.kw
-        _kernels.avg_pool(_pool_input(x, g), kg, y, cip, _threads(work))
-    return _pool_result(y, g)
+        _kernels.avg_pool(_nhwc(x, g.data_format), kg, y, cip, _threads(work))
+    return _out(y, g.data_format)
 
 
 def avg_pool2d_backward(dy, x, pool_size=2, stride=None, padding="valid", *, ceil_mode=False,
@@ -215,8 +206,8 @@ def avg_pool2d_backward(dy, x, pool_size=2, stride=None, padding="valid", *, cei
     dx = np.empty(kg.x_shape, dtype=x.dtype)
     if g.n:
         work = kg.n * kg.oh * kg.ow * kg.c * kg.kh * kg.kw
-        _kernels.avg_pool_backward(_pool_input(dy, g), kg, dx, cip, _threads(work))
-    return _pool_result(dx, g)
+        _kernels.avg_pool_backward(_nhwc(dy, g.data_format), kg, dx, cip, _threads(work))
+    return _out(dx, g.data_format)
 
 
 def global_max_pool2d(x, data_format="NHWC"):
