@@ -71,10 +71,11 @@ static const T FN(zero_bias)[CYC_NBLK * (64 / sizeof(T))] = {0};
  * mr and nv are compile-time constants after inlining (see FN(tile_any)). */
 ALWAYS_INLINE void FN(tile)(const int mr, const int nv, const T *const *xp, ptrdiff_t off,
                             int nseg, int len, const unsigned char *live, const T *restrict w,
-                            int bw, const T *restrict bias, int relu, T *const *outs,
-                            ptrdiff_t ooff, int nlast)
+                            int bw, ptrdiff_t bstep, const T *restrict bias, int relu,
+                            T *const *outs, ptrdiff_t ooff, int nlast)
 {
-    V acc[MR][CYC_NBLK];
+    /* nv may span two packed blocks (nv > CYC_NBLK): the second starts bstep further on */
+    V acc[MR][2 * CYC_NBLK];
     for (int b = 0; b < nv; b++) {
         V bv = LOADV(bias + b * VLEN);
         for (int p = 0; p < mr; p++) acc[p][b] = bv;
@@ -86,8 +87,10 @@ ALWAYS_INLINE void FN(tile)(const int mr, const int nv, const T *const *xp, ptrd
         const T *xr[MR];
         for (int p = 0; p < mr; p++) xr[p] = xs[p] + off;
         for (int i = 0; i < len; i++) {
-            V wv[CYC_NBLK];
-            for (int b = 0; b < nv; b++) wv[b] = LOADV(ws + (ptrdiff_t)i * bw + b * VLEN);
+            V wv[2 * CYC_NBLK];
+            for (int b = 0; b < nv; b++)
+                wv[b] = LOADV(ws + (ptrdiff_t)i * bw + (b % CYC_NBLK) * VLEN +
+                              (b / CYC_NBLK) * bstep);
             for (int p = 0; p < mr; p++) {
                 T x = xr[p][i];
                 for (int b = 0; b < nv; b++) acc[p][b] += x * wv[b];
@@ -117,15 +120,21 @@ ALWAYS_INLINE void FN(tile)(const int mr, const int nv, const T *const *xp, ptrd
 
 /* Full tiles get code specialised for their shape; the remainder tile takes the generic one. */
 static void FN(tile_any)(int mr, int nv, const T *const *xp, ptrdiff_t off, int nseg, int len,
-                         const unsigned char *live, const T *w, int bw, const T *bias, int relu,
-                         T *const *outs, ptrdiff_t ooff, int nlast)
+                         const unsigned char *live, const T *w, int bw, ptrdiff_t bstep,
+                         const T *bias, int relu, T *const *outs, ptrdiff_t ooff, int nlast)
 {
     if (mr == MR && nv == CYC_NBLK)
-        FN(tile)(MR, CYC_NBLK, xp, off, nseg, len, live, w, bw, bias, relu, outs, ooff, nlast);
+        FN(tile)(MR, CYC_NBLK, xp, off, nseg, len, live, w, bw, bstep, bias, relu, outs, ooff,
+                 nlast);
     else if (mr == MR && nv == 1)
-        FN(tile)(MR, 1, xp, off, nseg, len, live, w, bw, bias, relu, outs, ooff, nlast);
+        FN(tile)(MR, 1, xp, off, nseg, len, live, w, bw, bstep, bias, relu, outs, ooff, nlast);
+#if MR >= 12
+    else if (mr == MR / 2 && nv == 2 * CYC_NBLK)
+        FN(tile)(MR / 2, 2 * CYC_NBLK, xp, off, nseg, len, live, w, bw, bstep, bias, relu, outs,
+                 ooff, nlast);
+#endif
     else
-        FN(tile)(mr, nv, xp, off, nseg, len, live, w, bw, bias, relu, outs, ooff, nlast);
+        FN(tile)(mr, nv, xp, off, nseg, len, live, w, bw, bstep, bias, relu, outs, ooff, nlast);
 }
 
 /* Dot mode: out[p][o] = bias[o] + sum over segments of xp[s][p][off + l] * w[o][s * len + l],
@@ -459,13 +468,28 @@ static void FN(conv_tiles)(const cyc_geom_t *g, int transposed, const T *src, co
             }
             const T *wg = packed + (ptrdiff_t)grp * K * opad;
             const T *bg = bias_all + (ptrdiff_t)grp * opad;
-            for (int co0 = 0; co0 < opad; co0 += CYC_NBLK * VLEN) {
+            const int blk = CYC_NBLK * VLEN;
+            for (int co0 = 0; co0 < opad; co0 += blk) {
+#if MR >= 12
+                if (r.out_cg - co0 >= 2 * blk) {
+                    /* two whole blocks at once, half the pixels: each x value broadcast meets
+                     * 4 weight vectors (10 loads per 24 multiply-adds instead of 14) */
+                    for (int h = 0; h < mr; h += MR / 2) {
+                        int mh = mr - h < MR / 2 ? mr - h : MR / 2;
+                        FN(tile_any)(mh, 2 * CYC_NBLK, ptrs + h, off, nseg, r.len, live,
+                                     wg + (ptrdiff_t)co0 * K, blk, (ptrdiff_t)K * blk, bg + co0,
+                                     relu, (T *const *)(outs + h), ooff + co0, VLEN);
+                    }
+                    co0 += blk;
+                    continue;
+                }
+#endif
                 int nv = (opad - co0) / VLEN;
                 if (nv > CYC_NBLK) nv = CYC_NBLK;
                 int nlast = r.out_cg - (co0 + (nv - 1) * VLEN);
                 if (nlast > VLEN) nlast = VLEN;
                 FN(tile_any)(mr, nv, ptrs, off, nseg, r.len, live, wg + (ptrdiff_t)co0 * K,
-                             nv * VLEN, bg + co0, relu, (T *const *)outs, ooff + co0, nlast);
+                             nv * VLEN, 0, bg + co0, relu, (T *const *)outs, ooff + co0, nlast);
             }
         }
     }
@@ -580,8 +604,8 @@ void FN(cyc_conv_bwd_data_scatter)(const cyc_geom_t *g, const T *dy, const T *pa
                             /* the sink is long enough for any group's channel block */
                             FN(tile_any)(mr, nv, rows, (ptrdiff_t)grp * og, 1, og, &one,
                                          wg + (ptrdiff_t)c0 * K + (ptrdiff_t)tap * og * nv * VLEN,
-                                         nv * VLEN, FN(zero_bias), CYC_ADD, (T *const *)outs,
-                                         (ptrdiff_t)grp * cg + c0, nlast);
+                                         nv * VLEN, 0, FN(zero_bias), CYC_ADD,
+                                         (T *const *)outs, (ptrdiff_t)grp * cg + c0, nlast);
                         }
                     }
                 }
