@@ -358,3 +358,14 @@ def test_input_gradient_by_scattering_matches_reference(kwargs):
 def test_input_gradient_gathers_for_large_same_padded_images():
     g = _args.conv_geometry((8, 56, 56, 64), (3, 3, 64, 64), 1, "same", 1, 1, "NHWC")
     assert not _kernels.conv2d_backward_data_scatters(g)
+
+
+@pytest.mark.parametrize("cout, groups", [(100, 1), (140, 2), (64, 1)])
+def test_wide_outputs_take_double_blocks_and_their_remainders(cout, groups):
+    # 64 and more output channels per group run two weight blocks per tile on AVX-512; 100 and
+    # 70 per group also leave a partial block, and 7 pixels per image leave partial tiles.
+    rng = np.random.default_rng(RNG_SEED)
+    x = random_array(rng, (3, 7, 9, 8 * groups), np.float32)
+    w = random_array(rng, (3, 3, 8, cout), np.float32)
+    check_conv(x, w, random_array(rng, (cout,), np.float32), dict(groups=groups, padding=1),
+               activation="relu")
