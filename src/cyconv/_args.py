@@ -270,15 +270,17 @@ def _spatial(h, w, kh, kw, stride, pad, dilation, ceil_mode, what):
 _PLAIN = (int, str, bool, type(None))
 
 
-def _typed_key(value):
+def _typed_key(args):
     """A cache key that tells 1 from True and 1.0 (equal, same hash, not the same argument),
-    or None for anything but plain ints, strings, bools, None and tuples of them."""
-    if type(value) in _PLAIN:
-        return (type(value), value)
-    if type(value) is tuple:
-        parts = tuple(_typed_key(v) for v in value)
-        return None if None in parts else parts
-    return None
+    or None unless every argument is a plain int, string, bool or None, or a tuple of ints
+    (shapes, strides; nested padding pairs are simply not cached)."""
+    for a in args:
+        if type(a) is tuple:
+            if not all(type(v) is int for v in a):
+                return None
+        elif type(a) not in _PLAIN:
+            return None
+    return args, tuple(map(type, args))
 
 
 def _remembered(fn):
