@@ -93,9 +93,12 @@ void cyc_conv_bwd_filter_f32(const cyc_geom_t *g, const float *x, const float *d
 void cyc_conv_bwd_filter_f64(const cyc_geom_t *g, const double *x, const double *dy,
                              const double *relu_y, double *dw_acc, double *db_acc, ptrdiff_t m0,
                              ptrdiff_t m1, void *scratch);
-/* dw_hwio (kh, kw, cin/groups, cout) = sum of n_acc accumulators laid out one after another. */
-void cyc_conv_dw_finish_f32(const cyc_geom_t *g, const float *accs, int n_acc, float *dw_hwio);
-void cyc_conv_dw_finish_f64(const cyc_geom_t *g, const double *accs, int n_acc, double *dw_hwio);
+/* Rows [k0, k1) of dw_hwio (kh*kw*cin/groups rows of cout) = sum of n_acc accumulators laid out
+ * one after another. */
+void cyc_conv_dw_finish_f32(const cyc_geom_t *g, const float *accs, int n_acc, float *dw_hwio,
+                            ptrdiff_t k0, ptrdiff_t k1);
+void cyc_conv_dw_finish_f64(const cyc_geom_t *g, const double *accs, int n_acc, double *dw_hwio,
+                            ptrdiff_t k0, ptrdiff_t k1);
 
 /* ---- pooling (NHWC; NCHW callers pass (n*c, h, w, 1)) ----
  * Forward kernels compute output rows [r0, r1) of the flattened (n, oh) range.

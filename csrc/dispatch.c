@@ -115,22 +115,21 @@ size_t cyc_conv_dw_scratch_bytes(const cyc_geom_t *g, int elem_size)
 }
 
 #define CYC_DW_FINISH(SUF, T)                                                                  \
-    void cyc_conv_dw_finish_##SUF(const cyc_geom_t *g, const T *accs, int n_acc, T *dw)        \
+    void cyc_conv_dw_finish_##SUF(const cyc_geom_t *g, const T *accs, int n_acc, T *dw,        \
+                                  ptrdiff_t k0, ptrdiff_t k1)                                  \
     {                                                                                          \
         int vlen = 64 / (int)sizeof(T);                                                        \
-        int cg = g->c / g->groups, og = g->cout / g->groups;                                   \
+        int og = g->cout / g->groups;                                                          \
         int opad = cyc_round_up(og, vlen);                                                     \
         size_t acc_len = cyc_conv_dw_acc_len(g, (int)sizeof(T));                               \
-        int nkk = g->kh * g->kw;                                                               \
-        for (int kk = 0; kk < nkk; kk++)                                                       \
-            for (int ci = 0; ci < cg; ci++)                                                    \
-                for (int grp = 0; grp < g->groups; grp++)                                      \
-                    for (int co = 0; co < og; co++) {                                          \
-                        size_t a = (((size_t)kk * cg + ci) * g->groups + grp) * opad + co;     \
-                        T s = 0;                                                               \
-                        for (int t = 0; t < n_acc; t++) s += accs[t * acc_len + a];            \
-                        dw[((size_t)kk * cg + ci) * g->cout + (size_t)grp * og + co] = s;      \
-                    }                                                                          \
+        for (ptrdiff_t k = k0; k < k1; k++) /* k = (kk, ci) */                                 \
+            for (int grp = 0; grp < g->groups; grp++)                                          \
+                for (int co = 0; co < og; co++) {                                              \
+                    size_t a = ((size_t)k * g->groups + grp) * opad + co;                      \
+                    T s = 0;                                                                   \
+                    for (int t = 0; t < n_acc; t++) s += accs[t * acc_len + a];                \
+                    dw[(size_t)k * g->cout + (size_t)grp * og + co] = s;                       \
+                }                                                                              \
     }
 CYC_DW_FINISH(f32, float)
 CYC_DW_FINISH(f64, double)

@@ -11,6 +11,7 @@ from cython cimport floating
 from cython.parallel cimport parallel, prange
 from libc.stdint cimport int64_t
 from libc.stdlib cimport free, malloc
+from libc.string cimport memset
 
 import numpy as np
 
@@ -61,8 +62,10 @@ cdef extern from "cyconv.h" nogil:
     void cyc_conv_bwd_filter_f64(const cyc_geom_t *g, const double *x, const double *dy,
                                  const double *ry, double *dw, double *db, ptrdiff_t m0,
                                  ptrdiff_t m1, void *s)
-    void cyc_conv_dw_finish_f32(const cyc_geom_t *g, const float *accs, int n, float *dw)
-    void cyc_conv_dw_finish_f64(const cyc_geom_t *g, const double *accs, int n, double *dw)
+    void cyc_conv_dw_finish_f32(const cyc_geom_t *g, const float *accs, int n, float *dw,
+                                ptrdiff_t k0, ptrdiff_t k1)
+    void cyc_conv_dw_finish_f64(const cyc_geom_t *g, const double *accs, int n, double *dw,
+                                ptrdiff_t k0, ptrdiff_t k1)
 
     void cyc_max_pool_f32(const cyc_geom_t *g, const float *x, float *y, int64_t *idx,
                           ptrdiff_t r0, ptrdiff_t r1)
@@ -184,14 +187,15 @@ cdef int _run_tiles(int kind, const cyc_geom_t *g, const floating *src, const fl
     cdef int *failp = &failed   # written inside the parallel block, so shared through a pointer
     with parallel(num_threads=n_threads):
         scratch = malloc(sbytes)
-        if scratch == NULL:
-            failp[0] = 1
-        else:
-            for t in prange(nch, schedule="dynamic"):
-                m0 = t * chunk
-                m1 = min(total, m0 + chunk)
-                _tiles(kind, g, src, packed, relu, zeros, dst, m0, m1, scratch)
-            free(scratch)
+        # every thread takes part in the worksharing loop, with or without its scratch
+        for t in prange(nch, schedule="dynamic"):
+            if scratch == NULL:
+                failp[0] = 1
+                continue
+            m0 = t * chunk
+            m1 = min(total, m0 + chunk)
+            _tiles(kind, g, src, packed, relu, zeros, dst, m0, m1, scratch)
+        free(scratch)
     return failed
 
 
@@ -265,9 +269,13 @@ def conv2d_backward_filter(const floating[:, :, :, ::1] x, const floating[:, :, 
     # The pixels are split into a number of partial sums that depends on the problem only, never
     # on the thread count, so that dw is bit-for-bit the same with 1 thread or many.
     cdef int n_acc = <int>min(8, max(1, M // 128))
-    cdef floating[:, ::1] accs = np.zeros((n_acc, acc_len), dtype)
+    # each partial sum is zeroed by the thread that fills it, and the rows of dw are summed in
+    # parallel: for small batches these passes are a tenth of the work
+    cdef floating[:, ::1] accs = np.empty((n_acc, acc_len), dtype)
     cdef floating[:, ::1] dbs = np.zeros((n_acc, (g.cout + 15) // 16 * 16), dtype)
     cdef size_t sbytes = cyc_conv_dw_scratch_bytes(&g, sizeof(floating))
+    cdef Py_ssize_t K = <Py_ssize_t>g.kh * g.kw * (g.c // g.groups)
+    cdef Py_ssize_t kchunk = _chunk(K, n_threads, 1)
     cdef Py_ssize_t t, m0, m1
     cdef int failed = 0
     cdef int *failp = &failed   # written inside the parallel block, so shared through a pointer
@@ -275,24 +283,29 @@ def conv2d_backward_filter(const floating[:, :, :, ::1] x, const floating[:, :, 
     with nogil:
         with parallel(num_threads=n_threads):
             scratch = malloc(sbytes)
-            if scratch == NULL:
-                failp[0] = 1
-            else:
-                for t in prange(n_acc, schedule="dynamic"):
-                    m0 = M * t // n_acc
-                    m1 = M * (t + 1) // n_acc
-                    if floating is float:
-                        cyc_conv_bwd_filter_f32(&g, &x[0, 0, 0, 0], &dy[0, 0, 0, 0], ry,
-                                                &accs[t, 0], &dbs[t, 0], m0, m1, scratch)
-                    else:
-                        cyc_conv_bwd_filter_f64(&g, &x[0, 0, 0, 0], &dy[0, 0, 0, 0], ry,
-                                                &accs[t, 0], &dbs[t, 0], m0, m1, scratch)
-                free(scratch)
+            # every thread takes part in every worksharing loop, with or without its scratch
+            for t in prange(n_acc, schedule="dynamic"):
+                if scratch == NULL:
+                    failp[0] = 1
+                    continue
+                m0 = M * t // n_acc
+                m1 = M * (t + 1) // n_acc
+                memset(&accs[t, 0], 0, acc_len * sizeof(floating))
+                if floating is float:
+                    cyc_conv_bwd_filter_f32(&g, &x[0, 0, 0, 0], &dy[0, 0, 0, 0], ry,
+                                            &accs[t, 0], &dbs[t, 0], m0, m1, scratch)
+                else:
+                    cyc_conv_bwd_filter_f64(&g, &x[0, 0, 0, 0], &dy[0, 0, 0, 0], ry,
+                                            &accs[t, 0], &dbs[t, 0], m0, m1, scratch)
+            free(scratch)
+            for t in prange(_n_chunks(K, kchunk), schedule="static"):
+                m0 = t * kchunk
+                m1 = min(K, m0 + kchunk)
+                if floating is float:
+                    cyc_conv_dw_finish_f32(&g, &accs[0, 0], n_acc, &dw[0, 0, 0, 0], m0, m1)
+                else:
+                    cyc_conv_dw_finish_f64(&g, &accs[0, 0], n_acc, &dw[0, 0, 0, 0], m0, m1)
         if not failed:
-            if floating is float:
-                cyc_conv_dw_finish_f32(&g, &accs[0, 0], n_acc, &dw[0, 0, 0, 0])
-            else:
-                cyc_conv_dw_finish_f64(&g, &accs[0, 0], n_acc, &dw[0, 0, 0, 0])
             for m0 in range(g.cout):
                 db[m0] = 0
                 for t in range(n_acc):
