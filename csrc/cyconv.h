@@ -54,10 +54,13 @@ size_t cyc_conv_scratch_bytes(const cyc_geom_t *g, int transposed, int elem_size
 /* Length of the zero buffer (in elements) that padded taps read from. */
 size_t cyc_conv_zeros_len(const cyc_geom_t *g);
 
+/* Rows [k0, k1) of the cyc_conv_rows() reduction rows (the bias with row 0), so that threads
+ * can share the packing. */
+size_t cyc_conv_rows(const cyc_geom_t *g, int transposed);
 void cyc_conv_pack_f32(const cyc_geom_t *g, const float *w_hwio, const float *bias,
-                       int transposed, float *packed);
+                       int transposed, float *packed, ptrdiff_t k0, ptrdiff_t k1);
 void cyc_conv_pack_f64(const cyc_geom_t *g, const double *w_hwio, const double *bias,
-                       int transposed, double *packed);
+                       int transposed, double *packed, ptrdiff_t k0, ptrdiff_t k1);
 
 /* y[m0:m1] (flattened n*oh*ow pixels) = conv(x) + bias, optional ReLU. */
 void cyc_conv_fwd_f32(const cyc_geom_t *g, const float *x, const float *packed, int relu,

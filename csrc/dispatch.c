@@ -62,6 +62,11 @@ size_t cyc_conv_zeros_len(const cyc_geom_t *g)
 
 static int cyc_round_up(int v, int m) { return (v + m - 1) / m * m; }
 
+size_t cyc_conv_rows(const cyc_geom_t *g, int transposed)
+{
+    return (size_t)cyc_plan(g, transposed).K;
+}
+
 size_t cyc_conv_packed_len(const cyc_geom_t *g, int transposed, int elem_size)
 {
     cyc_plan_t r = cyc_plan(g, transposed);
@@ -157,9 +162,10 @@ CYC_DW_FINISH(f64, double)
 #endif
 
 #define CYC_ENTRY_POINTS(SUF, T)                                                               \
-    void cyc_conv_pack_##SUF(const cyc_geom_t *g, const T *w, const T *b, int tr, T *out)      \
+    void cyc_conv_pack_##SUF(const cyc_geom_t *g, const T *w, const T *b, int tr, T *out,      \
+                             ptrdiff_t k0, ptrdiff_t k1)                                       \
     {                                                                                          \
-        CYC_PICK(cyc_conv_pack, SUF, g, w, b, tr, out);                                        \
+        CYC_PICK(cyc_conv_pack, SUF, g, w, b, tr, out, k0, k1);                                \
     }                                                                                          \
     void cyc_conv_fwd_##SUF(const cyc_geom_t *g, const T *x, const T *p, int relu,             \
                             const T *z, T *y, ptrdiff_t m0, ptrdiff_t m1, void *s)             \

@@ -498,8 +498,10 @@ static void FN(conv_tiles)(const cyc_geom_t *g, int transposed, const T *src, co
 /* Weights in the micro-kernels' order.  Tiles: per group, per block of NBLK*VLEN computed
  * channels, [K][block width] (lanes past the last channel are zero).  Dot mode: per group,
  * [computed channel][K].  Then the bias: [groups][opad] for tiles, [groups][out_cg] for dot. */
-void FN(cyc_conv_pack)(const cyc_geom_t *g, const T *w, const T *bias, int transposed, T *packed)
+void FN(cyc_conv_pack)(const cyc_geom_t *g, const T *w, const T *bias, int transposed, T *packed,
+                       ptrdiff_t k0, ptrdiff_t k1)
 {
+    /* rows k in [k0, k1) of every group (threads share the packing out); bias with row 0 */
     const cyc_plan_t r = cyc_plan(g, transposed);
     const int K = r.K;
     const int opad = (r.out_cg + VLEN - 1) / VLEN * VLEN;
@@ -508,35 +510,34 @@ void FN(cyc_conv_pack)(const cyc_geom_t *g, const T *w, const T *bias, int trans
     const int blk = CYC_NBLK * VLEN;
     for (int grp = 0; grp < g->groups; grp++) {
         T *pg = packed + (ptrdiff_t)grp * K * ow;
-        /* k flattens (i, jj, channel) in both modes; jj runs reversed when transposed */
-        for (int i = 0, k = 0; i < g->kh; i++)
-            for (int jj = 0; jj < g->kw; jj++)
-                for (int sch = 0; sch < r.src_cg; sch++, k++) {
-                    const int j = transposed ? g->kw - 1 - jj : jj;
-                    /* HWIO: the weights this k meets, one per computed channel o, lie at
-                     * row + o * ostep (forward: contiguous output channels; input gradient:
-                     * input channels, cout apart) */
-                    const T *row = w + ((ptrdiff_t)(i * g->kw + j) * cg) * g->cout +
-                                   (ptrdiff_t)grp * og;
-                    ptrdiff_t ostep;
-                    if (!transposed) { row += (ptrdiff_t)sch * g->cout; ostep = 1; }
-                    else { row += sch; ostep = g->cout; }
-                    if (r.dot) {
-                        for (int o = 0; o < r.out_cg; o++) pg[(ptrdiff_t)o * K + k] = row[o * ostep];
-                        continue;
-                    }
-                    for (int co0 = 0; co0 < opad; co0 += blk) {
-                        int bw = opad - co0 < blk ? opad - co0 : blk;
-                        T *dst = pg + (ptrdiff_t)co0 * K + (ptrdiff_t)k * bw;
-                        int real = r.out_cg - co0 < bw ? r.out_cg - co0 : bw;
-                        if (ostep == 1) {
-                            memcpy(dst, row + co0, sizeof(T) * (size_t)real);
-                        } else {
-                            for (int l = 0; l < real; l++) dst[l] = row[(ptrdiff_t)(co0 + l) * ostep];
-                        }
-                        for (int l = real; l < bw; l++) dst[l] = 0;
-                    }
+        for (ptrdiff_t k = k0; k < k1; k++) {
+            /* k flattens (i, jj, channel) in both modes; jj runs reversed when transposed */
+            const int tap = (int)(k / r.src_cg), sch = (int)(k - (ptrdiff_t)tap * r.src_cg);
+            const int i = tap / g->kw, jj = tap - i * g->kw;
+            const int j = transposed ? g->kw - 1 - jj : jj;
+            /* HWIO: the weights this k meets, one per computed channel o, lie at row + o * ostep
+             * (forward: contiguous output channels; input gradient: input channels, cout apart) */
+            const T *row = w + ((ptrdiff_t)(i * g->kw + j) * cg) * g->cout + (ptrdiff_t)grp * og;
+            ptrdiff_t ostep;
+            if (!transposed) { row += (ptrdiff_t)sch * g->cout; ostep = 1; }
+            else { row += sch; ostep = g->cout; }
+            if (r.dot) {
+                for (int o = 0; o < r.out_cg; o++) pg[(ptrdiff_t)o * K + k] = row[o * ostep];
+                continue;
+            }
+            for (int co0 = 0; co0 < opad; co0 += blk) {
+                int bw = opad - co0 < blk ? opad - co0 : blk;
+                T *dst = pg + (ptrdiff_t)co0 * K + k * bw;
+                int real = r.out_cg - co0 < bw ? r.out_cg - co0 : bw;
+                if (ostep == 1) {
+                    memcpy(dst, row + co0, sizeof(T) * (size_t)real);
+                } else {
+                    for (int l = 0; l < real; l++) dst[l] = row[(ptrdiff_t)(co0 + l) * ostep];
                 }
+                for (int l = real; l < bw; l++) dst[l] = 0;
+            }
+        }
+        if (k0 > 0) continue;
         T *pb = packed + (ptrdiff_t)g->groups * K * ow + (ptrdiff_t)grp * ow;
         for (int o = 0; o < ow; o++)
             pb[o] = (!transposed && bias && o < r.out_cg) ? bias[grp * og + o] : (T)0;

@@ -85,7 +85,8 @@ static inline int cyc_dw_chunk(const cyc_geom_t *g)
 }
 
 #define CYC_DECLARE_ISA(SUF, ISA, T)                                                             \
-    void cyc_conv_pack_##SUF##_##ISA(const cyc_geom_t *, const T *, const T *, int, T *);       \
+    void cyc_conv_pack_##SUF##_##ISA(const cyc_geom_t *, const T *, const T *, int, T *,        \
+                                     ptrdiff_t, ptrdiff_t);                                     \
     void cyc_conv_fwd_##SUF##_##ISA(const cyc_geom_t *, const T *, const T *, int, const T *,   \
                                     T *, ptrdiff_t, ptrdiff_t, void *);                         \
     void cyc_conv_bwd_data_##SUF##_##ISA(const cyc_geom_t *, const T *, const T *, const T *,   \

@@ -39,9 +39,11 @@ cdef extern from "cyconv.h" nogil:
     size_t cyc_conv_dw_acc_len(const cyc_geom_t *g, int elem_size)
     size_t cyc_conv_dw_scratch_bytes(const cyc_geom_t *g, int elem_size)
 
-    void cyc_conv_pack_f32(const cyc_geom_t *g, const float *w, const float *b, int tr, float *out)
+    size_t cyc_conv_rows(const cyc_geom_t *g, int transposed)
+    void cyc_conv_pack_f32(const cyc_geom_t *g, const float *w, const float *b, int tr, float *out,
+                           ptrdiff_t k0, ptrdiff_t k1)
     void cyc_conv_pack_f64(const cyc_geom_t *g, const double *w, const double *b, int tr,
-                           double *out)
+                           double *out, ptrdiff_t k0, ptrdiff_t k1)
     void cyc_conv_fwd_f32(const cyc_geom_t *g, const float *x, const float *p, int relu,
                           const float *z, float *y, ptrdiff_t m0, ptrdiff_t m1, void *s)
     void cyc_conv_fwd_f64(const cyc_geom_t *g, const double *x, const double *p, int relu,
@@ -176,16 +178,28 @@ cdef inline void _tiles(int kind, const cyc_geom_t *g, const floating *src,
             cyc_conv_bwd_data_scatter_f64(g, src, packed, dst, m0, m1, scratch)
 
 
-cdef int _run_tiles(int kind, const cyc_geom_t *g, const floating *src, const floating *packed,
-                    bint relu, const floating *zeros, floating *dst, Py_ssize_t total,
-                    Py_ssize_t chunk, size_t sbytes, int n_threads) noexcept nogil:
-    """Chunks of [0, total) spread over the threads, each thread with its own scratch.
-    Returns 1 if a thread could not allocate its scratch (nothing is computed then)."""
+cdef int _run_tiles(int kind, const cyc_geom_t *g, const floating *w, const floating *bias,
+                    floating *packed, const floating *src, bint relu, const floating *zeros,
+                    floating *dst, Py_ssize_t total, Py_ssize_t chunk, size_t sbytes,
+                    int n_threads) noexcept nogil:
+    """Pack the weights, then run chunks of [0, total), both spread over the threads (each
+    thread with its own scratch).  Returns 1 if a thread could not allocate its scratch
+    (the results are then incomplete)."""
+    cdef int transposed = kind != FORWARD
+    cdef Py_ssize_t K = cyc_conv_rows(g, transposed)
+    cdef Py_ssize_t kchunk = _chunk(K, n_threads, 1)
     cdef Py_ssize_t nch = _n_chunks(total, chunk), t, m0, m1
     cdef void *scratch
     cdef int failed = 0
     cdef int *failp = &failed   # written inside the parallel block, so shared through a pointer
     with parallel(num_threads=n_threads):
+        for t in prange(_n_chunks(K, kchunk), schedule="static"):
+            m0 = t * kchunk
+            m1 = min(K, m0 + kchunk)
+            if floating is float:
+                cyc_conv_pack_f32(g, w, bias, transposed, packed, m0, m1)
+            else:
+                cyc_conv_pack_f64(g, w, bias, transposed, packed, m0, m1)
         scratch = malloc(sbytes)
         # every thread takes part in the worksharing loop, with or without its scratch
         for t in prange(nch, schedule="dynamic"):
@@ -212,12 +226,9 @@ def conv2d_forward(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] 
     cdef size_t sbytes = cyc_conv_scratch_bytes(&g, 0, sizeof(floating))
     cdef int failed
     with nogil:
-        if floating is float:
-            cyc_conv_pack_f32(&g, &w[0, 0, 0, 0], bp, 0, &packed[0])
-        else:
-            cyc_conv_pack_f64(&g, &w[0, 0, 0, 0], bp, 0, &packed[0])
-        failed = _run_tiles(FORWARD, &g, &x[0, 0, 0, 0], &packed[0], relu, &zeros[0],
-                            &y[0, 0, 0, 0], M, _chunk(M, n_threads, 48), sbytes, n_threads)
+        failed = _run_tiles(FORWARD, &g, &w[0, 0, 0, 0], bp, &packed[0], &x[0, 0, 0, 0], relu,
+                            &zeros[0], &y[0, 0, 0, 0], M, _chunk(M, n_threads, 48), sbytes,
+                            n_threads)
     if failed:
         raise MemoryError("conv2d: could not allocate per-thread scratch memory")
 
@@ -245,13 +256,9 @@ def conv2d_backward_data(const floating[:, :, :, ::1] dy, const floating[:, :, :
     cdef Py_ssize_t chunk = (M + 7) // 8 if scatter else _chunk(M, n_threads, 48)
     cdef int failed
     with nogil:
-        if floating is float:
-            cyc_conv_pack_f32(&g, &w[0, 0, 0, 0], NULL, 1, &packed[0])
-        else:
-            cyc_conv_pack_f64(&g, &w[0, 0, 0, 0], NULL, 1, &packed[0])
-        failed = _run_tiles(SCATTER_DX if scatter else GATHER_DX, &g, &dy[0, 0, 0, 0],
-                            &packed[0], False, &zeros[0], &dx[0, 0, 0, 0], M, chunk, sbytes,
-                            n_threads)
+        failed = _run_tiles(SCATTER_DX if scatter else GATHER_DX, &g, &w[0, 0, 0, 0], NULL,
+                            &packed[0], &dy[0, 0, 0, 0], False, &zeros[0], &dx[0, 0, 0, 0], M,
+                            chunk, sbytes, n_threads)
     if failed:
         raise MemoryError("conv2d_backward: could not allocate per-thread scratch memory")
 
