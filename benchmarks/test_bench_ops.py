@@ -9,7 +9,7 @@ same comparison as a table with GFLOP/s and ratios.
 import numpy as np
 import pytest
 
-from cyconv import bench, ops, reference
+from cyconv import bench, reference
 
 CASES = {c.name: c for c in bench.default_cases()}
 # The reference is an oracle, not a contender: time it only where it finishes in seconds.

@@ -175,10 +175,6 @@ def as_array(value, name):
     return arr
 
 
-def check_ndim(arr, ndim, name, what):
-    if arr.ndim != ndim:
-        raise ValueError(f"{name} must be {ndim}-D {what}, got shape {arr.shape}")
-
 
 def to_nhwc_shape(shape, fmt):
     """(N, C, H, W) -> (N, H, W, C) for NCHW; NHWC shapes pass through."""
@@ -413,9 +409,6 @@ def flops_conv(g: Geometry):
     """Multiply-adds x 2 of one forward convolution."""
     return 2 * g.n * g.oh * g.ow * g.cout * g.kh * g.kw * (g.c // g.groups)
 
-
-def ceil_div(a, b):
-    return -(-a // b)
 
 
 
