@@ -65,7 +65,7 @@ ALWAYS_INLINE T FN(hsum)(V v)
 #endif
 }
 
-static const T FN(zero_bias)[CYC_NBLK * (64 / sizeof(T))] = {0};
+static const T FN(zero_bias)[2 * CYC_NBLK * (64 / sizeof(T))] = {0};   /* any tile width */
 
 /* One register tile: acc[p][b] = bias[b] + sum over segments s and i of xp[s][p][off + i] * w.
  * mr and nv are compile-time constants after inlining (see FN(tile_any)). */
@@ -827,9 +827,16 @@ void FN(cyc_transpose)(const T *src, T *dst, ptrdiff_t rows, ptrdiff_t cols, ptr
  *   m += (g - m) * (1 - beta_1);  v += (g*g - v) * (1 - beta_2);
  *   var -= m * alpha / (sqrt(v) + epsilon)
  * where alpha already holds the bias correction. */
+#ifdef CYC_T_IS_DOUBLE
+#define CYC_SQRT_T sqrt
+#else
+#define CYC_SQRT_T sqrtf
+#endif
+/* With -fno-math-errno, sqrt is one vector instruction (correctly rounded, as numpy's) and the
+ * loop vectorises. */
 __attribute__((optimize("fp-contract=off")))
-void FN(cyc_adam)(T *var, const T *g, T *m, T *v, ptrdiff_t n, T alpha, T one_minus_b1,
-                  T one_minus_b2, T eps)
+void FN(cyc_adam)(T *restrict var, const T *restrict g, T *restrict m, T *restrict v,
+                  ptrdiff_t n, T alpha, T one_minus_b1, T one_minus_b2, T eps)
 {
     for (ptrdiff_t i = 0; i < n; i++) {
         T gi = g[i];
@@ -837,9 +844,10 @@ void FN(cyc_adam)(T *var, const T *g, T *m, T *v, ptrdiff_t n, T alpha, T one_mi
         T vi = v[i] + (gi * gi - v[i]) * one_minus_b2;
         m[i] = mi;
         v[i] = vi;
-        var[i] -= (mi * alpha) / ((T)sqrt(vi) + eps);   /* sqrt in double, rounded once: exact */
+        var[i] -= (mi * alpha) / (CYC_SQRT_T(vi) + eps);
     }
 }
+#undef CYC_SQRT_T
 
 /* ReLU's gradient from its output: out = dy where y > 0, else 0 (also for NaN in y). */
 void FN(cyc_relu_bwd)(const T *dy, const T *y, T *out, ptrdiff_t n)
