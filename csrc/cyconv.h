@@ -103,21 +103,26 @@ void cyc_conv_dw_finish_f32(const cyc_geom_t *g, const float *accs, int n_acc, f
 void cyc_conv_dw_finish_f64(const cyc_geom_t *g, const double *accs, int n_acc, double *dw_hwio,
                             ptrdiff_t k0, ptrdiff_t k1);
 
-/* ---- pooling (NHWC; NCHW callers pass (n*c, h, w, 1)) ----
+/* ---- pooling (NHWC) ----
  * Forward kernels compute output rows [r0, r1) of the flattened (n, oh) range.
  * Backward kernels compute whole images [n0, n1) of dx (they scatter, so images are the unit).
  */
-/* idx may be NULL: the maxima only. */
+/* The record of a max-pool window with no real cell, in cell records (in flat ones: -1). */
+#define CYC_POOL_NO_CELL 255
+/* Records the first maximum of each window in idx (its flat position in the H*W plane) or in
+ * cell (its number in the window, i * kw + j; windows of at most 255 cells), or neither: at most
+ * one of them is non-NULL. */
 void cyc_max_pool_f32(const cyc_geom_t *g, const float *x, float *y, int64_t *idx,
-                      ptrdiff_t r0, ptrdiff_t r1);
+                      uint8_t *cell, ptrdiff_t r0, ptrdiff_t r1);
 void cyc_max_pool_f64(const cyc_geom_t *g, const double *x, double *y, int64_t *idx,
-                      ptrdiff_t r0, ptrdiff_t r1);
-/* Returns how many indices (other than -1) it could not place: outside the image, or (where
- * windows cannot overlap) outside their own window. */
+                      uint8_t *cell, ptrdiff_t r0, ptrdiff_t r1);
+/* Reads the records from idx or from cell (exactly one non-NULL).  Returns how many records
+ * (other than "none") it could not place: outside the image, not a real cell of their window,
+ * or (flat positions, where windows cannot overlap) outside their own window. */
 ptrdiff_t cyc_max_pool_bwd_f32(const cyc_geom_t *g, const float *dy, const int64_t *idx,
-                               float *dx, ptrdiff_t n0, ptrdiff_t n1);
+                               const uint8_t *cell, float *dx, ptrdiff_t n0, ptrdiff_t n1);
 ptrdiff_t cyc_max_pool_bwd_f64(const cyc_geom_t *g, const double *dy, const int64_t *idx,
-                               double *dx, ptrdiff_t n0, ptrdiff_t n1);
+                               const uint8_t *cell, double *dx, ptrdiff_t n0, ptrdiff_t n1);
 void cyc_avg_pool_f32(const cyc_geom_t *g, const float *x, float *y, int count_include_pad,
                       ptrdiff_t r0, ptrdiff_t r1);
 void cyc_avg_pool_f64(const cyc_geom_t *g, const double *x, double *y, int count_include_pad,

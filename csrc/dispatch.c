@@ -189,14 +189,14 @@ CYC_DW_FINISH(f64, double)
         CYC_PICK(cyc_conv_bwd_filter, SUF, g, x, dy, ry, dw, db, m0, m1, s);                   \
     }                                                                                          \
     void cyc_max_pool_##SUF(const cyc_geom_t *g, const T *x, T *y, int64_t *idx,              \
-                            ptrdiff_t r0, ptrdiff_t r1)                                        \
+                            uint8_t *cell, ptrdiff_t r0, ptrdiff_t r1)                         \
     {                                                                                          \
-        CYC_PICK(cyc_max_pool, SUF, g, x, y, idx, r0, r1);                                     \
+        CYC_PICK(cyc_max_pool, SUF, g, x, y, idx, cell, r0, r1);                               \
     }                                                                                          \
     ptrdiff_t cyc_max_pool_bwd_##SUF(const cyc_geom_t *g, const T *dy, const int64_t *idx,    \
-                                     T *dx, ptrdiff_t n0, ptrdiff_t n1)                        \
+                                     const uint8_t *cell, T *dx, ptrdiff_t n0, ptrdiff_t n1)   \
     {                                                                                          \
-        CYC_PICK_RET(cyc_max_pool_bwd, SUF, g, dy, idx, dx, n0, n1);                           \
+        CYC_PICK_RET(cyc_max_pool_bwd, SUF, g, dy, idx, cell, dx, n0, n1);                     \
     }                                                                                          \
     void cyc_transpose_##SUF(const T *src, T *dst, ptrdiff_t rows, ptrdiff_t cols,             \
                              ptrdiff_t k0, ptrdiff_t k1)                                       \

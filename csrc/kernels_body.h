@@ -873,11 +873,16 @@ static inline void FN(valid_taps)(int start, int step, int k, int size, int *lo,
     *hi = b;
 }
 
-/* Pool positions travel as IV (the values' lane width) and are stored as int64.  For float
+/* A max-pool records, per output, where its first maximum was: nothing, the flat position in
+ * the image's H*W plane (int64, as PyTorch), or the cell's number in its window, i * kw + j
+ * (uint8: an eighth of the bytes, which is what a layer keeps for its backward pass).  The record
+ * rides in an IV (the values' lane width) and is converted at the store.  For float and int64
  * that is 16 lanes of int32 against 2 x 8 lanes of int64, converted in halves (a single vector of
  * 16 int64 is wider than any register and compiles to scalar code). */
 typedef int64_t FN(l8) __attribute__((vector_size(64)));
 typedef int64_t FN(ul8) __attribute__((vector_size(64), aligned(8), may_alias));
+typedef uint8_t FN(c8) __attribute__((vector_size(VLEN)));
+typedef uint8_t FN(uc8) __attribute__((vector_size(VLEN), aligned(1), may_alias));
 
 ALWAYS_INLINE void FN(store_pos)(int64_t *io, IV v)
 {
@@ -904,14 +909,27 @@ ALWAYS_INLINE IV FN(load_pos)(const int64_t *io)
 #endif
 }
 
+/* The records of VLEN channels: to positions io or cells ic (whichever is not NULL). */
+ALWAYS_INLINE void FN(store_rec)(int64_t *io, uint8_t *ic, IV v)
+{
+    if (ic) *(FN(uc8) *)ic = __builtin_convertvector(v, FN(c8));
+    else FN(store_pos)(io, v);
+}
+
+ALWAYS_INLINE IV FN(load_rec)(const int64_t *io, const uint8_t *ic)
+{
+    if (ic) return __builtin_convertvector(*(const FN(uc8) *)ic, IV);
+    return FN(load_pos)(io);
+}
+
 ALWAYS_INLINE V FN(blend)(IV m, V a, V b) { return (V)(((IV)a & m) | ((IV)b & ~m)); }
 
 /* Windows of at most this many cells take the fast path (offsets in a table). */
 #define CYC_POOL_CELLS 64
 
 /* Max pooling over windows too large for the cell table (global pooling of big images). */
-static void FN(max_pool_large)(const cyc_geom_t *g, const T *x, T *y, int64_t *idx, ptrdiff_t r0,
-                               ptrdiff_t r1)
+static void FN(max_pool_large)(const cyc_geom_t *g, const T *x, T *y, int64_t *idx,
+                               uint8_t *cell, ptrdiff_t r0, ptrdiff_t r1)
 {
     const int C = g->c;
     for (ptrdiff_t rr = r0; rr < r1; rr++) {
@@ -922,16 +940,21 @@ static void FN(max_pool_large)(const cyc_geom_t *g, const T *x, T *y, int64_t *i
         for (int ox = 0; ox < g->ow; ox++) {
             int x0 = ox * g->sw - g->pad_left, jlo, jhi;
             FN(valid_taps)(x0, g->dw, g->kw, g->w, &jlo, &jhi);
-            T *yo = y + (rr * g->ow + ox) * C;
-            int64_t *io = idx ? idx + (rr * g->ow + ox) * C : NULL;
+            const ptrdiff_t o = (rr * g->ow + ox) * C;
+            T *yo = y + o;
+            int64_t *io = idx ? idx + o : NULL;
+            uint8_t *ic = cell ? cell + o : NULL;
             if (ilo >= ihi || jlo >= jhi) {
                 for (int c = 0; c < C; c++) yo[c] = -(T)INFINITY;
                 if (io) for (int c = 0; c < C; c++) io[c] = -1;
+                if (ic) memset(ic, CYC_POOL_NO_CELL, (size_t)C);
                 continue;
             }
             const int64_t pos0 = (int64_t)(y0 + ilo * g->dh) * g->w + x0 + jlo * g->dw;
+            const int k0 = ilo * g->kw + jlo;
             for (int c = 0; c < C; c++) yo[c] = xn[pos0 * C + c];
             if (io) for (int c = 0; c < C; c++) io[c] = pos0;
+            if (ic) memset(ic, k0, (size_t)C);
             for (int i = ilo; i < ihi; i++)
                 for (int j = jlo; j < jhi; j++) {
                     const int64_t pos = (int64_t)(y0 + i * g->dh) * g->w + x0 + j * g->dw;
@@ -941,49 +964,50 @@ static void FN(max_pool_large)(const cyc_geom_t *g, const T *x, T *y, int64_t *i
                         int take = !(v <= b) & (b == b);
                         yo[c] = take ? v : b;
                         if (io) io[c] = take ? pos : io[c];
+                        if (ic) ic[c] = take ? (uint8_t)(i * g->kw + j) : ic[c];
                     }
                 }
         }
     }
 }
 
-/* Fold one window into y and idx for channels [0, C).  The window's cells are cell[k] (pointers
- * to a pixel's channels) at flat positions pos[k], in scan order.  The position of the running
- * maximum rides in an integer vector with the values' lane width (int32 for float, int64 for
- * double; positions fit, see ops.py) and is widened once at the store.  Strictly greater keeps
- * the first maximum; a NaN replaces a number and the first NaN stays (NaN propagates). */
-ALWAYS_INLINE void FN(max_window)(const T *base, const ptrdiff_t *off, int64_t pos0,
-                                  const int64_t *dpos, int ncell, int C, T *yo, int64_t *io)
+/* Fold one window into y and its records for channels [0, C).  The window's cells are at
+ * base + off[k] (a pixel's channels), in scan order; key[k] is what cell k records (its flat
+ * position or its number).  Strictly greater keeps the first maximum; a NaN replaces a number and
+ * the first NaN stays (NaN propagates). */
+ALWAYS_INLINE void FN(max_window)(const T *base, const ptrdiff_t *off, const int64_t *key,
+                                  int ncell, int C, T *yo, int64_t *io, uint8_t *ic)
 {
-    /* cell k: values at base + off[k], flat position pos0 + dpos[k] */
     const int cv = C / VLEN * VLEN;
     for (int c0 = 0; c0 < cv; c0 += VLEN) {
         V b = LOADV(base + off[0] + c0);
-        IV bi = (IV){0} + (CYC_IT)(pos0 + dpos[0]);
+        IV bi = (IV){0} + (CYC_IT)key[0];
         for (int k = 1; k < ncell; k++) {
             V v = LOADV(base + off[k] + c0);
             IV m = ~(v <= b) & (b == b);
             b = FN(blend)(m, v, b);
-            bi = (bi & ~m) | (((IV){0} + (CYC_IT)(pos0 + dpos[k])) & m);
+            bi = (bi & ~m) | (((IV){0} + (CYC_IT)key[k]) & m);
         }
         STOREV(yo + c0, b);
-        if (io) FN(store_pos)(io + c0, bi);
+        if (io || ic) FN(store_rec)(io ? io + c0 : NULL, ic ? ic + c0 : NULL, bi);
     }
     for (int c = cv; c < C; c++) {
         T b = base[off[0] + c];
-        int64_t bi = pos0 + dpos[0];
+        int64_t bi = key[0];
         for (int k = 1; k < ncell; k++) {
             T v = base[off[k] + c];
-            if (!(v <= b) && b == b) { b = v; bi = pos0 + dpos[k]; }
+            if (!(v <= b) && b == b) { b = v; bi = key[k]; }
         }
         yo[c] = b;
         if (io) io[c] = bi;
+        if (ic) ic[c] = (uint8_t)bi;
     }
 }
 
-/* The real cells of output (oy, ox)'s window in scan order, as flat positions and element
- * offsets; returns their number. */
-static int FN(pool_cells)(const cyc_geom_t *g, int oy, int ox, int64_t *pos, ptrdiff_t *off)
+/* The real cells of output (oy, ox)'s window in scan order: flat positions, element offsets and
+ * cell numbers; returns their number. */
+static int FN(pool_cells)(const cyc_geom_t *g, int oy, int ox, int64_t *pos, ptrdiff_t *off,
+                          int64_t *num)
 {
     int y0 = oy * g->sh - g->pad_top, x0 = ox * g->sw - g->pad_left, nc = 0;
     for (int i = 0; i < g->kh; i++) {
@@ -994,6 +1018,7 @@ static int FN(pool_cells)(const cyc_geom_t *g, int oy, int ox, int64_t *pos, ptr
             if (ix < 0 || ix >= g->w) continue;
             pos[nc] = (int64_t)iy * g->w + ix;
             off[nc] = (ptrdiff_t)pos[nc] * g->c;
+            num[nc] = i * g->kw + j;
             nc++;
         }
     }
@@ -1010,126 +1035,157 @@ static void FN(window_table)(const cyc_geom_t *g, int64_t *dpos, ptrdiff_t *off)
         }
 }
 
-/* Whether output (oy, ox)'s window lies wholly inside the image. */
-static inline int FN(window_inside)(const cyc_geom_t *g, int oy, int ox)
+/* Whether output (oy, ox)'s window lies wholly inside the image; if so, *p0 is its first cell's
+ * flat position and key[k] what cell k records (k itself, or p0 + dpos[k]). */
+static inline int FN(window_inside)(const cyc_geom_t *g, int oy, int ox, const int64_t *dpos,
+                                    int cells, int64_t *p0, int64_t *key)
 {
     int y0 = oy * g->sh - g->pad_top, x0 = ox * g->sw - g->pad_left;
-    return y0 >= 0 && y0 + (g->kh - 1) * g->dh < g->h && x0 >= 0 &&
-           x0 + (g->kw - 1) * g->dw < g->w;
+    if (!(y0 >= 0 && y0 + (g->kh - 1) * g->dh < g->h && x0 >= 0 &&
+          x0 + (g->kw - 1) * g->dw < g->w))
+        return 0;
+    *p0 = (int64_t)y0 * g->w + x0;
+    for (int k = 0; k < g->kh * g->kw; k++) key[k] = cells ? k : *p0 + dpos[k];
+    return 1;
 }
 
-/* Max pooling: for each window, the max and the flat position of its first maximum. */
-void FN(cyc_max_pool)(const cyc_geom_t *g, const T *x, T *y, int64_t *idx, ptrdiff_t r0,
-                      ptrdiff_t r1)
+/* Max pooling: for each window, the max and (if idx or cell) the record of its first maximum. */
+void FN(cyc_max_pool)(const cyc_geom_t *g, const T *x, T *y, int64_t *idx, uint8_t *cell,
+                      ptrdiff_t r0, ptrdiff_t r1)
 {
     const int C = g->c;
     const int ncell = g->kh * g->kw;
     if (ncell > CYC_POOL_CELLS) {
-        FN(max_pool_large)(g, x, y, idx, r0, r1);
+        FN(max_pool_large)(g, x, y, idx, cell, r0, r1);
         return;
     }
-    int64_t pos[CYC_POOL_CELLS], tpos[CYC_POOL_CELLS];
+    int64_t pos[CYC_POOL_CELLS], num[CYC_POOL_CELLS], tpos[CYC_POOL_CELLS], key[CYC_POOL_CELLS];
     ptrdiff_t off[CYC_POOL_CELLS], toff[CYC_POOL_CELLS];
     FN(window_table)(g, tpos, toff);
     for (ptrdiff_t rr = r0; rr < r1; rr++) {
         int n = (int)(rr / g->oh), oy = (int)(rr % g->oh);
         const T *xn = x + (ptrdiff_t)n * g->h * g->w * C;
         for (int ox = 0; ox < g->ow; ox++) {
-            T *yo = y + (rr * g->ow + ox) * C;
-            int64_t *io = idx ? idx + (rr * g->ow + ox) * C : NULL;
-            if (FN(window_inside)(g, oy, ox)) {
-                const int64_t p0 = (int64_t)(oy * g->sh - g->pad_top) * g->w +
-                                   (ox * g->sw - g->pad_left);
+            const ptrdiff_t o = (rr * g->ow + ox) * C;
+            T *yo = y + o;
+            int64_t *io = idx ? idx + o : NULL;
+            uint8_t *ic = cell ? cell + o : NULL;
+            int64_t p0;
+            if (FN(window_inside)(g, oy, ox, tpos, cell != NULL, &p0, key)) {
                 const T *base = xn + p0 * C;
-                if (ncell == 4) FN(max_window)(base, toff, p0, tpos, 4, C, yo, io);
-                else if (ncell == 9) FN(max_window)(base, toff, p0, tpos, 9, C, yo, io);
-                else FN(max_window)(base, toff, p0, tpos, ncell, C, yo, io);
+                if (ncell == 4) FN(max_window)(base, toff, key, 4, C, yo, io, ic);
+                else if (ncell == 9) FN(max_window)(base, toff, key, 9, C, yo, io, ic);
+                else FN(max_window)(base, toff, key, ncell, C, yo, io, ic);
                 continue;
             }
-            int nc = FN(pool_cells)(g, oy, ox, pos, off);
+            int nc = FN(pool_cells)(g, oy, ox, pos, off, num);
             if (!nc) {
                 /* a window entirely in the padding: max of nothing */
                 for (int c = 0; c < C; c++) yo[c] = -(T)INFINITY;
                 if (io) for (int c = 0; c < C; c++) io[c] = -1;
+                if (ic) memset(ic, CYC_POOL_NO_CELL, (size_t)C);
                 continue;
             }
-            FN(max_window)(xn, off, 0, pos, nc, C, yo, io);
+            FN(max_window)(xn, off, cell ? num : pos, nc, C, yo, io, ic);
         }
     }
 }
 
-/* Max-pool gradient: each output's gradient goes to the input at its index.  Where windows
+/* The flat position of cell k of output (oy, ox)'s window, or -2 where that cell is not a real
+ * one (past the window, or in the padding). */
+static inline int64_t FN(cell_position)(const cyc_geom_t *g, int oy, int ox, int k)
+{
+    if (k >= g->kh * g->kw) return -2;
+    int iy = oy * g->sh - g->pad_top + k / g->kw * g->dh;
+    int ix = ox * g->sw - g->pad_left + k % g->kw * g->dw;
+    return (iy >= 0 && iy < g->h && ix >= 0 && ix < g->w) ? (int64_t)iy * g->w + ix : -2;
+}
+
+/* Max-pool gradient: each output's gradient goes to the input its record names.  Where windows
  * cannot overlap, every input cell belongs to at most one window and is written once, directly
- * (no accumulation); where they also tile the whole input, no zeroing pass is needed. */
-ptrdiff_t FN(cyc_max_pool_bwd)(const cyc_geom_t *g, const T *dy, const int64_t *idx, T *dx,
-                               ptrdiff_t n0, ptrdiff_t n1)
+ * (no accumulation); where they also tile the whole input, no zeroing pass is needed.
+ * by_cell is a compile-time constant: the records are cell (1) or idx (0). */
+ALWAYS_INLINE ptrdiff_t FN(max_pool_bwd)(const cyc_geom_t *g, const T *dy, const int64_t *idx,
+                                         const uint8_t *cell, T *dx, ptrdiff_t n0, ptrdiff_t n1,
+                                         const int by_cell)
 {
     ptrdiff_t stray = 0;
+    IV unplaced = {0};   /* per lane; a lane's count stays below oh * ow * n1 */
     const int C = g->c;
     const int cv = C / VLEN * VLEN;
+    const int64_t none = by_cell ? CYC_POOL_NO_CELL : -1;
     const ptrdiff_t in_plane = (ptrdiff_t)g->h * g->w, out_plane = (ptrdiff_t)g->oh * g->ow;
     const int disjoint = g->sh >= (g->kh - 1) * g->dh + 1 && g->sw >= (g->kw - 1) * g->dw + 1 &&
                          g->kh * g->kw <= CYC_POOL_CELLS;
     const int covered = disjoint && g->dh == 1 && g->dw == 1 && g->sh == g->kh &&
                         g->sw == g->kw && g->pad_top == 0 && g->pad_left == 0 &&
                         (ptrdiff_t)g->oh * g->sh >= g->h && (ptrdiff_t)g->ow * g->sw >= g->w;
-    const int ncell = g->kh * g->kw;
-    int64_t pos[CYC_POOL_CELLS], tpos[CYC_POOL_CELLS];
+    int64_t pos[CYC_POOL_CELLS], num[CYC_POOL_CELLS], tpos[CYC_POOL_CELLS], key[CYC_POOL_CELLS];
     ptrdiff_t off[CYC_POOL_CELLS], toff[CYC_POOL_CELLS];
     if (disjoint) FN(window_table)(g, tpos, toff);
     for (ptrdiff_t n = n0; n < n1; n++) {
         T *dxn = dx + n * in_plane * C;
         const T *dyn = dy + n * out_plane * C;
-        const int64_t *in = idx + n * out_plane * C;
+        const ptrdiff_t r0 = n * out_plane * C;
         if (!covered) memset(dxn, 0, sizeof(T) * (size_t)(in_plane * C));
-        if (!disjoint) {
-            for (ptrdiff_t o = 0; o < out_plane; o++)
-                for (int c = 0; c < C; c++) {
-                    int64_t p = in[o * C + c];
-                    if (p >= 0 && p < in_plane) dxn[p * C + c] += dyn[o * C + c];
-                    else stray += p != -1;
-                }
-            continue;
-        }
         for (int oy = 0; oy < g->oh; oy++)
             for (int ox = 0; ox < g->ow; ox++) {
-                const ptrdiff_t o = (ptrdiff_t)oy * g->ow + ox;
-                const T *d = dyn + o * C;
-                const int64_t *io = in + o * C;
+                const ptrdiff_t o = ((ptrdiff_t)oy * g->ow + ox) * C;
+                const T *d = dyn + o;
+                const int64_t *io = by_cell ? NULL : idx + r0 + o;
+                const uint8_t *ic = by_cell ? cell + r0 + o : NULL;
+                if (!disjoint) {
+                    for (int c = 0; c < C; c++) {
+                        int64_t p = by_cell ? ic[c] : io[c];
+                        if (p == none) continue;
+                        if (by_cell) p = FN(cell_position)(g, oy, ox, (int)p);
+                        if (p >= 0 && p < in_plane) dxn[p * C + c] += d[c];
+                        else stray++;
+                    }
+                    continue;
+                }
                 /* the window's cells, walked as in the forward pass */
-                int nc = ncell;
+                int nc = g->kh * g->kw;
                 int64_t p0 = 0;
-                const int64_t *dpos = tpos;
+                const int64_t *keys = key;
                 const ptrdiff_t *doff = toff;
-                if (FN(window_inside)(g, oy, ox)) {
-                    p0 = (int64_t)(oy * g->sh - g->pad_top) * g->w + (ox * g->sw - g->pad_left);
-                } else {
-                    nc = FN(pool_cells)(g, oy, ox, pos, off);
-                    dpos = pos;
+                if (!FN(window_inside)(g, oy, ox, tpos, by_cell, &p0, key)) {
+                    nc = FN(pool_cells)(g, oy, ox, pos, off, num);
+                    keys = by_cell ? num : pos;
                     doff = off;
                 }
                 T *base = dxn + p0 * C;
                 for (int c0 = 0; c0 < cv; c0 += VLEN) {
                     V dv = LOADV(d + c0);
-                    IV iv = FN(load_pos)(io + c0), placed = iv == (CYC_IT)-1;
+                    IV iv = by_cell ? FN(load_rec)(NULL, ic + c0) : FN(load_rec)(io + c0, NULL);
+                    IV placed = iv == (CYC_IT)none;
                     for (int k = 0; k < nc; k++) {
-                        IV m = iv == (CYC_IT)(p0 + dpos[k]);
+                        IV m = iv == (CYC_IT)keys[k];
                         placed |= m;
                         STOREV(base + doff[k] + c0, (V)((IV)dv & m));
                     }
-                    for (int l = 0; l < VLEN; l++) stray += !placed[l];
+                    unplaced += placed + 1;   /* placed lanes are -1 */
                 }
                 for (int c = cv; c < C; c++) {
-                    int placed = io[c] == -1;
+                    const int64_t r = by_cell ? ic[c] : io[c];
+                    int placed = r == none;
                     for (int k = 0; k < nc; k++) {
-                        placed |= io[c] == p0 + dpos[k];
-                        base[doff[k] + c] = io[c] == p0 + dpos[k] ? d[c] : (T)0;
+                        placed |= r == keys[k];
+                        base[doff[k] + c] = r == keys[k] ? d[c] : (T)0;
                     }
                     stray += !placed;
                 }
             }
     }
+    for (int l = 0; l < VLEN; l++) stray += unplaced[l];
     return stray;
+}
+
+ptrdiff_t FN(cyc_max_pool_bwd)(const cyc_geom_t *g, const T *dy, const int64_t *idx,
+                               const uint8_t *cell, T *dx, ptrdiff_t n0, ptrdiff_t n1)
+{
+    if (cell) return FN(max_pool_bwd)(g, dy, NULL, cell, dx, n0, n1, 1);
+    return FN(max_pool_bwd)(g, dy, idx, NULL, dx, n0, n1, 0);
 }
 
 /* PyTorch's avg_pool2d window: the divisor counts the cells inside the padded input

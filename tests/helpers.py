@@ -53,9 +53,9 @@ def assert_results_close(got, want, what=""):
             assert_results_close(g, w, f"{what}[{i}]")
     elif want is None:
         assert got is None, f"{what}: expected None"
-    elif np.asarray(want).dtype == np.int64:
+    elif np.issubdtype(np.asarray(want).dtype, np.integer):
         np.testing.assert_array_equal(got, want, err_msg=what)
-        assert np.asarray(got).dtype == np.int64
+        assert np.asarray(got).dtype == np.asarray(want).dtype, what
     else:
         assert_close(got, want, what)
 

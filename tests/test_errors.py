@@ -161,6 +161,27 @@ CASES = {
                                r"indices must lie in \[0, 25\)"),
     "indices below -1": ("max_pool2d_backward", (PY, X), {"indices": IDX - 2}, ValueError,
                          r"indices must lie in"),
+    "index_format 'cells'": ("max_pool2d", (X,), {"return_indices": True,
+                                                  "index_format": "cells"},
+                             ValueError, r"index_format must be 'flat' or 'window'"),
+    "index_format None": ("max_pool2d", (X,), {"index_format": None}, TypeError,
+                          r"index_format must be"),
+    "index_format window 16x16": ("max_pool2d", (np.zeros((1, 16, 16, 1)), 16),
+                                  {"index_format": "window"}, ValueError,
+                                  r"windows of at most 255 cells: got 16x16"),
+    "cell indices for 16x16": ("max_pool2d_backward",
+                               (np.zeros((1, 1, 1, 1)), np.zeros((1, 16, 16, 1)), 16),
+                               {"indices": np.zeros((1, 1, 1, 1), np.uint8)}, ValueError,
+                               r"windows of at most 255 cells"),
+    "cell past the window": ("max_pool2d_backward", (PY, X),
+                             {"indices": np.full(PY.shape, 4, np.uint8)}, ValueError,
+                             r"uint8 indices must each name a real cell of their window"),
+    "cell in the padding": ("max_pool2d_backward", (np.zeros((2, 3, 3, 3)), X, 2, 2, 1),
+                            {"indices": np.zeros((2, 3, 3, 3), np.uint8)}, ValueError,
+                            r"not in the padding"),
+    "cell in overlapping windows": ("max_pool2d_backward", (np.zeros((2, 4, 4, 3)), X, 2, 1),
+                                    {"indices": np.full((2, 4, 4, 3), 7, np.uint8)},
+                                    ValueError, r"uint8 indices must each name a real cell"),
     # the fused ReLU's gradient in conv2d_backward
     "conv relu without y": ("conv2d_backward", (DY, X, W), {"activation": "relu"}, ValueError,
                             r"activation='relu' needs y"),
@@ -254,6 +275,10 @@ def empty_batch_calls(fmt, dtype):
         ("max_pool2d", (x, 2), dict(fk, return_indices=True), [img(3, 2, 3).shape] * 2),
         ("max_pool2d_backward", (img(3, 2, 3), x, 2), fk, [x.shape]),
         ("max_pool2d_backward", (img(3, 2, 3), x, 2), dict(fk, indices=idx), [x.shape]),
+        ("max_pool2d", (x, 2), dict(fk, return_indices=True, index_format="window"),
+         [img(3, 2, 3).shape] * 2),
+        ("max_pool2d_backward", (img(3, 2, 3), x, 2), dict(fk, indices=idx.astype(np.uint8)),
+         [x.shape]),
         ("avg_pool2d", (x, 3, 1, 1), dict(fk, ceil_mode=True), [img(6, 5, 3).shape]),
         ("avg_pool2d_backward", (img(6, 5, 3), x, 3, 1, 1), fk, [x.shape]),
         ("global_max_pool2d", (x,), fk, [(0, 3)]),
@@ -270,7 +295,9 @@ def test_zero_images_give_empty_outputs_of_the_right_shape(fmt, dtype):
         want, _ = check_against_reference(op, *args, **kwargs)
         got = want if isinstance(want, tuple) else (want,)
         assert [r.shape for r in got] == shapes, op
-        want_dtypes = [np.int64 if op == "max_pool2d" and i else dtype for i in range(len(got))]
+        index_dtype = np.uint8 if kwargs.get("index_format") == "window" else np.int64
+        want_dtypes = [index_dtype if op == "max_pool2d" and i else dtype
+                       for i in range(len(got))]
         assert [r.dtype for r in got] == [np.dtype(d) for d in want_dtypes], op
         if op == "conv2d_backward":
             # Nothing to sum over: the weight and bias gradients are zero, not garbage.

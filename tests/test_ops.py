@@ -34,7 +34,8 @@ def check_conv(x, w, b, kwargs, activation=None, compute_dx=True, dy_form=("cont
 
 
 def check_max_pool(x, kwargs, rng=None):
-    """Forward with and without indices, backward searching and backward from indices."""
+    """Forward with and without indices (both formats), backward searching and backward from
+    either kind of indices."""
     rng = rng or np.random.default_rng(RNG_SEED)
     (y, idx), got = check_against_reference("max_pool2d", x, return_indices=True, **kwargs)
     assert_bitwise_equal(ops.max_pool2d(x, **kwargs), got[_kernels.isa_get()][0],
@@ -43,6 +44,13 @@ def check_max_pool(x, kwargs, rng=None):
     check_against_reference("max_pool2d_backward", dy, x, **kwargs)
     check_against_reference("max_pool2d_backward", dy, x,
                             indices=in_memory_layout(idx, "reversed", readonly=True), **kwargs)
+    if np.prod(np.broadcast_to(kwargs.get("pool_size", 2), 2)) < 255:
+        (y_w, cells), _ = check_against_reference("max_pool2d", x, return_indices=True,
+                                                  index_format="window", **kwargs)
+        assert_bitwise_equal(y_w, y, "the same maxima in either index format")
+        check_against_reference("max_pool2d_backward", dy, x,
+                                indices=in_memory_layout(cells, "reversed", readonly=True),
+                                **kwargs)
     return y, idx
 
 
@@ -257,6 +265,46 @@ def test_max_pool_nchw_indices_are_per_channel_plane_positions(kernel):
     _, idx = ops.max_pool2d(x, 2, return_indices=True, data_format="NCHW")
     assert idx[1, 2, 1, 0] == 3 * 4 + 1
     assert idx[0, 0].tolist() == [[0, 2], [8, 10]]
+
+
+def test_max_pool_window_indices_by_hand(kernel, dtype, fmt):
+    # 3x3 windows, stride 2, padding 1 on a 4x4 image: the first window's cells (0, 0), (0, 1),
+    # (1, 0) lie in the padding, so its cell numbers start at 4 (row 1, column 1).
+    plane = np.array([[1, 9, 2, 0], [3, 4, 8, 8], [0, 7, 6, 5], [9, 1, 1, 2]])
+    x = to_layout(nhwc1(plane, dtype), fmt)
+    y, cells = ops.max_pool2d(x, 3, 2, 1, return_indices=True, index_format="window",
+                              data_format=fmt)
+    _, flat = ops.max_pool2d(x, 3, 2, 1, return_indices=True, data_format=fmt)
+    assert cells.dtype == np.uint8 and cells.shape == flat.shape == y.shape
+    np.testing.assert_array_equal(y.reshape(2, 2), [[9, 9], [9, 8]])
+    # maxima at (0, 1), (0, 1) [first of the 9 and the 8s], (3, 0), (1, 2)
+    np.testing.assert_array_equal(flat.reshape(2, 2), [[1, 1], [12, 6]])
+    np.testing.assert_array_equal(cells.reshape(2, 2), [[5, 3], [7, 1]])
+    dy = to_layout(nhwc1([[1, 2], [3, 4]], dtype), fmt)
+    for indices in (cells, flat, None):
+        dx = ops.max_pool2d_backward(dy, x, 3, 2, 1, indices=indices, data_format=fmt)
+        np.testing.assert_array_equal(dx.reshape(4, 4), [[0, 3, 0, 0], [0, 0, 4, 0],
+                                                         [0, 0, 0, 0], [3, 0, 0, 0]])
+
+
+def test_max_pool_window_indices_mark_an_all_padding_window_255(kernel, dtype):
+    x = nhwc1([[1, 2], [3, 4]], dtype)
+    y, cells = ops.max_pool2d(x, 2, 1, 1, dilation=3, return_indices=True, index_format="window")
+    assert y.ravel()[0] == -np.inf and cells.ravel().tolist() == [255]
+    dx = ops.max_pool2d_backward(np.ones_like(y), x, 2, 1, 1, dilation=3, indices=cells)
+    np.testing.assert_array_equal(dx, np.zeros_like(x))
+
+
+@pytest.mark.parametrize("size", [9, 15, 16])
+def test_max_pool_windows_past_the_cell_table(kernel, size, fmt):
+    # 81 and 225 cells take the kernels' large-window path; 256 cells (16x16) no longer fit
+    # uint8 cell numbers, so only flat indices are offered (the backward search uses them).
+    x = to_layout(np.random.default_rng(size).standard_normal((2, size + 1, size, 3)), fmt)
+    kwargs = {"pool_size": size, "stride": 1, "data_format": fmt}
+    check_max_pool(x, kwargs)
+    if size * size > 255:
+        with pytest.raises(ValueError, match="windows of at most 255 cells"):
+            ops.max_pool2d(x, return_indices=True, index_format="window", **kwargs)
 
 
 # --- avg-pool divisors, by hand --------------------------------------------------------------

@@ -87,6 +87,23 @@ def activation(value):
     return "relu" if value.lower() == "relu" else None
 
 
+# A window's cells are numbered i * kw + j in uint8; 255 marks a window with no real cell.
+NO_CELL = 255
+
+
+def index_format(value, g):
+    """max_pool2d's index_format: 'flat' (int64 positions in the H*W plane, as PyTorch) or
+    'window' (uint8 cell numbers in the window: an eighth of the memory)."""
+    if not isinstance(value, str):
+        raise TypeError(f"index_format must be 'flat' or 'window', got {value!r}")
+    if value not in ("flat", "window"):
+        raise ValueError(f"index_format must be 'flat' or 'window', got {value!r}")
+    if value == "window" and g.kh * g.kw > NO_CELL:
+        raise ValueError(f"index_format='window' numbers a window's cells in uint8, so windows "
+                         f"of at most {NO_CELL} cells: got {g.kh}x{g.kw}")
+    return value
+
+
 def same_padding(in_size, kernel, stride, dilation):
     """TensorFlow's 'same' rule: the output has ceil(in / stride) pixels; odd pixel at the end."""
     effective = (kernel - 1) * dilation + 1
@@ -382,21 +399,31 @@ def check_bias(b, cout):
         raise ValueError(f"b must have shape ({cout},) to match w's output channels, got {b.shape}")
 
 
-def check_indices(indices, expected_shape, h, w, check_range=True):
-    """Dtype and shape of max-pool indices; their range too unless the caller's kernel checks
-    it as it goes (ops does, to spare a pass over them)."""
-    if indices.dtype != np.int64:
-        raise TypeError(f"indices must be int64 (as returned by max_pool2d), got dtype {indices.dtype}")
-    if tuple(indices.shape) != tuple(expected_shape):
-        raise ValueError(f"indices must have the output's shape {tuple(expected_shape)}, got {indices.shape}")
-    if check_range and indices.size and (int(indices.max()) >= h * w or int(indices.min()) < -1):
-        raise indices_range_error(h, w)
+def check_indices(indices, g):
+    """Dtype and shape of max-pool indices (their range is checked by whoever reads them: the
+    kernels as they go, to spare a pass).  Returns their index_format."""
+    if indices.dtype == np.int64:
+        fmt = "flat"
+    elif indices.dtype == np.uint8:
+        fmt = index_format("window", g)
+    else:
+        raise TypeError("indices must be int64 (index_format='flat') or uint8 "
+                        f"(index_format='window'), as max_pool2d returns them; got dtype "
+                        f"{indices.dtype}")
+    if tuple(indices.shape) != tuple(g.y_shape):
+        raise ValueError(f"indices must have the output's shape {tuple(g.y_shape)}, got {indices.shape}")
+    return fmt
 
 
-def indices_range_error(h, w):
-    return ValueError(f"indices must lie in [0, {h * w}) (flat positions in each H*W plane), "
-                      "each inside its own window: pass the indices max_pool2d returned for the "
-                      "same x and arguments")
+def indices_range_error(g, fmt):
+    if fmt == "window":
+        what = (f"uint8 indices must each name a real cell of their window (i * kw + j, below "
+                f"{g.kh * g.kw} and not in the padding) or be {NO_CELL} for none")
+    else:
+        what = (f"indices must lie in [0, {g.h * g.w}) (flat positions in each H*W plane), "
+                "each inside its own window, or be -1 for none")
+    return ValueError(f"{what}: pass the indices max_pool2d returned for the same x and "
+                      "arguments")
 
 
 def bool_arg(value, name):

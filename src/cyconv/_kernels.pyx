@@ -9,7 +9,7 @@ the parallel region, never inside the loops.
 
 from cython cimport floating
 from cython.parallel cimport parallel, prange
-from libc.stdint cimport int64_t
+from libc.stdint cimport int64_t, uint8_t
 from libc.stdlib cimport free, malloc
 from libc.string cimport memset
 
@@ -70,13 +70,13 @@ cdef extern from "cyconv.h" nogil:
                                 ptrdiff_t k0, ptrdiff_t k1)
 
     void cyc_max_pool_f32(const cyc_geom_t *g, const float *x, float *y, int64_t *idx,
-                          ptrdiff_t r0, ptrdiff_t r1)
+                          uint8_t *cell, ptrdiff_t r0, ptrdiff_t r1)
     void cyc_max_pool_f64(const cyc_geom_t *g, const double *x, double *y, int64_t *idx,
-                          ptrdiff_t r0, ptrdiff_t r1)
+                          uint8_t *cell, ptrdiff_t r0, ptrdiff_t r1)
     ptrdiff_t cyc_max_pool_bwd_f32(const cyc_geom_t *g, const float *dy, const int64_t *idx,
-                                   float *dx, ptrdiff_t n0, ptrdiff_t n1)
+                                   const uint8_t *cell, float *dx, ptrdiff_t n0, ptrdiff_t n1)
     ptrdiff_t cyc_max_pool_bwd_f64(const cyc_geom_t *g, const double *dy, const int64_t *idx,
-                                   double *dx, ptrdiff_t n0, ptrdiff_t n1)
+                                   const uint8_t *cell, double *dx, ptrdiff_t n0, ptrdiff_t n1)
     void cyc_transpose_f32(const float *src, float *dst, ptrdiff_t rows, ptrdiff_t cols,
                            ptrdiff_t k0, ptrdiff_t k1)
     void cyc_transpose_f64(const double *src, double *dst, ptrdiff_t rows, ptrdiff_t cols,
@@ -322,40 +322,45 @@ def conv2d_backward_filter(const floating[:, :, :, ::1] x, const floating[:, :, 
 
 
 def max_pool(const floating[:, :, :, ::1] x, object geom, floating[:, :, :, ::1] y,
-             int64_t[:, :, :, ::1] idx, int n_threads):
-    """y and, unless idx is None, the flat index (in each H*W plane) of the first maximum of
-    every window."""
+             int64_t[:, :, :, ::1] idx, uint8_t[:, :, :, ::1] cell, int n_threads):
+    """y and the record of every window's first maximum: its flat index in the H*W plane
+    (idx) or its cell in the window (cell); both may be None, at most one is not."""
     cdef cyc_geom_t g = _geom(geom)
     cdef Py_ssize_t rows = <Py_ssize_t>g.n * g.oh
     cdef Py_ssize_t chunk = _chunk(rows, n_threads, 1)
     cdef Py_ssize_t nch = _n_chunks(rows, chunk), t, r0, r1
     cdef int64_t *ip = &idx[0, 0, 0, 0] if idx is not None else NULL
+    cdef uint8_t *cp = &cell[0, 0, 0, 0] if cell is not None else NULL
     for t in prange(nch, nogil=True, num_threads=n_threads, schedule="dynamic"):
         r0 = t * chunk
         r1 = min(rows, r0 + chunk)
         if floating is float:
-            cyc_max_pool_f32(&g, &x[0, 0, 0, 0], &y[0, 0, 0, 0], ip, r0, r1)
+            cyc_max_pool_f32(&g, &x[0, 0, 0, 0], &y[0, 0, 0, 0], ip, cp, r0, r1)
         else:
-            cyc_max_pool_f64(&g, &x[0, 0, 0, 0], &y[0, 0, 0, 0], ip, r0, r1)
+            cyc_max_pool_f64(&g, &x[0, 0, 0, 0], &y[0, 0, 0, 0], ip, cp, r0, r1)
 
 
 def max_pool_backward(const floating[:, :, :, ::1] dy, const int64_t[:, :, :, ::1] idx,
-                      object geom, floating[:, :, :, ::1] dx, int n_threads):
-    """dx: each output's gradient placed at its recorded index (images are independent).
-    Returns the number of indices that could not be placed (see cyconv.h)."""
+                      const uint8_t[:, :, :, ::1] cell, object geom, floating[:, :, :, ::1] dx,
+                      int n_threads):
+    """dx: each output's gradient placed where its record (idx or cell: exactly one is not
+    None) says (images are independent).  Returns the number of records that could not be
+    placed (see cyconv.h)."""
     cdef cyc_geom_t g = _geom(geom)
     cdef Py_ssize_t chunk = _chunk(g.n, n_threads, 1)
     cdef Py_ssize_t nch = _n_chunks(g.n, chunk), t, n0, n1
     cdef Py_ssize_t stray = 0
+    cdef const int64_t *ip = &idx[0, 0, 0, 0] if idx is not None else NULL
+    cdef const uint8_t *cp = &cell[0, 0, 0, 0] if cell is not None else NULL
+    if (ip == NULL) == (cp == NULL):
+        raise ValueError("max_pool_backward takes exactly one of idx and cell")
     for t in prange(nch, nogil=True, num_threads=n_threads, schedule="dynamic"):
         n0 = t * chunk
         n1 = min(<Py_ssize_t>g.n, n0 + chunk)
         if floating is float:
-            stray += cyc_max_pool_bwd_f32(&g, &dy[0, 0, 0, 0], &idx[0, 0, 0, 0], &dx[0, 0, 0, 0],
-                                          n0, n1)
+            stray += cyc_max_pool_bwd_f32(&g, &dy[0, 0, 0, 0], ip, cp, &dx[0, 0, 0, 0], n0, n1)
         else:
-            stray += cyc_max_pool_bwd_f64(&g, &dy[0, 0, 0, 0], &idx[0, 0, 0, 0], &dx[0, 0, 0, 0],
-                                          n0, n1)
+            stray += cyc_max_pool_bwd_f64(&g, &dy[0, 0, 0, 0], ip, cp, &dx[0, 0, 0, 0], n0, n1)
     return stray
 
 

@@ -168,14 +168,16 @@ def _cyconv_fns(case, x, w, layout):
         fwd = lambda: ops.conv2d(x, w, b, activation="relu", **kw)  # noqa: E731
         bwd = lambda: ops.conv2d_backward(dy, x, w, **kw)  # noqa: E731
         return fwd, bwd
-    y, idx = ops.max_pool2d(x, 2, return_indices=True, data_format=layout)
+    # what the MaxPooling2D layer runs in training: indices as cells of their windows (uint8)
+    kw = dict(return_indices=True, index_format="window", data_format=layout)
+    y, idx = ops.max_pool2d(x, 2, **kw)
     dy = np.ones_like(y)
 
     def fwd():
-        return ops.max_pool2d(x, 2, return_indices=True, data_format=layout)
+        return ops.max_pool2d(x, 2, **kw)
 
     def bwd():
-        yy, ii = ops.max_pool2d(x, 2, return_indices=True, data_format=layout)
+        yy, ii = ops.max_pool2d(x, 2, **kw)
         return ops.max_pool2d_backward(dy, x, 2, indices=ii, data_format=layout)
 
     return fwd, bwd

@@ -25,6 +25,9 @@ __all__ = list(_args.FUNCTIONS)
 # Below this much work (in multiply-adds or element visits) per thread, starting another thread
 # costs more than it saves: small layers run on one thread.
 _WORK_PER_THREAD = 200_000
+# A pool's element visit (a load, a compare, a store) costs about two multiply-adds: a second
+# thread pays from about 100,000 visits (measured on the seed model's pools).
+_POOL_VISIT = 2
 
 
 def _threads(work):
@@ -47,6 +50,9 @@ def _bits(a):
 def _transpose_images(a, rows, cols):
     """(N, rows, cols) -> (N, cols, rows), C-contiguous, through the blocked C kernel (numpy's
     strided copy of a large image is up to 18x slower than a plain copy)."""
+    if a.dtype == np.uint8:
+        # window indices: an eighth of a float64's bytes, numpy's copy will do
+        return np.ascontiguousarray(a.reshape(a.shape[0], rows, cols).transpose(0, 2, 1))
     out = np.empty((a.shape[0], cols, rows), dtype=a.dtype)
     if a.size:
         _kernels.transpose(_bits(a.reshape(a.shape[0], rows, cols)), _bits(out),
@@ -135,28 +141,37 @@ def _pool_nhwc_geometry(g):
     return dataclasses.replace(g, data_format="NHWC") if g.data_format == "NCHW" else g
 
 
-def _max_pool_indices(x, g, kg, want_indices=True):
-    """Maxima (NHWC) and, if wanted, their indices (else None: nothing written)."""
+def _max_pool_indices(x, g, kg, index_format=None):
+    """Maxima (NHWC) and the indices of the first maxima in index_format (None: no indices,
+    nothing written)."""
     y = np.empty(kg.y_shape_nhwc, dtype=x.dtype)
-    idx = np.empty(kg.y_shape_nhwc, dtype=np.int64) if want_indices else None
+    idx = np.empty(kg.y_shape_nhwc, dtype=np.int64) if index_format == "flat" else None
+    cell = np.empty(kg.y_shape_nhwc, dtype=np.uint8) if index_format == "window" else None
     if g.n:
         work = kg.n * kg.oh * kg.ow * kg.c * kg.kh * kg.kw
-        _kernels.max_pool(_nhwc(x, g.data_format), kg, y, idx, _threads(work))
-    return y, idx
+        _kernels.max_pool(_nhwc(x, g.data_format), kg, y, idx, cell,
+                          _threads(_POOL_VISIT * work))
+    return y, (cell if idx is None else idx)
 
 
 def max_pool2d(x, pool_size=2, stride=None, padding="valid", *, dilation=1, ceil_mode=False,
-               return_indices=False, data_format="NHWC"):
+               return_indices=False, index_format="flat", data_format="NHWC"):
     """Max over each window; padded cells never win (they count as -inf); NaN propagates.
 
     ``stride=None`` means ``stride = pool_size``.  With ``return_indices=True`` also returns, per
-    output, the flat index (in its image's H*W plane, per channel, as PyTorch) of the first
-    maximum in row-major window order; -1 marks a window that lies entirely in the padding.
+    output, where the first maximum in row-major window order is:
+
+    - ``index_format="flat"``: int64, its flat index in its image's H*W plane (per channel, as
+      PyTorch); -1 marks a window that lies entirely in the padding.
+    - ``index_format="window"``: uint8, its cell's number ``i * kw + j`` in the window; 255 marks
+      a window with no real cell.  An eighth of the memory: what the layers keep for
+      :func:`max_pool2d_backward` (windows of at most 255 cells).
     """
     x, g = _args.pool_call(x, pool_size, stride, padding, dilation, ceil_mode, data_format)
     return_indices = _args.bool_arg(return_indices, "return_indices")
+    index_format = _args.index_format(index_format, g)
     kg = _pool_nhwc_geometry(g)
-    y, idx = _max_pool_indices(x, g, kg, return_indices)
+    y, idx = _max_pool_indices(x, g, kg, index_format if return_indices else None)
     if return_indices:
         return _out(y, g.data_format), _out(idx, g.data_format)
     return _out(y, g.data_format)
@@ -165,22 +180,26 @@ def max_pool2d(x, pool_size=2, stride=None, padding="valid", *, dilation=1, ceil
 def max_pool2d_backward(dy, x, pool_size=2, stride=None, padding="valid", *, dilation=1,
                         ceil_mode=False, indices=None, data_format="NHWC"):
     """Gradient of :func:`max_pool2d`: each output's gradient goes to exactly one input, the
-    first maximum of its window.  Passing the forward's ``indices`` skips the search."""
+    first maximum of its window.  Passing the forward's ``indices`` (either index_format; the
+    dtype tells which) skips the search."""
     dy, x, g = _args.pool_backward_call(dy, x, pool_size, stride, padding, dilation, ceil_mode,
                                         data_format)
     kg = _pool_nhwc_geometry(g)
     if indices is None:
-        _, idx = _max_pool_indices(x, g, kg)
+        index_format = "window" if g.kh * g.kw < _args.NO_CELL else "flat"
+        _, idx = _max_pool_indices(x, g, kg, index_format)
     else:
         indices = np.asarray(indices)
-        _args.check_indices(indices, g.y_shape, g.h, g.w, check_range=False)
+        index_format = _args.check_indices(indices, g)
         idx = _nhwc(indices, g.data_format)
     dx = np.empty(kg.x_shape, dtype=x.dtype)
     if g.n:
-        stray = _kernels.max_pool_backward(_nhwc(dy, g.data_format), _c(idx), kg, dx,
-                                           _threads(kg.n * kg.h * kg.w * kg.c))
+        flat = index_format == "flat"
+        stray = _kernels.max_pool_backward(_nhwc(dy, g.data_format), idx if flat else None,
+                                           None if flat else idx, kg, dx,
+                                           _threads(_POOL_VISIT * kg.n * kg.h * kg.w * kg.c))
         if stray:
-            raise _args.indices_range_error(g.h, g.w)
+            raise _args.indices_range_error(g, index_format)
     return _out(dx, g.data_format)
 
 
@@ -194,7 +213,7 @@ def avg_pool2d(x, pool_size=2, stride=None, padding="valid", *, ceil_mode=False,
     y = np.empty(kg.y_shape_nhwc, dtype=x.dtype)
     if g.n:
         work = kg.n * kg.oh * kg.ow * kg.c * kg.kh * kg.kw
-        _kernels.avg_pool(_nhwc(x, g.data_format), kg, y, cip, _threads(work))
+        _kernels.avg_pool(_nhwc(x, g.data_format), kg, y, cip, _threads(_POOL_VISIT * work))
     return _out(y, g.data_format)
 
 
@@ -208,7 +227,8 @@ def avg_pool2d_backward(dy, x, pool_size=2, stride=None, padding="valid", *, cei
     dx = np.empty(kg.x_shape, dtype=x.dtype)
     if g.n:
         work = kg.n * kg.oh * kg.ow * kg.c * kg.kh * kg.kw
-        _kernels.avg_pool_backward(_nhwc(dy, g.data_format), kg, dx, cip, _threads(work))
+        _kernels.avg_pool_backward(_nhwc(dy, g.data_format), kg, dx, cip,
+                                    _threads(_POOL_VISIT * work))
     return _out(dx, g.data_format)
 
 

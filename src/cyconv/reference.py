@@ -114,14 +114,45 @@ def _max_pool_nhwc(xn, g):
     return y, idx
 
 
+def _window_origins(g):
+    """Input row and column of every output window's first cell, shaped (1, oh, ow, 1)."""
+    oy = (np.arange(g.oh) * g.sh - g.pad_top)[None, :, None, None]
+    ox = (np.arange(g.ow) * g.sw - g.pad_left)[None, None, :, None]
+    return oy, ox
+
+
+def _flat_to_cells(idx, g):
+    """(n, oh, ow, c) flat positions -> the cells' numbers i * kw + j in their windows."""
+    oy, ox = _window_origins(g)
+    py, px = np.divmod(idx, g.w)
+    cells = (py - oy) // g.dh * g.kw + (px - ox) // g.dw
+    return np.where(idx < 0, _args.NO_CELL, cells).astype(np.uint8)
+
+
+def _cells_to_flat(cells, g):
+    """The inverse of _flat_to_cells, refusing a number that is no real cell of its window."""
+    k = cells.astype(np.int64)
+    oy, ox = _window_origins(g)
+    iy, ix = oy + k // g.kw * g.dh, ox + k % g.kw * g.dw
+    none = k == _args.NO_CELL
+    real = (k < g.kh * g.kw) & (iy >= 0) & (iy < g.h) & (ix >= 0) & (ix < g.w)
+    if not np.all(real | none):
+        raise _args.indices_range_error(g, "window")
+    return np.where(none, -1, iy * g.w + ix)
+
+
 def max_pool2d(x, pool_size=2, stride=None, padding="valid", *, dilation=1, ceil_mode=False,
-               return_indices=False, data_format="NHWC"):
-    """Max over each window; padded cells are ignored. Indices are flat positions in H*W."""
+               return_indices=False, index_format="flat", data_format="NHWC"):
+    """Max over each window; padded cells are ignored.  Indices are flat positions in H*W
+    (index_format='flat') or the cells' numbers i * kw + j in their windows ('window')."""
     x, g = _args.pool_call(x, pool_size, stride, padding, dilation, ceil_mode, data_format)
     return_indices = _args.bool_arg(return_indices, "return_indices")
+    index_format = _args.index_format(index_format, g)
     y, idx = _max_pool_nhwc(_args.nhwc(x, g.data_format), g)
     y = np.ascontiguousarray(_args.from_nhwc(y, g.data_format))
     if return_indices:
+        if index_format == "window":
+            idx = _flat_to_cells(idx, g)
         return y, np.ascontiguousarray(_args.from_nhwc(idx, g.data_format))
     return y
 
@@ -135,8 +166,11 @@ def max_pool2d_backward(dy, x, pool_size=2, stride=None, padding="valid", *, dil
         _, idx = _max_pool_nhwc(_args.nhwc(x, g.data_format), g)
     else:
         indices = np.asarray(indices)
-        _args.check_indices(indices, g.y_shape, g.h, g.w)
         idx = _args.nhwc(indices, g.data_format)
+        if _args.check_indices(indices, g) == "window":
+            idx = _cells_to_flat(idx, g)
+        elif idx.size and (idx.max() >= g.h * g.w or idx.min() < -1):
+            raise _args.indices_range_error(g, "flat")
     dyn = _args.nhwc(dy, g.data_format)
     dx = np.zeros((g.n, g.h * g.w, g.c), dtype=x.dtype)
     nn, _, _, cc = np.indices(idx.shape)

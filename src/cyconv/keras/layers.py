@@ -542,8 +542,12 @@ class MaxPooling2D(_Pooling2D):
             self._indices = None
             return ops.max_pool2d(x, self.pool_size, self.strides, self.padding,
                                   data_format=self._fmt)
+        # a byte per output (the cell in its window), not an int64 position
+        small = self.pool_size[0] * self.pool_size[1] < _args.NO_CELL
         y, self._indices = ops.max_pool2d(x, self.pool_size, self.strides, self.padding,
-                                          return_indices=True, data_format=self._fmt)
+                                          return_indices=True,
+                                          index_format="window" if small else "flat",
+                                          data_format=self._fmt)
         return y
 
     def backward(self, dy, wrt_logits=False):
