@@ -623,19 +623,23 @@ void FN(cyc_conv_bwd_data_scatter)(const cyc_geom_t *g, const T *dy, const T *pa
  * the 2 * MR accumulators the registers hold. */
 #define CYC_DW_NBLK 4
 
+/* Row p of the tile reads xrows[t][xoff + xo[p]] for pixel t: xo is 0, 1, 2, ... for a segment
+ * or a gathered window, and the window's layout in the image for a window read in place. */
 ALWAYS_INLINE void FN(dw_tile)(const int mr, const int nv, int cnt, const T *const *xrows,
-                               ptrdiff_t xoff, const int *dj, const T *dyp, int dstride,
-                               T *acc_out, ptrdiff_t astride)
+                               ptrdiff_t xoff, const int *restrict xo, const int *dj,
+                               const T *dyp, int dstride, T *acc_out, ptrdiff_t astride)
 {
     V acc[2 * MR];
+    ptrdiff_t o[MR];
+    for (int p = 0; p < mr; p++) o[p] = xoff + xo[p];
     for (int a = 0; a < mr * nv; a++) acc[a] = (V){0};
     for (int t = 0; t < cnt; t++) {
-        const T *xr = xrows[t] + xoff;
+        const T *xr = xrows[t];
         const T *dr = dyp + (ptrdiff_t)dj[t] * dstride;
         V dv[CYC_DW_NBLK];
         for (int b = 0; b < nv; b++) dv[b] = LOADV(dr + b * VLEN);
         for (int p = 0; p < mr; p++) {
-            T x = xr[p];
+            T x = xr[o[p]];
             for (int b = 0; b < nv; b++) acc[p * nv + b] += x * dv[b];
         }
     }
@@ -650,7 +654,7 @@ ALWAYS_INLINE void FN(dw_tile)(const int mr, const int nv, int cnt, const T *con
  * tiles, so all heights occur (a segment of 9 values is one tile of 9, one of 96 is 16 of 6). */
 #define CYC_DW_CASE(NV, M)                                                                     \
     case (NV) * 64 + (M):                                                                      \
-        FN(dw_tile)(M, NV, cnt, xrows, xoff, dj, dyp, dstride, acc_out, astride);              \
+        FN(dw_tile)(M, NV, cnt, xrows, xoff, xo, dj, dyp, dstride, acc_out, astride);          \
         return;
 #define CYC_DW_CASES_UP_TO_2(NV) CYC_DW_CASE(NV, 1) CYC_DW_CASE(NV, 2)
 #define CYC_DW_CASES_UP_TO_6(NV)                                                               \
@@ -661,7 +665,8 @@ ALWAYS_INLINE void FN(dw_tile)(const int mr, const int nv, int cnt, const T *con
     CYC_DW_CASE(NV, 10) CYC_DW_CASE(NV, 11) CYC_DW_CASE(NV, 12)
 
 static void FN(dw_tile_any)(int mr, int nv, int cnt, const T *const *xrows, ptrdiff_t xoff,
-                            const int *dj, const T *dyp, int dstride, T *acc_out, ptrdiff_t astride)
+                            const int *xo, const int *dj, const T *dyp, int dstride, T *acc_out,
+                            ptrdiff_t astride)
 {
     switch (nv * 64 + mr) {
 #if MR >= 12
@@ -679,7 +684,7 @@ static void FN(dw_tile_any)(int mr, int nv, int cnt, const T *const *xrows, ptrd
 #endif
     default: break;
     }
-    FN(dw_tile)(mr, nv, cnt, xrows, xoff, dj, dyp, dstride, acc_out, astride);
+    FN(dw_tile)(mr, nv, cnt, xrows, xoff, xo, dj, dyp, dstride, acc_out, astride);
 }
 #undef CYC_DW_CASE
 #undef CYC_DW_CASES_UP_TO_2
@@ -719,9 +724,16 @@ void FN(cyc_conv_bwd_filter)(const cyc_geom_t *g, const T *x, const T *dy, const
     const ptrdiff_t astride = (ptrdiff_t)g->groups * opad;
     /* the zero row that padded segments point at: any pointer that is not into x or gbuf */
     static const T no_data[1] = {0};
-    /* A window of at most MR values (a first layer's 3x3x1) is copied whole into one row per
-     * pixel, so that a single tile reduces all of it instead of one short segment at a time. */
+    /* A window of at most MR values (a first layer's 3x3x1) is reduced by a single tile instead
+     * of one short segment at a time: read in place (offsets in_off from its first value) where
+     * its rows lie inside the image, else copied whole into one row of gbuf (offsets seq).
+     * rows and dj list the first kind from the front, the second from the back. */
     const int gather_all = g->groups == 1 && K <= MR;
+    int in_off[CYC_MR_MAX], seq[CYC_MR_MAX];
+    for (int p = 0; p < CYC_MR_MAX; p++) {
+        seq[p] = p;
+        in_off[p] = p / len * g->dh * r.src_w * r.src_c + p % len;
+    }
     FN(class_taps)(g, &r, 0, 0, &taps);
     /* db goes through a local sum: threads writing neighbouring accumulators per pixel would
      * share cache lines */
@@ -730,6 +742,7 @@ void FN(cyc_conv_bwd_filter)(const cyc_geom_t *g, const T *x, const T *dy, const
     FN(cursor_t) cur = FN(cursor_at)(m0, g->oh, g->ow, 1, 1, 0, 0);
     for (ptrdiff_t mc = m0; mc < m1; mc += P) {
         const int np = (int)(m1 - mc < P ? m1 - mc : P);
+        int n_in = 0, n_gathered = 0;
         for (int j = 0; j < np; j++) {
             const T *d = dy + (mc + j) * g->cout;
             const T *ry = relu_y ? relu_y + (mc + j) * g->cout : NULL;
@@ -740,25 +753,40 @@ void FN(cyc_conv_bwd_filter)(const cyc_geom_t *g, const T *x, const T *dy, const
                     /* the fused ReLU's gradient, applied while dy is copied anyway */
                     for (int l = 0; l < og; l++) dst[l] = ry[o0 + l] > 0 ? d[o0 + l] : (T)0;
                 } else {
-                    memcpy(dst, d + o0, sizeof(T) * (size_t)og);
+                    for (int l = 0; l < og; l++) dst[l] = d[o0 + l];
                 }
                 for (int l = og; l < opad; l++) dst[l] = 0;
                 for (int l = 0; l < og; l++) dbl[o0 + l] += dst[l];
             }
             int qy, qx;
             CYC_ORIGIN(g, r, cur, qy, qx);
-            if (!FN(inner_rows)(g, &r, x, cur.n, qy, qx, ptrs + j, P))
+            if (FN(inner_rows)(g, &r, x, cur.n, qy, qx, ptrs + j, P)) {
+                if (gather_all) {
+                    rows[n_in] = ptrs[j];
+                    dj[n_in++] = j;
+                    FN(cursor_next)(&cur);
+                    continue;
+                }
+            } else {
                 FN(pixel_segments)(g, &r, &taps, x, no_data, cur.n, qy, qx, ptrs + j, P,
                                    gbuf + (ptrdiff_t)j * K, live);
+            }
             if (gather_all) {
                 T *row = gbuf + (ptrdiff_t)j * K;
+                /* a few values per segment: a library call each would cost more than the copy;
+                 * src may be this very row (pixel_segments gathers border pixels into it) */
                 for (int s = 0; s < nseg; s++) {
                     const T *src = ptrs[(ptrdiff_t)s * P + j];
-                    if (src == no_data) memset(row + s * len, 0, sizeof(T) * (size_t)len);
-                    else memmove(row + s * len, src, sizeof(T) * (size_t)len);
+                    T *dst = row + s * len;
+                    if (src == no_data) {
+                        for (int l = 0; l < len; l++) dst[l] = 0;
+                    } else if (src != dst) {
+                        for (int l = 0; l < len; l++) dst[l] = src[l];
+                    }
                 }
-                rows[j] = row;
-                dj[j] = j;
+                n_gathered++;
+                rows[P - n_gathered] = row;
+                dj[P - n_gathered] = j;
             }
             FN(cursor_next)(&cur);
         }
@@ -767,7 +795,12 @@ void FN(cyc_conv_bwd_filter)(const cyc_geom_t *g, const T *x, const T *dy, const
                 nv = FN(dw_block)(opad, co0, &mrmax);
                 /* a whole window (K <= MR rows) per tile: narrower blocks if need be */
                 while (nv > 1 && K * nv > 2 * MR) nv--;
-                FN(dw_tile_any)(K, nv, np, rows, 0, dj, dyp + co0, opad, dw_acc + co0, astride);
+                if (n_in)
+                    FN(dw_tile_any)(K, nv, n_in, rows, 0, in_off, dj, dyp + co0, opad,
+                                    dw_acc + co0, astride);
+                if (n_gathered)
+                    FN(dw_tile_any)(K, nv, n_gathered, rows + P - n_gathered, 0, seq,
+                                    dj + P - n_gathered, dyp + co0, opad, dw_acc + co0, astride);
             }
             continue;
         }
@@ -787,7 +820,7 @@ void FN(cyc_conv_bwd_filter)(const cyc_geom_t *g, const T *x, const T *dy, const
                     const int ntile = (len + mrmax - 1) / mrmax;
                     for (int t = 0, l0 = 0; t < ntile; t++) {
                         int mr = len / ntile + (t < len % ntile);
-                        FN(dw_tile_any)(mr, nv, cnt, rows, off + l0, dj,
+                        FN(dw_tile_any)(mr, nv, cnt, rows, off + l0, seq, dj,
                                         dyp + (ptrdiff_t)grp * P * opad + co0, opad,
                                         dw_acc + ((ptrdiff_t)s * len + l0) * astride
                                             + (ptrdiff_t)grp * opad + co0,

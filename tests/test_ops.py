@@ -147,6 +147,12 @@ BIG_CONVS = {
     "33->17 5x5 pad 2": ((3, 12, 10, 33), (5, 5, 33, 17), {"padding": 2}),
     "groups 2, 48->80": ((2, 9, 9, 48), (3, 3, 24, 80), {"groups": 2, "padding": "same"}),
     "depthwise 40": ((4, 10, 10, 40), (3, 3, 1, 40), {"groups": 40, "padding": 1}),
+    # small windows (kh * kw * cin <= the tile's rows) get one weight-gradient tile per window,
+    # read in place inside the image and gathered at its borders
+    "first layer same 28x28x1->32": ((8, 28, 28, 1), (3, 3, 1, 32), {"padding": "same"}),
+    "first layer stride 2 dilated rows": ((4, 15, 13, 1), (3, 3, 1, 16),
+                                          {"stride": 2, "dilation": (2, 1), "padding": 1}),
+    "1x3 kernel over 4 channels": ((4, 9, 12, 4), (1, 3, 4, 24), {"padding": (0, 1)}),
 }
 
 
