@@ -127,14 +127,15 @@ size_t cyc_conv_dw_scratch_bytes(const cyc_geom_t *g, int elem_size)
         int og = g->cout / g->groups;                                                          \
         int opad = cyc_round_up(og, vlen);                                                     \
         size_t acc_len = cyc_conv_dw_acc_len(g, (int)sizeof(T));                               \
+        /* the partial sums in a fixed order, 0 + a0 + a1 + ...; the loops over co vectorise */ \
         for (ptrdiff_t k = k0; k < k1; k++) /* k = (kk, ci) */                                 \
-            for (int grp = 0; grp < g->groups; grp++)                                          \
-                for (int co = 0; co < og; co++) {                                              \
-                    size_t a = ((size_t)k * g->groups + grp) * opad + co;                      \
-                    T s = 0;                                                                   \
-                    for (int t = 0; t < n_acc; t++) s += accs[t * acc_len + a];                \
-                    dw[(size_t)k * g->cout + (size_t)grp * og + co] = s;                       \
-                }                                                                              \
+            for (int grp = 0; grp < g->groups; grp++) {                                        \
+                const T *a = accs + ((size_t)k * g->groups + grp) * opad;                      \
+                T *restrict d = dw + (size_t)k * g->cout + (size_t)grp * og;                   \
+                for (int co = 0; co < og; co++) d[co] = (T)0 + a[co];                          \
+                for (int t = 1; t < n_acc; t++)                                                \
+                    for (int co = 0; co < og; co++) d[co] += a[t * acc_len + co];              \
+            }                                                                                  \
     }
 CYC_DW_FINISH(f32, float)
 CYC_DW_FINISH(f64, double)
