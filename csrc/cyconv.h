@@ -3,7 +3,8 @@
  * Plain C, no Python.h.  Every array is C-contiguous NHWC (activations) and already validated by
  * cyconv/ops.py; every function here works on a range of independent work (a tile of output
  * pixels, a range of images) so that the caller can spread ranges over OpenMP threads.  Nothing
- * here allocates: scratch memory comes from the caller, sized by the *_scratch functions.
+ * here allocates: scratch memory comes from the caller, sized by the *_scratch functions, who
+ * may take it from cyc_scratch (scratch.c).
  *
  * Each kernel exists once per instruction set (portable C, AVX2+FMA, AVX-512) and per dtype
  * (f32, f64); dispatch.c picks the instruction set at run time and these entry points forward
@@ -38,6 +39,21 @@ int cyc_isa_best(void);
 int cyc_isa_set(int isa);
 int cyc_isa_get(void);
 const char *cyc_isa_name(int isa);
+
+/* ---- working memory kept between calls (scratch.c) ----
+ * cyc_scratch returns this thread's block for `slot`, at least `bytes` long (NULL if memory runs
+ * out), and the block stays this thread's until cyc_scratch_done: a thread holds one block per
+ * slot at a time.  A block is zero-filled when first made, so the zeros slot, which nothing
+ * writes to, always reads as zeros; other blocks hold whatever the last call left. */
+enum {
+    CYC_SCRATCH_TILES = 0,    /* each thread's tile scratch */
+    CYC_SCRATCH_PACKED = 1,   /* packed weights, shared by a call's threads */
+    CYC_SCRATCH_ZEROS = 2,    /* the zero row that padded taps read */
+    CYC_SCRATCH_PARTIAL = 3,  /* the weight gradient's partial sums */
+    CYC_SCRATCH_SLOTS = 4
+};
+void *cyc_scratch(int slot, size_t bytes);
+void cyc_scratch_done(int slot, void *block);
 
 /* ---- build facts ---- */
 int cyc_openmp_enabled(void);      /* 1 if compiled with OpenMP */

@@ -10,7 +10,6 @@ the parallel region, never inside the loops.
 from cython cimport floating
 from cython.parallel cimport parallel, prange
 from libc.stdint cimport int64_t, uint8_t
-from libc.stdlib cimport free, malloc
 from libc.string cimport memset
 
 import numpy as np
@@ -32,6 +31,14 @@ cdef extern from "cyconv.h" nogil:
     int cyc_openmp_enabled()
     int cyc_omp_max_threads()
     const char *cyc_compiler()
+
+    enum:
+        CYC_SCRATCH_TILES
+        CYC_SCRATCH_PACKED
+        CYC_SCRATCH_ZEROS
+        CYC_SCRATCH_PARTIAL
+    void *cyc_scratch(int slot, size_t nbytes)
+    void cyc_scratch_done(int slot, void *block)
 
     size_t cyc_conv_packed_len(const cyc_geom_t *g, int transposed, int elem_size)
     size_t cyc_conv_scratch_bytes(const cyc_geom_t *g, int transposed, int elem_size)
@@ -200,7 +207,7 @@ cdef int _run_tiles(int kind, const cyc_geom_t *g, const floating *w, const floa
                 cyc_conv_pack_f32(g, w, bias, transposed, packed, m0, m1)
             else:
                 cyc_conv_pack_f64(g, w, bias, transposed, packed, m0, m1)
-        scratch = malloc(sbytes)
+        scratch = cyc_scratch(CYC_SCRATCH_TILES, sbytes)
         # every thread takes part in the worksharing loop, with or without its scratch
         for t in prange(nch, schedule="dynamic"):
             if scratch == NULL:
@@ -209,7 +216,26 @@ cdef int _run_tiles(int kind, const cyc_geom_t *g, const floating *w, const floa
             m0 = t * chunk
             m1 = min(total, m0 + chunk)
             _tiles(kind, g, src, packed, relu, zeros, dst, m0, m1, scratch)
-        free(scratch)
+        cyc_scratch_done(CYC_SCRATCH_TILES, scratch)
+    return failed
+
+
+cdef int _run_conv(int kind, const cyc_geom_t *g, const floating *w, const floating *bias,
+                   const floating *src, bint relu, floating *dst, Py_ssize_t total,
+                   Py_ssize_t chunk, size_t sbytes, int n_threads) noexcept nogil:
+    """_run_tiles with the packed weights and the zero row in this thread's kept blocks.
+    Returns 1 if memory ran out."""
+    cdef int transposed = kind != FORWARD
+    cdef floating *packed = <floating *>cyc_scratch(
+        CYC_SCRATCH_PACKED, cyc_conv_packed_len(g, transposed, sizeof(floating)) * sizeof(floating))
+    cdef const floating *zeros = <const floating *>cyc_scratch(
+        CYC_SCRATCH_ZEROS, cyc_conv_zeros_len(g) * sizeof(floating))
+    cdef int failed = 1
+    if packed != NULL and zeros != NULL:
+        failed = _run_tiles(kind, g, w, bias, packed, src, relu, zeros, dst, total, chunk,
+                            sbytes, n_threads)
+    cyc_scratch_done(CYC_SCRATCH_PACKED, packed)
+    cyc_scratch_done(CYC_SCRATCH_ZEROS, <void *>zeros)
     return failed
 
 
@@ -219,18 +245,14 @@ def conv2d_forward(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] 
     """y = conv(x, w) + b (+ ReLU), all NHWC / HWIO, y preallocated."""
     cdef cyc_geom_t g = _geom(geom)
     cdef Py_ssize_t M = <Py_ssize_t>g.n * g.oh * g.ow
-    dtype = np.float32 if floating is float else np.float64
-    cdef floating[::1] packed = np.empty(cyc_conv_packed_len(&g, 0, sizeof(floating)), dtype)
-    cdef floating[::1] zeros = np.zeros(cyc_conv_zeros_len(&g), dtype)
     cdef const floating *bp = &b[0] if b is not None else NULL
     cdef size_t sbytes = cyc_conv_scratch_bytes(&g, 0, sizeof(floating))
     cdef int failed
     with nogil:
-        failed = _run_tiles(FORWARD, &g, &w[0, 0, 0, 0], bp, &packed[0], &x[0, 0, 0, 0], relu,
-                            &zeros[0], &y[0, 0, 0, 0], M, _chunk(M, n_threads, 48), sbytes,
-                            n_threads)
+        failed = _run_conv(FORWARD, &g, &w[0, 0, 0, 0], bp, &x[0, 0, 0, 0], relu,
+                           &y[0, 0, 0, 0], M, _chunk(M, n_threads, 48), sbytes, n_threads)
     if failed:
-        raise MemoryError("conv2d: could not allocate per-thread scratch memory")
+        raise MemoryError("conv2d: could not allocate scratch memory")
 
 
 def conv2d_backward_data_scatters(object geom):
@@ -246,9 +268,6 @@ def conv2d_backward_data(const floating[:, :, :, ::1] dy, const floating[:, :, :
     cdef cyc_geom_t g = _geom(geom)
     cdef bint scatter = cyc_conv_bwd_data_scatters(&g)
     cdef Py_ssize_t M = <Py_ssize_t>g.n if scatter else <Py_ssize_t>g.n * g.h * g.w
-    dtype = np.float32 if floating is float else np.float64
-    cdef floating[::1] packed = np.empty(cyc_conv_packed_len(&g, 1, sizeof(floating)), dtype)
-    cdef floating[::1] zeros = np.zeros(cyc_conv_zeros_len(&g), dtype)
     cdef size_t sbytes = (cyc_conv_scatter_scratch_bytes(&g, sizeof(floating)) if scatter
                           else cyc_conv_scratch_bytes(&g, 1, sizeof(floating)))
     # Scattered tiles run across images, so how images are grouped changes the order in which
@@ -256,11 +275,10 @@ def conv2d_backward_data(const floating[:, :, :, ::1] dy, const floating[:, :, :
     cdef Py_ssize_t chunk = (M + 7) // 8 if scatter else _chunk(M, n_threads, 48)
     cdef int failed
     with nogil:
-        failed = _run_tiles(SCATTER_DX if scatter else GATHER_DX, &g, &w[0, 0, 0, 0], NULL,
-                            &packed[0], &dy[0, 0, 0, 0], False, &zeros[0], &dx[0, 0, 0, 0], M,
-                            chunk, sbytes, n_threads)
+        failed = _run_conv(SCATTER_DX if scatter else GATHER_DX, &g, &w[0, 0, 0, 0], NULL,
+                           &dy[0, 0, 0, 0], False, &dx[0, 0, 0, 0], M, chunk, sbytes, n_threads)
     if failed:
-        raise MemoryError("conv2d_backward: could not allocate per-thread scratch memory")
+        raise MemoryError("conv2d_backward: could not allocate scratch memory")
 
 
 def conv2d_backward_filter(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] dy,
@@ -271,15 +289,18 @@ def conv2d_backward_filter(const floating[:, :, :, ::1] x, const floating[:, :, 
     cdef cyc_geom_t g = _geom(geom)
     cdef const floating *ry = &relu_y[0, 0, 0, 0] if relu_y is not None else NULL
     cdef Py_ssize_t M = <Py_ssize_t>g.n * g.oh * g.ow
-    dtype = np.float32 if floating is float else np.float64
     cdef Py_ssize_t acc_len = cyc_conv_dw_acc_len(&g, sizeof(floating))
+    cdef Py_ssize_t db_len = (g.cout + 15) // 16 * 16
     # The pixels are split into a number of partial sums that depends on the problem only, never
     # on the thread count, so that dw is bit-for-bit the same with 1 thread or many.
     cdef int n_acc = <int>min(8, max(1, M // 128))
-    # each partial sum is zeroed by the thread that fills it, and the rows of dw are summed in
-    # parallel: for small batches these passes are a tenth of the work
-    cdef floating[:, ::1] accs = np.empty((n_acc, acc_len), dtype)
-    cdef floating[:, ::1] dbs = np.zeros((n_acc, (g.cout + 15) // 16 * 16), dtype)
+    # each partial sum (accs[t], then dbs[t]) is zeroed by the thread that fills it, and the rows
+    # of dw are summed in parallel: for small batches these passes are a tenth of the work
+    cdef floating *accs = <floating *>cyc_scratch(
+        CYC_SCRATCH_PARTIAL, n_acc * (acc_len + db_len) * sizeof(floating))
+    if accs == NULL:
+        raise MemoryError("conv2d_backward: could not allocate the partial sums")
+    cdef floating *dbs = accs + n_acc * acc_len
     cdef size_t sbytes = cyc_conv_dw_scratch_bytes(&g, sizeof(floating))
     cdef Py_ssize_t K = <Py_ssize_t>g.kh * g.kw * (g.c // g.groups)
     cdef Py_ssize_t kchunk = _chunk(K, n_threads, 1)
@@ -289,7 +310,7 @@ def conv2d_backward_filter(const floating[:, :, :, ::1] x, const floating[:, :, 
     cdef void *scratch
     with nogil:
         with parallel(num_threads=n_threads):
-            scratch = malloc(sbytes)
+            scratch = cyc_scratch(CYC_SCRATCH_TILES, sbytes)
             # every thread takes part in every worksharing loop, with or without its scratch
             for t in prange(n_acc, schedule="dynamic"):
                 if scratch == NULL:
@@ -297,26 +318,30 @@ def conv2d_backward_filter(const floating[:, :, :, ::1] x, const floating[:, :, 
                     continue
                 m0 = M * t // n_acc
                 m1 = M * (t + 1) // n_acc
-                memset(&accs[t, 0], 0, acc_len * sizeof(floating))
+                memset(accs + t * acc_len, 0, acc_len * sizeof(floating))
+                memset(dbs + t * db_len, 0, db_len * sizeof(floating))
                 if floating is float:
                     cyc_conv_bwd_filter_f32(&g, &x[0, 0, 0, 0], &dy[0, 0, 0, 0], ry,
-                                            &accs[t, 0], &dbs[t, 0], m0, m1, scratch)
+                                            accs + t * acc_len, dbs + t * db_len, m0, m1,
+                                            scratch)
                 else:
                     cyc_conv_bwd_filter_f64(&g, &x[0, 0, 0, 0], &dy[0, 0, 0, 0], ry,
-                                            &accs[t, 0], &dbs[t, 0], m0, m1, scratch)
-            free(scratch)
+                                            accs + t * acc_len, dbs + t * db_len, m0, m1,
+                                            scratch)
+            cyc_scratch_done(CYC_SCRATCH_TILES, scratch)
             for t in prange(_n_chunks(K, kchunk), schedule="static"):
                 m0 = t * kchunk
                 m1 = min(K, m0 + kchunk)
                 if floating is float:
-                    cyc_conv_dw_finish_f32(&g, &accs[0, 0], n_acc, &dw[0, 0, 0, 0], m0, m1)
+                    cyc_conv_dw_finish_f32(&g, accs, n_acc, &dw[0, 0, 0, 0], m0, m1)
                 else:
-                    cyc_conv_dw_finish_f64(&g, &accs[0, 0], n_acc, &dw[0, 0, 0, 0], m0, m1)
+                    cyc_conv_dw_finish_f64(&g, accs, n_acc, &dw[0, 0, 0, 0], m0, m1)
         if not failed:
             for m0 in range(g.cout):
                 db[m0] = 0
                 for t in range(n_acc):
-                    db[m0] += dbs[t, m0]
+                    db[m0] += dbs[t * db_len + m0]
+    cyc_scratch_done(CYC_SCRATCH_PARTIAL, accs)
     if failed:
         raise MemoryError("conv2d_backward: could not allocate per-thread scratch memory")
 
