@@ -127,11 +127,12 @@ void cyc_conv_dw_finish_f64(const cyc_geom_t *g, const double *accs, int n_acc, 
 #define CYC_POOL_NO_CELL 255
 /* Records the first maximum of each window in idx (its flat position in the H*W plane) or in
  * cell (its number in the window, i * kw + j; windows of at most 255 cells), or neither: at most
- * one of them is non-NULL. */
+ * one of them is non-NULL.  relu_in: x is a ReLU's output, and a window whose maximum is not
+ * positive records none, so that the backward pass also applies the ReLU's gradient. */
 void cyc_max_pool_f32(const cyc_geom_t *g, const float *x, float *y, int64_t *idx,
-                      uint8_t *cell, ptrdiff_t r0, ptrdiff_t r1);
+                      uint8_t *cell, int relu_in, ptrdiff_t r0, ptrdiff_t r1);
 void cyc_max_pool_f64(const cyc_geom_t *g, const double *x, double *y, int64_t *idx,
-                      uint8_t *cell, ptrdiff_t r0, ptrdiff_t r1);
+                      uint8_t *cell, int relu_in, ptrdiff_t r0, ptrdiff_t r1);
 /* Reads the records from idx or from cell (exactly one non-NULL).  Returns how many records
  * (other than "none") it could not place: outside the image, not a real cell of their window,
  * or (flat positions, where windows cannot overlap) outside their own window. */

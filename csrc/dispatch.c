@@ -190,9 +190,9 @@ CYC_DW_FINISH(f64, double)
         CYC_PICK(cyc_conv_bwd_filter, SUF, g, x, dy, ry, dw, db, m0, m1, s);                   \
     }                                                                                          \
     void cyc_max_pool_##SUF(const cyc_geom_t *g, const T *x, T *y, int64_t *idx,              \
-                            uint8_t *cell, ptrdiff_t r0, ptrdiff_t r1)                         \
+                            uint8_t *cell, int relu_in, ptrdiff_t r0, ptrdiff_t r1)            \
     {                                                                                          \
-        CYC_PICK(cyc_max_pool, SUF, g, x, y, idx, cell, r0, r1);                               \
+        CYC_PICK(cyc_max_pool, SUF, g, x, y, idx, cell, relu_in, r0, r1);                      \
     }                                                                                          \
     ptrdiff_t cyc_max_pool_bwd_##SUF(const cyc_geom_t *g, const T *dy, const int64_t *idx,    \
                                      const uint8_t *cell, T *dx, ptrdiff_t n0, ptrdiff_t n1)   \

@@ -962,7 +962,7 @@ ALWAYS_INLINE V FN(blend)(IV m, V a, V b) { return (V)(((IV)a & m) | ((IV)b & ~m
 
 /* Max pooling over windows too large for the cell table (global pooling of big images). */
 static void FN(max_pool_large)(const cyc_geom_t *g, const T *x, T *y, int64_t *idx,
-                               uint8_t *cell, ptrdiff_t r0, ptrdiff_t r1)
+                               uint8_t *cell, int relu_in, ptrdiff_t r0, ptrdiff_t r1)
 {
     const int C = g->c;
     for (ptrdiff_t rr = r0; rr < r1; rr++) {
@@ -1000,6 +1000,12 @@ static void FN(max_pool_large)(const cyc_geom_t *g, const T *x, T *y, int64_t *i
                         if (ic) ic[c] = take ? (uint8_t)(i * g->kw + j) : ic[c];
                     }
                 }
+            if (relu_in)
+                for (int c = 0; c < C; c++)
+                    if (!(yo[c] > 0)) {
+                        if (io) io[c] = -1;
+                        if (ic) ic[c] = CYC_POOL_NO_CELL;
+                    }
         }
     }
 }
@@ -1007,9 +1013,11 @@ static void FN(max_pool_large)(const cyc_geom_t *g, const T *x, T *y, int64_t *i
 /* Fold one window into y and its records for channels [0, C).  The window's cells are at
  * base + off[k] (a pixel's channels), in scan order; key[k] is what cell k records (its flat
  * position or its number).  Strictly greater keeps the first maximum; a NaN replaces a number and
- * the first NaN stays (NaN propagates). */
+ * the first NaN stays (NaN propagates).  With relu_in, a maximum that is not positive records
+ * `none`: its window then passes no gradient, which is the gradient of a ReLU before the pool. */
 ALWAYS_INLINE void FN(max_window)(const T *base, const ptrdiff_t *off, const int64_t *key,
-                                  int ncell, int C, T *yo, int64_t *io, uint8_t *ic)
+                                  int ncell, int C, T *yo, int64_t *io, uint8_t *ic, int relu_in,
+                                  int64_t none)
 {
     const int cv = C / VLEN * VLEN;
     for (int c0 = 0; c0 < cv; c0 += VLEN) {
@@ -1022,6 +1030,10 @@ ALWAYS_INLINE void FN(max_window)(const T *base, const ptrdiff_t *off, const int
             bi = (bi & ~m) | (((IV){0} + (CYC_IT)key[k]) & m);
         }
         STOREV(yo + c0, b);
+        if (relu_in) {
+            IV pos = (IV)(b > (V){0});
+            bi = (bi & pos) | (((IV){0} + (CYC_IT)none) & ~pos);
+        }
         if (io || ic) FN(store_rec)(io ? io + c0 : NULL, ic ? ic + c0 : NULL, bi);
     }
     for (int c = cv; c < C; c++) {
@@ -1032,6 +1044,7 @@ ALWAYS_INLINE void FN(max_window)(const T *base, const ptrdiff_t *off, const int
             if (!(v <= b) && b == b) { b = v; bi = key[k]; }
         }
         yo[c] = b;
+        if (relu_in && !(b > 0)) bi = none;
         if (io) io[c] = bi;
         if (ic) ic[c] = (uint8_t)bi;
     }
@@ -1084,12 +1097,13 @@ static inline int FN(window_inside)(const cyc_geom_t *g, int oy, int ox, const i
 
 /* Max pooling: for each window, the max and (if idx or cell) the record of its first maximum. */
 void FN(cyc_max_pool)(const cyc_geom_t *g, const T *x, T *y, int64_t *idx, uint8_t *cell,
-                      ptrdiff_t r0, ptrdiff_t r1)
+                      int relu_in, ptrdiff_t r0, ptrdiff_t r1)
 {
     const int C = g->c;
     const int ncell = g->kh * g->kw;
+    const int64_t none = cell ? CYC_POOL_NO_CELL : -1;
     if (ncell > CYC_POOL_CELLS) {
-        FN(max_pool_large)(g, x, y, idx, cell, r0, r1);
+        FN(max_pool_large)(g, x, y, idx, cell, relu_in, r0, r1);
         return;
     }
     int64_t pos[CYC_POOL_CELLS], num[CYC_POOL_CELLS], tpos[CYC_POOL_CELLS], key[CYC_POOL_CELLS];
@@ -1106,9 +1120,12 @@ void FN(cyc_max_pool)(const cyc_geom_t *g, const T *x, T *y, int64_t *idx, uint8
             int64_t p0;
             if (FN(window_inside)(g, oy, ox, tpos, cell != NULL, &p0, key)) {
                 const T *base = xn + p0 * C;
-                if (ncell == 4) FN(max_window)(base, toff, key, 4, C, yo, io, ic);
-                else if (ncell == 9) FN(max_window)(base, toff, key, 9, C, yo, io, ic);
-                else FN(max_window)(base, toff, key, ncell, C, yo, io, ic);
+                if (ncell == 4)
+                    FN(max_window)(base, toff, key, 4, C, yo, io, ic, relu_in, none);
+                else if (ncell == 9)
+                    FN(max_window)(base, toff, key, 9, C, yo, io, ic, relu_in, none);
+                else
+                    FN(max_window)(base, toff, key, ncell, C, yo, io, ic, relu_in, none);
                 continue;
             }
             int nc = FN(pool_cells)(g, oy, ox, pos, off, num);
@@ -1119,7 +1136,7 @@ void FN(cyc_max_pool)(const cyc_geom_t *g, const T *x, T *y, int64_t *idx, uint8
                 if (ic) memset(ic, CYC_POOL_NO_CELL, (size_t)C);
                 continue;
             }
-            FN(max_window)(xn, off, cell ? num : pos, nc, C, yo, io, ic);
+            FN(max_window)(xn, off, cell ? num : pos, nc, C, yo, io, ic, relu_in, none);
         }
     }
 }

@@ -21,8 +21,8 @@ def float64():
     backend.set_floatx("float32")
 
 
-def assert_gradients_match(model, x, y, h=1e-6, rtol=1e-5, atol=1e-8):
-    loss, grads, dx = model._gradients(x, y)
+def assert_gradients_match(model, x, y, h=1e-6, rtol=1e-5, atol=1e-8, training=False):
+    loss, grads, dx = model._gradients(x, y, training=training)
     targets = list(zip(model.weights, grads)) + [(x, dx)]
     for k, (w, g) in enumerate(targets):
         assert g.shape == w.shape
@@ -31,9 +31,9 @@ def assert_gradients_match(model, x, y, h=1e-6, rtol=1e-5, atol=1e-8):
         for i in range(flat.size):
             old = flat[i]
             flat[i] = old + h
-            up = model._gradients(x, y)[0]
+            up = model._gradients(x, y, training=training)[0]
             flat[i] = old - h
-            down = model._gradients(x, y)[0]
+            down = model._gradients(x, y, training=training)[0]
             flat[i] = old
             numeric[i] = (up - down) / (2 * h)
         np.testing.assert_allclose(gflat, numeric, rtol=rtol, atol=atol,
@@ -117,3 +117,49 @@ def test_first_layer_skips_its_input_gradient_in_training():
     model = models.Sequential([layers.Input(shape=(6, 6, 1)), layers.MaxPooling2D(),
                                layers.Conv2D(2, 2), layers.Flatten(), layers.Dense(2)])
     assert [layer.need_input_grad for layer in model.layers] == [False, False, True, True]
+
+
+def relu_pool_model(fmt="channels_last"):
+    shape = (7, 8, 2) if fmt == "channels_last" else (2, 7, 8)
+    return shape, models.Sequential([
+        layers.Input(shape=shape),
+        layers.Conv2D(3, 3, activation="relu", padding="same", data_format=fmt),
+        layers.MaxPooling2D(2, strides=1, data_format=fmt),          # overlapping windows
+        layers.Conv2D(4, 1, data_format=fmt),
+        layers.Activation("relu"),
+        layers.MaxPooling2D(2, padding="same", data_format=fmt),
+        layers.Flatten(data_format=fmt),
+        layers.Dense(3),
+    ])
+
+
+@pytest.mark.parametrize("fmt", ["channels_last", "channels_first"])
+def test_max_pools_after_relus_carry_their_gradient_in_training(fmt):
+    # In a training step each max-pool after a ReLU records no cell for windows whose maximum
+    # is 0, and the ReLU before it skips its own mask; the oracle is the same.
+    rng = np.random.default_rng(1)
+    shape, model = relu_pool_model(fmt)
+    _random_biases(model, rng)
+    model.compile("sgd", losses.SparseCategoricalCrossentropy(from_logits=True))
+    x, y = rng.random((3,) + shape) - 0.3, rng.integers(0, 3, 3)
+    assert_gradients_match(model, x, y, training=True)
+    pools = [layer for layer in model.layers if isinstance(layer, layers.MaxPooling2D)]
+    assert all(pool.relu_grad_applied for pool in pools)
+
+
+def test_relu_pool_gradient_is_the_same_to_the_bit_as_the_two_apart():
+    backend.set_floatx("float32")
+    rng = np.random.default_rng(2)
+    from cyconv.cli import seed_model
+
+    model = seed_model()
+    x, y = rng.random((16, 28, 28, 1), np.float32), rng.integers(0, 10, 16)
+    model.build((None, 28, 28, 1))
+    fused = model._gradients(x, y, training=True)
+    assert model.layers[0]._relu_grad_done_downstream
+    model._relu_pools = frozenset()          # each layer its own gradient
+    apart = model._gradients(x, y, training=True)
+    assert not model.layers[0]._relu_grad_done_downstream
+    assert fused[0] == apart[0]
+    for a, b in zip(fused[1] + [fused[2]], apart[1] + [apart[2]]):
+        assert np.array_equal(a, b)

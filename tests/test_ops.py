@@ -313,6 +313,27 @@ def test_max_pool_windows_past_the_cell_table(kernel, size, fmt):
             ops.max_pool2d(x, return_indices=True, index_format="window", **kwargs)
 
 
+@pytest.mark.parametrize("pool", [(2, None, "valid"), (3, 1, "same"), (9, 2, "valid")],
+                         ids=["2x2", "3x3 stride 1 same", "9x9 (large-window path)"])
+def test_max_pool_after_relu_gives_the_relu_gradient_too(kernel, dtype, fmt, pool):
+    # x is a ReLU's output (zeros, whole zero windows, a NaN); the pool's records alone must give
+    # what the pool's gradient followed by the ReLU's mask (x > 0) gives, to the bit.
+    rng = np.random.default_rng(5)
+    x = np.maximum(rng.standard_normal((3, 12, 11, 5)), 0).astype(dtype)
+    x[0, :4, :4] = 0
+    x[1, 5, 5, 2] = np.nan
+    x = to_layout(x, fmt)
+    size, stride, padding = pool
+    kwargs = dict(pool_size=size, stride=stride, padding=padding, data_format=fmt)
+    y, cells = ops._max_pool2d_after_relu(x, size, stride, padding, fmt)
+    assert_bitwise_equal(y, ops.max_pool2d(x, **kwargs), "the same maxima")
+    assert (cells == 255).any() and (cells != 255).any()
+    dy = random_array(rng, y.shape, dtype)
+    fused = ops.max_pool2d_backward(dy, x, indices=cells, **kwargs)
+    plain = ops.relu_backward(ops.max_pool2d_backward(dy, x, **kwargs), x)
+    assert_bitwise_equal(fused, plain, "pool and ReLU gradients in one")
+
+
 # --- avg-pool divisors, by hand --------------------------------------------------------------
 
 

@@ -77,9 +77,9 @@ cdef extern from "cyconv.h" nogil:
                                 ptrdiff_t k0, ptrdiff_t k1)
 
     void cyc_max_pool_f32(const cyc_geom_t *g, const float *x, float *y, int64_t *idx,
-                          uint8_t *cell, ptrdiff_t r0, ptrdiff_t r1)
+                          uint8_t *cell, int relu_in, ptrdiff_t r0, ptrdiff_t r1)
     void cyc_max_pool_f64(const cyc_geom_t *g, const double *x, double *y, int64_t *idx,
-                          uint8_t *cell, ptrdiff_t r0, ptrdiff_t r1)
+                          uint8_t *cell, int relu_in, ptrdiff_t r0, ptrdiff_t r1)
     ptrdiff_t cyc_max_pool_bwd_f32(const cyc_geom_t *g, const float *dy, const int64_t *idx,
                                    const uint8_t *cell, float *dx, ptrdiff_t n0, ptrdiff_t n1)
     ptrdiff_t cyc_max_pool_bwd_f64(const cyc_geom_t *g, const double *dy, const int64_t *idx,
@@ -347,9 +347,11 @@ def conv2d_backward_filter(const floating[:, :, :, ::1] x, const floating[:, :, 
 
 
 def max_pool(const floating[:, :, :, ::1] x, object geom, floating[:, :, :, ::1] y,
-             int64_t[:, :, :, ::1] idx, uint8_t[:, :, :, ::1] cell, int n_threads):
+             int64_t[:, :, :, ::1] idx, uint8_t[:, :, :, ::1] cell, int n_threads,
+             bint relu_in=False):
     """y and the record of every window's first maximum: its flat index in the H*W plane
-    (idx) or its cell in the window (cell); both may be None, at most one is not."""
+    (idx) or its cell in the window (cell); both may be None, at most one is not.  relu_in:
+    windows whose maximum is not positive record none (see cyconv.h)."""
     cdef cyc_geom_t g = _geom(geom)
     cdef Py_ssize_t rows = <Py_ssize_t>g.n * g.oh
     cdef Py_ssize_t chunk = _chunk(rows, n_threads, 1)
@@ -360,9 +362,9 @@ def max_pool(const floating[:, :, :, ::1] x, object geom, floating[:, :, :, ::1]
         r0 = t * chunk
         r1 = min(rows, r0 + chunk)
         if floating is float:
-            cyc_max_pool_f32(&g, &x[0, 0, 0, 0], &y[0, 0, 0, 0], ip, cp, r0, r1)
+            cyc_max_pool_f32(&g, &x[0, 0, 0, 0], &y[0, 0, 0, 0], ip, cp, relu_in, r0, r1)
         else:
-            cyc_max_pool_f64(&g, &x[0, 0, 0, 0], &y[0, 0, 0, 0], ip, cp, r0, r1)
+            cyc_max_pool_f64(&g, &x[0, 0, 0, 0], &y[0, 0, 0, 0], ip, cp, relu_in, r0, r1)
 
 
 def max_pool_backward(const floating[:, :, :, ::1] dy, const int64_t[:, :, :, ::1] idx,

@@ -141,17 +141,29 @@ def _pool_nhwc_geometry(g):
     return dataclasses.replace(g, data_format="NHWC") if g.data_format == "NCHW" else g
 
 
-def _max_pool_indices(x, g, kg, index_format=None):
+def _max_pool_indices(x, g, kg, index_format=None, relu_in=False):
     """Maxima (NHWC) and the indices of the first maxima in index_format (None: no indices,
-    nothing written)."""
+    nothing written); relu_in: see _max_pool2d_after_relu."""
     y = np.empty(kg.y_shape_nhwc, dtype=x.dtype)
     idx = np.empty(kg.y_shape_nhwc, dtype=np.int64) if index_format == "flat" else None
     cell = np.empty(kg.y_shape_nhwc, dtype=np.uint8) if index_format == "window" else None
     if g.n:
         work = kg.n * kg.oh * kg.ow * kg.c * kg.kh * kg.kw
         _kernels.max_pool(_nhwc(x, g.data_format), kg, y, idx, cell,
-                          _threads(_POOL_VISIT * work))
+                          _threads(_POOL_VISIT * work), relu_in)
     return y, (cell if idx is None else idx)
+
+
+def _max_pool2d_after_relu(x, pool_size, stride, padding, data_format):
+    """max_pool2d with window indices, for a training step whose x is a ReLU's output: a window
+    whose maximum is not positive records no cell (255), so max_pool2d_backward gives its window
+    no gradient.  That is the ReLU's own gradient at the maximum (the only input a window's
+    gradient reaches), so the layer before the pool can skip its mask: one pass over its output
+    fewer.  For the layers (see keras.Sequential); windows of at most 254 cells."""
+    x, g = _args.pool_call(x, pool_size, stride, padding, 1, False, data_format)
+    _args.index_format("window", g)
+    y, cells = _max_pool_indices(x, g, _pool_nhwc_geometry(g), "window", relu_in=True)
+    return _out(y, g.data_format), _out(cells, g.data_format)
 
 
 def max_pool2d(x, pool_size=2, stride=None, padding="valid", *, dilation=1, ceil_mode=False,

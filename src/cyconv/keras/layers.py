@@ -247,6 +247,10 @@ class Layer:
 class _ActivationMixin:
     """Shared by layers with an ``activation`` argument: apply it and differentiate it."""
 
+    # Set by Sequential for a backward pass when the max-pool after this layer has already
+    # applied this ReLU's gradient (see MaxPooling2D): dy then goes through as it is.
+    _relu_grad_done_downstream = False
+
     def _set_activation(self, activation):
         self.activation = activations.get(activation)
         fn = self.activation
@@ -265,9 +269,14 @@ class _ActivationMixin:
         return fn(z)
 
     def _activation_grad(self, dy, wrt_logits):
-        if wrt_logits:
+        if wrt_logits or (self._relu_grad_done_downstream and self.activation is activations.relu):
             return dy
         return activations.backward(self.activation, self._y, dy)
+
+    def _fused_relu_grad(self, wrt_logits):
+        """Whether the kernels are to apply this layer's ReLU gradient (masking dy by y > 0)."""
+        return (self.activation is activations.relu and not wrt_logits
+                and not self._relu_grad_done_downstream)
 
 
 class InputLayer(Layer):
@@ -375,7 +384,7 @@ class _BaseConv(_ActivationMixin, Layer):
 
     def _conv_backward(self, dy, kernel_hwio, groups, wrt_logits):
         # A fused ReLU's gradient is applied inside the kernels (for free without dx).
-        fused_relu = self.activation is activations.relu and not wrt_logits
+        fused_relu = self._fused_relu_grad(wrt_logits)
         dz = dy if fused_relu else self._activation_grad(dy, wrt_logits)
         dx, dw, db = ops.conv2d_backward(
             dz, self._x, self._ops_kernel(kernel_hwio), stride=self.strides,
@@ -535,15 +544,28 @@ class _Pooling2D(Layer):
 
 
 class MaxPooling2D(_Pooling2D):
+    # Set by Sequential for a forward pass when x is the output of the layer before's ReLU.
+    _input_from_relu = False
+    relu_grad_applied = False
+
     def forward(self, x, training=False):
         self._x = x
+        # whether this forward's indices also carry the ReLU's gradient (see backward)
+        self.relu_grad_applied = False
         if not training:
             # inference has no backward pass: no indices to write
             self._indices = None
             return ops.max_pool2d(x, self.pool_size, self.strides, self.padding,
                                   data_format=self._fmt)
         # a byte per output (the cell in its window), not an int64 position
-        small = self.pool_size[0] * self.pool_size[1] < _args.NO_CELL
+        small = self.pool_size[0] * self.pool_size[1] <= _args.NO_CELL
+        if small and self._input_from_relu:
+            # windows whose maximum is 0 record no cell: their gradient stops here, as the
+            # ReLU's would at that maximum, and the layer before skips its mask
+            y, self._indices = ops._max_pool2d_after_relu(x, self.pool_size, self.strides,
+                                                          self.padding, self._fmt)
+            self.relu_grad_applied = True
+            return y
         y, self._indices = ops.max_pool2d(x, self.pool_size, self.strides, self.padding,
                                           return_indices=True,
                                           index_format="window" if small else "flat",
@@ -718,7 +740,7 @@ class Dense(_ActivationMixin, Layer):
         return a.reshape(-1, 1, 1, a.shape[-1])
 
     def backward(self, dy, wrt_logits=False):
-        fused_relu = self.activation is activations.relu and not wrt_logits
+        fused_relu = self._fused_relu_grad(wrt_logits)
         dz = dy if fused_relu else self._activation_grad(dy, wrt_logits)
         dx, dw, db = ops.conv2d_backward(
             self._as_pixels(dz), self._as_pixels(self._x),

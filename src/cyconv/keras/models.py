@@ -98,6 +98,7 @@ class Sequential:
         self.name = name or unique_name("sequential")
         self.trainable = bool(trainable)
         self._layers = []
+        self._relu_pools = frozenset()
         self.built = False
         self._build_input_shape = None
         self.compiled = False
@@ -190,6 +191,12 @@ class Sequential:
         for layer in self.layers:
             layer.need_input_grad = seen_weights
             seen_weights = seen_weights or bool(layer.trainable_weights)
+        # Max-pools right after a ReLU activation take its gradient over (see MaxPooling2D).
+        ls = self.layers
+        self._relu_pools = frozenset(
+            i + 1 for i, (a, b) in enumerate(zip(ls, ls[1:]))
+            if isinstance(b, layers_module.MaxPooling2D)
+            and getattr(a, "activation", None) is activations.relu)
 
     @property
     def input_shape(self):
@@ -316,7 +323,10 @@ class Sequential:
 
     def _forward(self, x, training):
         x = np.asarray(x, dtype=self.dtype)
-        for layer in self.layers:
+        relu_pools = self._relu_pools
+        for i, layer in enumerate(self.layers):
+            if isinstance(layer, layers_module.MaxPooling2D):
+                layer._input_from_relu = i in relu_pools
             x = layer.forward(x, training=training)
         return x
 
@@ -327,8 +337,13 @@ class Sequential:
 
     def _backward(self, grad, wrt_logits):
         dy = grad
-        for i, layer in enumerate(reversed(self.layers)):
-            dy = layer.backward(dy, wrt_logits=wrt_logits and i == 0)
+        ls = self.layers
+        for i in range(len(ls) - 1, -1, -1):
+            layer = ls[i]
+            if isinstance(layer, layers_module._ActivationMixin):
+                layer._relu_grad_done_downstream = (
+                    i + 1 in self._relu_pools and ls[i + 1].relu_grad_applied)
+            dy = layer.backward(dy, wrt_logits=wrt_logits and i == len(ls) - 1)
             if dy is None:
                 break
         return dy
