@@ -418,6 +418,33 @@ ALWAYS_INLINE void FN(cursor_next)(FN(cursor_t) *c)
     c->x = c->x0 + c->kx * c->pw;
 }
 
+/* The forward pass's common case, in one go: a tile's mr pixels lie in one output row and all
+ * read inside the image (row mode).  Their segments and outputs are then a fixed step apart,
+ * so the per-pixel walk (a third of a first layer's time, where the window is 9 values) is
+ * skipped.  Returns 0, having written nothing, if the tile is not such a row; else advances
+ * the cursor past it. */
+ALWAYS_INLINE int FN(row_of_inner_pixels)(const cyc_geom_t *g, const cyc_plan_t *r,
+                                          FN(cursor_t) *cur, int mr, const T *src, T *dst,
+                                          const T **ptrs, T **outs)
+{
+    if (r->transposed || !r->row_mode || cur->kx + mr > cur->cx) return 0;
+    const int qy = cur->y * g->sh - g->pad_top, qx = cur->x * g->sw - g->pad_left;
+    if (qy < 0 || qy + (g->kh - 1) * g->dh >= r->src_h || qx < 0 ||
+        qx + (mr - 1) * g->sw + g->kw > r->src_w)
+        return 0;
+    const T *base = src + (((ptrdiff_t)cur->n * r->src_h + qy) * r->src_w + qx) * r->src_c;
+    const ptrdiff_t step = (ptrdiff_t)g->dh * r->src_w * r->src_c;
+    const ptrdiff_t pstep = (ptrdiff_t)g->sw * r->src_c;
+    for (int s = 0; s < r->nseg; s++)
+        for (int p = 0; p < mr; p++) ptrs[(ptrdiff_t)s * MR + p] = base + s * step + p * pstep;
+    T *o = dst + (((ptrdiff_t)cur->n * r->out_h + cur->y) * r->out_w + cur->x) * r->out_c;
+    for (int p = 0; p < mr; p++) {
+        outs[p] = o + (ptrdiff_t)p * r->out_c;
+        FN(cursor_next)(cur);
+    }
+    return 1;
+}
+
 static void FN(conv_tiles)(const cyc_geom_t *g, int transposed, const T *src, const T *packed,
                            int relu, const T *zeros, T *dst, ptrdiff_t m0, ptrdiff_t m1,
                            void *scratch)
@@ -439,6 +466,10 @@ static void FN(conv_tiles)(const cyc_geom_t *g, int transposed, const T *src, co
     FN(cursor_t) cur = FN(cursor_at)(m0, r.out_h, r.out_w, ph, pw, g->pad_top, g->pad_left);
     for (ptrdiff_t m = m0; m < m1; m += MR) {
         const int mr = (int)(m1 - m < MR ? m1 - m : MR);
+        if (FN(row_of_inner_pixels)(g, &r, &cur, mr, src, dst, ptrs, outs)) {
+            memset(live, 1, (size_t)nseg);
+            goto tiles;
+        }
         memset(live, 0, (size_t)nseg);
         int inner = 0;
         for (int p = 0; p < mr; p++) {
@@ -455,6 +486,7 @@ static void FN(conv_tiles)(const cyc_geom_t *g, int transposed, const T *src, co
             FN(cursor_next)(&cur);
         }
         if (inner) memset(live, 1, (size_t)nseg);
+    tiles:
         for (int grp = 0; grp < g->groups; grp++) {
             /* tap mode reads group grp's channels of each source pixel; row mode has 1 group */
             const ptrdiff_t off = r.row_mode ? 0 : (ptrdiff_t)grp * r.src_cg;
