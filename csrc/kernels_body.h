@@ -530,6 +530,38 @@ static void FN(conv_tiles)(const cyc_geom_t *g, int transposed, const T *src, co
 /* Weights in the micro-kernels' order.  Tiles: per group, per block of NBLK*VLEN computed
  * channels, [K][block width] (lanes past the last channel are zero).  Dot mode: per group,
  * [computed channel][K].  Then the bias: [groups][opad] for tiles, [groups][out_cg] for dot. */
+/* The input gradient's tiles, rows [k0, k1) of group grp: row k = (tap, output channel sch)
+ * holds the weights w[i][j][ci][sch] of every input channel ci, which lie cout apart.  Read
+ * along sch (contiguous) for up to 16 rows at once instead of down ci for each row: one pass
+ * over the weights instead of one per row (a Dense layer's input gradient spent most of its time
+ * here). */
+static void FN(pack_transposed_tiles)(const cyc_geom_t *g, const cyc_plan_t *r, const T *w,
+                                      int grp, T *pg, ptrdiff_t k0, ptrdiff_t k1)
+{
+    const int K = r->K, opad = (r->out_cg + VLEN - 1) / VLEN * VLEN, blk = CYC_NBLK * VLEN;
+    const int cg = g->c / g->groups, og = g->cout / g->groups;
+    for (ptrdiff_t k = k0; k < k1;) {
+        const int tap = (int)(k / r->src_cg), sch = (int)(k - (ptrdiff_t)tap * r->src_cg);
+        const int i = tap / g->kw, j = g->kw - 1 - (tap - i * g->kw);
+        int kb = r->src_cg - sch;   /* rows of this tap */
+        if (kb > 16) kb = 16;
+        if (kb > k1 - k) kb = (int)(k1 - k);
+        const T *base = w + ((ptrdiff_t)(i * g->kw + j) * cg) * g->cout + (ptrdiff_t)grp * og + sch;
+        for (int co0 = 0; co0 < opad; co0 += blk) {
+            const int bw = opad - co0 < blk ? opad - co0 : blk;
+            const int real = r->out_cg - co0 < bw ? r->out_cg - co0 : bw;
+            T *dst = pg + (ptrdiff_t)co0 * K + k * bw;
+            for (int l = 0; l < real; l++) {
+                const T *src = base + (ptrdiff_t)(co0 + l) * g->cout;
+                for (int kk = 0; kk < kb; kk++) dst[(ptrdiff_t)kk * bw + l] = src[kk];
+            }
+            for (int kk = 0; kk < kb; kk++)
+                for (int l = real; l < bw; l++) dst[(ptrdiff_t)kk * bw + l] = 0;
+        }
+        k += kb;
+    }
+}
+
 void FN(cyc_conv_pack)(const cyc_geom_t *g, const T *w, const T *bias, int transposed, T *packed,
                        ptrdiff_t k0, ptrdiff_t k1)
 {
@@ -542,6 +574,10 @@ void FN(cyc_conv_pack)(const cyc_geom_t *g, const T *w, const T *bias, int trans
     const int blk = CYC_NBLK * VLEN;
     for (int grp = 0; grp < g->groups; grp++) {
         T *pg = packed + (ptrdiff_t)grp * K * ow;
+        if (transposed && !r.dot) {
+            FN(pack_transposed_tiles)(g, &r, w, grp, pg, k0, k1);
+            goto bias;
+        }
         for (ptrdiff_t k = k0; k < k1; k++) {
             /* k flattens (i, jj, channel) in both modes; jj runs reversed when transposed */
             const int tap = (int)(k / r.src_cg), sch = (int)(k - (ptrdiff_t)tap * r.src_cg);
@@ -557,18 +593,16 @@ void FN(cyc_conv_pack)(const cyc_geom_t *g, const T *w, const T *bias, int trans
                 for (int o = 0; o < r.out_cg; o++) pg[(ptrdiff_t)o * K + k] = row[o * ostep];
                 continue;
             }
+            /* forward tiles (ostep 1: the input gradient's took the branch above) */
             for (int co0 = 0; co0 < opad; co0 += blk) {
                 int bw = opad - co0 < blk ? opad - co0 : blk;
                 T *dst = pg + (ptrdiff_t)co0 * K + k * bw;
                 int real = r.out_cg - co0 < bw ? r.out_cg - co0 : bw;
-                if (ostep == 1) {
-                    memcpy(dst, row + co0, sizeof(T) * (size_t)real);
-                } else {
-                    for (int l = 0; l < real; l++) dst[l] = row[(ptrdiff_t)(co0 + l) * ostep];
-                }
+                memcpy(dst, row + co0, sizeof(T) * (size_t)real);
                 for (int l = real; l < bw; l++) dst[l] = 0;
             }
         }
+    bias:
         if (k0 > 0) continue;
         T *pb = packed + (ptrdiff_t)g->groups * K * ow + (ptrdiff_t)grp * ow;
         for (int o = 0; o < ow; o++)

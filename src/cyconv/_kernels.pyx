@@ -199,6 +199,8 @@ cdef int _run_tiles(int kind, const cyc_geom_t *g, const floating *w, const floa
     cdef void *scratch
     cdef int failed = 0
     cdef int *failp = &failed   # written inside the parallel block, so shared through a pointer
+    # a thread without a chunk would only share the packing: not worth waking it
+    n_threads = <int>min(n_threads, nch)
     with parallel(num_threads=n_threads):
         for t in prange(_n_chunks(K, kchunk), schedule="static"):
             m0 = t * kchunk
@@ -294,6 +296,8 @@ def conv2d_backward_filter(const floating[:, :, :, ::1] x, const floating[:, :, 
     # The pixels are split into a number of partial sums that depends on the problem only, never
     # on the thread count, so that dw is bit-for-bit the same with 1 thread or many.
     cdef int n_acc = <int>min(8, max(1, M // 128))
+    # a thread without a partial sum would only share the final copy: not worth waking it
+    n_threads = min(n_threads, n_acc)
     # each partial sum (accs[t], then dbs[t]) is zeroed by the thread that fills it, and the rows
     # of dw are summed in parallel: for small batches these passes are a tenth of the work
     cdef floating *accs = <floating *>cyc_scratch(
