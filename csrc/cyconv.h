@@ -101,17 +101,28 @@ void cyc_conv_bwd_data_scatter_f32(const cyc_geom_t *g, const float *dy, const f
 void cyc_conv_bwd_data_scatter_f64(const cyc_geom_t *g, const double *dy, const double *packed_t,
                                    double *dx, ptrdiff_t n0, ptrdiff_t n1, void *scratch);
 
+/* A max-pool after the convolution, whose input gradient the weight gradient reads in place
+ * of dy: output pixel (n, y, x) has the gradient dy[n][wy][wx] where it is the recorded cell
+ * (y % sh) * kw + x % sw of window (wy, wx) = (y / sh, x / sw), else 0.  The pool's windows
+ * do not overlap and it has no padding; dy and cell are NHWC, (n, oh, ow, cout). */
+typedef struct {
+    const void *dy;          /* float or double, as the convolution */
+    const uint8_t *cell;
+    int oh, ow, kh, kw, sh, sw;
+} cyc_unpool_t;
+
 /* Accumulate dw and db over output pixels [m0, m1) into one thread's accumulators:
  * dw_acc has cyc_conv_dw_acc_len() elements (zeroed by the caller), db_acc has cout.
- * relu_y, when not NULL, is the forward output of a fused ReLU: dy counts only where it is > 0. */
+ * relu_y, when not NULL, is the forward output of a fused ReLU: dy counts only where it is > 0.
+ * pool, when not NULL, gives dy instead of the dy argument (see cyc_unpool_t). */
 size_t cyc_conv_dw_acc_len(const cyc_geom_t *g, int elem_size);
 size_t cyc_conv_dw_scratch_bytes(const cyc_geom_t *g, int elem_size);
 void cyc_conv_bwd_filter_f32(const cyc_geom_t *g, const float *x, const float *dy,
-                             const float *relu_y, float *dw_acc, float *db_acc, ptrdiff_t m0,
-                             ptrdiff_t m1, void *scratch);
+                             const float *relu_y, const cyc_unpool_t *pool, float *dw_acc,
+                             float *db_acc, ptrdiff_t m0, ptrdiff_t m1, void *scratch);
 void cyc_conv_bwd_filter_f64(const cyc_geom_t *g, const double *x, const double *dy,
-                             const double *relu_y, double *dw_acc, double *db_acc, ptrdiff_t m0,
-                             ptrdiff_t m1, void *scratch);
+                             const double *relu_y, const cyc_unpool_t *pool, double *dw_acc,
+                             double *db_acc, ptrdiff_t m0, ptrdiff_t m1, void *scratch);
 /* Rows [k0, k1) of dw_hwio (kh*kw*cin/groups rows of cout) = sum of n_acc accumulators laid out
  * one after another. */
 void cyc_conv_dw_finish_f32(const cyc_geom_t *g, const float *accs, int n_acc, float *dw_hwio,

@@ -184,10 +184,10 @@ CYC_DW_FINISH(f64, double)
         CYC_PICK(cyc_conv_bwd_data_scatter, SUF, g, dy, p, dx, n0, n1, s);                     \
     }                                                                                          \
     void cyc_conv_bwd_filter_##SUF(const cyc_geom_t *g, const T *x, const T *dy,              \
-                                   const T *ry, T *dw, T *db, ptrdiff_t m0, ptrdiff_t m1,      \
-                                   void *s)                                                    \
+                                   const T *ry, const cyc_unpool_t *up, T *dw, T *db,          \
+                                   ptrdiff_t m0, ptrdiff_t m1, void *s)                        \
     {                                                                                          \
-        CYC_PICK(cyc_conv_bwd_filter, SUF, g, x, dy, ry, dw, db, m0, m1, s);                   \
+        CYC_PICK(cyc_conv_bwd_filter, SUF, g, x, dy, ry, up, dw, db, m0, m1, s);               \
     }                                                                                          \
     void cyc_max_pool_##SUF(const cyc_geom_t *g, const T *x, T *y, int64_t *idx,              \
                             uint8_t *cell, int relu_in, ptrdiff_t r0, ptrdiff_t r1)            \

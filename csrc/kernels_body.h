@@ -767,8 +767,26 @@ static inline int FN(dw_block)(int opad, int co0, int *mrmax)
     return nv;
 }
 
+/* Channels [o0, o0 + og) of the gradient at output pixel (n, y, x), rebuilt from the max-pool
+ * after the convolution (see cyc_unpool_t): what max_pool_bwd would have written there. */
+ALWAYS_INLINE void FN(unpool_row)(const cyc_unpool_t *up, int cout, int n, int y, int x, int o0,
+                                  int og, T *restrict dst)
+{
+    const int wy = y / up->sh, wx = x / up->sw, iy = y - wy * up->sh, ix = x - wx * up->sw;
+    if (wy >= up->oh || wx >= up->ow || iy >= up->kh || ix >= up->kw) {
+        for (int l = 0; l < og; l++) dst[l] = 0;
+        return;
+    }
+    const ptrdiff_t o = (((ptrdiff_t)n * up->oh + wy) * up->ow + wx) * cout + o0;
+    const T *restrict d = (const T *)up->dy + o;
+    const uint8_t *restrict c = up->cell + o;
+    const uint8_t k = (uint8_t)(iy * up->kw + ix);
+    for (int l = 0; l < og; l++) dst[l] = c[l] == k ? d[l] : (T)0;
+}
+
 void FN(cyc_conv_bwd_filter)(const cyc_geom_t *g, const T *x, const T *dy, const T *relu_y,
-                             T *dw_acc, T *db_acc, ptrdiff_t m0, ptrdiff_t m1, void *scratch)
+                             const cyc_unpool_t *pool, T *dw_acc, T *db_acc, ptrdiff_t m0,
+                             ptrdiff_t m1, void *scratch)
 {
     const cyc_plan_t r = cyc_plan(g, 0);
     const int og = g->cout / g->groups;
@@ -810,12 +828,16 @@ void FN(cyc_conv_bwd_filter)(const cyc_geom_t *g, const T *x, const T *dy, const
         const int np = (int)(m1 - mc < P ? m1 - mc : P);
         int n_in = 0, n_gathered = 0;
         for (int j = 0; j < np; j++) {
-            const T *d = dy + (mc + j) * g->cout;
+            const T *d = pool ? NULL : dy + (mc + j) * g->cout;
             const T *ry = relu_y ? relu_y + (mc + j) * g->cout : NULL;
             for (int grp = 0; grp < g->groups; grp++) {
                 T *dst = dyp + ((ptrdiff_t)grp * P + j) * opad;
                 const ptrdiff_t o0 = (ptrdiff_t)grp * og;
-                if (ry) {
+                if (pool) {
+                    FN(unpool_row)(pool, g->cout, cur.n, cur.y, cur.x, (int)o0, og, dst);
+                    if (ry)
+                        for (int l = 0; l < og; l++) dst[l] = ry[o0 + l] > 0 ? dst[l] : (T)0;
+                } else if (ry) {
                     /* the fused ReLU's gradient, applied while dy is copied anyway */
                     for (int l = 0; l < og; l++) dst[l] = ry[o0 + l] > 0 ? d[o0 + l] : (T)0;
                 } else {

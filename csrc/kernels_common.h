@@ -94,7 +94,8 @@ static inline int cyc_dw_chunk(const cyc_geom_t *g)
     void cyc_conv_bwd_data_scatter_##SUF##_##ISA(const cyc_geom_t *, const T *, const T *, T *, \
                                                  ptrdiff_t, ptrdiff_t, void *);                 \
     void cyc_conv_bwd_filter_##SUF##_##ISA(const cyc_geom_t *, const T *, const T *, const T *, \
-                                           T *, T *, ptrdiff_t, ptrdiff_t, void *);             \
+                                           const cyc_unpool_t *, T *, T *, ptrdiff_t,           \
+                                           ptrdiff_t, void *);                                  \
     void cyc_max_pool_##SUF##_##ISA(const cyc_geom_t *, const T *, T *, int64_t *, uint8_t *,   \
                                     int, ptrdiff_t, ptrdiff_t);                                 \
     ptrdiff_t cyc_max_pool_bwd_##SUF##_##ISA(const cyc_geom_t *, const T *, const int64_t *,    \

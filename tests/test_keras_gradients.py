@@ -163,3 +163,28 @@ def test_relu_pool_gradient_is_the_same_to_the_bit_as_the_two_apart():
     assert fused[0] == apart[0]
     for a, b in zip(fused[1] + [fused[2]], apart[1] + [apart[2]]):
         assert np.array_equal(a, b)
+
+
+def test_first_conv_reads_the_pool_gradient_through_its_cells_to_the_bit(monkeypatch):
+    # A training step of the seed model: its first convolution's weight gradient is read
+    # through the first pool's cells (the pool's input gradient is never written); the weights
+    # after the step are those of the two steps apart.
+    from cyconv.cli import seed_model
+
+    backend.set_floatx("float32")
+    rng = np.random.default_rng(3)
+    x, y = rng.random((32, 28, 28, 1), np.float32), rng.integers(0, 10, 32)
+    fused = seed_model()
+    apart = seed_model()
+    apart.set_weights(fused.get_weights())
+    calls = []
+    real = layers.Conv2D.backward_through_pool
+    monkeypatch.setattr(layers.Conv2D, "backward_through_pool",
+                        lambda self, dy, pool: calls.append(1) or real(self, dy, pool))
+    fused.train_on_batch(x, y)
+    assert calls == [1]
+    monkeypatch.setattr(layers.Conv2D, "takes_gradient_through", lambda self, pool: False)
+    apart.train_on_batch(x, y)
+    assert calls == [1]
+    for a, b in zip(fused.get_weights(), apart.get_weights()):
+        assert np.array_equal(a, b)

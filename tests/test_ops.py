@@ -444,3 +444,26 @@ def test_wide_outputs_take_double_blocks_and_their_remainders(cout, groups):
     w = random_array(rng, (3, 3, 8, cout), np.float32)
     check_conv(x, w, random_array(rng, (cout,), np.float32), dict(groups=groups, padding=1),
                activation="relu")
+
+
+@pytest.mark.parametrize("relu", [False, True], ids=["linear", "relu"])
+@pytest.mark.parametrize("pool", [(2, None), ((2, 3), (3, 3)), (3, 4)],
+                         ids=["2x2", "2x3 stride 3", "3x3 stride 4"])
+def test_weight_gradient_through_a_max_pool_is_the_two_steps_to_the_bit(kernel, dtype, pool,
+                                                                        relu):
+    # The first layer's weight gradient read through the pool's cells (odd sizes leave rows
+    # and columns that no window covers; with a ReLU its mask comes from the conv's output).
+    rng = np.random.default_rng(6)
+    x = random_array(rng, (3, 15, 14, 2), dtype)
+    w = random_array(rng, (3, 3, 2, 20), dtype)
+    kwargs = dict(padding=1, stride=(1, 1))
+    y = ops.conv2d(x, w, activation="relu" if relu else None, **kwargs)
+    size, stride = pool
+    p, cells = ops.max_pool2d(y, size, stride, return_indices=True, index_format="window")
+    dy = random_array(rng, p.shape, dtype)
+    fused = ops._conv2d_weight_grad_through_max_pool(dy, cells, size, stride, x, w,
+                                                     y=y if relu else None, **kwargs)
+    dyc = ops.max_pool2d_backward(dy, y, size, stride, indices=cells)
+    apart = ops.conv2d_backward(dyc, x, w, compute_dx=False, activation="relu" if relu else None,
+                                y=y if relu else None, **kwargs)[1:]
+    assert_bitwise_equal(fused, apart, "dw, db")

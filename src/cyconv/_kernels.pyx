@@ -65,12 +65,16 @@ cdef extern from "cyconv.h" nogil:
                                        float *dx, ptrdiff_t n0, ptrdiff_t n1, void *s)
     void cyc_conv_bwd_data_scatter_f64(const cyc_geom_t *g, const double *dy, const double *p,
                                        double *dx, ptrdiff_t n0, ptrdiff_t n1, void *s)
+    ctypedef struct cyc_unpool_t:
+        const void *dy
+        const uint8_t *cell
+        int oh, ow, kh, kw, sh, sw
     void cyc_conv_bwd_filter_f32(const cyc_geom_t *g, const float *x, const float *dy,
-                                 const float *ry, float *dw, float *db, ptrdiff_t m0,
-                                 ptrdiff_t m1, void *s)
+                                 const float *ry, const cyc_unpool_t *up, float *dw, float *db,
+                                 ptrdiff_t m0, ptrdiff_t m1, void *s)
     void cyc_conv_bwd_filter_f64(const cyc_geom_t *g, const double *x, const double *dy,
-                                 const double *ry, double *dw, double *db, ptrdiff_t m0,
-                                 ptrdiff_t m1, void *s)
+                                 const double *ry, const cyc_unpool_t *up, double *dw,
+                                 double *db, ptrdiff_t m0, ptrdiff_t m1, void *s)
     void cyc_conv_dw_finish_f32(const cyc_geom_t *g, const float *accs, int n, float *dw,
                                 ptrdiff_t k0, ptrdiff_t k1)
     void cyc_conv_dw_finish_f64(const cyc_geom_t *g, const double *accs, int n, double *dw,
@@ -285,11 +289,23 @@ def conv2d_backward_data(const floating[:, :, :, ::1] dy, const floating[:, :, :
 
 def conv2d_backward_filter(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] dy,
                            object geom, floating[:, :, :, ::1] dw, floating[::1] db,
-                           int n_threads, const floating[:, :, :, ::1] relu_y=None):
+                           int n_threads, const floating[:, :, :, ::1] relu_y=None,
+                           const uint8_t[:, :, :, ::1] pool_cell=None, object pool_geom=None):
     """dw (HWIO) and db, reduced over batch and pixels in a fixed number of partial sums;
-    relu_y: the output of a fused ReLU, whose gradient masks dy."""
+    relu_y: the output of a fused ReLU, whose gradient masks dy.  With pool_cell (window
+    records) and pool_geom (NHWC), dy is the gradient of the max-pool after the convolution
+    (see cyc_unpool_t)."""
     cdef cyc_geom_t g = _geom(geom)
     cdef const floating *ry = &relu_y[0, 0, 0, 0] if relu_y is not None else NULL
+    cdef cyc_unpool_t unpool
+    cdef const cyc_unpool_t *up = NULL
+    if pool_cell is not None:
+        unpool.dy = &dy[0, 0, 0, 0]
+        unpool.cell = &pool_cell[0, 0, 0, 0]
+        unpool.oh, unpool.ow = pool_geom.oh, pool_geom.ow
+        unpool.kh, unpool.kw = pool_geom.kh, pool_geom.kw
+        unpool.sh, unpool.sw = pool_geom.sh, pool_geom.sw
+        up = &unpool
     cdef Py_ssize_t M = <Py_ssize_t>g.n * g.oh * g.ow
     cdef Py_ssize_t acc_len = cyc_conv_dw_acc_len(&g, sizeof(floating))
     cdef Py_ssize_t db_len = (g.cout + 15) // 16 * 16
@@ -325,11 +341,11 @@ def conv2d_backward_filter(const floating[:, :, :, ::1] x, const floating[:, :, 
                 memset(accs + t * acc_len, 0, acc_len * sizeof(floating))
                 memset(dbs + t * db_len, 0, db_len * sizeof(floating))
                 if floating is float:
-                    cyc_conv_bwd_filter_f32(&g, &x[0, 0, 0, 0], &dy[0, 0, 0, 0], ry,
+                    cyc_conv_bwd_filter_f32(&g, &x[0, 0, 0, 0], &dy[0, 0, 0, 0], ry, up,
                                             accs + t * acc_len, dbs + t * db_len, m0, m1,
                                             scratch)
                 else:
-                    cyc_conv_bwd_filter_f64(&g, &x[0, 0, 0, 0], &dy[0, 0, 0, 0], ry,
+                    cyc_conv_bwd_filter_f64(&g, &x[0, 0, 0, 0], &dy[0, 0, 0, 0], ry, up,
                                             accs + t * acc_len, dbs + t * db_len, m0, m1,
                                             scratch)
             cyc_scratch_done(CYC_SCRATCH_TILES, scratch)

@@ -136,6 +136,36 @@ def conv2d_backward(dy, x, w, *, stride=1, padding="valid", dilation=1, groups=1
     return (_out(dx, fmt) if compute_dx else None), dw, db
 
 
+def _conv2d_weight_grad_through_max_pool(dy_pool, cells, pool_size, pool_stride, x, w, *,
+                                         stride=1, padding="valid", dilation=1, groups=1,
+                                         y=None):
+    """``(dw, db)`` of a convolution (NHWC) whose output went through ``max_pool2d(...,
+    index_format="window")`` (which returned ``cells``), from that pool's output gradient: what
+    ``conv2d_backward(max_pool2d_backward(dy_pool, conv_out, ..., indices=cells), x, w,
+    compute_dx=False)`` gives, to the bit, without writing out the pool's input gradient and
+    reading it back (for a network's first layer).  ``y``: the output of a fused ReLU, as in
+    :func:`conv2d_backward`.  The pool's windows must not overlap; it has no padding."""
+    x, w, _, g = _args.conv_call(x, w, None, stride, padding, dilation, groups, "NHWC")
+    pg = _args.pool_geometry(g.y_shape_nhwc, pool_size, pool_stride, "valid", 1, False, "NHWC")
+    if pg.sh < pg.kh or pg.sw < pg.kw:
+        raise ValueError("the pool's windows must not overlap (stride >= pool_size)")
+    dy_pool, cells = _args.as_array(dy_pool, "dy"), _args.as_array(cells, "indices")
+    _args.check_grad(dy_pool, pg.y_shape, x.dtype)
+    if _args.check_indices(cells, pg) != "window":
+        raise TypeError("indices must be uint8 window cells (index_format='window')")
+    if y is not None:
+        y = _args.as_array(y, "y")
+        _args.check_grad(y, g.y_shape_nhwc, x.dtype, "y")
+    dw = np.empty((g.kh, g.kw, g.c // g.groups, g.cout), dtype=x.dtype)
+    db = np.empty(g.cout, dtype=x.dtype)
+    if not g.n:
+        return np.zeros_like(dw), np.zeros_like(db)
+    _kernels.conv2d_backward_filter(_c(x), _c(dy_pool), g, dw, db,
+                                    _threads(_args.flops_conv(g) // 2), _c(y),
+                                    pool_cell=_c(cells), pool_geom=pg)
+    return dw, db
+
+
 def _pool_nhwc_geometry(g):
     """Pools run in NHWC (channels in vectors); NCHW arrays are transposed on the way."""
     return dataclasses.replace(g, data_format="NHWC") if g.data_format == "NCHW" else g

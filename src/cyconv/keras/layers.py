@@ -453,6 +453,29 @@ class Conv2D(_BaseConv):
             self._grads["bias"] = db
         return dx
 
+    def takes_gradient_through(self, pool):
+        """Whether backward_through_pool may stand for ``self.backward(pool.backward(dy))``:
+        this layer needs no input gradient (a first layer), its activation is linear or a ReLU,
+        both run NHWC, and the pool recorded window cells of windows that do not overlap."""
+        return (not self.need_input_grad and self._fmt == "NHWC"
+                and self.activation in (activations.linear, activations.relu)
+                and isinstance(pool, MaxPooling2D) and pool._fmt == "NHWC"
+                and pool.padding == "valid"
+                and pool.strides[0] >= pool.pool_size[0] and pool.strides[1] >= pool.pool_size[1]
+                and pool._indices is not None and pool._indices.dtype == np.uint8)
+
+    def backward_through_pool(self, dy_pool, pool):
+        """The weight gradient from the gradient of the max-pool after this layer, read through
+        the pool's cells: its input gradient (this layer's largest array) is never written."""
+        relu = self.activation is activations.relu and not pool.relu_grad_applied
+        dw, db = ops._conv2d_weight_grad_through_max_pool(
+            dy_pool, pool._indices, pool.pool_size, pool.strides, self._x, self.kernel,
+            stride=self.strides, padding=self.padding, dilation=self.dilation_rate,
+            groups=self.groups, y=self._y if relu else None)
+        self._grads["kernel"] = dw
+        if self.use_bias:
+            self._grads["bias"] = db
+
     def get_config(self):
         config = super().get_config()
         config.update({"filters": self.filters, "groups": self.groups,

@@ -340,6 +340,11 @@ class Sequential:
         ls = self.layers
         for i in range(len(ls) - 1, -1, -1):
             layer = ls[i]
+            before = ls[i - 1] if i else None
+            if isinstance(before, layers_module.Conv2D) and before.takes_gradient_through(layer):
+                # a first convolution reads the pool's gradient through its cells
+                before.backward_through_pool(dy, layer)
+                return None
             if isinstance(layer, layers_module._ActivationMixin):
                 layer._relu_grad_done_downstream = (
                     i + 1 in self._relu_pools and ls[i + 1].relu_grad_applied)
