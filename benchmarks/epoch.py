@@ -38,9 +38,9 @@ def run_cyconv(x, y, xt, yt, threads):
     t0 = time.perf_counter()
     model.fit(x, y, batch_size=32, epochs=1, verbose=0)
     train = time.perf_counter() - t0
-    model.predict(xt[:256], batch_size=256)
+    model.predict(xt[:256], batch_size=256, verbose=0)
     t0 = time.perf_counter()
-    model.predict(xt, batch_size=256)
+    model.predict(xt, batch_size=256, verbose=0)
     infer = time.perf_counter() - t0
     acc = model.evaluate(xt, yt, batch_size=256, verbose=0)[1]
     return train, len(xt) / infer, acc
