@@ -692,7 +692,7 @@ void FN(cyc_conv_bwd_data_scatter)(const cyc_geom_t *g, const T *dy, const T *pa
 /* Row p of the tile reads xrows[t][xoff + xo[p]] for pixel t: xo is 0, 1, 2, ... for a segment
  * or a gathered window, and the window's layout in the image for a window read in place. */
 ALWAYS_INLINE void FN(dw_tile)(const int mr, const int nv, int cnt, const T *const *xrows,
-                               ptrdiff_t xoff, const int *restrict xo, const int *dj,
+                               ptrdiff_t xoff, const ptrdiff_t *restrict xo, const int *dj,
                                const T *dyp, int dstride, T *acc_out, ptrdiff_t astride)
 {
     V acc[2 * MR];
@@ -731,8 +731,8 @@ ALWAYS_INLINE void FN(dw_tile)(const int mr, const int nv, int cnt, const T *con
     CYC_DW_CASE(NV, 10) CYC_DW_CASE(NV, 11) CYC_DW_CASE(NV, 12)
 
 static void FN(dw_tile_any)(int mr, int nv, int cnt, const T *const *xrows, ptrdiff_t xoff,
-                            const int *xo, const int *dj, const T *dyp, int dstride, T *acc_out,
-                            ptrdiff_t astride)
+                            const ptrdiff_t *xo, const int *dj, const T *dyp, int dstride,
+                            T *acc_out, ptrdiff_t astride)
 {
     switch (nv * 64 + mr) {
 #if MR >= 12
@@ -813,10 +813,12 @@ void FN(cyc_conv_bwd_filter)(const cyc_geom_t *g, const T *x, const T *dy, const
      * its rows lie inside the image, else copied whole into one row of gbuf (offsets seq).
      * rows and dj list the first kind from the front, the second from the back. */
     const int gather_all = g->groups == 1 && K <= MR;
-    int in_off[CYC_MR_MAX], seq[CYC_MR_MAX];
+    ptrdiff_t in_off[CYC_MR_MAX], seq[CYC_MR_MAX];
     for (int p = 0; p < CYC_MR_MAX; p++) {
         seq[p] = p;
-        in_off[p] = p / len * g->dh * r.src_w * r.src_c + p % len;
+        in_off[p] = gather_all && p < K
+                        ? (ptrdiff_t)(p / len) * g->dh * r.src_w * r.src_c + p % len
+                        : 0;
     }
     FN(class_taps)(g, &r, 0, 0, &taps);
     /* db goes through a local sum: threads writing neighbouring accumulators per pixel would
@@ -956,8 +958,8 @@ void FN(cyc_transpose)(const T *src, T *dst, ptrdiff_t rows, ptrdiff_t cols, ptr
 /* With -fno-math-errno, sqrt is one vector instruction (correctly rounded, as numpy's) and the
  * loop vectorises. */
 __attribute__((optimize("fp-contract=off")))
-void FN(cyc_adam)(T *restrict var, const T *restrict g, T *restrict m, T *restrict v,
-                  ptrdiff_t n, T alpha, T one_minus_b1, T one_minus_b2, T eps)
+void FN(cyc_adam)(T *var, const T *g, T *m, T *v, ptrdiff_t n, T alpha, T one_minus_b1,
+                  T one_minus_b2, T eps)
 {
     for (ptrdiff_t i = 0; i < n; i++) {
         T gi = g[i];
@@ -1248,7 +1250,7 @@ ALWAYS_INLINE ptrdiff_t FN(max_pool_bwd)(const cyc_geom_t *g, const T *dy, const
                                          const int by_cell)
 {
     ptrdiff_t stray = 0;
-    IV unplaced = {0};   /* per lane; a lane's count stays below oh * ow * n1 */
+    IV unplaced = {0};   /* per lane, folded into stray after each image */
     const int C = g->c;
     const int cv = C / VLEN * VLEN;
     const int64_t none = by_cell ? CYC_POOL_NO_CELL : -1;
@@ -1314,8 +1316,9 @@ ALWAYS_INLINE ptrdiff_t FN(max_pool_bwd)(const cyc_geom_t *g, const T *dy, const
                     stray += !placed;
                 }
             }
+        for (int l = 0; l < VLEN; l++) stray += unplaced[l];
+        unplaced = (IV){0};
     }
-    for (int l = 0; l < VLEN; l++) stray += unplaced[l];
     return stray;
 }
 

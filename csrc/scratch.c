@@ -5,14 +5,15 @@
  * from mmap and every page faults on first touch; on a virtual machine that was a third of a
  * small layer's backward pass.  So each thread keeps one block per slot, grown as needed and
  * freed when the thread exits.  Blocks over CYC_SCRATCH_KEEP bytes are not kept (the work that
- * needs them dwarfs the faults, and a process should not hold on to them).
+ * needs them dwarfs the faults, and a process should not hold on to them): a thread holds at
+ * most CYC_SCRATCH_SLOTS of that size.
  */
 #include <stdlib.h>
 #include <string.h>
 
 #include "cyconv.h"
 
-#define CYC_SCRATCH_KEEP ((size_t)64 << 20)
+#define CYC_SCRATCH_KEEP ((size_t)16 << 20)
 
 #if defined(_WIN32)
 
@@ -89,6 +90,7 @@ void *cyc_scratch(int slot, size_t bytes)
 
 void cyc_scratch_done(int slot, void *block)
 {
+    pthread_once(&held_once, held_init);
     held_t *h = slot >= 0 && slot < CYC_SCRATCH_SLOTS && held_ok
                     ? (held_t *)pthread_getspecific(held_key)
                     : NULL;

@@ -156,10 +156,13 @@ def test_relu_pool_gradient_is_the_same_to_the_bit_as_the_two_apart():
     x, y = rng.random((16, 28, 28, 1), np.float32), rng.integers(0, 10, 16)
     model.build((None, 28, 28, 1))
     fused = model._gradients(x, y, training=True)
-    assert model.layers[0]._relu_grad_done_downstream
+    assert model.layers[1].relu_grad_applied
     model._relu_pools = frozenset()          # each layer its own gradient
     apart = model._gradients(x, y, training=True)
+    assert not model.layers[1].relu_grad_applied
+    # the flags that carried the fusion were for those calls only
     assert not model.layers[0]._relu_grad_done_downstream
+    assert not model.layers[1]._input_from_relu
     assert fused[0] == apart[0]
     for a, b in zip(fused[1] + [fused[2]], apart[1] + [apart[2]]):
         assert np.array_equal(a, b)
@@ -188,3 +191,38 @@ def test_first_conv_reads_the_pool_gradient_through_its_cells_to_the_bit(monkeyp
     assert calls == [1]
     for a, b in zip(fused.get_weights(), apart.get_weights()):
         assert np.array_equal(a, b)
+
+
+@pytest.mark.parametrize("case", ["pool same padding", "overlapping pool", "channels_first",
+                                  "frozen conv"])
+def test_first_conv_takes_the_pool_gradient_only_where_it_may(case, monkeypatch):
+    backend.set_floatx("float32")
+    fmt = "channels_first" if case == "channels_first" else "channels_last"
+    shape = (1, 9, 9) if fmt == "channels_first" else (9, 9, 1)
+    pool = {"pool same padding": dict(pool_size=2, padding="same"),
+            "overlapping pool": dict(pool_size=3, strides=2)}.get(case, dict(pool_size=2))
+
+    def model():
+        m = models.Sequential([
+            layers.Input(shape=shape),
+            layers.Conv2D(4, 3, activation="relu", padding="same", data_format=fmt,
+                          trainable=case != "frozen conv"),
+            layers.MaxPooling2D(data_format=fmt, **pool),
+            layers.Conv2D(3, 2, data_format=fmt),
+            layers.Flatten(data_format=fmt),
+            layers.Dense(2),
+        ])
+        m.compile("sgd", losses.SparseCategoricalCrossentropy(from_logits=True))
+        return m
+
+    rng = np.random.default_rng(4)
+    x, y = rng.random((4,) + shape, np.float32) - 0.5, rng.integers(0, 2, 4)
+    a, b = model(), model()
+    b.set_weights(a.get_weights())
+    monkeypatch.setattr(layers.Conv2D, "backward_through_pool",
+                        lambda *args: pytest.fail("took the pool's gradient through its cells"))
+    a.train_on_batch(x, y)
+    monkeypatch.setattr(layers.Conv2D, "takes_gradient_through", lambda self, pool: False)
+    b.train_on_batch(x, y)
+    for wa, wb in zip(a.get_weights(), b.get_weights()):
+        assert np.array_equal(wa, wb)

@@ -446,16 +446,18 @@ def test_wide_outputs_take_double_blocks_and_their_remainders(cout, groups):
                activation="relu")
 
 
+@pytest.mark.parametrize("cin", [1, 2], ids=["window per tile", "segments"])
 @pytest.mark.parametrize("relu", [False, True], ids=["linear", "relu"])
 @pytest.mark.parametrize("pool", [(2, None), ((2, 3), (3, 3)), (3, 4)],
                          ids=["2x2", "2x3 stride 3", "3x3 stride 4"])
 def test_weight_gradient_through_a_max_pool_is_the_two_steps_to_the_bit(kernel, dtype, pool,
-                                                                        relu):
+                                                                        relu, cin):
     # The first layer's weight gradient read through the pool's cells (odd sizes leave rows
-    # and columns that no window covers; with a ReLU its mask comes from the conv's output).
+    # and columns that no window covers; with a ReLU its mask comes from the conv's output;
+    # one input channel takes the small-window path, whose border pixels are gathered).
     rng = np.random.default_rng(6)
-    x = random_array(rng, (3, 15, 14, 2), dtype)
-    w = random_array(rng, (3, 3, 2, 20), dtype)
+    x = random_array(rng, (3, 15, 14, cin), dtype)
+    w = random_array(rng, (3, 3, cin, 20), dtype)
     kwargs = dict(padding=1, stride=(1, 1))
     y = ops.conv2d(x, w, activation="relu" if relu else None, **kwargs)
     size, stride = pool

@@ -189,7 +189,7 @@ def _max_pool2d_after_relu(x, pool_size, stride, padding, data_format):
     whose maximum is not positive records no cell (255), so max_pool2d_backward gives its window
     no gradient.  That is the ReLU's own gradient at the maximum (the only input a window's
     gradient reaches), so the layer before the pool can skip its mask: one pass over its output
-    fewer.  For the layers (see keras.Sequential); windows of at most 254 cells."""
+    fewer.  For the layers (see keras.Sequential); windows of at most 255 cells."""
     x, g = _args.pool_call(x, pool_size, stride, padding, 1, False, data_format)
     _args.index_format("window", g)
     y, cells = _max_pool_indices(x, g, _pool_nhwc_geometry(g), "window", relu_in=True)

@@ -455,9 +455,11 @@ class Conv2D(_BaseConv):
 
     def takes_gradient_through(self, pool):
         """Whether backward_through_pool may stand for ``self.backward(pool.backward(dy))``:
-        this layer needs no input gradient (a first layer), its activation is linear or a ReLU,
-        both run NHWC, and the pool recorded window cells of windows that do not overlap."""
-        return (not self.need_input_grad and self._fmt == "NHWC"
+        this layer needs no input gradient (a first layer) but its weights do (it is trainable),
+        its activation is linear or a ReLU, both run NHWC, and the pool recorded window cells of
+        windows that do not overlap."""
+        return (not self.need_input_grad and bool(self.trainable_weights)
+                and pool.need_input_grad and self._fmt == "NHWC"
                 and self.activation in (activations.linear, activations.relu)
                 and isinstance(pool, MaxPooling2D) and pool._fmt == "NHWC"
                 and pool.padding == "valid"
@@ -567,7 +569,11 @@ class _Pooling2D(Layer):
 
 
 class MaxPooling2D(_Pooling2D):
-    # Set by Sequential for a forward pass when x is the output of the layer before's ReLU.
+    """Max pooling.  In a Sequential's training step right after a ReLU activation, its records
+    also carry the ReLU's gradient (relu_grad_applied): its backward pass then gives the
+    gradient before that ReLU, and the layer before skips its mask."""
+
+    # Set by Sequential, for one forward pass, when x is the output of the layer before's ReLU.
     _input_from_relu = False
     relu_grad_applied = False
 

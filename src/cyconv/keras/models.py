@@ -325,9 +325,15 @@ class Sequential:
         x = np.asarray(x, dtype=self.dtype)
         relu_pools = self._relu_pools
         for i, layer in enumerate(self.layers):
-            if isinstance(layer, layers_module.MaxPooling2D):
-                layer._input_from_relu = i in relu_pools
-            x = layer.forward(x, training=training)
+            if i in relu_pools:
+                # only for this call: the layer may be called on its own, or by another model
+                layer._input_from_relu = True
+                try:
+                    x = layer.forward(x, training=training)
+                finally:
+                    layer._input_from_relu = False
+            else:
+                x = layer.forward(x, training=training)
         return x
 
     def __call__(self, x, training=False):
@@ -345,10 +351,16 @@ class Sequential:
                 # a first convolution reads the pool's gradient through its cells
                 before.backward_through_pool(dy, layer)
                 return None
-            if isinstance(layer, layers_module._ActivationMixin):
-                layer._relu_grad_done_downstream = (
-                    i + 1 in self._relu_pools and ls[i + 1].relu_grad_applied)
-            dy = layer.backward(dy, wrt_logits=wrt_logits and i == len(ls) - 1)
+            last = wrt_logits and i == len(ls) - 1
+            if i + 1 in self._relu_pools and ls[i + 1].relu_grad_applied:
+                # the pool after this layer applied its ReLU's gradient (for this call only)
+                layer._relu_grad_done_downstream = True
+                try:
+                    dy = layer.backward(dy, wrt_logits=last)
+                finally:
+                    layer._relu_grad_done_downstream = False
+            else:
+                dy = layer.backward(dy, wrt_logits=last)
             if dy is None:
                 break
         return dy
