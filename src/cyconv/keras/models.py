@@ -91,6 +91,18 @@ def _not_supported(**kwargs):
             raise NotImplementedError(f"cyconv's fit/evaluate do not support {name}")
 
 
+def _with_flag(layer, name, on, method, *args, **kwargs):
+    """method(*args, **kwargs) with the layer's flag `name` set if `on`, for this call only: the
+    layer may also be called on its own, or by another model."""
+    if not on:
+        return method(*args, **kwargs)
+    setattr(layer, name, True)
+    try:
+        return method(*args, **kwargs)
+    finally:
+        setattr(layer, name, False)
+
+
 class Sequential:
     """A stack of layers: ``Sequential([layers.Conv2D(...), ...])`` or ``.add(layer)``."""
 
@@ -325,15 +337,8 @@ class Sequential:
         x = np.asarray(x, dtype=self.dtype)
         relu_pools = self._relu_pools
         for i, layer in enumerate(self.layers):
-            if i in relu_pools:
-                # only for this call: the layer may be called on its own, or by another model
-                layer._input_from_relu = True
-                try:
-                    x = layer.forward(x, training=training)
-                finally:
-                    layer._input_from_relu = False
-            else:
-                x = layer.forward(x, training=training)
+            x = _with_flag(layer, "_input_from_relu", i in relu_pools, layer.forward, x,
+                           training=training)
         return x
 
     def __call__(self, x, training=False):
@@ -351,16 +356,10 @@ class Sequential:
                 # a first convolution reads the pool's gradient through its cells
                 before.backward_through_pool(dy, layer)
                 return None
-            last = wrt_logits and i == len(ls) - 1
-            if i + 1 in self._relu_pools and ls[i + 1].relu_grad_applied:
-                # the pool after this layer applied its ReLU's gradient (for this call only)
-                layer._relu_grad_done_downstream = True
-                try:
-                    dy = layer.backward(dy, wrt_logits=last)
-                finally:
-                    layer._relu_grad_done_downstream = False
-            else:
-                dy = layer.backward(dy, wrt_logits=last)
+            # the pool after this layer may have applied its ReLU's gradient
+            done = i + 1 in self._relu_pools and ls[i + 1].relu_grad_applied
+            dy = _with_flag(layer, "_relu_grad_done_downstream", done, layer.backward, dy,
+                            wrt_logits=wrt_logits and i == len(ls) - 1)
             if dy is None:
                 break
         return dy
