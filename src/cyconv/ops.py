@@ -55,8 +55,10 @@ def _transpose_images(a, rows, cols):
         return np.ascontiguousarray(a.reshape(a.shape[0], rows, cols).transpose(0, 2, 1))
     out = np.empty((a.shape[0], cols, rows), dtype=a.dtype)
     if a.size:
+        # an element moved costs about two multiply-adds (a 2.7 MB image: 572 us on one
+        # thread, 311 on two)
         _kernels.transpose(_bits(a.reshape(a.shape[0], rows, cols)), _bits(out),
-                           _threads(a.size // 8))
+                           _threads(2 * a.size))
     return out
 
 
