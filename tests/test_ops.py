@@ -469,3 +469,12 @@ def test_weight_gradient_through_a_max_pool_is_the_two_steps_to_the_bit(kernel, 
     apart = ops.conv2d_backward(dyc, x, w, compute_dx=False, activation="relu" if relu else None,
                                 y=y if relu else None, **kwargs)[1:]
     assert_bitwise_equal(fused, apart, "dw, db")
+
+
+@pytest.mark.parametrize("shape", [(3, 16, 16), (2, 37, 53), (4, 64, 48), (1, 17, 16),
+                                   (2, 32, 8), (1, 1, 5)])
+def test_layout_transpose_kernel(kernel, dtype, shape):
+    # whole 16 x 16 blocks (in registers on AVX-512), partial blocks and thin matrices
+    a = np.random.default_rng(0).random(shape).astype(dtype)
+    np.testing.assert_array_equal(ops._transpose_images(a, shape[1], shape[2]),
+                                  a.transpose(0, 2, 1))
