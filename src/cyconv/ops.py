@@ -230,7 +230,7 @@ def max_pool2d_backward(dy, x, pool_size=2, stride=None, padding="valid", *, dil
                                         data_format)
     kg = _pool_nhwc_geometry(g)
     if indices is None:
-        index_format = "window" if g.kh * g.kw < _args.NO_CELL else "flat"
+        index_format = "window" if g.kh * g.kw <= _args.NO_CELL else "flat"
         _, idx = _max_pool_indices(x, g, kg, index_format)
     else:
         indices = np.asarray(indices)
