@@ -1,0 +1,69 @@
+"""Where a training step of the seed model spends its time: every cyconv.ops call of one epoch,
+timed, grouped by function and argument shapes, per step.
+
+    python benchmarks/step_profile.py [--images 12000] [--threads N]
+
+The first line is the whole step (the fit's wall time over its steps); the rest is each op's
+share, largest first.  Wrapping the ops costs about a microsecond per call.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import functools
+import time
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--images", type=int, default=12000)
+    parser.add_argument("--threads", type=int, default=0)
+    args = parser.parse_args()
+
+    import cyconv
+    from cyconv import ops
+    from cyconv.cli import seed_model
+    from epoch import load
+
+    if args.threads:
+        cyconv.set_num_threads(args.threads)
+    spent = collections.defaultdict(float)
+    calls = collections.Counter()
+
+    def timed(name, fn):
+        @functools.wraps(fn)
+        def run(*a, **k):
+            t0 = time.perf_counter()
+            try:
+                return fn(*a, **k)
+            finally:
+                shapes = tuple(tuple(v.shape) for v in a if hasattr(v, "shape"))
+                spent[name, shapes] += time.perf_counter() - t0
+                calls[name, shapes] += 1
+        return run
+
+    for name in ops.__all__ + [n for n in dir(ops) if n.startswith("_max_pool2d")
+                               or n.startswith("_conv2d")]:
+        fn = getattr(ops, name)
+        if callable(fn):
+            setattr(ops, name, timed(name, fn))
+
+    x, y, _, _ = load(args.images)
+    model = seed_model()
+    model.fit(x[:640], y[:640], batch_size=32, epochs=1, verbose=0)   # warm up
+    spent.clear()
+    calls.clear()
+    t0 = time.perf_counter()
+    model.fit(x, y, batch_size=32, epochs=1, verbose=0)
+    total = time.perf_counter() - t0
+    steps = -(-len(x) // 32)
+    print(f"{'one training step':60s} {total / steps * 1e3:8.3f} ms")
+    for (name, shapes), seconds in sorted(spent.items(), key=lambda kv: -kv[1]):
+        label = f"{name} {' '.join('x'.join(map(str, s)) for s in shapes)}"
+        print(f"{label:60s} {seconds / steps * 1e3:8.3f} ms  "
+              f"({calls[name, shapes] / steps:.0f} per step)")
+
+
+if __name__ == "__main__":
+    main()
