@@ -21,10 +21,11 @@ def main():
     parser.add_argument("--threads", type=int, default=0)
     args = parser.parse_args()
 
+    from epoch import load
+
     import cyconv
     from cyconv import ops
     from cyconv.cli import seed_model
-    from epoch import load
 
     if args.threads:
         cyconv.set_num_threads(args.threads)
@@ -43,8 +44,7 @@ def main():
                 calls[name, shapes] += 1
         return run
 
-    for name in ops.__all__ + [n for n in dir(ops) if n.startswith("_max_pool2d")
-                               or n.startswith("_conv2d")]:
+    for name in ops.__all__ + [n for n in dir(ops) if n.startswith(("_max_pool2d", "_conv2d"))]:
         fn = getattr(ops, name)
         if callable(fn):
             setattr(ops, name, timed(name, fn))

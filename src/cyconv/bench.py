@@ -170,15 +170,14 @@ def _cyconv_fns(case, x, w, layout):
         return fwd, bwd
     # what the MaxPooling2D layer runs in training: indices as cells of their windows (uint8)
     kw = dict(return_indices=True, index_format="window", data_format=layout)
-    y, idx = ops.max_pool2d(x, 2, **kw)
-    dy = np.ones_like(y)
+    dy = np.ones_like(ops.max_pool2d(x, 2, data_format=layout))
 
     def fwd():
         return ops.max_pool2d(x, 2, **kw)
 
     def bwd():
-        yy, ii = ops.max_pool2d(x, 2, **kw)
-        return ops.max_pool2d_backward(dy, x, 2, indices=ii, data_format=layout)
+        _, cells = ops.max_pool2d(x, 2, **kw)
+        return ops.max_pool2d_backward(dy, x, 2, indices=cells, data_format=layout)
 
     return fwd, bwd
 
