@@ -478,3 +478,16 @@ def test_layout_transpose_kernel(kernel, dtype, shape):
     a = np.random.default_rng(0).random(shape).astype(dtype)
     np.testing.assert_array_equal(ops._transpose_images(a, shape[1], shape[2]),
                                   a.transpose(0, 2, 1))
+
+
+def test_weight_gradient_through_a_max_pool_with_groups(kernel, dtype):
+    rng = np.random.default_rng(7)
+    x = random_array(rng, (2, 10, 9, 4), dtype)
+    w = random_array(rng, (3, 3, 2, 6), dtype)
+    y = ops.conv2d(x, w, groups=2, activation="relu")
+    p, cells = ops.max_pool2d(y, 2, return_indices=True, index_format="window")
+    dy = random_array(rng, p.shape, dtype)
+    fused = ops._conv2d_weight_grad_through_max_pool(dy, cells, 2, None, x, w, groups=2, y=y)
+    apart = ops.conv2d_backward(ops.max_pool2d_backward(dy, y, 2, indices=cells), x, w,
+                                groups=2, compute_dx=False, activation="relu", y=y)[1:]
+    assert_bitwise_equal(fused, apart, "dw, db")
