@@ -4,8 +4,9 @@
 #ifdef CYC_HAVE_X86_ISAS
 #pragma GCC target("avx2,fma")
 
-/* 3 pixels x 2 vectors of 64 bytes = 12 ymm accumulators of 16. */
-#define MR 3
+/* 6 pixels x 2 vectors = 12 ymm accumulators of 16 (2 more for the weights, 1 broadcast). */
+#define MR 6
+#define CYC_VBYTES 32
 #define T float
 #define SUF f32
 #define ISA avx2

@@ -7,6 +7,7 @@
 
 /* 12 pixels x 2 zmm = 24 accumulators of 32 registers. */
 #define MR 12
+#define CYC_VBYTES 64
 #define T float
 #define SUF f32
 #define ISA avx512

@@ -5,10 +5,12 @@
  *   SUF  f32 or f64
  *   ISA  portable, avx2 or avx512 (a name suffix; the target itself comes from a pragma)
  *   MR   output pixels per register tile of the convolution micro-kernel (at most CYC_MR_MAX)
- * and includes this file.  Vectors are GCC vector extensions of 64 bytes (16 floats, 8 doubles):
- * the compiler maps one to a zmm register, two ymm or four xmm, whatever the target has, so one
- * source gives every instruction set.  NBLK (vectors per tile) is fixed for every instruction set
- * so that packed weights have one layout.
+ *   CYC_VBYTES  the target's register width: 64 (AVX-512), 32 (AVX2), 16 (SSE2)
+ * and includes this file.  Vectors are GCC vector extensions of one register, so one source
+ * gives every instruction set.  (Vectors wider than the target's registers compile correctly
+ * but 10x to 90x slower: GCC splits them after the pass that keeps arrays of accumulators in
+ * registers.)  Layouts that dispatch.c also computes (the weight gradient's accumulators) round
+ * channels to 64 bytes whatever the width.
  *
  * Convolution is an implicit GEMM in NHWC: a tile of MR output pixels x NBLK*VLEN output channels
  * sits in registers while the kernel reduces over (kh, kw, cin), read as segments (see
@@ -26,20 +28,21 @@
 #define V FN(vec)
 #define UV FN(uvec)
 #define IV FN(ivec)
-#define VLEN ((int)(64 / sizeof(T)))
+#define VLEN ((int)(CYC_VBYTES / sizeof(T)))
+#define CYC_L64 ((int)(64 / sizeof(T)))   /* lanes of 64 bytes: the shared layouts' unit */
 #define LOADV(p) (*(const UV *)(p))
 #define STOREV(p, v) (*(UV *)(p) = (v))
 #define ALWAYS_INLINE static inline __attribute__((always_inline))
 
-typedef T V __attribute__((vector_size(64)));
-typedef T UV __attribute__((vector_size(64), aligned(sizeof(T)), may_alias));
+typedef T V __attribute__((vector_size(CYC_VBYTES)));
+typedef T UV __attribute__((vector_size(CYC_VBYTES), aligned(sizeof(T)), may_alias));
 #if defined(CYC_T_IS_DOUBLE)
 #define CYC_IT int64_t
 #else
 #define CYC_IT int32_t
 #endif
 /* integers of the values' lane width: comparison masks, and pool positions */
-typedef CYC_IT IV __attribute__((vector_size(64)));
+typedef CYC_IT IV __attribute__((vector_size(CYC_VBYTES)));
 
 ALWAYS_INLINE V FN(relu)(V v)
 {
@@ -51,16 +54,30 @@ ALWAYS_INLINE V FN(relu)(V v)
  * arrays of accumulators in memory). */
 ALWAYS_INLINE T FN(hsum)(V v)
 {
-    typedef T H __attribute__((vector_size(32)));
     typedef T Q __attribute__((vector_size(16)));
+#if CYC_VBYTES == 64
+    typedef T H __attribute__((vector_size(32)));
 #if defined(CYC_T_IS_DOUBLE)
     H h = __builtin_shufflevector(v, v, 0, 1, 2, 3) + __builtin_shufflevector(v, v, 4, 5, 6, 7);
-    Q q = __builtin_shufflevector(h, h, 0, 1) + __builtin_shufflevector(h, h, 2, 3);
-    return q[0] + q[1];
 #else
     H h = __builtin_shufflevector(v, v, 0, 1, 2, 3, 4, 5, 6, 7) +
           __builtin_shufflevector(v, v, 8, 9, 10, 11, 12, 13, 14, 15);
+#endif
+#else
+    V h = v;
+#endif
+#if CYC_VBYTES >= 32
+#if defined(CYC_T_IS_DOUBLE)
+    Q q = __builtin_shufflevector(h, h, 0, 1) + __builtin_shufflevector(h, h, 2, 3);
+#else
     Q q = __builtin_shufflevector(h, h, 0, 1, 2, 3) + __builtin_shufflevector(h, h, 4, 5, 6, 7);
+#endif
+#else
+    Q q = h;
+#endif
+#if defined(CYC_T_IS_DOUBLE)
+    return q[0] + q[1];
+#else
     return (q[0] + q[2]) + (q[1] + q[3]);
 #endif
 }
@@ -739,10 +756,10 @@ static void FN(dw_tile_any)(int mr, int nv, int cnt, const T *const *xrows, ptrd
         CYC_DW_CASES_UP_TO_6(4)
         CYC_DW_CASES_UP_TO_12(2)
         CYC_DW_CASES_UP_TO_12(1)
-#elif MR >= 3
-        CYC_DW_CASE(4, 1)
-        CYC_DW_CASES_UP_TO_2(2) CYC_DW_CASE(2, 3)
-        CYC_DW_CASES_UP_TO_2(1) CYC_DW_CASE(1, 3)
+#elif MR >= 6
+        CYC_DW_CASES_UP_TO_2(4) CYC_DW_CASE(4, 3)
+        CYC_DW_CASES_UP_TO_6(2)
+        CYC_DW_CASES_UP_TO_6(1)
 #else
         CYC_DW_CASE(4, 1)
         CYC_DW_CASES_UP_TO_2(2)
@@ -791,7 +808,8 @@ void FN(cyc_conv_bwd_filter)(const cyc_geom_t *g, const T *x, const T *dy, const
     const cyc_plan_t r = cyc_plan(g, 0);
     const int og = g->cout / g->groups;
     const int nseg = r.nseg, K = r.K, len = r.len;
-    const int opad = (og + VLEN - 1) / VLEN * VLEN;
+    /* the accumulators' layout, which dw_finish in dispatch.c reads: channels to 64 bytes */
+    const int opad = (og + CYC_L64 - 1) / CYC_L64 * CYC_L64;
     const int P = cyc_dw_chunk(g);
     /* scratch: dbl [cout] | dyp [groups][P][opad] | ptrs [nseg][P] | rows [P] | dj [P] |
      *          live [nseg] | taps | gbuf [P][K] */
@@ -1052,21 +1070,25 @@ static inline void FN(valid_taps)(int start, int step, int k, int size, int *lo,
  * rides in an IV (the values' lane width) and is converted at the store.  For float and int64
  * that is 16 lanes of int32 against 2 x 8 lanes of int64, converted in halves (a single vector of
  * 16 int64 is wider than any register and compiles to scalar code). */
-typedef int64_t FN(l8) __attribute__((vector_size(64)));
-typedef int64_t FN(ul8) __attribute__((vector_size(64), aligned(8), may_alias));
+typedef int64_t FN(l8) __attribute__((vector_size(CYC_VBYTES)));
+typedef int64_t FN(ul8) __attribute__((vector_size(CYC_VBYTES), aligned(8), may_alias));
 typedef uint8_t FN(c8) __attribute__((vector_size(VLEN)));
 typedef uint8_t FN(uc8) __attribute__((vector_size(VLEN), aligned(1), may_alias));
+
+/* For float, IV's lanes are int32 and the int64 positions take two vectors of int64 (l8): */
+#define CYC_HALF (VLEN / 2)
 
 ALWAYS_INLINE void FN(store_pos)(int64_t *io, IV v)
 {
 #if defined(CYC_T_IS_DOUBLE)
     *(FN(ul8) *)io = v;
 #else
-    typedef int32_t I8 __attribute__((vector_size(32)));
-    I8 lo = __builtin_shufflevector(v, v, 0, 1, 2, 3, 4, 5, 6, 7);
-    I8 hi = __builtin_shufflevector(v, v, 8, 9, 10, 11, 12, 13, 14, 15);
+    typedef int32_t IH __attribute__((vector_size(CYC_VBYTES / 2)));
+    IH lo, hi;
+    memcpy(&lo, &v, sizeof(lo));
+    memcpy(&hi, (const char *)&v + sizeof(lo), sizeof(hi));
     *(FN(ul8) *)io = __builtin_convertvector(lo, FN(l8));
-    *(FN(ul8) *)(io + 8) = __builtin_convertvector(hi, FN(l8));
+    *(FN(ul8) *)(io + CYC_HALF) = __builtin_convertvector(hi, FN(l8));
 #endif
 }
 
@@ -1075,12 +1097,16 @@ ALWAYS_INLINE IV FN(load_pos)(const int64_t *io)
 #if defined(CYC_T_IS_DOUBLE)
     return *(const FN(ul8) *)io;
 #else
-    typedef int32_t I8 __attribute__((vector_size(32)));
-    I8 lo = __builtin_convertvector(*(const FN(ul8) *)io, I8);
-    I8 hi = __builtin_convertvector(*(const FN(ul8) *)(io + 8), I8);
-    return __builtin_shufflevector(lo, hi, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+    typedef int32_t IH __attribute__((vector_size(CYC_VBYTES / 2)));
+    IH lo = __builtin_convertvector(*(const FN(ul8) *)io, IH);
+    IH hi = __builtin_convertvector(*(const FN(ul8) *)(io + CYC_HALF), IH);
+    IV v;
+    memcpy(&v, &lo, sizeof(lo));
+    memcpy((char *)&v + sizeof(lo), &hi, sizeof(hi));
+    return v;
 #endif
 }
+#undef CYC_HALF
 
 /* The records of VLEN channels: to positions io or cells ic (whichever is not NULL). */
 ALWAYS_INLINE void FN(store_rec)(int64_t *io, uint8_t *ic, IV v)
@@ -1454,5 +1480,6 @@ void FN(cyc_avg_pool_bwd)(const cyc_geom_t *g, const T *dy, T *dx, int cip, ptrd
 #undef CYC_CAT3_
 #undef ALWAYS_INLINE
 #undef CYC_IT
+#undef CYC_L64
 #undef CYC_DOT_ACC
 #undef CYC_ORIGIN
