@@ -701,10 +701,15 @@ void FN(cyc_conv_bwd_data_scatter)(const cyc_geom_t *g, const T *dy, const T *pa
  * A chunk of output pixels at a time: dy is copied into padded rows (and summed into db), every
  * pixel's segments are found as in the forward pass, then for each segment a register tile of
  * MR reduction rows x NBLK*VLEN output channels runs over the chunk's pixels that read it. */
-/* Vectors of output channels per weight-gradient tile: up to 4 (64 floats), so that each x value
- * broadcast meets a whole row of dy; rows per tile then shrink so that rows x vectors stays within
- * the 2 * MR accumulators the registers hold. */
+/* Vectors of output channels per weight-gradient tile: up to 4 on AVX-512 (64 floats), so that
+ * each x value broadcast meets a whole row of dy; rows per tile then shrink so that rows x vectors
+ * stays within the 2 * MR accumulators the registers hold.  With 16 registers, 2: 4 dy vectors
+ * would leave rows for 3 pixels and a spill (AVX2 weight gradients 20-30% slower). */
+#if MR >= 12
 #define CYC_DW_NBLK 4
+#else
+#define CYC_DW_NBLK 2
+#endif
 
 /* Row p of the tile reads xrows[t][xoff + xo[p]] for pixel t: xo is 0, 1, 2, ... for a segment
  * or a gathered window, and the window's layout in the image for a window read in place. */
@@ -757,7 +762,6 @@ static void FN(dw_tile_any)(int mr, int nv, int cnt, const T *const *xrows, ptrd
         CYC_DW_CASES_UP_TO_12(2)
         CYC_DW_CASES_UP_TO_12(1)
 #elif MR >= 6
-        CYC_DW_CASES_UP_TO_2(4) CYC_DW_CASE(4, 3)
         CYC_DW_CASES_UP_TO_6(2)
         CYC_DW_CASES_UP_TO_6(1)
 #else
