@@ -446,19 +446,20 @@ def test_wide_outputs_take_double_blocks_and_their_remainders(cout, groups):
                activation="relu")
 
 
-@pytest.mark.parametrize("cin", [1, 2], ids=["window per tile", "segments"])
+@pytest.mark.parametrize("cin, groups", [(1, 1), (2, 1), (4, 2)],
+                         ids=["window per tile", "segments", "groups"])
 @pytest.mark.parametrize("relu", [False, True], ids=["linear", "relu"])
 @pytest.mark.parametrize("pool", [(2, None), ((2, 3), (3, 3)), (3, 4)],
                          ids=["2x2", "2x3 stride 3", "3x3 stride 4"])
 def test_weight_gradient_through_a_max_pool_is_the_two_steps_to_the_bit(kernel, dtype, pool,
-                                                                        relu, cin):
+                                                                        relu, cin, groups):
     # The first layer's weight gradient read through the pool's cells (odd sizes leave rows
     # and columns that no window covers; with a ReLU its mask comes from the conv's output;
     # one input channel takes the small-window path, whose border pixels are gathered).
     rng = np.random.default_rng(6)
     x = random_array(rng, (3, 15, 14, cin), dtype)
-    w = random_array(rng, (3, 3, cin, 20), dtype)
-    kwargs = dict(padding=1, stride=(1, 1))
+    w = random_array(rng, (3, 3, cin // groups, 20), dtype)
+    kwargs = dict(padding=1, stride=(1, 1), groups=groups)
     y = ops.conv2d(x, w, activation="relu" if relu else None, **kwargs)
     size, stride = pool
     p, cells = ops.max_pool2d(y, size, stride, return_indices=True, index_format="window")
@@ -478,16 +479,3 @@ def test_layout_transpose_kernel(kernel, dtype, shape):
     a = np.random.default_rng(0).random(shape).astype(dtype)
     np.testing.assert_array_equal(ops._transpose_images(a, shape[1], shape[2]),
                                   a.transpose(0, 2, 1))
-
-
-def test_weight_gradient_through_a_max_pool_with_groups(kernel, dtype):
-    rng = np.random.default_rng(7)
-    x = random_array(rng, (2, 10, 9, 4), dtype)
-    w = random_array(rng, (3, 3, 2, 6), dtype)
-    y = ops.conv2d(x, w, groups=2, activation="relu")
-    p, cells = ops.max_pool2d(y, 2, return_indices=True, index_format="window")
-    dy = random_array(rng, p.shape, dtype)
-    fused = ops._conv2d_weight_grad_through_max_pool(dy, cells, 2, None, x, w, groups=2, y=y)
-    apart = ops.conv2d_backward(ops.max_pool2d_backward(dy, y, 2, indices=cells), x, w,
-                                groups=2, compute_dx=False, activation="relu", y=y)[1:]
-    assert_bitwise_equal(fused, apart, "dw, db")

@@ -117,25 +117,36 @@ def conv2d_backward(dy, x, w, *, stride=1, padding="valid", dilation=1, groups=1
                                               data_format, activation, y)
     compute_dx = _args.bool_arg(compute_dx, "compute_dx")
     fmt = g.data_format
-    cg = g.c // g.groups
-    # the kernels write every element; an empty batch leaves zero gradients
-    alloc = np.empty if g.n else np.zeros
-    dw = alloc((g.kh, g.kw, cg, g.cout), dtype=x.dtype)
-    db = alloc(g.cout, dtype=x.dtype)
-    dx = alloc((g.n, g.h, g.w, g.c), dtype=x.dtype) if compute_dx else None
-    if g.n:
-        work = _args.flops_conv(g) // 2
-        dyk = _nhwc(dy, fmt)
-        yk = None if y is None else _nhwc(y, fmt)
-        if compute_dx:
+    dyk = _nhwc(dy, fmt)
+    yk = None if y is None else _nhwc(y, fmt)
+    dx = None
+    if compute_dx:
+        dx = _empty_or_zeros(g, (g.n, g.h, g.w, g.c), x.dtype)
+        if g.n:
             if yk is not None:
                 # both kernels read dy: mask it once
                 dyk = relu_backward(dyk, yk)
                 yk = None
-            _kernels.conv2d_backward_data(dyk, _c(_args.hwio(w, fmt)), g, dx, _threads(work))
-        _kernels.conv2d_backward_filter(_nhwc(x, fmt), dyk, g, dw, db, _threads(work), yk)
+            _kernels.conv2d_backward_data(dyk, _c(_args.hwio(w, fmt)), g, dx,
+                                          _threads(_args.flops_conv(g) // 2))
+    dw, db = _weight_grads(g, _nhwc(x, fmt), dyk, yk)
     dw = dw if fmt == "NHWC" else np.ascontiguousarray(_args.from_hwio(dw, fmt))
     return (_out(dx, fmt) if compute_dx else None), dw, db
+
+
+def _empty_or_zeros(g, shape, dtype):
+    """An output the kernels write whole; an empty batch leaves it (a gradient) zero."""
+    return (np.empty if g.n else np.zeros)(shape, dtype=dtype)
+
+
+def _weight_grads(g, x, dy, y=None, pool_cell=None, pool_geom=None):
+    """dw (HWIO) and db from NHWC arrays (see conv2d_backward_filter for y and the pool)."""
+    dw = _empty_or_zeros(g, (g.kh, g.kw, g.c // g.groups, g.cout), x.dtype)
+    db = _empty_or_zeros(g, g.cout, x.dtype)
+    if g.n:
+        _kernels.conv2d_backward_filter(x, dy, g, dw, db, _threads(_args.flops_conv(g) // 2), y,
+                                        pool_cell=pool_cell, pool_geom=pool_geom)
+    return dw, db
 
 
 def _conv2d_weight_grad_through_max_pool(dy_pool, cells, pool_size, pool_stride, x, w, *,
@@ -158,14 +169,7 @@ def _conv2d_weight_grad_through_max_pool(dy_pool, cells, pool_size, pool_stride,
     if y is not None:
         y = _args.as_array(y, "y")
         _args.check_grad(y, g.y_shape_nhwc, x.dtype, "y")
-    dw = np.empty((g.kh, g.kw, g.c // g.groups, g.cout), dtype=x.dtype)
-    db = np.empty(g.cout, dtype=x.dtype)
-    if not g.n:
-        return np.zeros_like(dw), np.zeros_like(db)
-    _kernels.conv2d_backward_filter(_c(x), _c(dy_pool), g, dw, db,
-                                    _threads(_args.flops_conv(g) // 2), _c(y),
-                                    pool_cell=_c(cells), pool_geom=pg)
-    return dw, db
+    return _weight_grads(g, _c(x), _c(dy_pool), _c(y), pool_cell=_c(cells), pool_geom=pg)
 
 
 def _pool_nhwc_geometry(g):

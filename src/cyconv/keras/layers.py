@@ -382,6 +382,11 @@ class _BaseConv(_ActivationMixin, Layer):
             self._z = None
         return self._y
 
+    def _keep_grads(self, dw, db):
+        self._grads["kernel"] = dw.reshape(self.kernel.shape)
+        if self.use_bias:
+            self._grads["bias"] = db
+
     def _conv_backward(self, dy, kernel_hwio, groups, wrt_logits):
         # A fused ReLU's gradient is applied inside the kernels (for free without dx).
         fused_relu = self._fused_relu_grad(wrt_logits)
@@ -448,9 +453,7 @@ class Conv2D(_BaseConv):
 
     def backward(self, dy, wrt_logits=False):
         dx, dw, db = self._conv_backward(dy, self.kernel, self.groups, wrt_logits)
-        self._grads["kernel"] = dw
-        if self.use_bias:
-            self._grads["bias"] = db
+        self._keep_grads(dw, db)
         return dx
 
     def takes_gradient_through(self, pool):
@@ -474,9 +477,7 @@ class Conv2D(_BaseConv):
             dy_pool, pool._indices, pool.pool_size, pool.strides, self._x, self.kernel,
             stride=self.strides, padding=self.padding, dilation=self.dilation_rate,
             groups=self.groups, y=self._y if relu else None)
-        self._grads["kernel"] = dw
-        if self.use_bias:
-            self._grads["bias"] = db
+        self._keep_grads(dw, db)
 
     def get_config(self):
         config = super().get_config()
@@ -524,9 +525,7 @@ class DepthwiseConv2D(_BaseConv):
     def backward(self, dy, wrt_logits=False):
         kernel, c = self._grouped()
         dx, dw, db = self._conv_backward(dy, kernel, c, wrt_logits)
-        self._grads["kernel"] = dw.reshape(self.kernel.shape)
-        if self.use_bias:
-            self._grads["bias"] = db
+        self._keep_grads(dw, db)
         return dx
 
     def get_config(self):
