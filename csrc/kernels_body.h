@@ -761,13 +761,9 @@ static void FN(dw_tile_any)(int mr, int nv, int cnt, const T *const *xrows, ptrd
         CYC_DW_CASES_UP_TO_6(4)
         CYC_DW_CASES_UP_TO_12(2)
         CYC_DW_CASES_UP_TO_12(1)
-#elif MR >= 6
+#else   /* MR 6, tiles of at most 2 vectors */
         CYC_DW_CASES_UP_TO_6(2)
         CYC_DW_CASES_UP_TO_6(1)
-#else
-        CYC_DW_CASE(4, 1)
-        CYC_DW_CASES_UP_TO_2(2)
-        CYC_DW_CASES_UP_TO_2(1)
 #endif
     default: break;
     }
