@@ -84,12 +84,41 @@ ALWAYS_INLINE T FN(hsum)(V v)
 
 static const T FN(zero_bias)[2 * CYC_NBLK * (64 / sizeof(T))] = {0};   /* any tile width */
 
+/* One segment's share of a register tile: acc[p][b] += sum over i of x(p, i) * w[i][b].  x(p, i)
+ * is xr[p][i], or with xstep (bytes) the pixels' rows evenly spaced from xr[0]: then a pixel's
+ * address is one of four running bases plus 0, 1 or 2 steps, so 12 rows need 5 general registers
+ * instead of 12 pointers (which spilled: a 12-pixel tile's inner loop moved pointers back from
+ * vector registers on an FMA port). */
+ALWAYS_INLINE void FN(tile_segment)(const int mr, const int nv, V (*acc)[2 * CYC_NBLK],
+                                    const T *const *xs, ptrdiff_t off, const ptrdiff_t xstep,
+                                    int len, const T *restrict ws, int bw, ptrdiff_t bstep)
+{
+    const char *xb[(MR + 2) / 3];
+    const T *xr[MR];
+    if (xstep)
+        for (int q = 0; q < (mr + 2) / 3; q++) xb[q] = (const char *)(xs[0] + off) + 3 * q * xstep;
+    else
+        for (int p = 0; p < mr; p++) xr[p] = xs[p] + off;
+    for (int i = 0; i < len; i++) {
+        V wv[2 * CYC_NBLK];
+        for (int b = 0; b < nv; b++)
+            wv[b] = LOADV(ws + (ptrdiff_t)i * bw + (b % CYC_NBLK) * VLEN + (b / CYC_NBLK) * bstep);
+        for (int p = 0; p < mr; p++) {
+            T x = xstep ? *(const T *)(xb[p / 3] + (p % 3) * xstep) : xr[p][i];
+            for (int b = 0; b < nv; b++) acc[p][b] += x * wv[b];
+        }
+        if (xstep)
+            for (int q = 0; q < (mr + 2) / 3; q++) xb[q] += sizeof(T);
+    }
+}
+
 /* One register tile: acc[p][b] = bias[b] + sum over segments s and i of xp[s][p][off + i] * w.
- * mr and nv are compile-time constants after inlining (see FN(tile_any)). */
+ * mr and nv are compile-time constants after inlining (see FN(tile_any)); xstep, if not 0, says
+ * that each segment's pixel rows lie xstep bytes apart (see FN(tile_segment)). */
 ALWAYS_INLINE void FN(tile)(const int mr, const int nv, const T *const *xp, ptrdiff_t off,
-                            int nseg, int len, const unsigned char *live, const T *restrict w,
-                            int bw, ptrdiff_t bstep, const T *restrict bias, int relu,
-                            T *const *outs, ptrdiff_t ooff, int nlast)
+                            ptrdiff_t xstep, int nseg, int len, const unsigned char *live,
+                            const T *restrict w, int bw, ptrdiff_t bstep, const T *restrict bias,
+                            int relu, T *const *outs, ptrdiff_t ooff, int nlast)
 {
     /* nv may span two packed blocks (nv > CYC_NBLK): the second starts bstep further on */
     V acc[MR][2 * CYC_NBLK];
@@ -101,18 +130,11 @@ ALWAYS_INLINE void FN(tile)(const int mr, const int nv, const T *const *xp, ptrd
         if (!live[s]) continue;
         const T *const *xs = xp + (ptrdiff_t)s * MR;
         const T *restrict ws = w + (ptrdiff_t)s * len * bw;
-        const T *xr[MR];
-        for (int p = 0; p < mr; p++) xr[p] = xs[p] + off;
-        for (int i = 0; i < len; i++) {
-            V wv[2 * CYC_NBLK];
-            for (int b = 0; b < nv; b++)
-                wv[b] = LOADV(ws + (ptrdiff_t)i * bw + (b % CYC_NBLK) * VLEN +
-                              (b / CYC_NBLK) * bstep);
-            for (int p = 0; p < mr; p++) {
-                T x = xr[p][i];
-                for (int b = 0; b < nv; b++) acc[p][b] += x * wv[b];
-            }
-        }
+        /* two copies of the loop, one per addressing */
+        if (xstep)
+            FN(tile_segment)(mr, nv, acc, xs, off, xstep, len, ws, bw, bstep);
+        else
+            FN(tile_segment)(mr, nv, acc, xs, off, 0, len, ws, bw, bstep);
     }
     /* relu: 1 applies a ReLU; CYC_ADD adds the tile to what the outputs hold */
     if (relu == 1) {
@@ -136,22 +158,25 @@ ALWAYS_INLINE void FN(tile)(const int mr, const int nv, const T *const *xp, ptrd
 }
 
 /* Full tiles get code specialised for their shape; the remainder tile takes the generic one. */
-static void FN(tile_any)(int mr, int nv, const T *const *xp, ptrdiff_t off, int nseg, int len,
-                         const unsigned char *live, const T *w, int bw, ptrdiff_t bstep,
-                         const T *bias, int relu, T *const *outs, ptrdiff_t ooff, int nlast)
+static void FN(tile_any)(int mr, int nv, const T *const *xp, ptrdiff_t off, ptrdiff_t xstep,
+                         int nseg, int len, const unsigned char *live, const T *w, int bw,
+                         ptrdiff_t bstep, const T *bias, int relu, T *const *outs, ptrdiff_t ooff,
+                         int nlast)
 {
     if (mr == MR && nv == CYC_NBLK)
-        FN(tile)(MR, CYC_NBLK, xp, off, nseg, len, live, w, bw, bstep, bias, relu, outs, ooff,
-                 nlast);
+        FN(tile)(MR, CYC_NBLK, xp, off, xstep, nseg, len, live, w, bw, bstep, bias, relu, outs,
+                 ooff, nlast);
     else if (mr == MR && nv == 1)
-        FN(tile)(MR, 1, xp, off, nseg, len, live, w, bw, bstep, bias, relu, outs, ooff, nlast);
+        FN(tile)(MR, 1, xp, off, xstep, nseg, len, live, w, bw, bstep, bias, relu, outs, ooff,
+                 nlast);
 #if MR >= 12
     else if (mr == MR / 2 && nv == 2 * CYC_NBLK)
-        FN(tile)(MR / 2, 2 * CYC_NBLK, xp, off, nseg, len, live, w, bw, bstep, bias, relu, outs,
-                 ooff, nlast);
+        FN(tile)(MR / 2, 2 * CYC_NBLK, xp, off, 0, nseg, len, live, w, bw, bstep, bias, relu,
+                 outs, ooff, nlast);
 #endif
     else
-        FN(tile)(mr, nv, xp, off, nseg, len, live, w, bw, bstep, bias, relu, outs, ooff, nlast);
+        FN(tile)(mr, nv, xp, off, 0, nseg, len, live, w, bw, bstep, bias, relu, outs, ooff,
+                 nlast);
 }
 
 /* Dot mode: out[p][o] = bias[o] + sum over segments of xp[s][p][off + l] * w[o][s * len + l],
@@ -483,8 +508,11 @@ static void FN(conv_tiles)(const cyc_geom_t *g, int transposed, const T *src, co
     FN(cursor_t) cur = FN(cursor_at)(m0, r.out_h, r.out_w, ph, pw, g->pad_top, g->pad_left);
     for (ptrdiff_t m = m0; m < m1; m += MR) {
         const int mr = (int)(m1 - m < MR ? m1 - m : MR);
+        /* bytes between the tile's pixels in every segment, if they are evenly spaced */
+        ptrdiff_t xstep = 0;
         if (FN(row_of_inner_pixels)(g, &r, &cur, mr, src, dst, ptrs, outs)) {
             memset(live, 1, (size_t)nseg);
+            xstep = (ptrdiff_t)g->sw * r.src_c * (ptrdiff_t)sizeof(T);
             goto tiles;
         }
         memset(live, 0, (size_t)nseg);
@@ -525,7 +553,7 @@ static void FN(conv_tiles)(const cyc_geom_t *g, int transposed, const T *src, co
                      * 4 weight vectors (10 loads per 24 multiply-adds instead of 14) */
                     for (int h = 0; h < mr; h += MR / 2) {
                         int mh = mr - h < MR / 2 ? mr - h : MR / 2;
-                        FN(tile_any)(mh, 2 * CYC_NBLK, ptrs + h, off, nseg, r.len, live,
+                        FN(tile_any)(mh, 2 * CYC_NBLK, ptrs + h, off, 0, nseg, r.len, live,
                                      wg + (ptrdiff_t)co0 * K, blk, (ptrdiff_t)K * blk, bg + co0,
                                      relu, (T *const *)(outs + h), ooff + co0, VLEN);
                     }
@@ -537,7 +565,7 @@ static void FN(conv_tiles)(const cyc_geom_t *g, int transposed, const T *src, co
                 if (nv > CYC_NBLK) nv = CYC_NBLK;
                 int nlast = r.out_cg - (co0 + (nv - 1) * VLEN);
                 if (nlast > VLEN) nlast = VLEN;
-                FN(tile_any)(mr, nv, ptrs, off, nseg, r.len, live, wg + (ptrdiff_t)co0 * K,
+                FN(tile_any)(mr, nv, ptrs, off, xstep, nseg, r.len, live, wg + (ptrdiff_t)co0 * K,
                              nv * VLEN, 0, bg + co0, relu, (T *const *)outs, ooff + co0, nlast);
             }
         }
@@ -661,39 +689,47 @@ void FN(cyc_conv_bwd_data_scatter)(const cyc_geom_t *g, const T *dy, const T *pa
     memset(dx + n0 * img, 0, sizeof(T) * (size_t)((n1 - n0) * img));
     /* tiles run across image boundaries (small images fill them too): all in this range */
     const ptrdiff_t m1 = n1 * plane;
-    FN(cursor_t) start = FN(cursor_at)(n0 * plane, g->oh, g->ow, 1, 1, 0, 0);
+    FN(cursor_t) cur = FN(cursor_at)(n0 * plane, g->oh, g->ow, 1, 1, 0, 0);
+    /* where each pixel's window starts in dx (its tap (0, 0)), found once per tile */
+    int oy[CYC_MR_MAX], ox[CYC_MR_MAX];
+    ptrdiff_t obase[CYC_MR_MAX];
     for (ptrdiff_t m = n0 * plane; m < m1; m += MR) {
-            const int mr = (int)(m1 - m < MR ? m1 - m : MR);
-            for (int p = 0; p < mr; p++) rows[p] = dy + (m + p) * g->cout;
-            for (int i = 0; i < g->kh; i++)
-                for (int jj = 0; jj < g->kw; jj++) {
-                    /* packed rows run kw reversed: tap (i, jj) is kernel column kw-1-jj */
-                    const int j = g->kw - 1 - jj, tap = i * g->kw + jj;
-                    FN(cursor_t) cur = start;
-                    for (int p = 0; p < mr; p++) {
-                        int iy = cur.y * g->sh - g->pad_top + i * g->dh;
-                        int ix = cur.x * g->sw - g->pad_left + j * g->dw;
-                        outs[p] = (iy >= 0 && iy < g->h && ix >= 0 && ix < g->w)
-                                      ? dx + cur.n * img + ((ptrdiff_t)iy * g->w + ix) * g->c
-                                      : sink;
-                        FN(cursor_next)(&cur);
-                    }
-                    for (int grp = 0; grp < g->groups; grp++) {
-                        const T *wg = packed_t + (ptrdiff_t)grp * K * opad;
-                        for (int c0 = 0; c0 < opad; c0 += CYC_NBLK * VLEN) {
-                            int nv = (opad - c0) / VLEN;
-                            if (nv > CYC_NBLK) nv = CYC_NBLK;
-                            int nlast = cg - (c0 + (nv - 1) * VLEN);
-                            if (nlast > VLEN) nlast = VLEN;
-                            /* the sink is long enough for any group's channel block */
-                            FN(tile_any)(mr, nv, rows, (ptrdiff_t)grp * og, 1, og, &one,
-                                         wg + (ptrdiff_t)c0 * K + (ptrdiff_t)tap * og * nv * VLEN,
-                                         nv * VLEN, 0, FN(zero_bias), CYC_ADD,
-                                         (T *const *)outs, (ptrdiff_t)grp * cg + c0, nlast);
-                        }
+        const int mr = (int)(m1 - m < MR ? m1 - m : MR);
+        for (int p = 0; p < mr; p++) {
+            rows[p] = dy + (m + p) * g->cout;
+            oy[p] = cur.y * g->sh - g->pad_top;
+            ox[p] = cur.x * g->sw - g->pad_left;
+            obase[p] = cur.n * img + ((ptrdiff_t)oy[p] * g->w + ox[p]) * g->c;
+            FN(cursor_next)(&cur);
+        }
+        for (int i = 0; i < g->kh; i++)
+            for (int jj = 0; jj < g->kw; jj++) {
+                /* packed rows run kw reversed: tap (i, jj) is kernel column kw-1-jj */
+                const int j = g->kw - 1 - jj, tap = i * g->kw + jj;
+                const int ty = i * g->dh, tx = j * g->dw;
+                const ptrdiff_t toff = ((ptrdiff_t)ty * g->w + tx) * g->c;
+                for (int p = 0; p < mr; p++)
+                    outs[p] = (unsigned)(oy[p] + ty) < (unsigned)g->h &&
+                                      (unsigned)(ox[p] + tx) < (unsigned)g->w
+                                  ? dx + (obase[p] + toff)
+                                  : sink;
+                for (int grp = 0; grp < g->groups; grp++) {
+                    const T *wg = packed_t + (ptrdiff_t)grp * K * opad;
+                    for (int c0 = 0; c0 < opad; c0 += CYC_NBLK * VLEN) {
+                        int nv = (opad - c0) / VLEN;
+                        if (nv > CYC_NBLK) nv = CYC_NBLK;
+                        int nlast = cg - (c0 + (nv - 1) * VLEN);
+                        if (nlast > VLEN) nlast = VLEN;
+                        /* the sink is long enough for any group's channel block; dy's pixel
+                         * rows lie cout apart */
+                        FN(tile_any)(mr, nv, rows, (ptrdiff_t)grp * og,
+                                     (ptrdiff_t)g->cout * (ptrdiff_t)sizeof(T), 1, og, &one,
+                                     wg + (ptrdiff_t)c0 * K + (ptrdiff_t)tap * og * nv * VLEN,
+                                     nv * VLEN, 0, FN(zero_bias), CYC_ADD, (T *const *)outs,
+                                     (ptrdiff_t)grp * cg + c0, nlast);
                     }
                 }
-            for (int p = 0; p < mr; p++) FN(cursor_next)(&start);
+            }
     }
 }
 
