@@ -1151,9 +1151,29 @@ ALWAYS_INLINE void FN(store_rec)(int64_t *io, uint8_t *ic, IV v)
     else FN(store_pos)(io, v);
 }
 
+/* VLEN window cells widened to the lanes of IV.  GCC 12 widens a byte vector four or eight times
+ * by assembling it from single bytes (16 loads and 16 inserts per vector: the pool's backward
+ * pass was slower than its forward), so the x86 paths say which instruction they mean. */
+ALWAYS_INLINE IV FN(widen_cells)(const uint8_t *ic)
+{
+#if defined(__AVX512F__) && defined(CYC_T_IS_DOUBLE)
+    return (IV)_mm512_cvtepu8_epi64(_mm_loadl_epi64((const __m128i *)ic));
+#elif defined(__AVX512F__)
+    return (IV)_mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)ic));
+#elif defined(__AVX2__) && defined(CYC_T_IS_DOUBLE)
+    int32_t four;
+    memcpy(&four, ic, sizeof(four));
+    return (IV)_mm256_cvtepu8_epi64(_mm_cvtsi32_si128(four));
+#elif defined(__AVX2__)
+    return (IV)_mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)ic));
+#else
+    return __builtin_convertvector(*(const FN(uc8) *)ic, IV);
+#endif
+}
+
 ALWAYS_INLINE IV FN(load_rec)(const int64_t *io, const uint8_t *ic)
 {
-    if (ic) return __builtin_convertvector(*(const FN(uc8) *)ic, IV);
+    if (ic) return FN(widen_cells)(ic);
     return FN(load_pos)(io);
 }
 

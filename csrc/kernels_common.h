@@ -113,6 +113,7 @@ CYC_DECLARE_ISA(f32, portable, float)
 CYC_DECLARE_ISA(f64, portable, double)
 #if defined(__GNUC__) && defined(__x86_64__)
 #define CYC_HAVE_X86_ISAS 1
+#include <immintrin.h>   /* a few conversions GCC's vector extensions compile poorly */
 CYC_DECLARE_ISA(f32, avx2, float)
 CYC_DECLARE_ISA(f64, avx2, double)
 CYC_DECLARE_ISA(f32, avx512, float)
