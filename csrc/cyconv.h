@@ -92,14 +92,21 @@ void cyc_conv_bwd_data_f64(const cyc_geom_t *g, const double *dy, const double *
                            const double *zeros, double *dx, ptrdiff_t m0, ptrdiff_t m1,
                            void *scratch);
 
-/* The input gradient by scattering (see kernels_body.h), for whole images [n0, n1), with the
- * same packed weights; cyc_conv_bwd_data_scatters() says when to use it instead. */
-int cyc_conv_bwd_data_scatters(const cyc_geom_t *g);
+/* The input gradient by scattering (see kernels_body.h), for whole images [n0, n1).
+ * cyc_conv_bwd_data_scatters() says whether to gather (cyc_conv_bwd_data) or scatter, and with
+ * which tiles: one tap's channels (weights packed with transposed = 1, rows = 0) or one kernel
+ * row's pixels x channels (transposed = CYC_ROW_TAPS, rows = 1). */
+enum { CYC_GATHER = 0, CYC_SCATTER_TAPS = 1, CYC_SCATTER_ROWS = 2 };
+/* `transposed` (packing, plans) for the scatter by kernel rows, beside 0 (forward) and 1 */
+#define CYC_ROW_TAPS 2
+int cyc_conv_bwd_data_scatters(const cyc_geom_t *g, int elem_size);
 size_t cyc_conv_scatter_scratch_bytes(const cyc_geom_t *g, int elem_size);
-void cyc_conv_bwd_data_scatter_f32(const cyc_geom_t *g, const float *dy, const float *packed_t,
-                                   float *dx, ptrdiff_t n0, ptrdiff_t n1, void *scratch);
-void cyc_conv_bwd_data_scatter_f64(const cyc_geom_t *g, const double *dy, const double *packed_t,
-                                   double *dx, ptrdiff_t n0, ptrdiff_t n1, void *scratch);
+void cyc_conv_bwd_data_scatter_f32(const cyc_geom_t *g, int rows, const float *dy,
+                                   const float *packed_t, float *dx, ptrdiff_t n0, ptrdiff_t n1,
+                                   void *scratch);
+void cyc_conv_bwd_data_scatter_f64(const cyc_geom_t *g, int rows, const double *dy,
+                                   const double *packed_t, double *dx, ptrdiff_t n0,
+                                   ptrdiff_t n1, void *scratch);
 
 /* A max-pool after the convolution, whose input gradient the weight gradient reads in place
  * of dy: output pixel (n, y, x) has the gradient dy[n][wy][wx] where it is the recorded cell

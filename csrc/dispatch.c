@@ -82,20 +82,41 @@ size_t cyc_conv_scratch_bytes(const cyc_geom_t *g, int transposed, int elem_size
            (size_t)elem_size * CYC_MR_MAX * (size_t)r.K;
 }
 
-int cyc_conv_bwd_data_scatters(const cyc_geom_t *g)
+/* Share of a tile's vector lanes that compute real values for rows of n values, counted in
+ * 64-byte vectors whatever the instruction set, so that every path takes the same route. */
+static double cyc_lane_use(int n, int elem_size)
+{
+    return (double)n / cyc_round_up(n, 64 / elem_size);
+}
+
+int cyc_conv_bwd_data_scatters(const cyc_geom_t *g, int elem_size)
 {
     /* Gathering computes every dx pixel over every tap, also the taps that fall on dy's zero
      * padding: worth avoiding where that is a large share of the work (small images: 13x13
      * from 11x11 is 40% more), not where it is not (56x56 'same', whose longer gathered rows
      * run faster).  Scattering needs enough images to share out (its unit of parallel work).
+     * A scatter tile computes one tap's cg channels, or a kernel row's kw x cg values: the
+     * latter where that fills more of the vectors (few channels: an RGB image's 3 fill 3 of
+     * 16 lanes, its 7-pixel rows 21 of 32).  Few channels also make the gather a dot product
+     * per dx value, whose vectors are full: scattering rows beats it where the rows fill most
+     * of theirs (measured: 21 of 32 lanes 1.8x faster, 15 of 16 1.25x; 9 of 16 1.3x slower).
      * The choice depends on the problem only, so results are the same on any thread count. */
+    const int cg = g->c / g->groups;
     double gathered = (double)g->h * g->w, real = (double)g->sh * g->sw * g->oh * g->ow;
-    return !cyc_plan(g, 1).dot && g->n >= 4 && gathered > 1.15 * real;
+    int rows = g->groups == 1 && g->dw == 1 &&
+               cyc_lane_use(g->kw * cg, elem_size) > cyc_lane_use(cg, elem_size);
+    if (g->n < 4) return CYC_GATHER;
+    if (cyc_plan(g, 1).dot)
+        return rows && cyc_lane_use(g->kw * cg, elem_size) >= 0.6 ? CYC_SCATTER_ROWS : CYC_GATHER;
+    if (gathered > 1.15 * real) return rows ? CYC_SCATTER_ROWS : CYC_SCATTER_TAPS;
+    return CYC_GATHER;
 }
 
 size_t cyc_conv_scatter_scratch_bytes(const cyc_geom_t *g, int elem_size)
 {
-    return sizeof(void *) * 2 * CYC_MR_MAX + 64 + (size_t)elem_size * ((size_t)g->c + 2 * 64);
+    /* outs, the sink, and a row per pixel for kernel rows that cross a side */
+    size_t row = (size_t)g->kw * g->c + 2 * 64;
+    return sizeof(void *) * CYC_MR_MAX + 64 + (size_t)elem_size * row * (1 + CYC_MR_MAX);
 }
 
 size_t cyc_conv_dw_acc_len(const cyc_geom_t *g, int elem_size)
@@ -178,10 +199,11 @@ CYC_DW_FINISH(f64, double)
     {                                                                                          \
         CYC_PICK(cyc_conv_bwd_data, SUF, g, dy, p, z, dx, m0, m1, s);                          \
     }                                                                                          \
-    void cyc_conv_bwd_data_scatter_##SUF(const cyc_geom_t *g, const T *dy, const T *p, T *dx,  \
-                                         ptrdiff_t n0, ptrdiff_t n1, void *s)                  \
+    void cyc_conv_bwd_data_scatter_##SUF(const cyc_geom_t *g, int rows, const T *dy,          \
+                                         const T *p, T *dx, ptrdiff_t n0, ptrdiff_t n1,        \
+                                         void *s)                                              \
     {                                                                                          \
-        CYC_PICK(cyc_conv_bwd_data_scatter, SUF, g, dy, p, dx, n0, n1, s);                     \
+        CYC_PICK(cyc_conv_bwd_data_scatter, SUF, g, rows, dy, p, dx, n0, n1, s);               \
     }                                                                                          \
     void cyc_conv_bwd_filter_##SUF(const cyc_geom_t *g, const T *x, const T *dy,              \
                                    const T *ry, const cyc_unpool_t *up, T *dw, T *db,          \

@@ -82,6 +82,51 @@ ALWAYS_INLINE T FN(hsum)(V v)
 #endif
 }
 
+/* The first n < VLEN lanes of a vector, loaded or stored without touching the others (masked
+ * instructions on x86: a copy through memory stalls the load that reads it back). */
+#if defined(__AVX2__) && !defined(__AVX512F__)
+ALWAYS_INLINE __m256i FN(first_lanes)(int n)
+{
+#if defined(CYC_T_IS_DOUBLE)
+    return _mm256_cmpgt_epi64(_mm256_set1_epi64x(n), _mm256_setr_epi64x(0, 1, 2, 3));
+#else
+    return _mm256_cmpgt_epi32(_mm256_set1_epi32(n), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+#endif
+}
+#endif
+
+ALWAYS_INLINE V FN(load_part)(const T *p, int n)
+{
+#if defined(__AVX512F__) && defined(CYC_T_IS_DOUBLE)
+    return (V)_mm512_maskz_loadu_pd((__mmask8)((1u << n) - 1), p);
+#elif defined(__AVX512F__)
+    return (V)_mm512_maskz_loadu_ps((__mmask16)((1u << n) - 1), p);
+#elif defined(__AVX2__) && defined(CYC_T_IS_DOUBLE)
+    return (V)_mm256_maskload_pd(p, FN(first_lanes)(n));
+#elif defined(__AVX2__)
+    return (V)_mm256_maskload_ps(p, FN(first_lanes)(n));
+#else
+    V v = {0};
+    for (int l = 0; l < n; l++) v[l] = p[l];
+    return v;
+#endif
+}
+
+ALWAYS_INLINE void FN(store_part)(T *p, V v, int n)
+{
+#if defined(__AVX512F__) && defined(CYC_T_IS_DOUBLE)
+    _mm512_mask_storeu_pd(p, (__mmask8)((1u << n) - 1), (__m512d)v);
+#elif defined(__AVX512F__)
+    _mm512_mask_storeu_ps(p, (__mmask16)((1u << n) - 1), (__m512)v);
+#elif defined(__AVX2__) && defined(CYC_T_IS_DOUBLE)
+    _mm256_maskstore_pd(p, FN(first_lanes)(n), (__m256d)v);
+#elif defined(__AVX2__)
+    _mm256_maskstore_ps(p, FN(first_lanes)(n), (__m256)v);
+#else
+    for (int l = 0; l < n; l++) p[l] = v[l];
+#endif
+}
+
 static const T FN(zero_bias)[2 * CYC_NBLK * (64 / sizeof(T))] = {0};   /* any tile width */
 
 /* One segment's share of a register tile: acc[p][b] += sum over i of x(p, i) * w[i][b].  x(p, i)
@@ -144,16 +189,18 @@ ALWAYS_INLINE void FN(tile)(const int mr, const int nv, const T *const *xp, ptrd
     for (int p = 0; p < mr; p++) {
         T *o = outs[p] + ooff;
         if (relu == CYC_ADD) {
-            for (int b = 0; b < nv; b++) acc[p][b] += LOADV(o + b * VLEN);
+            for (int b = 0; b < nv - 1; b++) acc[p][b] += LOADV(o + b * VLEN);
+            /* not past the row's end: it may be the array's */
+            if (nlast == VLEN)
+                acc[p][nv - 1] += LOADV(o + (nv - 1) * VLEN);
+            else
+                acc[p][nv - 1] += FN(load_part)(o + (nv - 1) * VLEN, nlast);
         }
         for (int b = 0; b < nv - 1; b++) STOREV(o + b * VLEN, acc[p][b]);
-        if (nlast == VLEN) {
+        if (nlast == VLEN)
             STOREV(o + (nv - 1) * VLEN, acc[p][nv - 1]);
-        } else {
-            T lanes[VLEN];
-            memcpy(lanes, &acc[p][nv - 1], sizeof(lanes));
-            for (int l = 0; l < nlast; l++) o[(nv - 1) * VLEN + l] = lanes[l];
-        }
+        else
+            FN(store_part)(o + (nv - 1) * VLEN, acc[p][nv - 1], nlast);
     }
 }
 
@@ -607,6 +654,26 @@ static void FN(pack_transposed_tiles)(const cyc_geom_t *g, const cyc_plan_t *r, 
     }
 }
 
+/* The scatter by kernel rows' tiles (groups == 1), rows [k0, k1): row k = (kernel row i, output
+ * channel co) holds w[i][j][ci][co] at lane j * cg + ci, as dx holds a row of kw pixels. */
+static void FN(pack_row_taps)(const cyc_geom_t *g, const cyc_plan_t *r, const T *w, T *pg,
+                              ptrdiff_t k0, ptrdiff_t k1)
+{
+    const int K = r->K, opad = (r->out_cg + VLEN - 1) / VLEN * VLEN, blk = CYC_NBLK * VLEN;
+    const int og = g->cout;
+    for (ptrdiff_t k = k0; k < k1; k++) {
+        const int i = (int)(k / og), co = (int)(k % og);
+        /* lane l = j * cg + ci is weight ((i * kw + j) * cg + ci) * cout + co */
+        const T *src = w + (ptrdiff_t)i * g->kw * g->c * og + co;
+        for (int co0 = 0; co0 < opad; co0 += blk) {
+            const int bw = opad - co0 < blk ? opad - co0 : blk;
+            T *dst = pg + (ptrdiff_t)co0 * K + k * bw;
+            for (int l = 0; l < bw; l++)
+                dst[l] = co0 + l < r->out_cg ? src[(ptrdiff_t)(co0 + l) * og] : (T)0;
+        }
+    }
+}
+
 void FN(cyc_conv_pack)(const cyc_geom_t *g, const T *w, const T *bias, int transposed, T *packed,
                        ptrdiff_t k0, ptrdiff_t k1)
 {
@@ -619,6 +686,10 @@ void FN(cyc_conv_pack)(const cyc_geom_t *g, const T *w, const T *bias, int trans
     const int blk = CYC_NBLK * VLEN;
     for (int grp = 0; grp < g->groups; grp++) {
         T *pg = packed + (ptrdiff_t)grp * K * ow;
+        if (transposed == CYC_ROW_TAPS) {
+            FN(pack_row_taps)(g, &r, w, pg, k0, k1);
+            goto bias;
+        }
         if (transposed && !r.dot) {
             FN(pack_transposed_tiles)(g, &r, w, grp, pg, k0, k1);
             goto bias;
@@ -671,62 +742,119 @@ void FN(cyc_conv_bwd_data)(const cyc_geom_t *g, const T *dy, const T *packed_t, 
  * each tap's weights (a GEMM with no zero padding in it) and the result is added into dx where
  * the tap points; positions in the padding go to a per-thread sink.  No work is wasted on
  * borders or on taps a stride skips, but images are the unit of parallel work (they do not
- * overlap in dx).  Weights as packed for the transposed gather (tap-major rows). */
-void FN(cyc_conv_bwd_data_scatter)(const cyc_geom_t *g, const T *dy, const T *packed_t, T *dx,
-                                   ptrdiff_t n0, ptrdiff_t n1, void *scratch)
+ * overlap in dx).  A tap is a kernel tap, whose tile computes its cg channels (weights packed
+ * as for the transposed gather), or with `rows` a kernel row, whose tile computes kw pixels x
+ * cg channels, contiguous in dx (weights packed by pack_row_taps).  A kernel row that crosses
+ * the left or right side goes through a row of its own, and only its inner part into dx. */
+void FN(cyc_conv_bwd_data_scatter)(const cyc_geom_t *g, int rows, const T *dy, const T *packed_t,
+                                   T *dx, ptrdiff_t n0, ptrdiff_t n1, void *scratch)
 {
-    const cyc_plan_t r = cyc_plan(g, 1);
+    const cyc_plan_t r = cyc_plan(g, rows ? CYC_ROW_TAPS : 1);
     const int cg = g->c / g->groups, og = g->cout / g->groups;
-    const int opad = (cg + VLEN - 1) / VLEN * VLEN;
-    const int K = r.K;                         /* kh * kw * og, tap-major */
+    const int chans = r.out_cg;                /* computed per tap: cg, or kw * cg */
+    const int opad = (chans + VLEN - 1) / VLEN * VLEN;
+    const int K = r.K;                         /* taps * og, tap-major */
+    const int taps_x = rows ? 1 : g->kw;
     const ptrdiff_t plane = (ptrdiff_t)g->oh * g->ow;
-    /* scratch: rows [MR] | outs [MR] | sink [c + NBLK * VLEN] */
-    const T **rows = (const T **)scratch;
-    T **outs = (T **)(rows + CYC_MR_MAX);
+    /* scratch: outs [MR] | sink [row] | edge [MR][row], row = kw * c + 2 * 64 (see
+     * cyc_conv_scatter_scratch_bytes) */
+    const ptrdiff_t srow = (ptrdiff_t)g->kw * g->c + 2 * 64;
+    T **outs = (T **)scratch;
     T *sink = (T *)(((uintptr_t)(outs + CYC_MR_MAX) + 63) & ~(uintptr_t)63);
+    T *edge = sink + srow;
     static const unsigned char one = 1;
     const ptrdiff_t img = (ptrdiff_t)g->h * g->w * g->c;
     memset(dx + n0 * img, 0, sizeof(T) * (size_t)((n1 - n0) * img));
-    /* tiles run across image boundaries (small images fill them too): all in this range */
-    const ptrdiff_t m1 = n1 * plane;
-    FN(cursor_t) cur = FN(cursor_at)(n0 * plane, g->oh, g->ow, 1, 1, 0, 0);
-    /* where each pixel's window starts in dx (its tap (0, 0)), found once per tile */
-    int oy[CYC_MR_MAX], ox[CYC_MR_MAX];
-    ptrdiff_t obase[CYC_MR_MAX];
-    for (ptrdiff_t m = n0 * plane; m < m1; m += MR) {
-        const int mr = (int)(m1 - m < MR ? m1 - m : MR);
-        for (int p = 0; p < mr; p++) {
-            rows[p] = dy + (m + p) * g->cout;
-            oy[p] = cur.y * g->sh - g->pad_top;
-            ox[p] = cur.x * g->sw - g->pad_left;
-            obase[p] = cur.n * img + ((ptrdiff_t)oy[p] * g->w + ox[p]) * g->c;
-            FN(cursor_next)(&cur);
+    /* Tiles run across rows and images (small images fill them too).  With rows, the kernel
+     * rows of neighbouring pixels overlap in dx: a tile whose pixels overlap adds each pixel's
+     * values into stores still in flight from the one before (a store-forwarding stall per
+     * vector, which cost a third of the time).  So pixels go in classes x mod q, each class
+     * over all rows: a tile's pixels of one row lie q apart, and their kernel rows do not
+     * overlap. */
+    const int q = rows ? (g->kw + g->sw - 1) / g->sw : 1;
+    const ptrdiff_t row0 = n0 * g->oh, row1 = n1 * g->oh;
+    ptrdiff_t left = (n1 - n0) * plane, prow = row0;
+    int cls = 0, px = 0;   /* the walk: class, row (n, y) flattened, x */
+    /* Tiles go in groups of CYC_SCATTER_TILES, each tap meeting every tile of the group in
+     * turn: the tap's packed weights then stay in L1 between tiles (the taps of a 7x7 kernel
+     * together do not fit).  Where each pixel's window starts in dx (its tap (0, 0)) is found
+     * once per group. */
+    enum { TILES = CYC_SCATTER_TILES };
+    const T *pix[TILES * MR];
+    int oy[TILES * MR], ox[TILES * MR], tmr[TILES];
+    ptrdiff_t obase[TILES * MR], xstep[TILES];
+    while (left > 0) {
+        int ntiles = 0;
+        for (; ntiles < TILES && left > 0; ntiles++) {
+            const int mr = (int)(left < MR ? left : MR);
+            left -= mr;
+            int even = 1;   /* dy's rows for the tile lie q pixels apart (always so if q == 1) */
+            for (int p = ntiles * MR; p < ntiles * MR + mr; p++) {
+                const int n = (int)(prow / g->oh), y = (int)(prow % g->oh);
+                pix[p] = dy + (prow * g->ow + px) * g->cout;
+                even &= p == ntiles * MR || pix[p] - pix[p - 1] == (ptrdiff_t)q * g->cout;
+                oy[p] = y * g->sh - g->pad_top;
+                ox[p] = px * g->sw - g->pad_left;
+                obase[p] = n * img + ((ptrdiff_t)oy[p] * g->w + ox[p]) * g->c;
+                if ((px += q) >= g->ow) {
+                    if (++prow == row1) {
+                        prow = row0;
+                        cls++;
+                    }
+                    px = cls;
+                }
+            }
+            tmr[ntiles] = mr;
+            xstep[ntiles] = even ? (ptrdiff_t)q * g->cout * (ptrdiff_t)sizeof(T) : 0;
         }
         for (int i = 0; i < g->kh; i++)
-            for (int jj = 0; jj < g->kw; jj++) {
-                /* packed rows run kw reversed: tap (i, jj) is kernel column kw-1-jj */
-                const int j = g->kw - 1 - jj, tap = i * g->kw + jj;
+            for (int jj = 0; jj < taps_x; jj++) {
+                /* packed taps run kw reversed: tap (i, jj) is kernel column kw-1-jj */
+                const int j = rows ? 0 : g->kw - 1 - jj, tap = i * taps_x + jj;
                 const int ty = i * g->dh, tx = j * g->dw;
                 const ptrdiff_t toff = ((ptrdiff_t)ty * g->w + tx) * g->c;
-                for (int p = 0; p < mr; p++)
-                    outs[p] = (unsigned)(oy[p] + ty) < (unsigned)g->h &&
-                                      (unsigned)(ox[p] + tx) < (unsigned)g->w
-                                  ? dx + (obase[p] + toff)
-                                  : sink;
-                for (int grp = 0; grp < g->groups; grp++) {
-                    const T *wg = packed_t + (ptrdiff_t)grp * K * opad;
-                    for (int c0 = 0; c0 < opad; c0 += CYC_NBLK * VLEN) {
-                        int nv = (opad - c0) / VLEN;
-                        if (nv > CYC_NBLK) nv = CYC_NBLK;
-                        int nlast = cg - (c0 + (nv - 1) * VLEN);
-                        if (nlast > VLEN) nlast = VLEN;
-                        /* the sink is long enough for any group's channel block; dy's pixel
-                         * rows lie cout apart */
-                        FN(tile_any)(mr, nv, rows, (ptrdiff_t)grp * og,
-                                     (ptrdiff_t)g->cout * (ptrdiff_t)sizeof(T), 1, og, &one,
-                                     wg + (ptrdiff_t)c0 * K + (ptrdiff_t)tap * og * nv * VLEN,
-                                     nv * VLEN, 0, FN(zero_bias), CYC_ADD, (T *const *)outs,
-                                     (ptrdiff_t)grp * cg + c0, nlast);
+                for (int t = 0; t < ntiles; t++) {
+                    const int mr = tmr[t], p0 = t * MR;
+                    int edges = 0;
+                    for (int p = 0; p < mr; p++) {
+                        const int ix = ox[p0 + p] + tx;
+                        if ((unsigned)(oy[p0 + p] + ty) >= (unsigned)g->h) {
+                            outs[p] = sink;
+                        } else if (rows ? ix >= 0 && ix + g->kw <= g->w
+                                        : (unsigned)ix < (unsigned)g->w) {
+                            outs[p] = dx + (obase[p0 + p] + toff);
+                        } else if (!rows) {
+                            outs[p] = sink;
+                        } else {
+                            outs[p] = edge + p * srow;
+                            memset(outs[p], 0, sizeof(T) * (size_t)chans);
+                            edges = 1;
+                        }
+                    }
+                    for (int grp = 0; grp < g->groups; grp++) {
+                        const T *wg = packed_t + (ptrdiff_t)grp * K * opad;
+                        for (int c0 = 0; c0 < opad; c0 += CYC_NBLK * VLEN) {
+                            int nv = (opad - c0) / VLEN;
+                            if (nv > CYC_NBLK) nv = CYC_NBLK;
+                            int nlast = chans - (c0 + (nv - 1) * VLEN);
+                            if (nlast > VLEN) nlast = VLEN;
+                            /* the sink and edge rows hold any group's channel block */
+                            FN(tile_any)(mr, nv, pix + p0, (ptrdiff_t)grp * og, xstep[t], 1, og,
+                                         &one,
+                                         wg + (ptrdiff_t)c0 * K + (ptrdiff_t)tap * og * nv * VLEN,
+                                         nv * VLEN, 0, FN(zero_bias), CYC_ADD, (T *const *)outs,
+                                         (ptrdiff_t)grp * cg + c0, nlast);
+                        }
+                    }
+                    if (!edges) continue;
+                    for (int p = 0; p < mr; p++) {
+                        if (outs[p] != edge + p * srow) continue;
+                        for (int jx = 0; jx < g->kw; jx++) {
+                            if ((unsigned)(ox[p0 + p] + jx) >= (unsigned)g->w) continue;
+                            T *d = dx + (obase[p0 + p] + toff + (ptrdiff_t)jx * g->c);
+                            const T *e = outs[p] + (ptrdiff_t)jx * g->c;
+                            for (int c = 0; c < g->c; c++) d[c] += e[c];
+                        }
                     }
                 }
             }

@@ -49,6 +49,17 @@ static inline cyc_plan_t cyc_plan(const cyc_geom_t *g, int transposed)
         r.out_h = g->h; r.out_w = g->w; r.src_h = g->oh; r.src_w = g->ow;
         r.src_c = g->cout; r.src_cg = og; r.out_c = g->c; r.out_cg = cg;
     }
+    if (transposed == CYC_ROW_TAPS) {
+        /* the scatter over kernel rows: each of kh taps meets dy's og channels and computes a
+         * whole row of kw x cg input-gradient values (groups == 1, no horizontal dilation) */
+        r.out_cg = r.out_c = g->kw * cg;
+        r.row_mode = 0;
+        r.nseg = g->kh;
+        r.len = og;
+        r.K = r.nseg * r.len;
+        r.dot = 0;
+        return r;
+    }
     r.row_mode = g->dw == 1 && g->groups == 1 && (!transposed || (g->sh == 1 && g->sw == 1));
     if (r.row_mode) {
         /* A row segment that straddles the left or right border is copied with zeros; when
@@ -66,6 +77,11 @@ static inline cyc_plan_t cyc_plan(const cyc_geom_t *g, int transposed)
     r.dot = r.out_cg <= CYC_DOT_MAX_OUT;
     return r;
 }
+
+/* Tiles of dy pixels the input gradient's scatter takes through each tap in turn. */
+#ifndef CYC_SCATTER_TILES
+#define CYC_SCATTER_TILES 4
+#endif
 
 /* CYC_ADD as a tile's epilogue: add to the outputs instead of storing (scattered gradients). */
 #define CYC_ADD 2
@@ -91,8 +107,8 @@ static inline int cyc_dw_chunk(const cyc_geom_t *g)
                                     T *, ptrdiff_t, ptrdiff_t, void *);                         \
     void cyc_conv_bwd_data_##SUF##_##ISA(const cyc_geom_t *, const T *, const T *, const T *,   \
                                          T *, ptrdiff_t, ptrdiff_t, void *);                    \
-    void cyc_conv_bwd_data_scatter_##SUF##_##ISA(const cyc_geom_t *, const T *, const T *, T *, \
-                                                 ptrdiff_t, ptrdiff_t, void *);                 \
+    void cyc_conv_bwd_data_scatter_##SUF##_##ISA(const cyc_geom_t *, int, const T *, const T *, \
+                                                 T *, ptrdiff_t, ptrdiff_t, void *);            \
     void cyc_conv_bwd_filter_##SUF##_##ISA(const cyc_geom_t *, const T *, const T *, const T *, \
                                            const cyc_unpool_t *, T *, T *, ptrdiff_t,           \
                                            ptrdiff_t, void *);                                  \

@@ -407,17 +407,18 @@ def test_relu_backward_in_place():
     assert_bitwise_equal(dy, want, "in place")
 
 
-@pytest.mark.parametrize("kwargs", [
-    dict(),
-    dict(stride=2),
-    dict(stride=(3, 2), dilation=(1, 2), padding=((1, 0), (0, 1))),
-    dict(groups=2),
-    dict(stride=2, dilation=2, groups=4, padding=1),
+@pytest.mark.parametrize("kwargs, route", [
+    (dict(), "scatter rows"),
+    (dict(stride=2), "scatter rows"),
+    (dict(stride=(3, 2), dilation=(1, 2), padding=((1, 0), (0, 1))), "scatter taps"),
+    (dict(groups=2), "scatter taps"),
+    (dict(stride=2, dilation=2, groups=4, padding=1), "scatter taps"),
 ], ids=["valid", "stride2", "stride3x2-dilated-asymmetric", "groups", "everything"])
-def test_input_gradient_by_scattering_matches_reference(kwargs):
+def test_input_gradient_by_scattering_matches_reference(kwargs, route):
     # Batches of 4 and more of small images take the scattering input gradient (whole images per
     # thread, tiles running across image boundaries); 1-pixel outputs fill tiles from several
-    # images.
+    # images.  24 channels fill 24 of 32 lanes a tap, 3 pixels' worth 72 of 80: kernel rows
+    # where they can be (one group, no horizontal dilation), taps elsewhere.
     rng = np.random.default_rng(RNG_SEED)
     for n, hw in [(5, 9), (7, 5), (6, 3)]:
         # 24 channels: more than 4 per group, so not the dot-product path
@@ -426,13 +427,53 @@ def test_input_gradient_by_scattering_matches_reference(kwargs):
         g = _args.conv_geometry(x.shape, w.shape, kwargs.get("stride", 1),
                                 kwargs.get("padding", "valid"), kwargs.get("dilation", 1),
                                 kwargs.get("groups", 1), "NHWC")
-        assert _kernels.conv2d_backward_data_scatters(g), (n, hw)
+        assert _kernels.conv2d_backward_data_route(g, np.float32) == route, (n, hw)
         check_conv(x, w, None, kwargs, activation="relu")
+
+
+@pytest.mark.parametrize("shape, kernel, kwargs", [
+    ((4, 9, 9, 5), 3, dict()),
+    ((4, 9, 9, 3), 5, dict()),
+    # an RGB first layer: 7-pixel kernel rows cross both sides, stride 2 (4 classes of pixels)
+    ((5, 15, 14, 3), 7, dict(stride=2, padding=3)),
+    ((4, 7, 8, 4), 3, dict(padding="same")),
+    ((4, 8, 7, 4), 4, dict(stride=3, padding=((2, 1), (0, 3)))),
+    # one output row per image, narrower than the classes: a class ends and the next begins in
+    # the same tile
+    ((4, 3, 4, 4), 3, dict()),
+    ((6, 3, 9, 4), 3, dict(stride=(1, 2), padding=((0, 0), (1, 0)))),
+], ids=["5-channels", "5x5-rgb", "rgb-7x7-stride2", "4-channels-same", "stride3-asymmetric",
+        "one-row", "one-row-stride2"])
+def test_input_gradient_scattered_by_kernel_rows(shape, kernel, kwargs):
+    # Few channels fill few lanes of a tap's tile: a kernel row of pixels x channels is computed
+    # at once, into dx directly or, where it crosses a side, through a row of its own.  With 4
+    # channels or fewer it replaces the gather's dot products where the rows fill 60% of their
+    # vectors or more.
+    rng = np.random.default_rng(RNG_SEED)
+    for dtype in (np.float32, np.float64):
+        x = random_array(rng, shape, dtype)
+        w = random_array(rng, (kernel, kernel, shape[3], 9), dtype)
+        g = _args.conv_geometry(x.shape, w.shape, kwargs.get("stride", 1),
+                                kwargs.get("padding", "valid"), 1, 1, "NHWC")
+        assert _kernels.conv2d_backward_data_route(g, dtype) == "scatter rows"
+        check_conv(x, w, None, kwargs)
+
+
+def test_input_gradient_route_is_the_same_on_every_instruction_set():
+    # the route decides the order of the sums, so it must not depend on the vector width
+    g = _args.conv_geometry((4, 224, 224, 3), (7, 7, 3, 64), 2, 3, 1, 1, "NHWC")
+    for isa in _kernels.ISA_NAMES:
+        if _kernels.isa_set(isa) != isa:
+            continue
+        try:
+            assert _kernels.conv2d_backward_data_route(g, np.float32) == "scatter rows"
+        finally:
+            _kernels.isa_set(_kernels.isa_best())
 
 
 def test_input_gradient_gathers_for_large_same_padded_images():
     g = _args.conv_geometry((8, 56, 56, 64), (3, 3, 64, 64), 1, "same", 1, 1, "NHWC")
-    assert not _kernels.conv2d_backward_data_scatters(g)
+    assert _kernels.conv2d_backward_data_route(g, np.float32) == "gather"
 
 
 @pytest.mark.parametrize("cout, groups", [(100, 1), (140, 2), (64, 1)])

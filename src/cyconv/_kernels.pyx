@@ -59,12 +59,19 @@ cdef extern from "cyconv.h" nogil:
                                const float *z, float *dx, ptrdiff_t m0, ptrdiff_t m1, void *s)
     void cyc_conv_bwd_data_f64(const cyc_geom_t *g, const double *dy, const double *p,
                                const double *z, double *dx, ptrdiff_t m0, ptrdiff_t m1, void *s)
-    int cyc_conv_bwd_data_scatters(const cyc_geom_t *g)
+    enum:
+        CYC_GATHER
+        CYC_SCATTER_TAPS
+        CYC_SCATTER_ROWS
+        CYC_ROW_TAPS
+    int cyc_conv_bwd_data_scatters(const cyc_geom_t *g, int elem_size)
     size_t cyc_conv_scatter_scratch_bytes(const cyc_geom_t *g, int elem_size)
-    void cyc_conv_bwd_data_scatter_f32(const cyc_geom_t *g, const float *dy, const float *p,
-                                       float *dx, ptrdiff_t n0, ptrdiff_t n1, void *s)
-    void cyc_conv_bwd_data_scatter_f64(const cyc_geom_t *g, const double *dy, const double *p,
-                                       double *dx, ptrdiff_t n0, ptrdiff_t n1, void *s)
+    void cyc_conv_bwd_data_scatter_f32(const cyc_geom_t *g, int rows, const float *dy,
+                                       const float *p, float *dx, ptrdiff_t n0, ptrdiff_t n1,
+                                       void *s)
+    void cyc_conv_bwd_data_scatter_f64(const cyc_geom_t *g, int rows, const double *dy,
+                                       const double *p, double *dx, ptrdiff_t n0, ptrdiff_t n1,
+                                       void *s)
     ctypedef struct cyc_unpool_t:
         const void *dy
         const uint8_t *cell
@@ -163,11 +170,13 @@ cdef inline Py_ssize_t _n_chunks(Py_ssize_t total, Py_ssize_t chunk) noexcept no
     return (total + chunk - 1) // chunk
 
 
-# What _run_tiles runs: the forward pass, or the input gradient gathered or scattered.
+# What _run_tiles runs: the forward pass, or the input gradient gathered or scattered by kernel
+# taps or kernel rows.
 cdef enum:
     FORWARD = 0
     GATHER_DX = 1
     SCATTER_DX = 2
+    SCATTER_ROWS_DX = 3
 
 
 cdef inline void _tiles(int kind, const cyc_geom_t *g, const floating *src,
@@ -179,14 +188,21 @@ cdef inline void _tiles(int kind, const cyc_geom_t *g, const floating *src,
         elif kind == GATHER_DX:
             cyc_conv_bwd_data_f32(g, src, packed, zeros, dst, m0, m1, scratch)
         else:
-            cyc_conv_bwd_data_scatter_f32(g, src, packed, dst, m0, m1, scratch)
+            cyc_conv_bwd_data_scatter_f32(g, kind == SCATTER_ROWS_DX, src, packed, dst, m0, m1,
+                                          scratch)
     else:
         if kind == FORWARD:
             cyc_conv_fwd_f64(g, src, packed, relu, zeros, dst, m0, m1, scratch)
         elif kind == GATHER_DX:
             cyc_conv_bwd_data_f64(g, src, packed, zeros, dst, m0, m1, scratch)
         else:
-            cyc_conv_bwd_data_scatter_f64(g, src, packed, dst, m0, m1, scratch)
+            cyc_conv_bwd_data_scatter_f64(g, kind == SCATTER_ROWS_DX, src, packed, dst, m0, m1,
+                                          scratch)
+
+
+cdef inline int _packing(int kind) noexcept nogil:
+    """cyc_conv_pack's `transposed` for the weights that kind of run reads."""
+    return 0 if kind == FORWARD else CYC_ROW_TAPS if kind == SCATTER_ROWS_DX else 1
 
 
 cdef int _run_tiles(int kind, const cyc_geom_t *g, const floating *w, const floating *bias,
@@ -196,7 +212,7 @@ cdef int _run_tiles(int kind, const cyc_geom_t *g, const floating *w, const floa
     """Pack the weights, then run chunks of [0, total), both spread over the threads (each
     thread with its own scratch).  Returns 1 if a thread could not allocate its scratch
     (the results are then incomplete)."""
-    cdef int transposed = kind != FORWARD
+    cdef int transposed = _packing(kind)
     cdef Py_ssize_t K = cyc_conv_rows(g, transposed)
     cdef Py_ssize_t kchunk = _chunk(K, n_threads, 1)
     cdef Py_ssize_t nch = _n_chunks(total, chunk), t, m0, m1
@@ -231,7 +247,7 @@ cdef int _run_conv(int kind, const cyc_geom_t *g, const floating *w, const float
                    Py_ssize_t chunk, size_t sbytes, int n_threads) noexcept nogil:
     """_run_tiles with the packed weights and the zero row in this thread's kept blocks.
     Returns 1 if memory ran out."""
-    cdef int transposed = kind != FORWARD
+    cdef int transposed = _packing(kind)
     cdef floating *packed = <floating *>cyc_scratch(
         CYC_SCRATCH_PACKED, cyc_conv_packed_len(g, transposed, sizeof(floating)) * sizeof(floating))
     cdef const floating *zeros = <const floating *>cyc_scratch(
@@ -261,10 +277,13 @@ def conv2d_forward(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] 
         raise MemoryError("conv2d: could not allocate scratch memory")
 
 
-def conv2d_backward_data_scatters(object geom):
-    """Whether conv2d_backward_data scatters for this problem (else it gathers)."""
+def conv2d_backward_data_route(object geom, object dtype):
+    """How conv2d_backward_data computes dx for this problem: 'gather', 'scatter taps' or
+    'scatter rows' (cyc_conv_bwd_data_scatters decides)."""
     cdef cyc_geom_t g = _geom(geom)
-    return bool(cyc_conv_bwd_data_scatters(&g))
+    route = cyc_conv_bwd_data_scatters(&g, np.dtype(dtype).itemsize)
+    return {CYC_GATHER: "gather", CYC_SCATTER_TAPS: "scatter taps",
+            CYC_SCATTER_ROWS: "scatter rows"}[route]
 
 
 def conv2d_backward_data(const floating[:, :, :, ::1] dy, const floating[:, :, :, ::1] w,
@@ -272,7 +291,10 @@ def conv2d_backward_data(const floating[:, :, :, ::1] dy, const floating[:, :, :
     """dx from dy and the HWIO weights: a convolution with the transposed weights, gathered per
     dx pixel or scattered per dy pixel (cyc_conv_bwd_data_scatters decides)."""
     cdef cyc_geom_t g = _geom(geom)
-    cdef bint scatter = cyc_conv_bwd_data_scatters(&g)
+    cdef int route = cyc_conv_bwd_data_scatters(&g, sizeof(floating))
+    cdef bint scatter = route != CYC_GATHER
+    cdef int kind = (GATHER_DX if route == CYC_GATHER else
+                     SCATTER_ROWS_DX if route == CYC_SCATTER_ROWS else SCATTER_DX)
     cdef Py_ssize_t M = <Py_ssize_t>g.n if scatter else <Py_ssize_t>g.n * g.h * g.w
     cdef size_t sbytes = (cyc_conv_scatter_scratch_bytes(&g, sizeof(floating)) if scatter
                           else cyc_conv_scratch_bytes(&g, 1, sizeof(floating)))
@@ -281,8 +303,8 @@ def conv2d_backward_data(const floating[:, :, :, ::1] dy, const floating[:, :, :
     cdef Py_ssize_t chunk = (M + 7) // 8 if scatter else _chunk(M, n_threads, 48)
     cdef int failed
     with nogil:
-        failed = _run_conv(SCATTER_DX if scatter else GATHER_DX, &g, &w[0, 0, 0, 0], NULL,
-                           &dy[0, 0, 0, 0], False, &dx[0, 0, 0, 0], M, chunk, sbytes, n_threads)
+        failed = _run_conv(kind, &g, &w[0, 0, 0, 0], NULL, &dy[0, 0, 0, 0], False,
+                           &dx[0, 0, 0, 0], M, chunk, sbytes, n_threads)
     if failed:
         raise MemoryError("conv2d_backward: could not allocate scratch memory")
 
