@@ -965,6 +965,29 @@ ALWAYS_INLINE void FN(unpool_row)(const cyc_unpool_t *up, int cout, int n, int y
     for (int l = 0; l < og; l++) dst[l] = c[l] == k ? d[l] : (T)0;
 }
 
+/* db[grp * og + l] += sum over j < np of rows[grp][j][l] (rows [groups][P][opad], lanes past og
+ * zero), in vector registers: a sum through memory per pixel waits for its own last store (a
+ * fifth of a first layer's weight gradient). */
+static void FN(sum_rows)(const T *rows, int groups, int P, int np, int og, int opad, T *db)
+{
+    enum { NACC = 4 };
+    for (int grp = 0; grp < groups; grp++) {
+        const T *rg = rows + (ptrdiff_t)grp * P * opad;
+        for (int l0 = 0; l0 < opad; l0 += NACC * VLEN) {
+            const int nv = (opad - l0) / VLEN < NACC ? (opad - l0) / VLEN : NACC;
+            V acc[NACC];
+            for (int b = 0; b < nv; b++) acc[b] = (V){0};
+            for (int j = 0; j < np; j++) {
+                const T *r = rg + (ptrdiff_t)j * opad + l0;
+                for (int b = 0; b < nv; b++) acc[b] += LOADV(r + b * VLEN);
+            }
+            for (int b = 0; b < nv; b++)
+                for (int l = 0; l < VLEN && l0 + b * VLEN + l < og; l++)
+                    db[grp * og + l0 + b * VLEN + l] += acc[b][l];
+        }
+    }
+}
+
 void FN(cyc_conv_bwd_filter)(const cyc_geom_t *g, const T *x, const T *dy, const T *relu_y,
                              const cyc_unpool_t *pool, T *dw_acc, T *db_acc, ptrdiff_t m0,
                              ptrdiff_t m1, void *scratch)
@@ -1028,7 +1051,6 @@ void FN(cyc_conv_bwd_filter)(const cyc_geom_t *g, const T *x, const T *dy, const
                     for (int l = 0; l < og; l++) dst[l] = d[o0 + l];
                 }
                 for (int l = og; l < opad; l++) dst[l] = 0;
-                for (int l = 0; l < og; l++) dbl[o0 + l] += dst[l];
             }
             int qy, qx;
             CYC_ORIGIN(g, r, cur, qy, qx);
@@ -1062,6 +1084,7 @@ void FN(cyc_conv_bwd_filter)(const cyc_geom_t *g, const T *x, const T *dy, const
             }
             FN(cursor_next)(&cur);
         }
+        FN(sum_rows)(dyp, g->groups, P, np, og, opad, dbl);
         if (gather_all) {
             for (int co0 = 0, nv, mrmax; co0 < opad; co0 += nv * VLEN) {
                 nv = FN(dw_block)(opad, co0, &mrmax);
