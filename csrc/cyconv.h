@@ -100,7 +100,7 @@ enum { CYC_GATHER = 0, CYC_SCATTER_TAPS = 1, CYC_SCATTER_ROWS = 2 };
 /* `transposed` (packing, plans) for the scatter by kernel rows, beside 0 (forward) and 1 */
 #define CYC_ROW_TAPS 2
 int cyc_conv_bwd_data_scatters(const cyc_geom_t *g, int elem_size);
-size_t cyc_conv_scatter_scratch_bytes(const cyc_geom_t *g, int elem_size);
+size_t cyc_conv_scatter_scratch_bytes(const cyc_geom_t *g, int rows, int elem_size);
 void cyc_conv_bwd_data_scatter_f32(const cyc_geom_t *g, int rows, const float *dy,
                                    const float *packed_t, float *dx, ptrdiff_t n0, ptrdiff_t n1,
                                    void *scratch);

@@ -112,11 +112,12 @@ int cyc_conv_bwd_data_scatters(const cyc_geom_t *g, int elem_size)
     return CYC_GATHER;
 }
 
-size_t cyc_conv_scatter_scratch_bytes(const cyc_geom_t *g, int elem_size)
+size_t cyc_conv_scatter_scratch_bytes(const cyc_geom_t *g, int rows, int elem_size)
 {
-    /* outs, the sink, and a row per pixel for kernel rows that cross a side */
-    size_t row = (size_t)g->kw * g->c + 2 * 64;
-    return sizeof(void *) * CYC_MR_MAX + 64 + (size_t)elem_size * row * (1 + CYC_MR_MAX);
+    /* outs, the sink, and with rows a row per pixel for kernel rows that cross a side (the
+     * layout in cyc_conv_bwd_data_scatter) */
+    size_t row = (size_t)(rows ? g->kw : 1) * g->c + 2 * 64;
+    return sizeof(void *) * CYC_MR_MAX + 64 + (size_t)elem_size * row * (rows ? 1 + CYC_MR_MAX : 1);
 }
 
 size_t cyc_conv_dw_acc_len(const cyc_geom_t *g, int elem_size)

@@ -82,9 +82,22 @@ ALWAYS_INLINE T FN(hsum)(V v)
 #endif
 }
 
+/* The x86 intrinsics below are chosen by this file's vector width, not by the compiler's target
+ * macros: with -march=native every file sees __AVX2__, also the 16-byte portable one. */
+#if defined(CYC_HAVE_X86_ISAS) && CYC_VBYTES == 64
+#define CYC_X86_512 1
+#else
+#define CYC_X86_512 0
+#endif
+#if defined(CYC_HAVE_X86_ISAS) && CYC_VBYTES == 32
+#define CYC_X86_256 1
+#else
+#define CYC_X86_256 0
+#endif
+
 /* The first n < VLEN lanes of a vector, loaded or stored without touching the others (masked
  * instructions on x86: a copy through memory stalls the load that reads it back). */
-#if defined(__AVX2__) && !defined(__AVX512F__)
+#if CYC_X86_256
 ALWAYS_INLINE __m256i FN(first_lanes)(int n)
 {
 #if defined(CYC_T_IS_DOUBLE)
@@ -97,13 +110,13 @@ ALWAYS_INLINE __m256i FN(first_lanes)(int n)
 
 ALWAYS_INLINE V FN(load_part)(const T *p, int n)
 {
-#if defined(__AVX512F__) && defined(CYC_T_IS_DOUBLE)
+#if CYC_X86_512 && defined(CYC_T_IS_DOUBLE)
     return (V)_mm512_maskz_loadu_pd((__mmask8)((1u << n) - 1), p);
-#elif defined(__AVX512F__)
+#elif CYC_X86_512
     return (V)_mm512_maskz_loadu_ps((__mmask16)((1u << n) - 1), p);
-#elif defined(__AVX2__) && defined(CYC_T_IS_DOUBLE)
+#elif CYC_X86_256 && defined(CYC_T_IS_DOUBLE)
     return (V)_mm256_maskload_pd(p, FN(first_lanes)(n));
-#elif defined(__AVX2__)
+#elif CYC_X86_256
     return (V)_mm256_maskload_ps(p, FN(first_lanes)(n));
 #else
     V v = {0};
@@ -114,13 +127,13 @@ ALWAYS_INLINE V FN(load_part)(const T *p, int n)
 
 ALWAYS_INLINE void FN(store_part)(T *p, V v, int n)
 {
-#if defined(__AVX512F__) && defined(CYC_T_IS_DOUBLE)
+#if CYC_X86_512 && defined(CYC_T_IS_DOUBLE)
     _mm512_mask_storeu_pd(p, (__mmask8)((1u << n) - 1), (__m512d)v);
-#elif defined(__AVX512F__)
+#elif CYC_X86_512
     _mm512_mask_storeu_ps(p, (__mmask16)((1u << n) - 1), (__m512)v);
-#elif defined(__AVX2__) && defined(CYC_T_IS_DOUBLE)
+#elif CYC_X86_256 && defined(CYC_T_IS_DOUBLE)
     _mm256_maskstore_pd(p, FN(first_lanes)(n), (__m256d)v);
-#elif defined(__AVX2__)
+#elif CYC_X86_256
     _mm256_maskstore_ps(p, FN(first_lanes)(n), (__m256)v);
 #else
     for (int l = 0; l < n; l++) p[l] = v[l];
@@ -249,7 +262,7 @@ ALWAYS_INLINE void FN(dot)(const int nb, const int nout, const T *const *xp, int
             for (int o = 0; o < nout; o++) wv[o] = LOADV(ws + (ptrdiff_t)o * K + l);
             for (int p = 0; p < nb; p++) {
                 V xv = LOADV(xr[p] + l);
-#ifdef __AVX512F__
+#if CYC_X86_512
                 /* keep xv in a register: folding its load into every FMA doubles the loads */
                 __asm__("" : "+v"(xv));
 #endif
@@ -756,9 +769,9 @@ void FN(cyc_conv_bwd_data_scatter)(const cyc_geom_t *g, int rows, const T *dy, c
     const int K = r.K;                         /* taps * og, tap-major */
     const int taps_x = rows ? 1 : g->kw;
     const ptrdiff_t plane = (ptrdiff_t)g->oh * g->ow;
-    /* scratch: outs [MR] | sink [row] | edge [MR][row], row = kw * c + 2 * 64 (see
-     * cyc_conv_scatter_scratch_bytes) */
-    const ptrdiff_t srow = (ptrdiff_t)g->kw * g->c + 2 * 64;
+    /* scratch: outs [MR] | sink [row] | with rows, edge [MR][row]; row = kw * c + 2 * 64 with
+     * rows, else c + 2 * 64 (see cyc_conv_scatter_scratch_bytes) */
+    const ptrdiff_t srow = (ptrdiff_t)(rows ? g->kw : 1) * g->c + 2 * 64;
     T **outs = (T **)scratch;
     T *sink = (T *)(((uintptr_t)(outs + CYC_MR_MAX) + 63) & ~(uintptr_t)63);
     T *edge = sink + srow;
@@ -1307,15 +1320,15 @@ ALWAYS_INLINE void FN(store_rec)(int64_t *io, uint8_t *ic, IV v)
  * pass was slower than its forward), so the x86 paths say which instruction they mean. */
 ALWAYS_INLINE IV FN(widen_cells)(const uint8_t *ic)
 {
-#if defined(__AVX512F__) && defined(CYC_T_IS_DOUBLE)
+#if CYC_X86_512 && defined(CYC_T_IS_DOUBLE)
     return (IV)_mm512_cvtepu8_epi64(_mm_loadl_epi64((const __m128i *)ic));
-#elif defined(__AVX512F__)
+#elif CYC_X86_512
     return (IV)_mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)ic));
-#elif defined(__AVX2__) && defined(CYC_T_IS_DOUBLE)
+#elif CYC_X86_256 && defined(CYC_T_IS_DOUBLE)
     int32_t four;
     memcpy(&four, ic, sizeof(four));
     return (IV)_mm256_cvtepu8_epi64(_mm_cvtsi32_si128(four));
-#elif defined(__AVX2__)
+#elif CYC_X86_256
     return (IV)_mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)ic));
 #else
     return __builtin_convertvector(*(const FN(uc8) *)ic, IV);
@@ -1690,3 +1703,5 @@ void FN(cyc_avg_pool_bwd)(const cyc_geom_t *g, const T *dy, T *dx, int cip, ptrd
 #undef CYC_L64
 #undef CYC_DOT_ACC
 #undef CYC_ORIGIN
+#undef CYC_X86_512
+#undef CYC_X86_256

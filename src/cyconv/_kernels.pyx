@@ -65,7 +65,7 @@ cdef extern from "cyconv.h" nogil:
         CYC_SCATTER_ROWS
         CYC_ROW_TAPS
     int cyc_conv_bwd_data_scatters(const cyc_geom_t *g, int elem_size)
-    size_t cyc_conv_scatter_scratch_bytes(const cyc_geom_t *g, int elem_size)
+    size_t cyc_conv_scatter_scratch_bytes(const cyc_geom_t *g, int rows, int elem_size)
     void cyc_conv_bwd_data_scatter_f32(const cyc_geom_t *g, int rows, const float *dy,
                                        const float *p, float *dx, ptrdiff_t n0, ptrdiff_t n1,
                                        void *s)
@@ -296,7 +296,8 @@ def conv2d_backward_data(const floating[:, :, :, ::1] dy, const floating[:, :, :
     cdef int kind = (GATHER_DX if route == CYC_GATHER else
                      SCATTER_ROWS_DX if route == CYC_SCATTER_ROWS else SCATTER_DX)
     cdef Py_ssize_t M = <Py_ssize_t>g.n if scatter else <Py_ssize_t>g.n * g.h * g.w
-    cdef size_t sbytes = (cyc_conv_scatter_scratch_bytes(&g, sizeof(floating)) if scatter
+    cdef size_t sbytes = (cyc_conv_scatter_scratch_bytes(&g, route == CYC_SCATTER_ROWS,
+                                                         sizeof(floating)) if scatter
                           else cyc_conv_scratch_bytes(&g, 1, sizeof(floating)))
     # Scattered tiles run across images, so how images are grouped changes the order in which
     # dx adds up: the groups depend on the problem only, never on the thread count.
