@@ -109,6 +109,8 @@ def conv_arrays(x_nhwc, w_hwio, fmt, dtype, bias=True, seed=RNG_SEED):
 AWKWARD_CONVS = {
     # name: (x NHWC shape, w HWIO shape, keyword arguments)
     "1x1 input, 1x1 kernel": ((2, 1, 1, 3), (1, 1, 3, 5), {}),
+    # one channel in and out: NCHW and NHWC hold the same bytes, so no transposing copy
+    "one channel in and out": ((2, 6, 5, 1), (3, 3, 1, 1), {"padding": 1}),
     "1x1 input, 5x5 same": ((2, 1, 1, 3), (5, 5, 3, 4), {"padding": "same"}),
     "1x1 input, 3x3 pad 1 stride 3": ((1, 1, 1, 2), (3, 3, 2, 2), {"padding": 1, "stride": 3}),
     "kernel as large as input": ((3, 5, 4, 2), (5, 4, 2, 3), {}),

@@ -72,6 +72,8 @@ def _nhwc(a, fmt):
     n, c, h, w = a.shape
     if not a.flags.c_contiguous:
         return np.ascontiguousarray(a.transpose(0, 2, 3, 1))
+    if c == 1 or h * w == 1:
+        return a.reshape(n, h, w, c)   # the same bytes in either layout (a first layer's image)
     return _transpose_images(a, c, h * w).reshape(n, h, w, c)
 
 
@@ -80,6 +82,8 @@ def _out(y_nhwc, fmt):
     if fmt == "NHWC":
         return y_nhwc
     n, h, w, c = y_nhwc.shape
+    if c == 1 or h * w == 1:
+        return y_nhwc.reshape(n, c, h, w)
     return _transpose_images(y_nhwc, h * w, c).reshape(n, c, h, w)
 
 
