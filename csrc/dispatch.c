@@ -60,8 +60,6 @@ size_t cyc_conv_zeros_len(const cyc_geom_t *g)
     return (size_t)(g->c > g->cout ? g->c : g->cout) * (size_t)(g->kw + 1);
 }
 
-static int cyc_round_up(int v, int m) { return (v + m - 1) / m * m; }
-
 size_t cyc_conv_rows(const cyc_geom_t *g, int transposed)
 {
     return (size_t)cyc_plan(g, transposed).K;

@@ -553,14 +553,14 @@ static void FN(conv_tiles)(const cyc_geom_t *g, int transposed, const T *src, co
 {
     const cyc_plan_t r = cyc_plan(g, transposed);
     const int nseg = r.nseg, K = r.K;
-    const int opad = (r.out_cg + VLEN - 1) / VLEN * VLEN;
+    const int opad = cyc_round_up(r.out_cg, VLEN);
     /* scratch: ptrs [nseg][MR_MAX] | outs [MR_MAX] | live [nseg] | taps | gbuf [MR_MAX][K] */
     const T **ptrs = (const T **)scratch;
     T **outs = (T **)(ptrs + (ptrdiff_t)nseg * CYC_MR_MAX);
     unsigned char *live = (unsigned char *)(outs + CYC_MR_MAX);
     FN(taps_t) taps;
     unsigned char *end = FN(taps_init)(&taps, nseg, live + nseg);
-    T *gbuf = (T *)(((uintptr_t)end + 63) & ~(uintptr_t)63);
+    T *gbuf = (T *)cyc_align64(end);
     const T *bias_all = packed + (ptrdiff_t)g->groups * K * (r.dot ? r.out_cg : opad);
 
     /* the input gradient of a strided convolution walks its pixels by phase class */
@@ -643,7 +643,7 @@ static void FN(conv_tiles)(const cyc_geom_t *g, int transposed, const T *src, co
 static void FN(pack_transposed_tiles)(const cyc_geom_t *g, const cyc_plan_t *r, const T *w,
                                       int grp, T *pg, ptrdiff_t k0, ptrdiff_t k1)
 {
-    const int K = r->K, opad = (r->out_cg + VLEN - 1) / VLEN * VLEN, blk = CYC_NBLK * VLEN;
+    const int K = r->K, opad = cyc_round_up(r->out_cg, VLEN), blk = CYC_NBLK * VLEN;
     const int cg = g->c / g->groups, og = g->cout / g->groups;
     for (ptrdiff_t k = k0; k < k1;) {
         const int tap = (int)(k / r->src_cg), sch = (int)(k - (ptrdiff_t)tap * r->src_cg);
@@ -672,7 +672,7 @@ static void FN(pack_transposed_tiles)(const cyc_geom_t *g, const cyc_plan_t *r, 
 static void FN(pack_row_taps)(const cyc_geom_t *g, const cyc_plan_t *r, const T *w, T *pg,
                               ptrdiff_t k0, ptrdiff_t k1)
 {
-    const int K = r->K, opad = (r->out_cg + VLEN - 1) / VLEN * VLEN, blk = CYC_NBLK * VLEN;
+    const int K = r->K, opad = cyc_round_up(r->out_cg, VLEN), blk = CYC_NBLK * VLEN;
     const int og = g->cout;
     for (ptrdiff_t k = k0; k < k1; k++) {
         const int i = (int)(k / og), co = (int)(k % og);
@@ -693,7 +693,7 @@ void FN(cyc_conv_pack)(const cyc_geom_t *g, const T *w, const T *bias, int trans
     /* rows k in [k0, k1) of every group (threads share the packing out); bias with row 0 */
     const cyc_plan_t r = cyc_plan(g, transposed);
     const int K = r.K;
-    const int opad = (r.out_cg + VLEN - 1) / VLEN * VLEN;
+    const int opad = cyc_round_up(r.out_cg, VLEN);
     const int cg = g->c / g->groups, og = g->cout / g->groups;
     const int ow = r.dot ? r.out_cg : opad;
     const int blk = CYC_NBLK * VLEN;
@@ -765,7 +765,7 @@ void FN(cyc_conv_bwd_data_scatter)(const cyc_geom_t *g, int rows, const T *dy, c
     const cyc_plan_t r = cyc_plan(g, rows ? CYC_ROW_TAPS : 1);
     const int cg = g->c / g->groups, og = g->cout / g->groups;
     const int chans = r.out_cg;                /* computed per tap: cg, or kw * cg */
-    const int opad = (chans + VLEN - 1) / VLEN * VLEN;
+    const int opad = cyc_round_up(chans, VLEN);
     const int K = r.K;                         /* taps * og, tap-major */
     const int taps_x = rows ? 1 : g->kw;
     const ptrdiff_t plane = (ptrdiff_t)g->oh * g->ow;
@@ -773,7 +773,7 @@ void FN(cyc_conv_bwd_data_scatter)(const cyc_geom_t *g, int rows, const T *dy, c
      * rows, else c + 2 * 64 (see cyc_conv_scatter_scratch_bytes) */
     const ptrdiff_t srow = (ptrdiff_t)(rows ? g->kw : 1) * g->c + 2 * 64;
     T **outs = (T **)scratch;
-    T *sink = (T *)(((uintptr_t)(outs + CYC_MR_MAX) + 63) & ~(uintptr_t)63);
+    T *sink = (T *)cyc_align64(outs + CYC_MR_MAX);
     T *edge = sink + srow;
     static const unsigned char one = 1;
     const ptrdiff_t img = (ptrdiff_t)g->h * g->w * g->c;
@@ -1009,19 +1009,19 @@ void FN(cyc_conv_bwd_filter)(const cyc_geom_t *g, const T *x, const T *dy, const
     const int og = g->cout / g->groups;
     const int nseg = r.nseg, K = r.K, len = r.len;
     /* the accumulators' layout, which dw_finish in dispatch.c reads: channels to 64 bytes */
-    const int opad = (og + CYC_L64 - 1) / CYC_L64 * CYC_L64;
+    const int opad = cyc_round_up(og, CYC_L64);
     const int P = cyc_dw_chunk(g);
     /* scratch: dbl [cout] | dyp [groups][P][opad] | ptrs [nseg][P] | rows [P] | dj [P] |
      *          live [nseg] | taps | gbuf [P][K] */
     T *dbl = (T *)scratch;
-    T *dyp = (T *)(((uintptr_t)(dbl + g->cout) + 63) & ~(uintptr_t)63);
+    T *dyp = (T *)cyc_align64(dbl + g->cout);
     const T **ptrs = (const T **)(dyp + (ptrdiff_t)g->groups * P * opad);
     const T **rows = ptrs + (ptrdiff_t)nseg * P;
     int *dj = (int *)(rows + P);
     unsigned char *live = (unsigned char *)(dj + P);
     FN(taps_t) taps;
     unsigned char *end = FN(taps_init)(&taps, nseg, live + nseg);
-    T *gbuf = (T *)(((uintptr_t)end + 63) & ~(uintptr_t)63);
+    T *gbuf = (T *)cyc_align64(end);
     /* dw_acc layout: [k][groups][opad] */
     const ptrdiff_t astride = (ptrdiff_t)g->groups * opad;
     /* the zero row that padded segments point at: any pointer that is not into x or gbuf */

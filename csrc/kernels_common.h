@@ -83,6 +83,15 @@ static inline cyc_plan_t cyc_plan(const cyc_geom_t *g, int transposed)
 #define CYC_SCATTER_TILES 4
 #endif
 
+/* v rounded up to a multiple of m (channels to whole vectors, layouts to 64 bytes). */
+static inline int cyc_round_up(int v, int m) { return (v + m - 1) / m * m; }
+
+/* The first 64-byte boundary at or after p (scratch blocks carve aligned rows out of one). */
+static inline void *cyc_align64(const void *p)
+{
+    return (void *)(((uintptr_t)p + 63) & ~(uintptr_t)63);
+}
+
 /* CYC_ADD as a tile's epilogue: add to the outputs instead of storing (scattered gradients). */
 #define CYC_ADD 2
 

@@ -192,7 +192,6 @@ def as_array(value, name):
     return arr
 
 
-
 def to_nhwc_shape(shape, fmt):
     """(N, C, H, W) -> (N, H, W, C) for NCHW; NHWC shapes pass through."""
     if fmt == "NCHW":
@@ -435,8 +434,6 @@ def bool_arg(value, name):
 def flops_conv(g: Geometry):
     """Multiply-adds x 2 of one forward convolution."""
     return 2 * g.n * g.oh * g.ow * g.cout * g.kh * g.kw * (g.c // g.groups)
-
-
 
 
 # ---------------------------------------------------------------------------------------------

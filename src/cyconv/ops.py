@@ -53,6 +53,9 @@ def _bits(a):
 def _transpose_images(a, rows, cols):
     """(N, rows, cols) -> (N, cols, rows), C-contiguous, through the blocked C kernel (numpy's
     strided copy of a large image is up to 18x slower than a plain copy)."""
+    if rows == 1 or cols == 1:
+        # the same bytes either way (one channel, or one pixel per image): no copy
+        return a.reshape(a.shape[0], cols, rows)
     if a.dtype == np.uint8:
         # window indices: an eighth of a float64's bytes, numpy's copy will do
         return np.ascontiguousarray(a.reshape(a.shape[0], rows, cols).transpose(0, 2, 1))
@@ -72,8 +75,6 @@ def _nhwc(a, fmt):
     n, c, h, w = a.shape
     if not a.flags.c_contiguous:
         return np.ascontiguousarray(a.transpose(0, 2, 3, 1))
-    if c == 1 or h * w == 1:
-        return a.reshape(n, h, w, c)   # the same bytes in either layout (a first layer's image)
     return _transpose_images(a, c, h * w).reshape(n, h, w, c)
 
 
@@ -82,8 +83,6 @@ def _out(y_nhwc, fmt):
     if fmt == "NHWC":
         return y_nhwc
     n, h, w, c = y_nhwc.shape
-    if c == 1 or h * w == 1:
-        return y_nhwc.reshape(n, c, h, w)
     return _transpose_images(y_nhwc, h * w, c).reshape(n, c, h, w)
 
 
@@ -179,6 +178,11 @@ def _conv2d_weight_grad_through_max_pool(dy_pool, cells, pool_size, pool_stride,
     return _weight_grads(g, _c(x), _c(dy_pool), _c(y), pool_cell=_c(cells), pool_geom=pg)
 
 
+def _pool_threads(kg):
+    """Threads for a pass over every window's cells."""
+    return _threads(_POOL_VISIT * kg.n * kg.oh * kg.ow * kg.c * kg.kh * kg.kw)
+
+
 def _pool_nhwc_geometry(g):
     """Pools run in NHWC (channels in vectors); NCHW arrays are transposed on the way."""
     return dataclasses.replace(g, data_format="NHWC") if g.data_format == "NCHW" else g
@@ -191,9 +195,7 @@ def _max_pool_indices(x, g, kg, index_format=None, relu_in=False):
     idx = np.empty(kg.y_shape_nhwc, dtype=np.int64) if index_format == "flat" else None
     cell = np.empty(kg.y_shape_nhwc, dtype=np.uint8) if index_format == "window" else None
     if g.n:
-        work = kg.n * kg.oh * kg.ow * kg.c * kg.kh * kg.kw
-        _kernels.max_pool(_nhwc(x, g.data_format), kg, y, idx, cell,
-                          _threads(_POOL_VISIT * work), relu_in)
+        _kernels.max_pool(_nhwc(x, g.data_format), kg, y, idx, cell, _pool_threads(kg), relu_in)
     return y, (cell if idx is None else idx)
 
 
@@ -267,8 +269,7 @@ def avg_pool2d(x, pool_size=2, stride=None, padding="valid", *, ceil_mode=False,
     kg = _pool_nhwc_geometry(g)
     y = np.empty(kg.y_shape_nhwc, dtype=x.dtype)
     if g.n:
-        work = kg.n * kg.oh * kg.ow * kg.c * kg.kh * kg.kw
-        _kernels.avg_pool(_nhwc(x, g.data_format), kg, y, cip, _threads(_POOL_VISIT * work))
+        _kernels.avg_pool(_nhwc(x, g.data_format), kg, y, cip, _pool_threads(kg))
     return _out(y, g.data_format)
 
 
@@ -281,9 +282,7 @@ def avg_pool2d_backward(dy, x, pool_size=2, stride=None, padding="valid", *, cei
     kg = _pool_nhwc_geometry(g)
     dx = np.empty(kg.x_shape, dtype=x.dtype)
     if g.n:
-        work = kg.n * kg.oh * kg.ow * kg.c * kg.kh * kg.kw
-        _kernels.avg_pool_backward(_nhwc(dy, g.data_format), kg, dx, cip,
-                                    _threads(_POOL_VISIT * work))
+        _kernels.avg_pool_backward(_nhwc(dy, g.data_format), kg, dx, cip, _pool_threads(kg))
     return _out(dx, g.data_format)
 
 
