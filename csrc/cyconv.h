@@ -108,6 +108,33 @@ void cyc_conv_bwd_data_scatter_f64(const cyc_geom_t *g, int rows, const double *
                                    const double *packed_t, double *dx, ptrdiff_t n0,
                                    ptrdiff_t n1, void *scratch);
 
+/* Winograd F(2x2, 3x3): 3x3 convolutions with unit stride and dilation and one group, computed
+ * in tiles of 2x2 output pixels with 16 products per channel pair where the direct convolution
+ * takes 36.  The input gradient of such a convolution is one too, so the forward pass and the
+ * input gradient share the kernel.  `transposed` values for cyc_conv_rows, cyc_conv_packed_len
+ * and cyc_conv_pack, beside 0, 1 and CYC_ROW_TAPS: */
+#define CYC_WINO_FWD 3
+#define CYC_WINO_DX 4
+/* 1 if the forward pass (transposed 0) or the input gradient (1) of this problem runs faster
+ * by Winograd (it depends on the problem only, and on cyc_conv_winograd_set). */
+int cyc_conv_winograd(const cyc_geom_t *g, int transposed);
+/* Turn the Winograd path on (1, the default unless CYCONV_WINOGRAD=0) or off (0); returns the
+ * previous setting. */
+int cyc_conv_winograd_set(int on);
+int cyc_conv_winograd_enabled(void);
+/* Tiles of the computed tensor, the kernel's unit of work, and how many it transforms at a time
+ * (callers' ranges of tiles should be multiples of that); scratch per thread. */
+ptrdiff_t cyc_conv_winograd_tiles(const cyc_geom_t *g, int mode);
+int cyc_conv_winograd_block(const cyc_geom_t *g, int mode, int elem_size);
+size_t cyc_conv_winograd_scratch_bytes(const cyc_geom_t *g, int mode, int elem_size);
+/* Tiles [t0, t1) of the forward pass (mode CYC_WINO_FWD: x to y, with the bias and an optional
+ * ReLU) or of the input gradient (CYC_WINO_DX: dy to dx), from weights packed in that mode. */
+void cyc_conv_winograd_f32(const cyc_geom_t *g, int mode, const float *src, const float *packed,
+                           int relu, float *dst, ptrdiff_t t0, ptrdiff_t t1, void *scratch);
+void cyc_conv_winograd_f64(const cyc_geom_t *g, int mode, const double *src,
+                           const double *packed, int relu, double *dst, ptrdiff_t t0,
+                           ptrdiff_t t1, void *scratch);
+
 /* A max-pool after the convolution, whose input gradient the weight gradient reads in place
  * of dy: output pixel (n, y, x) has the gradient dy[n][wy][wx] where it is the recorded cell
  * (y % sh) * kw + x % sw of window (wy, wx) = (y / sh, x / sw), else 0.  The pool's windows

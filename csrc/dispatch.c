@@ -60,13 +60,24 @@ size_t cyc_conv_zeros_len(const cyc_geom_t *g)
     return (size_t)(g->c > g->cout ? g->c : g->cout) * (size_t)(g->kw + 1);
 }
 
+static int cyc_is_wino(int transposed)
+{
+    return transposed == CYC_WINO_FWD || transposed == CYC_WINO_DX;
+}
+
 size_t cyc_conv_rows(const cyc_geom_t *g, int transposed)
 {
+    if (cyc_is_wino(transposed)) return (size_t)cyc_wino(g, transposed).c;
     return (size_t)cyc_plan(g, transposed).K;
 }
 
 size_t cyc_conv_packed_len(const cyc_geom_t *g, int transposed, int elem_size)
 {
+    if (cyc_is_wino(transposed)) {
+        cyc_wino_t q = cyc_wino(g, transposed);
+        size_t opad = (size_t)cyc_round_up(q.k, 64 / elem_size);
+        return 16 * (size_t)q.c * opad + opad;
+    }
     cyc_plan_t r = cyc_plan(g, transposed);
     size_t ow = r.dot ? (size_t)r.out_cg : (size_t)cyc_round_up(r.out_cg, 64 / elem_size);
     return (size_t)g->groups * ((size_t)r.K * ow + ow);
@@ -116,6 +127,60 @@ size_t cyc_conv_scatter_scratch_bytes(const cyc_geom_t *g, int rows, int elem_si
      * layout in cyc_conv_bwd_data_scatter) */
     size_t row = (size_t)(rows ? g->kw : 1) * g->c + 2 * 64;
     return sizeof(void *) * CYC_MR_MAX + 64 + (size_t)elem_size * row * (rows ? 1 + CYC_MR_MAX : 1);
+}
+
+static int cyc_wino_on = -1;
+
+int cyc_conv_winograd_enabled(void)
+{
+    if (cyc_wino_on < 0) {
+        const char *env = getenv("CYCONV_WINOGRAD");
+        cyc_wino_on = !(env && !strcmp(env, "0"));
+    }
+    return cyc_wino_on;
+}
+
+int cyc_conv_winograd_set(int on)
+{
+    int previous = cyc_conv_winograd_enabled();
+    cyc_wino_on = on != 0;
+    return previous;
+}
+
+int cyc_conv_winograd(const cyc_geom_t *g, int transposed)
+{
+    if (!cyc_conv_winograd_enabled() || g->kh != 3 || g->kw != 3 || g->sh != 1 || g->sw != 1 ||
+        g->dh != 1 || g->dw != 1 || g->groups != 1)
+        return 0;
+    cyc_wino_t q = cyc_wino(g, transposed ? CYC_WINO_DX : CYC_WINO_FWD);
+    /* Few channels leave the GEMMs short and the transforms most of the work.  Tiles that
+     * overhang small outputs waste products: 16 per tile against the direct convolution's 9 per
+     * output pixel of the forward pass (the scatter computes no more for the input gradient). */
+    if (q.c < CYC_WINO_MIN_CHANNELS || q.k < CYC_WINO_MIN_CHANNELS) return 0;
+    return 16.0 * q.ty * q.tx <= CYC_WINO_MAX_SHARE * 9.0 * g->oh * g->ow;
+}
+
+ptrdiff_t cyc_conv_winograd_tiles(const cyc_geom_t *g, int mode)
+{
+    cyc_wino_t q = cyc_wino(g, mode);
+    return (ptrdiff_t)q.n * q.ty * q.tx;
+}
+
+int cyc_conv_winograd_block(const cyc_geom_t *g, int mode, int elem_size)
+{
+    cyc_wino_t q = cyc_wino(g, mode);
+    return cyc_wino_block(&q, elem_size);
+}
+
+size_t cyc_conv_winograd_scratch_bytes(const cyc_geom_t *g, int mode, int elem_size)
+{
+    /* the layout in FN(cyc_conv_winograd) */
+    cyc_wino_t q = cyc_wino(g, mode);
+    int vlen = 64 / elem_size;
+    size_t cpad = (size_t)cyc_round_up(q.c, vlen), opad = (size_t)cyc_round_up(q.k, vlen);
+    size_t block = (size_t)cyc_wino_block(&q, elem_size), patch = cpad > opad ? cpad : opad;
+    return 2 * sizeof(void *) * CYC_MR_MAX + 1 + 64 +
+           (size_t)elem_size * 16 * (block * (cpad + opad) + patch);
 }
 
 size_t cyc_conv_dw_acc_len(const cyc_geom_t *g, int elem_size)
@@ -203,6 +268,11 @@ CYC_DW_FINISH(f64, double)
                                          void *s)                                              \
     {                                                                                          \
         CYC_PICK(cyc_conv_bwd_data_scatter, SUF, g, rows, dy, p, dx, n0, n1, s);               \
+    }                                                                                          \
+    void cyc_conv_winograd_##SUF(const cyc_geom_t *g, int mode, const T *src, const T *p,      \
+                                 int relu, T *dst, ptrdiff_t t0, ptrdiff_t t1, void *s)        \
+    {                                                                                          \
+        CYC_PICK(cyc_conv_winograd, SUF, g, mode, src, p, relu, dst, t0, t1, s);               \
     }                                                                                          \
     void cyc_conv_bwd_filter_##SUF(const cyc_geom_t *g, const T *x, const T *dy,              \
                                    const T *ry, const cyc_unpool_t *up, T *dw, T *db,          \

@@ -547,6 +547,38 @@ ALWAYS_INLINE int FN(row_of_inner_pixels)(const cyc_geom_t *g, const cyc_plan_t 
     return 1;
 }
 
+/* A tile of mr pixels through every block of computed channels: out_cg of them, whose weights
+ * are packed per block of NBLK vectors ([K][block width], K = nseg * len); bias NULL for none. */
+static void FN(tile_blocks)(int mr, const T *const *ptrs, ptrdiff_t off, ptrdiff_t xstep,
+                            int nseg, int len, const unsigned char *live, const T *wg, int out_cg,
+                            const T *bg, int relu, T *const *outs, ptrdiff_t ooff)
+{
+    const int K = nseg * len, opad = cyc_round_up(out_cg, VLEN), blk = CYC_NBLK * VLEN;
+    for (int co0 = 0; co0 < opad; co0 += blk) {
+        const T *bias = bg ? bg + co0 : FN(zero_bias);
+#if MR >= 12
+        if (out_cg - co0 >= 2 * blk) {
+            /* two whole blocks at once, half the pixels: each x value broadcast meets
+             * 4 weight vectors (10 loads per 24 multiply-adds instead of 14) */
+            for (int h = 0; h < mr; h += MR / 2) {
+                int mh = mr - h < MR / 2 ? mr - h : MR / 2;
+                FN(tile_any)(mh, 2 * CYC_NBLK, ptrs + h, off, 0, nseg, len, live,
+                             wg + (ptrdiff_t)co0 * K, blk, (ptrdiff_t)K * blk, bias, relu,
+                             outs + h, ooff + co0, VLEN);
+            }
+            co0 += blk;
+            continue;
+        }
+#endif
+        int nv = (opad - co0) / VLEN;
+        if (nv > CYC_NBLK) nv = CYC_NBLK;
+        int nlast = out_cg - (co0 + (nv - 1) * VLEN);
+        if (nlast > VLEN) nlast = VLEN;
+        FN(tile_any)(mr, nv, ptrs, off, xstep, nseg, len, live, wg + (ptrdiff_t)co0 * K,
+                     nv * VLEN, 0, bias, relu, outs, ooff + co0, nlast);
+    }
+}
+
 static void FN(conv_tiles)(const cyc_geom_t *g, int transposed, const T *src, const T *packed,
                            int relu, const T *zeros, T *dst, ptrdiff_t m0, ptrdiff_t m1,
                            void *scratch)
@@ -603,31 +635,9 @@ static void FN(conv_tiles)(const cyc_geom_t *g, int transposed, const T *src, co
                             (T *const *)outs, ooff);
                 continue;
             }
-            const T *wg = packed + (ptrdiff_t)grp * K * opad;
-            const T *bg = bias_all + (ptrdiff_t)grp * opad;
-            const int blk = CYC_NBLK * VLEN;
-            for (int co0 = 0; co0 < opad; co0 += blk) {
-#if MR >= 12
-                if (r.out_cg - co0 >= 2 * blk) {
-                    /* two whole blocks at once, half the pixels: each x value broadcast meets
-                     * 4 weight vectors (10 loads per 24 multiply-adds instead of 14) */
-                    for (int h = 0; h < mr; h += MR / 2) {
-                        int mh = mr - h < MR / 2 ? mr - h : MR / 2;
-                        FN(tile_any)(mh, 2 * CYC_NBLK, ptrs + h, off, 0, nseg, r.len, live,
-                                     wg + (ptrdiff_t)co0 * K, blk, (ptrdiff_t)K * blk, bg + co0,
-                                     relu, (T *const *)(outs + h), ooff + co0, VLEN);
-                    }
-                    co0 += blk;
-                    continue;
-                }
-#endif
-                int nv = (opad - co0) / VLEN;
-                if (nv > CYC_NBLK) nv = CYC_NBLK;
-                int nlast = r.out_cg - (co0 + (nv - 1) * VLEN);
-                if (nlast > VLEN) nlast = VLEN;
-                FN(tile_any)(mr, nv, ptrs, off, xstep, nseg, r.len, live, wg + (ptrdiff_t)co0 * K,
-                             nv * VLEN, 0, bg + co0, relu, (T *const *)outs, ooff + co0, nlast);
-            }
+            FN(tile_blocks)(mr, ptrs, off, xstep, nseg, r.len, live,
+                            packed + (ptrdiff_t)grp * K * opad, r.out_cg,
+                            bias_all + (ptrdiff_t)grp * opad, relu, outs, ooff);
         }
     }
 }
@@ -687,10 +697,17 @@ static void FN(pack_row_taps)(const cyc_geom_t *g, const cyc_plan_t *r, const T 
     }
 }
 
+static void FN(wino_pack)(const cyc_geom_t *g, int mode, const T *w, const T *bias, T *packed,
+                          ptrdiff_t k0, ptrdiff_t k1);
+
 void FN(cyc_conv_pack)(const cyc_geom_t *g, const T *w, const T *bias, int transposed, T *packed,
                        ptrdiff_t k0, ptrdiff_t k1)
 {
     /* rows k in [k0, k1) of every group (threads share the packing out); bias with row 0 */
+    if (transposed == CYC_WINO_FWD || transposed == CYC_WINO_DX) {
+        FN(wino_pack)(g, transposed, w, bias, packed, k0, k1);
+        return;
+    }
     const cyc_plan_t r = cyc_plan(g, transposed);
     const int K = r.K;
     const int opad = cyc_round_up(r.out_cg, VLEN);
@@ -871,6 +888,199 @@ void FN(cyc_conv_bwd_data_scatter)(const cyc_geom_t *g, int rows, const T *dy, c
                     }
                 }
             }
+    }
+}
+
+/* ---- Winograd F(2x2, 3x3) (Lavin and Gray, 2016) ----
+ * y = A^T [(G g G^T) * (B^T d B)] A per 4x4 input tile d and 2x2 output tile y.  The 16 elementwise
+ * products, summed over input channels, are 16 GEMMs [tiles x C] x [C x K], which run on the
+ * direct convolution's register tiles (one segment of C values); the transforms are additions
+ * on vectors of channels. */
+
+/* Packed weights: U[xi] = (G g G^T)[xi] for xi = 0..15, each laid out as the forward tiles'
+ * weights with K = C (per block of NBLK vectors of computed channels, [C][block width]), then
+ * the bias [opad].  Rows [k0, k1) are input channels of the computed problem; a vector of
+ * computed channels at a time. */
+static void FN(wino_pack)(const cyc_geom_t *g, int mode, const T *w, const T *bias, T *packed,
+                          ptrdiff_t k0, ptrdiff_t k1)
+{
+    const cyc_wino_t q = cyc_wino(g, mode);
+    const int C = q.c, K = q.k, opad = cyc_round_up(K, VLEN), blk = CYC_NBLK * VLEN;
+    for (ptrdiff_t c = k0; c < k1; c++)
+        for (int kv = 0; kv < opad; kv += VLEN) {
+            const int nl = K - kv < VLEN ? K - kv : VLEN;
+            V gg[3][3], t[4][3], u[16];
+            for (int i = 0; i < 3; i++)
+                for (int j = 0; j < 3; j++) {
+                    if (mode == CYC_WINO_FWD) {
+                        /* HWIO: the computed channels are contiguous */
+                        const T *p = w + ((ptrdiff_t)(i * 3 + j) * C + c) * K + kv;
+                        gg[i][j] = nl == VLEN ? (V)LOADV(p) : FN(load_part)(p, nl);
+                    } else {
+                        /* flipped, input and output swapped: C apart (the loop over c next
+                         * reads the same cache lines) */
+                        const T *p = w + ((ptrdiff_t)((2 - i) * 3 + 2 - j) * K + kv) * C + c;
+                        V v = {0};
+                        for (int l = 0; l < nl; l++) v[l] = p[(ptrdiff_t)l * C];
+                        gg[i][j] = v;
+                    }
+                }
+            for (int j = 0; j < 3; j++) {
+                t[0][j] = gg[0][j];
+                t[1][j] = (gg[0][j] + gg[1][j] + gg[2][j]) * (T)0.5;
+                t[2][j] = (gg[0][j] - gg[1][j] + gg[2][j]) * (T)0.5;
+                t[3][j] = gg[2][j];
+            }
+            for (int a = 0; a < 4; a++) {
+                u[a * 4 + 0] = t[a][0];
+                u[a * 4 + 1] = (t[a][0] + t[a][1] + t[a][2]) * (T)0.5;
+                u[a * 4 + 2] = (t[a][0] - t[a][1] + t[a][2]) * (T)0.5;
+                u[a * 4 + 3] = t[a][2];
+            }
+            const int co0 = kv / blk * blk, bw = opad - co0 < blk ? opad - co0 : blk;
+            T *dst = packed + (ptrdiff_t)co0 * C + c * bw + (kv - co0);
+            for (int xi = 0; xi < 16; xi++) STOREV(dst + (ptrdiff_t)xi * C * opad, u[xi]);
+        }
+    if (k0 == 0)
+        for (int k = 0; k < opad; k++)
+            packed[(ptrdiff_t)16 * C * opad + k] =
+                mode == CYC_WINO_FWD && bias && k < K ? bias[k] : (T)0;
+}
+
+/* B^T d B of one tile, v[xi * vstride + channel] (xi = 4 * row + column), whose pixel (a, e) is
+ * at src + a * rs + e * cs, with C channels. */
+ALWAYS_INLINE void FN(wino_input)(const T *src, ptrdiff_t rs, ptrdiff_t cs, int C, T *v,
+                                  ptrdiff_t vstride)
+{
+    for (int c0 = 0; c0 < C; c0 += VLEN) {
+        const int nl = C - c0 < VLEN ? C - c0 : VLEN;
+        V d[4][4], t[4][4];
+        for (int a = 0; a < 4; a++)
+            for (int e = 0; e < 4; e++) {
+                const T *p = src + a * rs + e * cs + c0;
+                d[a][e] = nl == VLEN ? (V)LOADV(p) : FN(load_part)(p, nl);
+            }
+        for (int e = 0; e < 4; e++) {
+            t[0][e] = d[0][e] - d[2][e];
+            t[1][e] = d[1][e] + d[2][e];
+            t[2][e] = d[2][e] - d[1][e];
+            t[3][e] = d[1][e] - d[3][e];
+        }
+        T *vc = v + c0;
+        for (int a = 0; a < 4; a++) {
+            STOREV(vc + (a * 4 + 0) * vstride, t[a][0] - t[a][2]);
+            STOREV(vc + (a * 4 + 1) * vstride, t[a][1] + t[a][2]);
+            STOREV(vc + (a * 4 + 2) * vstride, t[a][2] - t[a][1]);
+            STOREV(vc + (a * 4 + 3) * vstride, t[a][1] - t[a][3]);
+        }
+    }
+}
+
+/* A^T m A of one tile plus the bias, optional ReLU, for its K computed channels: m holds
+ * product xi at m[xi * mstride + channel]; output pixel (a, e) goes to dst + a * rs + e * cs. */
+ALWAYS_INLINE void FN(wino_output)(const T *m, ptrdiff_t mstride, const T *bias, int relu, int K,
+                                   T *dst, ptrdiff_t rs, ptrdiff_t cs)
+{
+    for (int k0 = 0; k0 < K; k0 += VLEN) {
+        const int nl = K - k0 < VLEN ? K - k0 : VLEN;
+        const T *mk = m + k0;
+        V s[2][4], o[2][2], bv = LOADV(bias + k0);
+        for (int e = 0; e < 4; e++) {
+            V m0 = LOADV(mk + (0 * 4 + e) * mstride), m1 = LOADV(mk + (1 * 4 + e) * mstride);
+            V m2 = LOADV(mk + (2 * 4 + e) * mstride), m3 = LOADV(mk + (3 * 4 + e) * mstride);
+            s[0][e] = m0 + m1 + m2;
+            s[1][e] = m1 - m2 - m3;
+        }
+        for (int a = 0; a < 2; a++) {
+            o[a][0] = s[a][0] + s[a][1] + s[a][2] + bv;
+            o[a][1] = s[a][1] - s[a][2] - s[a][3] + bv;
+        }
+        for (int a = 0; a < 2; a++)
+            for (int e = 0; e < 2; e++) {
+                V r = relu ? FN(relu)(o[a][e]) : o[a][e];
+                T *p = dst + a * rs + e * cs + k0;
+                if (nl == VLEN)
+                    STOREV(p, r);
+                else
+                    FN(store_part)(p, r, nl);
+            }
+    }
+}
+
+void FN(cyc_conv_winograd)(const cyc_geom_t *g, int mode, const T *src, const T *packed,
+                           int relu, T *dst, ptrdiff_t t0, ptrdiff_t t1, void *scratch)
+{
+    const cyc_wino_t q = cyc_wino(g, mode);
+    const int C = q.c, K = q.k, cpad = cyc_round_up(C, VLEN), opad = cyc_round_up(K, VLEN);
+    const ptrdiff_t per_image = (ptrdiff_t)q.ty * q.tx;
+    const int BLOCK = cyc_wino_block(&q, (int)sizeof(T));
+    /* scratch: ptrs [MR_MAX] | outs [MR_MAX] | live | v [16][BLOCK][cpad] | m [16][BLOCK][opad]
+     * | patch [16][cpad] (a tile that crosses the border, with its zeros) */
+    const T **ptrs = (const T **)scratch;
+    T **outs = (T **)(ptrs + CYC_MR_MAX);
+    unsigned char *live = (unsigned char *)(outs + CYC_MR_MAX);
+    T *v = (T *)cyc_align64(live + 1);
+    T *m = v + (ptrdiff_t)16 * BLOCK * cpad;
+    T *patch = m + (ptrdiff_t)16 * BLOCK * opad;
+    const ptrdiff_t vstride = (ptrdiff_t)BLOCK * cpad;
+    const ptrdiff_t mstride = (ptrdiff_t)BLOCK * opad;
+    const T *bias = packed + (ptrdiff_t)16 * C * opad;
+    const ptrdiff_t src_rs = (ptrdiff_t)q.w * C, dst_rs = (ptrdiff_t)q.ow * K;
+    live[0] = 1;
+    for (ptrdiff_t tb = t0; tb < t1; tb += BLOCK) {
+        const int nb = (int)(t1 - tb < BLOCK ? t1 - tb : BLOCK);
+        for (int b = 0; b < nb; b++) {
+            const ptrdiff_t t = tb + b, n = t / per_image, r = t - n * per_image;
+            const int y0 = (int)(r / q.tx) * 2 - q.pad_top, x0 = (int)(r % q.tx) * 2 - q.pad_left;
+            const T *img = src + (ptrdiff_t)n * q.h * src_rs;
+            if (y0 >= 0 && x0 >= 0 && y0 + 4 <= q.h && x0 + 4 <= q.w) {
+                FN(wino_input)(img + y0 * src_rs + (ptrdiff_t)x0 * C, src_rs, C, C,
+                               v + (ptrdiff_t)b * cpad, vstride);
+                continue;
+            }
+            /* the tile with its zeros, whole vectors of channels */
+            for (int a = 0; a < 4; a++)
+                for (int e = 0; e < 4; e++) {
+                    T *pp = patch + (ptrdiff_t)(a * 4 + e) * cpad;
+                    const int yy = y0 + a, xx = x0 + e;
+                    if (yy >= 0 && yy < q.h && xx >= 0 && xx < q.w) {
+                        memcpy(pp, img + yy * src_rs + (ptrdiff_t)xx * C, sizeof(T) * (size_t)C);
+                        memset(pp + C, 0, sizeof(T) * (size_t)(cpad - C));
+                    } else {
+                        memset(pp, 0, sizeof(T) * (size_t)cpad);
+                    }
+                }
+            FN(wino_input)(patch, 4 * (ptrdiff_t)cpad, cpad, cpad, v + (ptrdiff_t)b * cpad,
+                           vstride);
+        }
+        for (int xi = 0; xi < 16; xi++)
+            for (int b0 = 0; b0 < nb; b0 += MR) {
+                const int mr = nb - b0 < MR ? nb - b0 : MR;
+                for (int p = 0; p < mr; p++) {
+                    ptrs[p] = v + xi * vstride + (ptrdiff_t)(b0 + p) * cpad;
+                    outs[p] = m + xi * mstride + (ptrdiff_t)(b0 + p) * opad;
+                }
+                FN(tile_blocks)(mr, ptrs, 0, (ptrdiff_t)cpad * (ptrdiff_t)sizeof(T), 1, C, live,
+                                packed + (ptrdiff_t)xi * C * opad, opad, NULL, 0,
+                                (T *const *)outs, 0);
+            }
+        for (int b = 0; b < nb; b++) {
+            const ptrdiff_t t = tb + b, n = t / per_image, r = t - n * per_image;
+            const int y0 = (int)(r / q.tx) * 2, x0 = (int)(r % q.tx) * 2;
+            T *img = dst + (ptrdiff_t)n * q.oh * dst_rs;
+            const T *mb = m + (ptrdiff_t)b * opad;
+            if (y0 + 2 <= q.oh && x0 + 2 <= q.ow) {
+                FN(wino_output)(mb, mstride, bias, relu, K, img + y0 * dst_rs + (ptrdiff_t)x0 * K,
+                                dst_rs, K);
+                continue;
+            }
+            /* past the last row or column: through the patch, then the pixels inside */
+            FN(wino_output)(mb, mstride, bias, relu, opad, patch, 2 * (ptrdiff_t)opad, opad);
+            for (int a = 0; a < 2 && y0 + a < q.oh; a++)
+                for (int e = 0; e < 2 && x0 + e < q.ow; e++)
+                    memcpy(img + (y0 + a) * dst_rs + (ptrdiff_t)(x0 + e) * K,
+                           patch + (ptrdiff_t)(a * 2 + e) * opad, sizeof(T) * (size_t)K);
+        }
     }
 }
 

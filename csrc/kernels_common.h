@@ -109,6 +109,48 @@ static inline int cyc_dw_chunk(const cyc_geom_t *g)
     return p;
 }
 
+
+/* A Winograd convolution (CYC_WINO_FWD or CYC_WINO_DX) as the forward convolution it computes:
+ * the input gradient of a 3x3 convolution with unit stride reads dy padded by 2 - pad (negative:
+ * cropped) through the flipped, transposed weights. */
+typedef struct {
+    int n, h, w, c;          /* the tensor read */
+    int oh, ow, k;           /* the tensor computed */
+    int pad_top, pad_left;
+    int ty, tx;              /* tiles of 2x2 computed pixels per image, down and across */
+} cyc_wino_t;
+
+static inline cyc_wino_t cyc_wino(const cyc_geom_t *g, int mode)
+{
+    cyc_wino_t q;
+    q.n = g->n;
+    if (mode == CYC_WINO_FWD) {
+        q.h = g->h; q.w = g->w; q.c = g->c; q.oh = g->oh; q.ow = g->ow; q.k = g->cout;
+        q.pad_top = g->pad_top; q.pad_left = g->pad_left;
+    } else {
+        q.h = g->oh; q.w = g->ow; q.c = g->cout; q.oh = g->h; q.ow = g->w; q.k = g->c;
+        q.pad_top = 2 - g->pad_top; q.pad_left = 2 - g->pad_left;
+    }
+    q.ty = (q.oh + 1) / 2; q.tx = (q.ow + 1) / 2;
+    return q;
+}
+
+/* Tiles transformed at a time: as many as keep their transformed inputs and products within
+ * about 300 KB (in L2, beside the weights; each of the 16 products' weights is then read once
+ * per block), a multiple of every instruction set's tile height, 12 to 48. */
+static inline int cyc_wino_block(const cyc_wino_t *q, int elem_size)
+{
+    int vlen = 64 / elem_size;
+    int bytes = 16 * elem_size * (cyc_round_up(q->c, vlen) + cyc_round_up(q->k, vlen));
+    int b = 300 * 1024 / bytes / 12 * 12;
+    return b < 12 ? 12 : b > 48 ? 48 : b;
+}
+
+/* When cyc_conv_winograd takes the Winograd path: channels read and computed, at least; its
+ * products at most this share of the direct convolution's. */
+#define CYC_WINO_MIN_CHANNELS 16
+#define CYC_WINO_MAX_SHARE 0.6
+
 #define CYC_DECLARE_ISA(SUF, ISA, T)                                                             \
     void cyc_conv_pack_##SUF##_##ISA(const cyc_geom_t *, const T *, const T *, int, T *,        \
                                      ptrdiff_t, ptrdiff_t);                                     \
@@ -118,6 +160,8 @@ static inline int cyc_dw_chunk(const cyc_geom_t *g)
                                          T *, ptrdiff_t, ptrdiff_t, void *);                    \
     void cyc_conv_bwd_data_scatter_##SUF##_##ISA(const cyc_geom_t *, int, const T *, const T *, \
                                                  T *, ptrdiff_t, ptrdiff_t, void *);            \
+    void cyc_conv_winograd_##SUF##_##ISA(const cyc_geom_t *, int, const T *, const T *, int,   \
+                                         T *, ptrdiff_t, ptrdiff_t, void *);                    \
     void cyc_conv_bwd_filter_##SUF##_##ISA(const cyc_geom_t *, const T *, const T *, const T *, \
                                            const cyc_unpool_t *, T *, T *, ptrdiff_t,           \
                                            ptrdiff_t, void *);                                  \

@@ -1,5 +1,5 @@
 """Build facts and threads: show_config, OpenMP, set/get_num_threads, OMP_NUM_THREADS,
-threadpoolctl, and the CYCONV_ISA override."""
+threadpoolctl, and the CYCONV_ISA and CYCONV_WINOGRAD overrides."""
 
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ def default_threads():
 def run_python(code, **env):
     """Run code in a fresh interpreter with extra environment variables; return its stdout."""
     full_env = {k: v for k, v in os.environ.items()
-                if k not in ("OMP_NUM_THREADS", "CYCONV_ISA")}
+                if k not in ("OMP_NUM_THREADS", "CYCONV_ISA", "CYCONV_WINOGRAD")}
     full_env.update(env)
     done = subprocess.run([sys.executable, "-c", code], env=full_env, capture_output=True,
                           text=True, timeout=120)
@@ -36,7 +36,7 @@ def run_python(code, **env):
 def test_show_config_prints_and_returns_the_facts():
     out = io.StringIO()
     info = cyconv.show_config(file=out)
-    for key in ("version", "compiler", "openmp", "threads", "numpy", "simd"):
+    for key in ("version", "compiler", "openmp", "threads", "numpy", "simd", "winograd"):
         assert key in info
         assert f"{key}" in out.getvalue()
     assert info["version"] == cyconv.__version__
@@ -132,3 +132,13 @@ def test_cyconv_isa_env_cannot_ask_for_more_than_the_cpu_has():
     best = _kernels.isa_best()
     assert run_python("from cyconv import _kernels; print(_kernels.isa_get())",
                       CYCONV_ISA="avx512") == best
+
+
+@pytest.mark.parametrize("value, enabled", [("0", "False"), ("1", "True"), ("", "True")])
+def test_cyconv_winograd_env_turns_winograd_off(value, enabled):
+    code = ("import io, cyconv; from cyconv import _args, _kernels; "
+            "g = _args.conv_geometry((2, 8, 8, 16), (3, 3, 16, 16), 1, 'same', 1, 1, 'NHWC'); "
+            "print(cyconv.show_config(file=io.StringIO())['winograd'], "
+            "_kernels.conv2d_forward_route(g))")
+    route = "winograd" if enabled == "True" else "direct"
+    assert run_python(code, CYCONV_WINOGRAD=value) == f"{enabled} {route}"

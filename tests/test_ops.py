@@ -7,6 +7,8 @@ exactly), and checks that no input was modified.
 
 from __future__ import annotations
 
+import contextlib
+
 import numpy as np
 import pytest
 from hypothesis import given
@@ -466,8 +468,88 @@ def test_input_gradient_scattered_by_kernel_rows(shape, kernel, kwargs):
 
 
 def test_input_gradient_gathers_for_large_same_padded_images():
-    g = _args.conv_geometry((8, 56, 56, 64), (3, 3, 64, 64), 1, "same", 1, 1, "NHWC")
-    assert _kernels.conv2d_backward_data_route(g, np.float32) == "gather"
+    # 3x3 is Winograd's; the direct route it replaces for 3x3 is the same
+    for k in (5, 3):
+        g = _args.conv_geometry((8, 56, 56, 64), (k, k, 64, 64), 1, "same", 1, 1, "NHWC")
+        with winograd_off():
+            assert _kernels.conv2d_backward_data_route(g, np.float32) == "gather"
+
+
+# --- Winograd F(2x2, 3x3) ---------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def winograd_off():
+    assert _kernels.winograd_set(False) is True
+    try:
+        yield
+    finally:
+        _kernels.winograd_set(True)
+
+
+WINOGRAD_CONVS = {
+    # name: (x NHWC shape, cout, keyword arguments, whether dx is by Winograd too)
+    "whole vectors, even sizes": ((2, 8, 8, 16), 16, {"padding": "same"}, True),
+    # 17 and 19 channels leave a partial vector on every instruction set; 9x7 outputs leave
+    # tiles past the last row and column
+    "partial vectors, odd sizes": ((3, 9, 7, 17), 19, {"padding": "same"}, True),
+    # valid: dx (12x11 from 10x9) would waste more than the scatter, which computes no padding
+    "valid": ((4, 12, 11, 24), 20, {}, False),
+    "asymmetric padding": ((1, 10, 10, 16), 33, {"padding": ((0, 2), (1, 0))}, True),
+    # dx of a padding wider than the kernel crops dy instead of padding it
+    "padding wider than the kernel": ((2, 9, 9, 20), 16, {"padding": 3}, True),
+    # 320 tiles: several blocks per thread, and blocks that run from one image into the next;
+    # 40 and 72 channels fill two weight blocks and a part
+    "many tiles, wide outputs": ((5, 16, 16, 40), 72, {"padding": 1}, True),
+}
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
+@pytest.mark.parametrize("name", list(WINOGRAD_CONVS))
+def test_winograd_convolutions_match_reference(name, dtype):
+    x_shape, cout, kwargs, dx_winograd = WINOGRAD_CONVS[name]
+    x, w, b = conv_arrays(x_shape, (3, 3, x_shape[3], cout), "NHWC", dtype)
+    g = _args.conv_geometry(x.shape, w.shape, 1, kwargs.get("padding", "valid"), 1, 1, "NHWC")
+    assert _kernels.conv2d_forward_route(g) == "winograd"
+    assert (_kernels.conv2d_backward_data_route(g, dtype) == "winograd") == dx_winograd
+    check_conv(x, w, b, kwargs, activation="relu")
+
+
+def test_winograd_in_nchw():
+    x, w, b = conv_arrays((3, 10, 9, 16), (3, 3, 16, 24), "NCHW", np.float32)
+    check_conv(x, w, b, dict(padding="same", data_format="NCHW"), activation="relu")
+
+
+@pytest.mark.parametrize("x_shape, w_shape, kwargs", [
+    ((2, 12, 12, 16), (3, 3, 16, 16), {"stride": 2, "padding": 1}),
+    ((2, 12, 12, 16), (3, 3, 16, 16), {"dilation": 2, "padding": 2}),
+    ((2, 12, 12, 32), (3, 3, 16, 32), {"groups": 2, "padding": 1}),
+    ((2, 12, 12, 15), (3, 3, 15, 32), {"padding": 1}),   # too few channels in
+    ((2, 12, 12, 32), (3, 3, 32, 15), {"padding": 1}),   # too few out
+    ((2, 12, 12, 32), (5, 5, 32, 32), {"padding": 2}),
+    # 3x3 outputs: 4 tiles cover 16 pixels, 64 products against the direct 81
+    ((8, 5, 5, 64), (3, 3, 64, 64), {}),
+], ids=["stride 2", "dilation 2", "groups 2", "15 in", "15 out", "5x5", "3x3 outputs"])
+def test_convolutions_winograd_does_not_take(x_shape, w_shape, kwargs):
+    g = _args.conv_geometry(x_shape, w_shape, kwargs.get("stride", 1), kwargs["padding"]
+                            if "padding" in kwargs else "valid", kwargs.get("dilation", 1),
+                            kwargs.get("groups", 1), "NHWC")
+    assert _kernels.conv2d_forward_route(g) == "direct"
+    assert _kernels.conv2d_backward_data_route(g, np.float32) != "winograd"
+
+
+def test_winograd_can_be_turned_off():
+    x, w, b = conv_arrays((2, 8, 8, 16), (3, 3, 16, 16), "NHWC", np.float32)
+    g = _args.conv_geometry(x.shape, w.shape, 1, "same", 1, 1, "NHWC")
+    on = ops.conv2d(x, w, b, padding="same")
+    with winograd_off():
+        assert not _kernels.winograd_enabled()
+        assert _kernels.conv2d_forward_route(g) == "direct"
+        assert _kernels.conv2d_backward_data_route(g, np.float32) == "gather"
+        off = ops.conv2d(x, w, b, padding="same")
+    assert _kernels.winograd_enabled()
+    np.testing.assert_allclose(on, off, rtol=1e-5, atol=1e-5)
+    assert not np.array_equal(on, off), "Winograd rounds differently from the direct path"
 
 
 @pytest.mark.parametrize("cout, groups", [(100, 1), (140, 2), (64, 1)])

@@ -75,6 +75,7 @@ def config():
         "threads": get_num_threads(),
         "simd": _kernels.isa_get(),
         "simd_best": _kernels.isa_best(),
+        "winograd": _kernels.winograd_enabled(),
     }
 
 

@@ -72,6 +72,20 @@ cdef extern from "cyconv.h" nogil:
     void cyc_conv_bwd_data_scatter_f64(const cyc_geom_t *g, int rows, const double *dy,
                                        const double *p, double *dx, ptrdiff_t n0, ptrdiff_t n1,
                                        void *s)
+    enum:
+        CYC_WINO_FWD
+        CYC_WINO_DX
+    int cyc_conv_winograd(const cyc_geom_t *g, int transposed)
+    int cyc_conv_winograd_set(int on)
+    int cyc_conv_winograd_enabled()
+    ptrdiff_t cyc_conv_winograd_tiles(const cyc_geom_t *g, int mode)
+    int cyc_conv_winograd_block(const cyc_geom_t *g, int mode, int elem_size)
+    size_t cyc_conv_winograd_scratch_bytes(const cyc_geom_t *g, int mode, int elem_size)
+    void cyc_conv_winograd_f32(const cyc_geom_t *g, int mode, const float *src, const float *p,
+                               int relu, float *dst, ptrdiff_t t0, ptrdiff_t t1, void *s)
+    void cyc_conv_winograd_f64(const cyc_geom_t *g, int mode, const double *src,
+                               const double *p, int relu, double *dst, ptrdiff_t t0,
+                               ptrdiff_t t1, void *s)
     ctypedef struct cyc_unpool_t:
         const void *dy
         const uint8_t *cell
@@ -172,17 +186,36 @@ cdef inline Py_ssize_t _n_chunks(Py_ssize_t total, Py_ssize_t chunk) noexcept no
 
 
 # What _run_tiles runs: the forward pass, or the input gradient gathered or scattered by kernel
-# taps or kernel rows.
+# taps or kernel rows; or either by Winograd.
 cdef enum:
     FORWARD = 0
     GATHER_DX = 1
     SCATTER_DX = 2
     SCATTER_ROWS_DX = 3
+    WINOGRAD = 4
+    WINOGRAD_DX = 5
+
+
+cdef inline int _packing(int kind) noexcept nogil:
+    """cyc_conv_pack's `transposed` for the weights that kind of run reads."""
+    if kind == FORWARD:
+        return 0
+    if kind == WINOGRAD:
+        return CYC_WINO_FWD
+    if kind == WINOGRAD_DX:
+        return CYC_WINO_DX
+    return CYC_ROW_TAPS if kind == SCATTER_ROWS_DX else 1
 
 
 cdef inline void _tiles(int kind, const cyc_geom_t *g, const floating *src,
                         const floating *packed, bint relu, const floating *zeros, floating *dst,
                         Py_ssize_t m0, Py_ssize_t m1, void *scratch) noexcept nogil:
+    if kind == WINOGRAD or kind == WINOGRAD_DX:
+        if floating is float:
+            cyc_conv_winograd_f32(g, _packing(kind), src, packed, relu, dst, m0, m1, scratch)
+        else:
+            cyc_conv_winograd_f64(g, _packing(kind), src, packed, relu, dst, m0, m1, scratch)
+        return
     if floating is float:
         if kind == FORWARD:
             cyc_conv_fwd_f32(g, src, packed, relu, zeros, dst, m0, m1, scratch)
@@ -199,11 +232,6 @@ cdef inline void _tiles(int kind, const cyc_geom_t *g, const floating *src,
         else:
             cyc_conv_bwd_data_scatter_f64(g, kind == SCATTER_ROWS_DX, src, packed, dst, m0, m1,
                                           scratch)
-
-
-cdef inline int _packing(int kind) noexcept nogil:
-    """cyc_conv_pack's `transposed` for the weights that kind of run reads."""
-    return 0 if kind == FORWARD else CYC_ROW_TAPS if kind == SCATTER_ROWS_DX else 1
 
 
 cdef int _run_tiles(int kind, const cyc_geom_t *g, const floating *w, const floating *bias,
@@ -267,21 +295,49 @@ def conv2d_forward(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] 
                    floating[:, :, :, ::1] y, int n_threads):
     """y = conv(x, w) + b (+ ReLU), all NHWC / HWIO, y preallocated."""
     cdef cyc_geom_t g = _geom(geom)
-    cdef Py_ssize_t M = <Py_ssize_t>g.n * g.oh * g.ow
+    cdef int kind = WINOGRAD if cyc_conv_winograd(&g, 0) else FORWARD
+    cdef Py_ssize_t M
+    cdef size_t sbytes
+    cdef Py_ssize_t chunk
+    if kind == WINOGRAD:
+        M = cyc_conv_winograd_tiles(&g, CYC_WINO_FWD)
+        sbytes = cyc_conv_winograd_scratch_bytes(&g, CYC_WINO_FWD, sizeof(floating))
+        chunk = _chunk(M, n_threads, cyc_conv_winograd_block(&g, CYC_WINO_FWD, sizeof(floating)))
+    else:
+        M = <Py_ssize_t>g.n * g.oh * g.ow
+        sbytes = cyc_conv_scratch_bytes(&g, 0, sizeof(floating))
+        chunk = _chunk(M, n_threads, 48)
     cdef const floating *bp = &b[0] if b is not None else NULL
-    cdef size_t sbytes = cyc_conv_scratch_bytes(&g, 0, sizeof(floating))
     cdef int failed
     with nogil:
-        failed = _run_conv(FORWARD, &g, &w[0, 0, 0, 0], bp, &x[0, 0, 0, 0], relu,
-                           &y[0, 0, 0, 0], M, _chunk(M, n_threads, 48), sbytes, n_threads)
+        failed = _run_conv(kind, &g, &w[0, 0, 0, 0], bp, &x[0, 0, 0, 0], relu,
+                           &y[0, 0, 0, 0], M, chunk, sbytes, n_threads)
     if failed:
         raise MemoryError("conv2d: could not allocate scratch memory")
 
 
-def conv2d_backward_data_route(object geom, object dtype):
-    """How conv2d_backward_data computes dx for this problem: 'gather', 'scatter taps' or
-    'scatter rows' (cyc_conv_bwd_data_scatters decides)."""
+def winograd_set(bint on):
+    """Turn the Winograd path on or off (see cyc_conv_winograd); returns the previous setting."""
+    return bool(cyc_conv_winograd_set(on))
+
+
+def winograd_enabled():
+    return bool(cyc_conv_winograd_enabled())
+
+
+def conv2d_forward_route(object geom):
+    """How conv2d_forward computes y for this problem: 'winograd' or 'direct'."""
     cdef cyc_geom_t g = _geom(geom)
+    return "winograd" if cyc_conv_winograd(&g, 0) else "direct"
+
+
+def conv2d_backward_data_route(object geom, object dtype):
+    """How conv2d_backward_data computes dx for this problem: 'winograd', 'gather',
+    'scatter taps' or 'scatter rows' (cyc_conv_winograd, then cyc_conv_bwd_data_scatters
+    decide)."""
+    cdef cyc_geom_t g = _geom(geom)
+    if cyc_conv_winograd(&g, 1):
+        return "winograd"
     route = cyc_conv_bwd_data_scatters(&g, np.dtype(dtype).itemsize)
     return {CYC_GATHER: "gather", CYC_SCATTER_TAPS: "scatter taps",
             CYC_SCATTER_ROWS: "scatter rows"}[route]
@@ -303,6 +359,12 @@ def conv2d_backward_data(const floating[:, :, :, ::1] dy, const floating[:, :, :
     # Scattered tiles run across images, so how images are grouped changes the order in which
     # dx adds up: the groups depend on the problem only, never on the thread count.
     cdef Py_ssize_t chunk = (M + 7) // 8 if scatter else _chunk(M, n_threads, 48)
+    if cyc_conv_winograd(&g, 1):
+        # every dx tile is computed whole by one thread: any chunks give the same bits
+        kind = WINOGRAD_DX
+        M = cyc_conv_winograd_tiles(&g, CYC_WINO_DX)
+        sbytes = cyc_conv_winograd_scratch_bytes(&g, CYC_WINO_DX, sizeof(floating))
+        chunk = _chunk(M, n_threads, cyc_conv_winograd_block(&g, CYC_WINO_DX, sizeof(floating)))
     cdef int failed
     with nogil:
         failed = _run_conv(kind, &g, &w[0, 0, 0, 0], NULL, &dy[0, 0, 0, 0], False,
