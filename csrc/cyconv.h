@@ -135,6 +135,23 @@ void cyc_conv_winograd_f64(const cyc_geom_t *g, int mode, const double *src,
                            const double *packed, int relu, double *dst, ptrdiff_t t0,
                            ptrdiff_t t1, void *scratch);
 
+/* The weight gradient by Winograd (where cyc_conv_winograd(g, 0) says; no pool, see
+ * kernels_body.h): tiles [t0, t1) of the forward pass accumulated into one thread's du_acc, of
+ * cyc_conv_winograd_dw_acc_len() elements (zeroed by the caller), and db_acc (cout); then rows
+ * [c0, c1) (input channels) of dw_hwio from the sum of n_acc accumulators laid end to end. */
+size_t cyc_conv_winograd_dw_acc_len(const cyc_geom_t *g, int elem_size);
+size_t cyc_conv_winograd_dw_scratch_bytes(const cyc_geom_t *g, int elem_size);
+void cyc_conv_bwd_filter_winograd_f32(const cyc_geom_t *g, const float *x, const float *dy,
+                                      const float *relu_y, float *du_acc, float *db_acc,
+                                      ptrdiff_t t0, ptrdiff_t t1, void *scratch);
+void cyc_conv_bwd_filter_winograd_f64(const cyc_geom_t *g, const double *x, const double *dy,
+                                      const double *relu_y, double *du_acc, double *db_acc,
+                                      ptrdiff_t t0, ptrdiff_t t1, void *scratch);
+void cyc_conv_dw_finish_winograd_f32(const cyc_geom_t *g, const float *accs, int n_acc,
+                                     float *dw_hwio, ptrdiff_t c0, ptrdiff_t c1);
+void cyc_conv_dw_finish_winograd_f64(const cyc_geom_t *g, const double *accs, int n_acc,
+                                     double *dw_hwio, ptrdiff_t c0, ptrdiff_t c1);
+
 /* A max-pool after the convolution, whose input gradient the weight gradient reads in place
  * of dy: output pixel (n, y, x) has the gradient dy[n][wy][wx] where it is the recorded cell
  * (y % sh) * kw + x % sw of window (wy, wx) = (y / sh, x / sw), else 0.  The pool's windows

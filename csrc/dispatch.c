@@ -169,7 +169,7 @@ ptrdiff_t cyc_conv_winograd_tiles(const cyc_geom_t *g, int mode)
 int cyc_conv_winograd_block(const cyc_geom_t *g, int mode, int elem_size)
 {
     cyc_wino_t q = cyc_wino(g, mode);
-    return cyc_wino_block(&q, elem_size);
+    return cyc_wino_block(&q, elem_size, 0);
 }
 
 size_t cyc_conv_winograd_scratch_bytes(const cyc_geom_t *g, int mode, int elem_size)
@@ -178,9 +178,26 @@ size_t cyc_conv_winograd_scratch_bytes(const cyc_geom_t *g, int mode, int elem_s
     cyc_wino_t q = cyc_wino(g, mode);
     int vlen = 64 / elem_size;
     size_t cpad = (size_t)cyc_round_up(q.c, vlen), opad = (size_t)cyc_round_up(q.k, vlen);
-    size_t block = (size_t)cyc_wino_block(&q, elem_size), patch = cpad > opad ? cpad : opad;
+    size_t block = (size_t)cyc_wino_block(&q, elem_size, 0), patch = cpad > opad ? cpad : opad;
     return 2 * sizeof(void *) * CYC_MR_MAX + 1 + 64 +
            (size_t)elem_size * 16 * (block * (cpad + opad) + patch);
+}
+
+size_t cyc_conv_winograd_dw_acc_len(const cyc_geom_t *g, int elem_size)
+{
+    /* [16][C][K to 64 bytes]: whole cache lines */
+    return 16 * (size_t)g->c * (size_t)cyc_round_up(g->cout, 64 / elem_size);
+}
+
+size_t cyc_conv_winograd_dw_scratch_bytes(const cyc_geom_t *g, int elem_size)
+{
+    /* the layout in FN(cyc_conv_bwd_filter_winograd) */
+    cyc_wino_t q = cyc_wino(g, CYC_WINO_FWD);
+    int vlen = 64 / elem_size;
+    size_t cpad = (size_t)cyc_round_up(q.c, vlen), opad = (size_t)cyc_round_up(q.k, vlen);
+    size_t block = (size_t)cyc_wino_block(&q, elem_size, 1);
+    return block * (sizeof(void *) + sizeof(int)) + CYC_MR_MAX * sizeof(ptrdiff_t) + 64 +
+           (size_t)elem_size * (opad + 16 * (block * (cpad + opad) + cpad));
 }
 
 size_t cyc_conv_dw_acc_len(const cyc_geom_t *g, int elem_size)
@@ -224,6 +241,44 @@ size_t cyc_conv_dw_scratch_bytes(const cyc_geom_t *g, int elem_size)
     }
 CYC_DW_FINISH(f32, float)
 CYC_DW_FINISH(f64, double)
+
+/* dw = G^T dU G (see FN(cyc_conv_bwd_filter_winograd)) for input channels [c0, c1), dU the sum
+ * of the partial sums in a fixed order; 64 output channels at a time. */
+#define CYC_DW_FINISH_WINOGRAD(SUF, T)                                                         \
+    void cyc_conv_dw_finish_winograd_##SUF(const cyc_geom_t *g, const T *accs, int n_acc,      \
+                                           T *dw, ptrdiff_t c0, ptrdiff_t c1)                  \
+    {                                                                                          \
+        const int C = g->c, K = g->cout, opad = cyc_round_up(K, 64 / (int)sizeof(T));          \
+        const size_t acc_len = cyc_conv_winograd_dw_acc_len(g, (int)sizeof(T));                \
+        T u[16][64];                                                                           \
+        for (ptrdiff_t c = c0; c < c1; c++)                                                    \
+            for (int k0 = 0; k0 < K; k0 += 64) {                                               \
+                const int nk = K - k0 < 64 ? K - k0 : 64;                                      \
+                for (int xi = 0; xi < 16; xi++) {                                              \
+                    const T *a = accs + ((size_t)xi * C + (size_t)c) * opad + k0;              \
+                    for (int k = 0; k < nk; k++) u[xi][k] = (T)0 + a[k];                       \
+                    for (int t = 1; t < n_acc; t++)                                            \
+                        for (int k = 0; k < nk; k++) u[xi][k] += a[t * acc_len + k];           \
+                }                                                                              \
+                for (int k = 0; k < nk; k++) {                                                 \
+                    T s[3][4];                                                                 \
+                    for (int e = 0; e < 4; e++) {                                              \
+                        T u0 = u[e][k], u1 = u[4 + e][k], u2 = u[8 + e][k], u3 = u[12 + e][k]; \
+                        s[0][e] = u0 + (u1 + u2) * (T)0.5;                                     \
+                        s[1][e] = (u1 - u2) * (T)0.5;                                          \
+                        s[2][e] = (u1 + u2) * (T)0.5 + u3;                                     \
+                    }                                                                          \
+                    for (int i = 0; i < 3; i++) {                                              \
+                        T *d = dw + ((size_t)i * 3 * C + (size_t)c) * K + k0 + k;              \
+                        d[0] = s[i][0] + (s[i][1] + s[i][2]) * (T)0.5;                         \
+                        d[(size_t)C * K] = (s[i][1] - s[i][2]) * (T)0.5;                       \
+                        d[2 * (size_t)C * K] = (s[i][1] + s[i][2]) * (T)0.5 + s[i][3];         \
+                    }                                                                          \
+                }                                                                              \
+            }                                                                                  \
+    }
+CYC_DW_FINISH_WINOGRAD(f32, float)
+CYC_DW_FINISH_WINOGRAD(f64, double)
 
 #ifdef CYC_HAVE_X86_ISAS
 #define CYC_PICK(name, SUF, ...)                                                               \
@@ -273,6 +328,12 @@ CYC_DW_FINISH(f64, double)
                                  int relu, T *dst, ptrdiff_t t0, ptrdiff_t t1, void *s)        \
     {                                                                                          \
         CYC_PICK(cyc_conv_winograd, SUF, g, mode, src, p, relu, dst, t0, t1, s);               \
+    }                                                                                          \
+    void cyc_conv_bwd_filter_winograd_##SUF(const cyc_geom_t *g, const T *x, const T *dy,     \
+                                            const T *ry, T *du, T *db, ptrdiff_t t0,           \
+                                            ptrdiff_t t1, void *s)                             \
+    {                                                                                          \
+        CYC_PICK(cyc_conv_bwd_filter_winograd, SUF, g, x, dy, ry, du, db, t0, t1, s);          \
     }                                                                                          \
     void cyc_conv_bwd_filter_##SUF(const cyc_geom_t *g, const T *x, const T *dy,              \
                                    const T *ry, const cyc_unpool_t *up, T *dw, T *db,          \

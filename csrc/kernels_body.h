@@ -1007,13 +1007,47 @@ ALWAYS_INLINE void FN(wino_output)(const T *m, ptrdiff_t mstride, const T *bias,
     }
 }
 
+/* B^T d B of tiles [tb, tb + nb) into v[xi * vstride + b * cpad + channel]; a tile that crosses
+ * the border is first copied with its zeros into patch ([16][cpad]). */
+static void FN(wino_inputs)(const cyc_wino_t *qp, const T *src, ptrdiff_t tb, int nb, T *v,
+                            ptrdiff_t vstride, T *patch)
+{
+    const cyc_wino_t q = *qp;
+    const int C = q.c, cpad = cyc_round_up(C, VLEN);
+    const ptrdiff_t per_image = (ptrdiff_t)q.ty * q.tx, src_rs = (ptrdiff_t)q.w * C;
+    for (int b = 0; b < nb; b++) {
+        const ptrdiff_t t = tb + b, n = t / per_image, r = t - n * per_image;
+        const int y0 = (int)(r / q.tx) * 2 - q.pad_top, x0 = (int)(r % q.tx) * 2 - q.pad_left;
+        const T *img = src + (ptrdiff_t)n * q.h * src_rs;
+        if (y0 >= 0 && x0 >= 0 && y0 + 4 <= q.h && x0 + 4 <= q.w) {
+            FN(wino_input)(img + y0 * src_rs + (ptrdiff_t)x0 * C, src_rs, C, C,
+                           v + (ptrdiff_t)b * cpad, vstride);
+            continue;
+        }
+        /* the tile with its zeros, whole vectors of channels */
+        for (int a = 0; a < 4; a++)
+            for (int e = 0; e < 4; e++) {
+                T *pp = patch + (ptrdiff_t)(a * 4 + e) * cpad;
+                const int yy = y0 + a, xx = x0 + e;
+                if (yy >= 0 && yy < q.h && xx >= 0 && xx < q.w) {
+                    memcpy(pp, img + yy * src_rs + (ptrdiff_t)xx * C, sizeof(T) * (size_t)C);
+                    memset(pp + C, 0, sizeof(T) * (size_t)(cpad - C));
+                } else {
+                    memset(pp, 0, sizeof(T) * (size_t)cpad);
+                }
+            }
+        FN(wino_input)(patch, 4 * (ptrdiff_t)cpad, cpad, cpad, v + (ptrdiff_t)b * cpad,
+                       vstride);
+    }
+}
+
 void FN(cyc_conv_winograd)(const cyc_geom_t *g, int mode, const T *src, const T *packed,
                            int relu, T *dst, ptrdiff_t t0, ptrdiff_t t1, void *scratch)
 {
     const cyc_wino_t q = cyc_wino(g, mode);
     const int C = q.c, K = q.k, cpad = cyc_round_up(C, VLEN), opad = cyc_round_up(K, VLEN);
     const ptrdiff_t per_image = (ptrdiff_t)q.ty * q.tx;
-    const int BLOCK = cyc_wino_block(&q, (int)sizeof(T));
+    const int BLOCK = cyc_wino_block(&q, (int)sizeof(T), 0);
     /* scratch: ptrs [MR_MAX] | outs [MR_MAX] | live | v [16][BLOCK][cpad] | m [16][BLOCK][opad]
      * | patch [16][cpad] (a tile that crosses the border, with its zeros) */
     const T **ptrs = (const T **)scratch;
@@ -1025,34 +1059,11 @@ void FN(cyc_conv_winograd)(const cyc_geom_t *g, int mode, const T *src, const T 
     const ptrdiff_t vstride = (ptrdiff_t)BLOCK * cpad;
     const ptrdiff_t mstride = (ptrdiff_t)BLOCK * opad;
     const T *bias = packed + (ptrdiff_t)16 * C * opad;
-    const ptrdiff_t src_rs = (ptrdiff_t)q.w * C, dst_rs = (ptrdiff_t)q.ow * K;
+    const ptrdiff_t dst_rs = (ptrdiff_t)q.ow * K;
     live[0] = 1;
     for (ptrdiff_t tb = t0; tb < t1; tb += BLOCK) {
         const int nb = (int)(t1 - tb < BLOCK ? t1 - tb : BLOCK);
-        for (int b = 0; b < nb; b++) {
-            const ptrdiff_t t = tb + b, n = t / per_image, r = t - n * per_image;
-            const int y0 = (int)(r / q.tx) * 2 - q.pad_top, x0 = (int)(r % q.tx) * 2 - q.pad_left;
-            const T *img = src + (ptrdiff_t)n * q.h * src_rs;
-            if (y0 >= 0 && x0 >= 0 && y0 + 4 <= q.h && x0 + 4 <= q.w) {
-                FN(wino_input)(img + y0 * src_rs + (ptrdiff_t)x0 * C, src_rs, C, C,
-                               v + (ptrdiff_t)b * cpad, vstride);
-                continue;
-            }
-            /* the tile with its zeros, whole vectors of channels */
-            for (int a = 0; a < 4; a++)
-                for (int e = 0; e < 4; e++) {
-                    T *pp = patch + (ptrdiff_t)(a * 4 + e) * cpad;
-                    const int yy = y0 + a, xx = x0 + e;
-                    if (yy >= 0 && yy < q.h && xx >= 0 && xx < q.w) {
-                        memcpy(pp, img + yy * src_rs + (ptrdiff_t)xx * C, sizeof(T) * (size_t)C);
-                        memset(pp + C, 0, sizeof(T) * (size_t)(cpad - C));
-                    } else {
-                        memset(pp, 0, sizeof(T) * (size_t)cpad);
-                    }
-                }
-            FN(wino_input)(patch, 4 * (ptrdiff_t)cpad, cpad, cpad, v + (ptrdiff_t)b * cpad,
-                           vstride);
-        }
+        FN(wino_inputs)(&q, src, tb, nb, v, vstride, patch);
         for (int xi = 0; xi < 16; xi++)
             for (int b0 = 0; b0 < nb; b0 += MR) {
                 const int mr = nb - b0 < MR ? nb - b0 : MR;
@@ -1350,6 +1361,92 @@ void FN(cyc_conv_bwd_filter)(const cyc_geom_t *g, const T *x, const T *dy, const
         }
     }
     for (int co = 0; co < g->cout; co++) db_acc[co] += dbl[co];
+}
+
+/* The weight gradient by Winograd, tiles [t0, t1) of the forward pass (see cyc_conv_winograd):
+ * y = A^T M A with M = U * V makes dM = A dy A^T per tile, and dU[xi] = sum over tiles of
+ * V[xi] (x) dM[xi], C x K per xi: 16 reductions over the tiles, run on the direct weight
+ * gradient's register tiles.  dw = G^T dU G once the partial sums are added
+ * (cyc_conv_dw_finish_winograd).  du_acc: [16][C][opad], opad = K to 64 bytes. */
+void FN(cyc_conv_bwd_filter_winograd)(const cyc_geom_t *g, const T *x, const T *dy,
+                                      const T *relu_y, T *du_acc, T *db_acc, ptrdiff_t t0,
+                                      ptrdiff_t t1, void *scratch)
+{
+    const cyc_wino_t q = cyc_wino(g, CYC_WINO_FWD);
+    const int C = q.c, K = q.k, cpad = cyc_round_up(C, VLEN), opad = cyc_round_up(K, CYC_L64);
+    const ptrdiff_t per_image = (ptrdiff_t)q.ty * q.tx, dy_rs = (ptrdiff_t)q.ow * K;
+    const int BLOCK = cyc_wino_block(&q, (int)sizeof(T), 1);
+    /* scratch: xrows [BLOCK] | seq [MR_MAX] | dj [BLOCK] | dbl [opad] | v [16][BLOCK][cpad] |
+     *          dm [16][BLOCK][opad] | patch [16][cpad] */
+    const T **xrows = (const T **)scratch;
+    ptrdiff_t *seq = (ptrdiff_t *)(xrows + BLOCK);
+    int *dj = (int *)(seq + CYC_MR_MAX);
+    T *dbl = (T *)cyc_align64(dj + BLOCK);
+    T *v = dbl + opad;
+    T *dm = v + (ptrdiff_t)16 * BLOCK * cpad;
+    T *patch = dm + (ptrdiff_t)16 * BLOCK * opad;
+    const ptrdiff_t vstride = (ptrdiff_t)BLOCK * cpad, mstride = (ptrdiff_t)BLOCK * opad;
+    for (int b = 0; b < BLOCK; b++) { xrows[b] = v + (ptrdiff_t)b * cpad; dj[b] = b; }
+    for (int p = 0; p < CYC_MR_MAX; p++) seq[p] = p;
+    for (int k = 0; k < opad; k++) dbl[k] = 0;
+    for (ptrdiff_t tb = t0; tb < t1; tb += BLOCK) {
+        const int nb = (int)(t1 - tb < BLOCK ? t1 - tb : BLOCK);
+        FN(wino_inputs)(&q, x, tb, nb, v, vstride, patch);
+        for (int b = 0; b < nb; b++) {
+            const ptrdiff_t t = tb + b, n = t / per_image, r = t - n * per_image;
+            const int y0 = (int)(r / q.tx) * 2, x0 = (int)(r % q.tx) * 2;
+            /* the tile's dy pixels (and the fused ReLU's outputs), NULL past the output */
+            ptrdiff_t off[2][2];
+            for (int a = 0; a < 2; a++)
+                for (int e = 0; e < 2; e++) {
+                    const ptrdiff_t row = ((ptrdiff_t)n * q.oh + y0 + a) * dy_rs;
+                    off[a][e] = y0 + a < q.oh && x0 + e < q.ow ? row + (ptrdiff_t)(x0 + e) * K : -1;
+                }
+            for (int k0 = 0; k0 < opad; k0 += VLEN) {
+                const int nl = K - k0 < VLEN ? K - k0 : VLEN;
+                V d[2][2], rr[4][2];
+                for (int a = 0; a < 2; a++)
+                    for (int e = 0; e < 2; e++) {
+                        d[a][e] = (V){0};
+                        if (off[a][e] < 0 || nl <= 0) continue;
+                        const ptrdiff_t o = off[a][e] + k0;
+                        d[a][e] = nl == VLEN ? (V)LOADV(dy + o) : FN(load_part)(dy + o, nl);
+                        if (relu_y) {
+                            V yv = nl == VLEN ? (V)LOADV(relu_y + o)
+                                              : FN(load_part)(relu_y + o, nl);
+                            d[a][e] = (V)((IV)d[a][e] & (IV)(yv > (V){0}));
+                        }
+                    }
+                STOREV(dbl + k0, LOADV(dbl + k0) + (d[0][0] + d[0][1]) + (d[1][0] + d[1][1]));
+                for (int e = 0; e < 2; e++) {
+                    rr[0][e] = d[0][e];
+                    rr[1][e] = d[0][e] + d[1][e];
+                    rr[2][e] = d[0][e] - d[1][e];
+                    rr[3][e] = -d[1][e];
+                }
+                T *w = dm + (ptrdiff_t)b * opad + k0;
+                for (int a = 0; a < 4; a++) {
+                    STOREV(w + (a * 4 + 0) * mstride, rr[a][0]);
+                    STOREV(w + (a * 4 + 1) * mstride, rr[a][0] + rr[a][1]);
+                    STOREV(w + (a * 4 + 2) * mstride, rr[a][0] - rr[a][1]);
+                    STOREV(w + (a * 4 + 3) * mstride, -rr[a][1]);
+                }
+            }
+        }
+        for (int xi = 0; xi < 16; xi++)
+            for (int co0 = 0, nv, mrmax; co0 < opad; co0 += nv * VLEN) {
+                nv = FN(dw_block)(opad, co0, &mrmax);
+                const int ntile = (C + mrmax - 1) / mrmax;
+                for (int i = 0, c0 = 0; i < ntile; i++) {
+                    const int mr = C / ntile + (i < C % ntile);
+                    FN(dw_tile_any)(mr, nv, nb, xrows, xi * vstride + c0, seq, dj,
+                                    dm + xi * mstride + co0, opad,
+                                    du_acc + ((ptrdiff_t)xi * C + c0) * opad + co0, opad);
+                    c0 += mr;
+                }
+            }
+    }
+    for (int k = 0; k < K; k++) db_acc[k] += dbl[k];
 }
 
 /* dst[k] = src[k] transposed, for matrices k in [k0, k1), each rows x cols: the NCHW <-> NHWC

@@ -137,13 +137,15 @@ static inline cyc_wino_t cyc_wino(const cyc_geom_t *g, int mode)
 
 /* Tiles transformed at a time: as many as keep their transformed inputs and products within
  * about 300 KB (in L2, beside the weights; each of the 16 products' weights is then read once
- * per block), a multiple of every instruction set's tile height, 12 to 48. */
-static inline int cyc_wino_block(const cyc_wino_t *q, int elem_size)
+ * per block), a multiple of every instruction set's tile height, 12 to 48.  The weight
+ * gradient (dw) reduces over the block's tiles into 16 x C x K sums, which it reads and
+ * writes once per block: twice the memory for half the passes, up to 96 tiles. */
+static inline int cyc_wino_block(const cyc_wino_t *q, int elem_size, int dw)
 {
     int vlen = 64 / elem_size;
     int bytes = 16 * elem_size * (cyc_round_up(q->c, vlen) + cyc_round_up(q->k, vlen));
-    int b = 300 * 1024 / bytes / 12 * 12;
-    return b < 12 ? 12 : b > 48 ? 48 : b;
+    int b = (dw ? 2 : 1) * 300 * 1024 / bytes / 12 * 12, most = dw ? 96 : 48;
+    return b < 12 ? 12 : b > most ? most : b;
 }
 
 /* When cyc_conv_winograd takes the Winograd path: channels read and computed, at least; its
@@ -162,6 +164,9 @@ static inline int cyc_wino_block(const cyc_wino_t *q, int elem_size)
                                                  T *, ptrdiff_t, ptrdiff_t, void *);            \
     void cyc_conv_winograd_##SUF##_##ISA(const cyc_geom_t *, int, const T *, const T *, int,   \
                                          T *, ptrdiff_t, ptrdiff_t, void *);                    \
+    void cyc_conv_bwd_filter_winograd_##SUF##_##ISA(const cyc_geom_t *, const T *, const T *,  \
+                                                    const T *, T *, T *, ptrdiff_t, ptrdiff_t, \
+                                                    void *);                                   \
     void cyc_conv_bwd_filter_##SUF##_##ISA(const cyc_geom_t *, const T *, const T *, const T *, \
                                            const cyc_unpool_t *, T *, T *, ptrdiff_t,           \
                                            ptrdiff_t, void *);                                  \

@@ -498,8 +498,9 @@ WINOGRAD_CONVS = {
     "asymmetric padding": ((1, 10, 10, 16), 33, {"padding": ((0, 2), (1, 0))}, True),
     # dx of a padding wider than the kernel crops dy instead of padding it
     "padding wider than the kernel": ((2, 9, 9, 20), 16, {"padding": 3}, True),
-    # 320 tiles: several blocks per thread, and blocks that run from one image into the next;
-    # 40 and 72 channels fill two weight blocks and a part
+    # 320 tiles: several blocks per thread and 8 partial sums of the weight gradient, and
+    # blocks that run from one image into the next; 40 and 72 channels fill two weight blocks
+    # and a part
     "many tiles, wide outputs": ((5, 16, 16, 40), 72, {"padding": 1}, True),
 }
 
@@ -511,8 +512,12 @@ def test_winograd_convolutions_match_reference(name, dtype):
     x, w, b = conv_arrays(x_shape, (3, 3, x_shape[3], cout), "NHWC", dtype)
     g = _args.conv_geometry(x.shape, w.shape, 1, kwargs.get("padding", "valid"), 1, 1, "NHWC")
     assert _kernels.conv2d_forward_route(g) == "winograd"
+    assert _kernels.conv2d_backward_filter_route(g) == "winograd"
+    assert _kernels.conv2d_backward_filter_route(g, through_pool=True) == "direct"
     assert (_kernels.conv2d_backward_data_route(g, dtype) == "winograd") == dx_winograd
     check_conv(x, w, b, kwargs, activation="relu")
+    # without dx, the fused ReLU's gradient is applied inside the weight gradient's kernel
+    check_conv(x, w, b, kwargs, activation="relu", compute_dx=False)
 
 
 def test_winograd_in_nchw():
@@ -535,6 +540,7 @@ def test_convolutions_winograd_does_not_take(x_shape, w_shape, kwargs):
                             if "padding" in kwargs else "valid", kwargs.get("dilation", 1),
                             kwargs.get("groups", 1), "NHWC")
     assert _kernels.conv2d_forward_route(g) == "direct"
+    assert _kernels.conv2d_backward_filter_route(g) == "direct"
     assert _kernels.conv2d_backward_data_route(g, np.float32) != "winograd"
 
 
@@ -545,6 +551,7 @@ def test_winograd_can_be_turned_off():
     with winograd_off():
         assert not _kernels.winograd_enabled()
         assert _kernels.conv2d_forward_route(g) == "direct"
+        assert _kernels.conv2d_backward_filter_route(g) == "direct"
         assert _kernels.conv2d_backward_data_route(g, np.float32) == "gather"
         off = ops.conv2d(x, w, b, padding="same")
     assert _kernels.winograd_enabled()

@@ -86,6 +86,18 @@ cdef extern from "cyconv.h" nogil:
     void cyc_conv_winograd_f64(const cyc_geom_t *g, int mode, const double *src,
                                const double *p, int relu, double *dst, ptrdiff_t t0,
                                ptrdiff_t t1, void *s)
+    size_t cyc_conv_winograd_dw_acc_len(const cyc_geom_t *g, int elem_size)
+    size_t cyc_conv_winograd_dw_scratch_bytes(const cyc_geom_t *g, int elem_size)
+    void cyc_conv_bwd_filter_winograd_f32(const cyc_geom_t *g, const float *x, const float *dy,
+                                          const float *ry, float *du, float *db, ptrdiff_t t0,
+                                          ptrdiff_t t1, void *s)
+    void cyc_conv_bwd_filter_winograd_f64(const cyc_geom_t *g, const double *x, const double *dy,
+                                          const double *ry, double *du, double *db,
+                                          ptrdiff_t t0, ptrdiff_t t1, void *s)
+    void cyc_conv_dw_finish_winograd_f32(const cyc_geom_t *g, const float *accs, int n,
+                                         float *dw, ptrdiff_t c0, ptrdiff_t c1)
+    void cyc_conv_dw_finish_winograd_f64(const cyc_geom_t *g, const double *accs, int n,
+                                         double *dw, ptrdiff_t c0, ptrdiff_t c1)
     ctypedef struct cyc_unpool_t:
         const void *dy
         const uint8_t *cell
@@ -331,6 +343,12 @@ def conv2d_forward_route(object geom):
     return "winograd" if cyc_conv_winograd(&g, 0) else "direct"
 
 
+def conv2d_backward_filter_route(object geom, bint through_pool=False):
+    """How conv2d_backward_filter computes dw: 'winograd' (never through a pool) or 'direct'."""
+    cdef cyc_geom_t g = _geom(geom)
+    return "winograd" if not through_pool and cyc_conv_winograd(&g, 0) else "direct"
+
+
 def conv2d_backward_data_route(object geom, object dtype):
     """How conv2d_backward_data computes dx for this problem: 'winograd', 'gather',
     'scatter taps' or 'scatter rows' (cyc_conv_winograd, then cyc_conv_bwd_data_scatters
@@ -373,6 +391,38 @@ def conv2d_backward_data(const floating[:, :, :, ::1] dy, const floating[:, :, :
         raise MemoryError("conv2d_backward: could not allocate scratch memory")
 
 
+cdef inline void _dw_partial(bint wino, const cyc_geom_t *g, const floating *x,
+                             const floating *dy, const floating *ry, const cyc_unpool_t *up,
+                             floating *acc, floating *db, Py_ssize_t m0, Py_ssize_t m1,
+                             void *scratch) noexcept nogil:
+    """One partial sum of the weight gradient: pixels [m0, m1), or by Winograd tiles."""
+    if floating is float:
+        if wino:
+            cyc_conv_bwd_filter_winograd_f32(g, x, dy, ry, acc, db, m0, m1, scratch)
+        else:
+            cyc_conv_bwd_filter_f32(g, x, dy, ry, up, acc, db, m0, m1, scratch)
+    else:
+        if wino:
+            cyc_conv_bwd_filter_winograd_f64(g, x, dy, ry, acc, db, m0, m1, scratch)
+        else:
+            cyc_conv_bwd_filter_f64(g, x, dy, ry, up, acc, db, m0, m1, scratch)
+
+
+cdef inline void _dw_finish(bint wino, const cyc_geom_t *g, const floating *accs, int n_acc,
+                            floating *dw, Py_ssize_t k0, Py_ssize_t k1) noexcept nogil:
+    """Rows [k0, k1) of dw from the partial sums (by Winograd: its input channels)."""
+    if floating is float:
+        if wino:
+            cyc_conv_dw_finish_winograd_f32(g, accs, n_acc, dw, k0, k1)
+        else:
+            cyc_conv_dw_finish_f32(g, accs, n_acc, dw, k0, k1)
+    else:
+        if wino:
+            cyc_conv_dw_finish_winograd_f64(g, accs, n_acc, dw, k0, k1)
+        else:
+            cyc_conv_dw_finish_f64(g, accs, n_acc, dw, k0, k1)
+
+
 def conv2d_backward_filter(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] dy,
                            object geom, floating[:, :, :, ::1] dw, floating[::1] db,
                            int n_threads, const floating[:, :, :, ::1] relu_y=None,
@@ -392,12 +442,17 @@ def conv2d_backward_filter(const floating[:, :, :, ::1] x, const floating[:, :, 
         unpool.kh, unpool.kw = pool_geom.kh, pool_geom.kw
         unpool.sh, unpool.sw = pool_geom.sh, pool_geom.sw
         up = &unpool
-    cdef Py_ssize_t M = <Py_ssize_t>g.n * g.oh * g.ow
-    cdef Py_ssize_t acc_len = cyc_conv_dw_acc_len(&g, sizeof(floating))
+    # By Winograd, the partial sums run over tiles of 2x2 pixels and hold the 16 products'
+    # gradients, which the final pass turns into dw.
+    cdef bint wino = up == NULL and cyc_conv_winograd(&g, 0)
+    cdef Py_ssize_t M = (cyc_conv_winograd_tiles(&g, CYC_WINO_FWD) if wino
+                         else <Py_ssize_t>g.n * g.oh * g.ow)
+    cdef Py_ssize_t acc_len = (cyc_conv_winograd_dw_acc_len(&g, sizeof(floating)) if wino
+                               else cyc_conv_dw_acc_len(&g, sizeof(floating)))
     cdef Py_ssize_t db_len = (g.cout + 15) // 16 * 16
     # The pixels are split into a number of partial sums that depends on the problem only, never
     # on the thread count, so that dw is bit-for-bit the same with 1 thread or many.
-    cdef int n_acc = <int>min(8, max(1, M // 128))
+    cdef int n_acc = <int>min(8, max(1, M // (32 if wino else 128)))
     # a thread without a partial sum would only share the final copy: not worth waking it
     n_threads = min(n_threads, n_acc)
     # each partial sum (accs[t], then dbs[t]) is zeroed by the thread that fills it, and the rows
@@ -407,8 +462,10 @@ def conv2d_backward_filter(const floating[:, :, :, ::1] x, const floating[:, :, 
     if accs == NULL:
         raise MemoryError("conv2d_backward: could not allocate the partial sums")
     cdef floating *dbs = accs + n_acc * acc_len
-    cdef size_t sbytes = cyc_conv_dw_scratch_bytes(&g, sizeof(floating))
-    cdef Py_ssize_t K = <Py_ssize_t>g.kh * g.kw * (g.c // g.groups)
+    cdef size_t sbytes = (cyc_conv_winograd_dw_scratch_bytes(&g, sizeof(floating)) if wino
+                          else cyc_conv_dw_scratch_bytes(&g, sizeof(floating)))
+    # rows of the final pass: dw's, or by Winograd its input channels
+    cdef Py_ssize_t K = g.c if wino else <Py_ssize_t>g.kh * g.kw * (g.c // g.groups)
     cdef Py_ssize_t kchunk = _chunk(K, n_threads, 1)
     cdef Py_ssize_t t, m0, m1
     cdef int failed = 0
@@ -426,22 +483,13 @@ def conv2d_backward_filter(const floating[:, :, :, ::1] x, const floating[:, :, 
                 m1 = M * (t + 1) // n_acc
                 memset(accs + t * acc_len, 0, acc_len * sizeof(floating))
                 memset(dbs + t * db_len, 0, db_len * sizeof(floating))
-                if floating is float:
-                    cyc_conv_bwd_filter_f32(&g, &x[0, 0, 0, 0], &dy[0, 0, 0, 0], ry, up,
-                                            accs + t * acc_len, dbs + t * db_len, m0, m1,
-                                            scratch)
-                else:
-                    cyc_conv_bwd_filter_f64(&g, &x[0, 0, 0, 0], &dy[0, 0, 0, 0], ry, up,
-                                            accs + t * acc_len, dbs + t * db_len, m0, m1,
-                                            scratch)
+                _dw_partial(wino, &g, &x[0, 0, 0, 0], &dy[0, 0, 0, 0], ry, up,
+                            accs + t * acc_len, dbs + t * db_len, m0, m1, scratch)
             cyc_scratch_done(CYC_SCRATCH_TILES, scratch)
             for t in prange(_n_chunks(K, kchunk), schedule="static"):
                 m0 = t * kchunk
                 m1 = min(K, m0 + kchunk)
-                if floating is float:
-                    cyc_conv_dw_finish_f32(&g, accs, n_acc, &dw[0, 0, 0, 0], m0, m1)
-                else:
-                    cyc_conv_dw_finish_f64(&g, accs, n_acc, &dw[0, 0, 0, 0], m0, m1)
+                _dw_finish(wino, &g, accs, n_acc, &dw[0, 0, 0, 0], m0, m1)
         if not failed:
             for m0 in range(g.cout):
                 db[m0] = 0
