@@ -90,18 +90,34 @@ def conv_cases(draw):
     kh, kw = draw(st.integers(1, 5)), draw(st.integers(1, 5))
     stride, dilation = draw(int_or_pair(1, 3)), draw(int_or_pair(1, 3))
     padding, h, w = _window_and_padding(draw, (kh, kw), as_pair(dilation), (3, 3))
-    (x, wt, b), rng = _arrays(draw, [(n, h, w, cin), (kh, kw, cin // groups, cout), (cout,)],
-                              dtype)
-    form = draw(memory_form())
-    kwargs = dict(stride=stride, padding=padding, dilation=dilation, groups=groups,
-                  data_format=fmt)
+    return _conv_case(draw, fmt, dtype, (n, h, w, cin), (kh, kw, cin // groups, cout),
+                      dict(stride=stride, padding=padding, dilation=dilation, groups=groups))
+
+
+@st.composite
+def winograd_cases(draw):
+    """A conv2d call of the kind the Winograd path takes where its tiles waste little: 3x3, unit
+    stride and dilation, one group, 16 to 40 channels in and out."""
+    fmt = draw(st.sampled_from(LAYOUTS))
+    dtype = draw(st.sampled_from(DTYPES))
+    n = draw(st.integers(0, MAX_BATCH))
+    cin, cout = draw(st.integers(16, 40)), draw(st.integers(16, 40))
+    padding, h, w = _window_and_padding(draw, (3, 3), (1, 1), (3, 3))
+    return _conv_case(draw, fmt, dtype, (n, h, w, cin), (3, 3, cin, cout),
+                      dict(padding=padding))
+
+
+def _conv_case(draw, fmt, dtype, x_shape, w_shape, kwargs):
+    """The case dict of a conv2d call: arrays of these NHWC / HWIO shapes, in fmt's layouts and
+    drawn memory forms, a bias or none, an activation, and whether dx is wanted."""
+    (x, wt, b), rng = _arrays(draw, [x_shape, w_shape, (w_shape[3],)], dtype)
     return {
-        "x": in_memory_layout(to_layout(x, fmt), *form),
+        "x": in_memory_layout(to_layout(x, fmt), *draw(memory_form())),
         "w": in_memory_layout(weights_to_layout(wt, fmt), *draw(memory_form())),
         "b": draw(st.sampled_from([None, b])),
         "activation": draw(st.sampled_from([None, "relu"])),
         "compute_dx": draw(st.booleans()),
-        "kwargs": kwargs,
+        "kwargs": dict(kwargs, data_format=fmt),
         "rng": rng,
     }
 

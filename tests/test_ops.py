@@ -16,7 +16,7 @@ from hypothesis import given
 from cyconv import _args, _kernels, ops
 from helpers import (assert_bitwise_equal, check_against_reference, in_memory_layout,
                      random_array, to_layout, weights_to_layout)
-from strategies import conv_cases, global_cases, pool_cases
+from strategies import conv_cases, global_cases, pool_cases, winograd_cases
 
 RNG_SEED = 20240611
 
@@ -498,10 +498,10 @@ WINOGRAD_CONVS = {
     "asymmetric padding": ((1, 10, 10, 16), 33, {"padding": ((0, 2), (1, 0))}, True),
     # dx of a padding wider than the kernel crops dy instead of padding it
     "padding wider than the kernel": ((2, 9, 9, 20), 16, {"padding": 3}, True),
-    # 320 tiles: several blocks per thread and 8 partial sums of the weight gradient, and
+    # 576 tiles: several blocks per thread and 8 partial sums of the weight gradient, and
     # blocks that run from one image into the next; 40 and 72 channels fill two weight blocks
     # and a part
-    "many tiles, wide outputs": ((5, 16, 16, 40), 72, {"padding": 1}, True),
+    "many tiles, wide outputs": ((9, 16, 16, 40), 72, {"padding": 1}, True),
 }
 
 
@@ -518,6 +518,13 @@ def test_winograd_convolutions_match_reference(name, dtype):
     check_conv(x, w, b, kwargs, activation="relu")
     # without dx, the fused ReLU's gradient is applied inside the weight gradient's kernel
     check_conv(x, w, b, kwargs, activation="relu", compute_dx=False)
+
+
+@given(winograd_cases())
+def test_winograd_sized_convolutions_match_reference(case):
+    # most of these take the Winograd path (all but outputs of a few pixels with odd sides)
+    check_conv(case["x"], case["w"], case["b"], case["kwargs"], case["activation"],
+               case["compute_dx"], ("sliced", True), case["rng"])
 
 
 def test_winograd_in_nchw():

@@ -452,7 +452,9 @@ def conv2d_backward_filter(const floating[:, :, :, ::1] x, const floating[:, :, 
     cdef Py_ssize_t db_len = (g.cout + 15) // 16 * 16
     # The pixels are split into a number of partial sums that depends on the problem only, never
     # on the thread count, so that dw is bit-for-bit the same with 1 thread or many.
-    cdef int n_acc = <int>min(8, max(1, M // (32 if wino else 128)))
+    # (Each partial sum is zeroed and added up once, 16 x C x K values by Winograd: at least 64
+    # tiles per partial sum keep that a few percent of its work.)
+    cdef int n_acc = <int>min(8, max(1, M // (64 if wino else 128)))
     # a thread without a partial sum would only share the final copy: not worth waking it
     n_threads = min(n_threads, n_acc)
     # each partial sum (accs[t], then dbs[t]) is zeroed by the thread that fills it, and the rows
