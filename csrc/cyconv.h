@@ -115,9 +115,10 @@ void cyc_conv_bwd_data_scatter_f64(const cyc_geom_t *g, int rows, const double *
  * and cyc_conv_pack, beside 0, 1 and CYC_ROW_TAPS: */
 #define CYC_WINO_FWD 3
 #define CYC_WINO_DX 4
-/* 1 if the forward pass (transposed 0) or the input gradient (1) of this problem runs faster
- * by Winograd (it depends on the problem only, and on cyc_conv_winograd_set). */
-int cyc_conv_winograd(const cyc_geom_t *g, int transposed);
+/* 1 if the forward pass (what 0), the input gradient (1) or the weight gradient (2) of this
+ * problem runs faster by Winograd (it depends on the problem only, and on
+ * cyc_conv_winograd_set). */
+int cyc_conv_winograd(const cyc_geom_t *g, int what, int elem_size);
 /* Turn the Winograd path on (1, the default unless CYCONV_WINOGRAD=0) or off (0); returns the
  * previous setting. */
 int cyc_conv_winograd_set(int on);
@@ -135,7 +136,7 @@ void cyc_conv_winograd_f64(const cyc_geom_t *g, int mode, const double *src,
                            const double *packed, int relu, double *dst, ptrdiff_t t0,
                            ptrdiff_t t1, void *scratch);
 
-/* The weight gradient by Winograd (where cyc_conv_winograd(g, 0) says; no pool, see
+/* The weight gradient by Winograd (where cyc_conv_winograd(g, 2, ...) says; no pool, see
  * kernels_body.h): tiles [t0, t1) of the forward pass accumulated into one thread's du_acc, of
  * cyc_conv_winograd_dw_acc_len() elements (zeroed by the caller), and db_acc (cout); then rows
  * [c0, c1) (input channels) of dw_hwio from the sum of n_acc accumulators laid end to end. */

@@ -152,6 +152,9 @@ static inline int cyc_wino_block(const cyc_wino_t *q, int elem_size, int dw)
  * products at most this share of the direct convolution's. */
 #define CYC_WINO_MIN_CHANNELS 16
 #define CYC_WINO_MAX_SHARE 0.6
+/* The weight gradient's sums of the 16 products' gradients at most this large (measured: 1 MB,
+ * 128 channels in and out, 0.7 of the direct time; 4 MB 1.2x slower). */
+#define CYC_WINO_DW_MAX_BYTES (1 << 20)
 
 #define CYC_DECLARE_ISA(SUF, ISA, T)                                                             \
     void cyc_conv_pack_##SUF##_##ISA(const cyc_geom_t *, const T *, const T *, int, T *,        \

@@ -139,6 +139,6 @@ def test_cyconv_winograd_env_turns_winograd_off(value, enabled):
     code = ("import io, cyconv; from cyconv import _args, _kernels; "
             "g = _args.conv_geometry((2, 8, 8, 16), (3, 3, 16, 16), 1, 'same', 1, 1, 'NHWC'); "
             "print(cyconv.show_config(file=io.StringIO())['winograd'], "
-            "_kernels.conv2d_forward_route(g))")
+            "_kernels.conv2d_forward_route(g, 'float32'))")
     route = "winograd" if enabled == "True" else "direct"
     assert run_python(code, CYCONV_WINOGRAD=value) == f"{enabled} {route}"

@@ -511,9 +511,9 @@ def test_winograd_convolutions_match_reference(name, dtype):
     x_shape, cout, kwargs, dx_winograd = WINOGRAD_CONVS[name]
     x, w, b = conv_arrays(x_shape, (3, 3, x_shape[3], cout), "NHWC", dtype)
     g = _args.conv_geometry(x.shape, w.shape, 1, kwargs.get("padding", "valid"), 1, 1, "NHWC")
-    assert _kernels.conv2d_forward_route(g) == "winograd"
-    assert _kernels.conv2d_backward_filter_route(g) == "winograd"
-    assert _kernels.conv2d_backward_filter_route(g, through_pool=True) == "direct"
+    assert _kernels.conv2d_forward_route(g, dtype) == "winograd"
+    assert _kernels.conv2d_backward_filter_route(g, dtype) == "winograd"
+    assert _kernels.conv2d_backward_filter_route(g, dtype, through_pool=True) == "direct"
     assert (_kernels.conv2d_backward_data_route(g, dtype) == "winograd") == dx_winograd
     check_conv(x, w, b, kwargs, activation="relu")
     # without dx, the fused ReLU's gradient is applied inside the weight gradient's kernel
@@ -546,9 +546,20 @@ def test_convolutions_winograd_does_not_take(x_shape, w_shape, kwargs):
     g = _args.conv_geometry(x_shape, w_shape, kwargs.get("stride", 1), kwargs["padding"]
                             if "padding" in kwargs else "valid", kwargs.get("dilation", 1),
                             kwargs.get("groups", 1), "NHWC")
-    assert _kernels.conv2d_forward_route(g) == "direct"
-    assert _kernels.conv2d_backward_filter_route(g) == "direct"
+    assert _kernels.conv2d_forward_route(g, np.float32) == "direct"
+    assert _kernels.conv2d_backward_filter_route(g, np.float32) == "direct"
     assert _kernels.conv2d_backward_data_route(g, np.float32) != "winograd"
+
+
+@pytest.mark.parametrize("channels, dtype, dw_route", [
+    (128, np.float32, "winograd"), (128, np.float64, "direct"), (256, np.float32, "direct")])
+def test_winograd_weight_gradient_only_where_its_sums_stay_in_cache(channels, dtype, dw_route):
+    # 16 x C x K sums, added into per block of tiles: 1 MB at most (128 channels in and out)
+    g = _args.conv_geometry((8, 28, 28, channels), (3, 3, channels, channels), 1, "same", 1, 1,
+                            "NHWC")
+    assert _kernels.conv2d_forward_route(g, dtype) == "winograd"
+    assert _kernels.conv2d_backward_data_route(g, dtype) == "winograd"
+    assert _kernels.conv2d_backward_filter_route(g, dtype) == dw_route
 
 
 def test_winograd_can_be_turned_off():
@@ -557,8 +568,8 @@ def test_winograd_can_be_turned_off():
     on = ops.conv2d(x, w, b, padding="same")
     with winograd_off():
         assert not _kernels.winograd_enabled()
-        assert _kernels.conv2d_forward_route(g) == "direct"
-        assert _kernels.conv2d_backward_filter_route(g) == "direct"
+        assert _kernels.conv2d_forward_route(g, np.float32) == "direct"
+        assert _kernels.conv2d_backward_filter_route(g, np.float32) == "direct"
         assert _kernels.conv2d_backward_data_route(g, np.float32) == "gather"
         off = ops.conv2d(x, w, b, padding="same")
     assert _kernels.winograd_enabled()

@@ -75,7 +75,7 @@ cdef extern from "cyconv.h" nogil:
     enum:
         CYC_WINO_FWD
         CYC_WINO_DX
-    int cyc_conv_winograd(const cyc_geom_t *g, int transposed)
+    int cyc_conv_winograd(const cyc_geom_t *g, int what, int elem_size)
     int cyc_conv_winograd_set(int on)
     int cyc_conv_winograd_enabled()
     ptrdiff_t cyc_conv_winograd_tiles(const cyc_geom_t *g, int mode)
@@ -307,7 +307,7 @@ def conv2d_forward(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] 
                    floating[:, :, :, ::1] y, int n_threads):
     """y = conv(x, w) + b (+ ReLU), all NHWC / HWIO, y preallocated."""
     cdef cyc_geom_t g = _geom(geom)
-    cdef int kind = WINOGRAD if cyc_conv_winograd(&g, 0) else FORWARD
+    cdef int kind = WINOGRAD if cyc_conv_winograd(&g, 0, sizeof(floating)) else FORWARD
     cdef Py_ssize_t M
     cdef size_t sbytes
     cdef Py_ssize_t chunk
@@ -337,16 +337,17 @@ def winograd_enabled():
     return bool(cyc_conv_winograd_enabled())
 
 
-def conv2d_forward_route(object geom):
+def conv2d_forward_route(object geom, object dtype):
     """How conv2d_forward computes y for this problem: 'winograd' or 'direct'."""
     cdef cyc_geom_t g = _geom(geom)
-    return "winograd" if cyc_conv_winograd(&g, 0) else "direct"
+    return "winograd" if cyc_conv_winograd(&g, 0, np.dtype(dtype).itemsize) else "direct"
 
 
-def conv2d_backward_filter_route(object geom, bint through_pool=False):
+def conv2d_backward_filter_route(object geom, object dtype, bint through_pool=False):
     """How conv2d_backward_filter computes dw: 'winograd' (never through a pool) or 'direct'."""
     cdef cyc_geom_t g = _geom(geom)
-    return "winograd" if not through_pool and cyc_conv_winograd(&g, 0) else "direct"
+    wino = not through_pool and cyc_conv_winograd(&g, 2, np.dtype(dtype).itemsize)
+    return "winograd" if wino else "direct"
 
 
 def conv2d_backward_data_route(object geom, object dtype):
@@ -354,7 +355,7 @@ def conv2d_backward_data_route(object geom, object dtype):
     'scatter taps' or 'scatter rows' (cyc_conv_winograd, then cyc_conv_bwd_data_scatters
     decide)."""
     cdef cyc_geom_t g = _geom(geom)
-    if cyc_conv_winograd(&g, 1):
+    if cyc_conv_winograd(&g, 1, np.dtype(dtype).itemsize):
         return "winograd"
     route = cyc_conv_bwd_data_scatters(&g, np.dtype(dtype).itemsize)
     return {CYC_GATHER: "gather", CYC_SCATTER_TAPS: "scatter taps",
@@ -377,7 +378,7 @@ def conv2d_backward_data(const floating[:, :, :, ::1] dy, const floating[:, :, :
     # Scattered tiles run across images, so how images are grouped changes the order in which
     # dx adds up: the groups depend on the problem only, never on the thread count.
     cdef Py_ssize_t chunk = (M + 7) // 8 if scatter else _chunk(M, n_threads, 48)
-    if cyc_conv_winograd(&g, 1):
+    if cyc_conv_winograd(&g, 1, sizeof(floating)):
         # every dx tile is computed whole by one thread: any chunks give the same bits
         kind = WINOGRAD_DX
         M = cyc_conv_winograd_tiles(&g, CYC_WINO_DX)
@@ -444,7 +445,7 @@ def conv2d_backward_filter(const floating[:, :, :, ::1] x, const floating[:, :, 
         up = &unpool
     # By Winograd, the partial sums run over tiles of 2x2 pixels and hold the 16 products'
     # gradients, which the final pass turns into dw.
-    cdef bint wino = up == NULL and cyc_conv_winograd(&g, 0)
+    cdef bint wino = up == NULL and cyc_conv_winograd(&g, 2, sizeof(floating))
     cdef Py_ssize_t M = (cyc_conv_winograd_tiles(&g, CYC_WINO_FWD) if wino
                          else <Py_ssize_t>g.n * g.oh * g.ow)
     cdef Py_ssize_t acc_len = (cyc_conv_winograd_dw_acc_len(&g, sizeof(floating)) if wino
