@@ -153,6 +153,27 @@ void cyc_conv_dw_finish_winograd_f32(const cyc_geom_t *g, const float *accs, int
 void cyc_conv_dw_finish_winograd_f64(const cyc_geom_t *g, const double *accs, int n_acc,
                                      double *dw_hwio, ptrdiff_t c0, ptrdiff_t c1);
 
+/* Depthwise convolutions: groups == c == cout > 1 (a channel multiplier runs on x with its
+ * channels repeated); the weights as given (HWIO, (kh, kw, 1, c)), no packing.  The forward
+ * pass computes output rows [r0, r1) of the flattened (n, oh), the input gradient dx rows
+ * [r0, r1) of the flattened (n, h); the weight gradient adds the sums over output rows
+ * [r0, r1) into dw_acc ([kh * kw][c], the HWIO layout) and db_acc, with a scratch row of
+ * ow * c values. */
+void cyc_depthwise_fwd_f32(const cyc_geom_t *g, const float *x, const float *w, const float *bias,
+                           int relu, float *y, ptrdiff_t r0, ptrdiff_t r1);
+void cyc_depthwise_fwd_f64(const cyc_geom_t *g, const double *x, const double *w,
+                           const double *bias, int relu, double *y, ptrdiff_t r0, ptrdiff_t r1);
+void cyc_depthwise_bwd_data_f32(const cyc_geom_t *g, const float *dy, const float *w, float *dx,
+                                ptrdiff_t r0, ptrdiff_t r1);
+void cyc_depthwise_bwd_data_f64(const cyc_geom_t *g, const double *dy, const double *w,
+                                double *dx, ptrdiff_t r0, ptrdiff_t r1);
+void cyc_depthwise_bwd_filter_f32(const cyc_geom_t *g, const float *x, const float *dy,
+                                  const float *relu_y, float *dw_acc, float *db_acc, ptrdiff_t r0,
+                                  ptrdiff_t r1, float *row);
+void cyc_depthwise_bwd_filter_f64(const cyc_geom_t *g, const double *x, const double *dy,
+                                  const double *relu_y, double *dw_acc, double *db_acc,
+                                  ptrdiff_t r0, ptrdiff_t r1, double *row);
+
 /* A max-pool after the convolution, whose input gradient the weight gradient reads in place
  * of dy: output pixel (n, y, x) has the gradient dy[n][wy][wx] where it is the recorded cell
  * (y % sh) * kw + x % sw of window (wy, wx) = (y / sh, x / sw), else 0.  The pool's windows

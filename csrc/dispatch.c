@@ -339,6 +339,22 @@ CYC_DW_FINISH_WINOGRAD(f64, double)
     {                                                                                          \
         CYC_PICK(cyc_conv_bwd_filter_winograd, SUF, g, x, dy, ry, du, db, t0, t1, s);          \
     }                                                                                          \
+    void cyc_depthwise_fwd_##SUF(const cyc_geom_t *g, const T *x, const T *w, const T *b,      \
+                                 int relu, T *y, ptrdiff_t r0, ptrdiff_t r1)                   \
+    {                                                                                          \
+        CYC_PICK(cyc_depthwise_fwd, SUF, g, x, w, b, relu, y, r0, r1);                         \
+    }                                                                                          \
+    void cyc_depthwise_bwd_data_##SUF(const cyc_geom_t *g, const T *dy, const T *w, T *dx,     \
+                                      ptrdiff_t r0, ptrdiff_t r1)                              \
+    {                                                                                          \
+        CYC_PICK(cyc_depthwise_bwd_data, SUF, g, dy, w, dx, r0, r1);                           \
+    }                                                                                          \
+    void cyc_depthwise_bwd_filter_##SUF(const cyc_geom_t *g, const T *x, const T *dy,         \
+                                        const T *ry, T *dw, T *db, ptrdiff_t r0, ptrdiff_t r1, \
+                                        T *row)                                                \
+    {                                                                                          \
+        CYC_PICK(cyc_depthwise_bwd_filter, SUF, g, x, dy, ry, dw, db, r0, r1, row);            \
+    }                                                                                          \
     void cyc_conv_bwd_filter_##SUF(const cyc_geom_t *g, const T *x, const T *dy,              \
                                    const T *ry, const cyc_unpool_t *up, T *dw, T *db,          \
                                    ptrdiff_t m0, ptrdiff_t m1, void *s)                        \

@@ -1449,6 +1449,265 @@ void FN(cyc_conv_bwd_filter_winograd)(const cyc_geom_t *g, const T *x, const T *
     for (int k = 0; k < K; k++) db_acc[k] += dbl[k];
 }
 
+static inline void FN(valid_taps)(int start, int step, int k, int size, int *lo, int *hi);
+
+/* ---- Depthwise convolutions (groups == c == cout) ----
+ * Each channel is its own convolution, so the work is a multiply-add per tap on vectors of
+ * channels; the weights need no packing (HWIO (kh, kw, 1, c) holds a tap's channels
+ * contiguous).  (The tile kernels ran these as dot products of one value per group, 26x slower
+ * than PyTorch.)  A channel multiplier m > 1 is run by the caller as m = 1 on x's channels
+ * repeated m times. */
+
+ALWAYS_INLINE V FN(load_n)(const T *p, int n)
+{
+    return n == VLEN ? (V)LOADV(p) : FN(load_part)(p, n);
+}
+
+ALWAYS_INLINE void FN(store_n)(T *p, V v, int n)
+{
+    if (n == VLEN)
+        STOREV(p, v);
+    else
+        FN(store_part)(p, v, n);
+}
+
+/* out[c] = bias[c] + sum over the nt taps of src[off[t] + c] * w[woff[t] + c] for nv vectors of
+ * channels, the last nl wide; then an optional ReLU. */
+ALWAYS_INLINE void FN(dwc_block)(const int nv, const int nl, const T *src, const ptrdiff_t *off,
+                                 const T *w, const ptrdiff_t *woff, int nt, const T *bias,
+                                 int relu, T *out)
+{
+    V acc[4];
+    for (int b = 0; b < nv; b++)
+        acc[b] = bias ? FN(load_n)(bias + b * VLEN, b == nv - 1 ? nl : VLEN) : (V){0};
+    for (int t = 0; t < nt; t++) {
+        const T *s = src + off[t], *wt = w + woff[t];
+        for (int b = 0; b < nv; b++) {
+            const int n = b == nv - 1 ? nl : VLEN;
+            acc[b] += FN(load_n)(s + b * VLEN, n) * FN(load_n)(wt + b * VLEN, n);
+        }
+    }
+    for (int b = 0; b < nv; b++)
+        FN(store_n)(out + b * VLEN, relu ? FN(relu)(acc[b]) : acc[b], b == nv - 1 ? nl : VLEN);
+}
+
+/* One pixel's C channels through FN(dwc_block): 4 vectors at a time, then the rest. */
+static void FN(dwc_pixel)(int C, const T *src, const ptrdiff_t *off, const T *w,
+                          const ptrdiff_t *woff, int nt, const T *bias, int relu, T *out)
+{
+    int c0 = 0;
+    for (; c0 + 4 * VLEN <= C; c0 += 4 * VLEN)
+        FN(dwc_block)(4, VLEN, src + c0, off, w + c0, woff, nt, bias ? bias + c0 : NULL, relu,
+                      out + c0);
+    const int rest = C - c0, full = rest / VLEN;
+    const T *b = bias ? bias + c0 : NULL;
+    if (full == 3) FN(dwc_block)(3, VLEN, src + c0, off, w + c0, woff, nt, b, relu, out + c0);
+    if (full == 2) FN(dwc_block)(2, VLEN, src + c0, off, w + c0, woff, nt, b, relu, out + c0);
+    if (full == 1) FN(dwc_block)(1, VLEN, src + c0, off, w + c0, woff, nt, b, relu, out + c0);
+    c0 += full * VLEN;
+    if (c0 < C)
+        FN(dwc_block)(1, C - c0, src + c0, off, w + c0, woff, nt, bias ? bias + c0 : NULL, relu,
+                      out + c0);
+}
+
+/* Vectors of channels a 3x3 block keeps its 9 x NB weights for, in registers. */
+#if MR >= 12
+#define CYC_DW3_NB 2
+#else
+#define CYC_DW3_NB 1
+#endif
+
+/* A 3x3 window over count pixels of a row, inside the image, for NB * VLEN channels: each tap's
+ * weights stay in registers across the pixels.  rows[i] is the first pixel's tap (i, 0), cs the
+ * step between taps across, step between pixels, ostep between outputs (elements). */
+static void FN(dw3x3_pixels)(const T *const *rows, ptrdiff_t cs, ptrdiff_t step, const T *w,
+                             ptrdiff_t wstride, const T *bias, int relu, T *out, ptrdiff_t ostep,
+                             int count)
+{
+    enum { NB = CYC_DW3_NB };
+    V wv[9][NB], bv[NB];
+    for (int t = 0; t < 9; t++)
+        for (int b = 0; b < NB; b++) wv[t][b] = LOADV(w + t * wstride + b * VLEN);
+    for (int b = 0; b < NB; b++) bv[b] = bias ? (V)LOADV(bias + b * VLEN) : (V){0};
+    const T *r0 = rows[0], *r1 = rows[1], *r2 = rows[2];
+    int p = 0;
+    /* PX pixels at a time: a pixel's 9 multiply-adds form one dependent chain per vector, so
+     * one pixel alone waited on each add's latency (2.3x slower) */
+    enum { PX = 4 };
+    for (; p + PX <= count; p += PX) {
+        V acc[PX][NB];
+        for (int q = 0; q < PX; q++)
+            for (int b = 0; b < NB; b++) acc[q][b] = bv[b];
+        for (int t = 0; t < 9; t++) {
+            const T *r = (t < 3 ? r0 : t < 6 ? r1 : r2) + (t % 3) * cs;
+            for (int q = 0; q < PX; q++)
+                for (int b = 0; b < NB; b++)
+                    acc[q][b] += LOADV(r + q * step + b * VLEN) * wv[t][b];
+        }
+        for (int q = 0; q < PX; q++)
+            for (int b = 0; b < NB; b++)
+                STOREV(out + q * ostep + b * VLEN, relu ? FN(relu)(acc[q][b]) : acc[q][b]);
+        r0 += PX * step; r1 += PX * step; r2 += PX * step; out += PX * ostep;
+    }
+    for (; p < count; p++) {
+        V acc[NB];
+        for (int b = 0; b < NB; b++) acc[b] = bv[b];
+        for (int t = 0; t < 9; t++) {
+            const T *r = (t < 3 ? r0 : t < 6 ? r1 : r2) + (t % 3) * cs;
+            for (int b = 0; b < NB; b++) acc[b] += LOADV(r + b * VLEN) * wv[t][b];
+        }
+        for (int b = 0; b < NB; b++) STOREV(out + b * VLEN, relu ? FN(relu)(acc[b]) : acc[b]);
+        r0 += step; r1 += step; r2 += step; out += ostep;
+    }
+}
+
+/* Output rows [r0, r1) of the flattened (n, oh).  Pixels whose window lies inside the image
+ * share one table of tap offsets, and 3x3 windows there run FN(dw3x3_pixels) on whole blocks of
+ * channels; border pixels list their valid taps. */
+void FN(cyc_depthwise_fwd)(const cyc_geom_t *g, const T *x, const T *w, const T *bias, int relu,
+                           T *y, ptrdiff_t r0, ptrdiff_t r1)
+{
+    const int C = g->c, taps = g->kh * g->kw;
+    ptrdiff_t inner[taps], woff_all[taps], off[taps], woff[taps];
+    for (int i = 0; i < g->kh; i++)
+        for (int j = 0; j < g->kw; j++) {
+            inner[i * g->kw + j] = ((ptrdiff_t)i * g->dh * g->w + (ptrdiff_t)j * g->dw) * C;
+            woff_all[i * g->kw + j] = (ptrdiff_t)(i * g->kw + j) * C;
+        }
+    /* the pixels ox whose window lies inside across: ox * sw - pad_left in [0, w - span] */
+    const int span = (g->kw - 1) * g->dw + 1;
+    int xlo = g->pad_left > 0 ? (g->pad_left + g->sw - 1) / g->sw : 0;
+    int xhi = g->w - span + g->pad_left < 0 ? 0 : (g->w - span + g->pad_left) / g->sw + 1;
+    if (xhi > g->ow) xhi = g->ow;
+    if (xlo > xhi) xlo = xhi;
+    const int blk = CYC_DW3_NB * VLEN, cfast = g->kh == 3 && g->kw == 3 ? C / blk * blk : 0;
+    for (ptrdiff_t row = r0; row < r1; row++) {
+        const int n = (int)(row / g->oh), oy = (int)(row % g->oh);
+        const int iy0 = oy * g->sh - g->pad_top;
+        int ilo, ihi;
+        FN(valid_taps)(iy0, g->dh, g->kh, g->h, &ilo, &ihi);
+        const T *xn = x + (ptrdiff_t)n * g->h * g->w * C;
+        const int fast = cfast && ilo == 0 && ihi == g->kh && xhi > xlo;
+        if (fast) {
+            const ptrdiff_t first = ((ptrdiff_t)iy0 * g->w + xlo * g->sw - g->pad_left) * C;
+            T *out = y + (row * g->ow + xlo) * C;
+            for (int c0 = 0; c0 < cfast; c0 += blk) {
+                const T *rows[3];
+                for (int i = 0; i < 3; i++)
+                    rows[i] = xn + first + (ptrdiff_t)i * g->dh * g->w * C + c0;
+                FN(dw3x3_pixels)(rows, (ptrdiff_t)g->dw * C, (ptrdiff_t)g->sw * C, w + c0, C,
+                                 bias ? bias + c0 : NULL, relu, out + c0, C, xhi - xlo);
+            }
+        }
+        for (int ox = 0; ox < g->ow; ox++) {
+            const int c0 = fast && ox >= xlo && ox < xhi ? cfast : 0;
+            if (c0 == C) continue;
+            const int ix0 = ox * g->sw - g->pad_left;
+            int jlo, jhi;
+            FN(valid_taps)(ix0, g->dw, g->kw, g->w, &jlo, &jhi);
+            /* channels [c0, C) (past the 3x3 blocks) */
+            T *out = y + (row * g->ow + ox) * C + c0;
+            const T *b0 = bias ? bias + c0 : NULL;
+            /* the window's first pixel, which may lie in the padding */
+            const ptrdiff_t origin = ((ptrdiff_t)iy0 * g->w + ix0) * C + c0;
+            if (ilo == 0 && ihi == g->kh && jlo == 0 && jhi == g->kw) {
+                FN(dwc_pixel)(C - c0, xn + origin, inner, w + c0, woff_all, taps, b0, relu, out);
+                continue;
+            }
+            int nt = 0;
+            for (int i = ilo; i < ihi; i++)
+                for (int j = jlo; j < jhi; j++) {
+                    off[nt] = origin + inner[i * g->kw + j];
+                    woff[nt++] = woff_all[i * g->kw + j];
+                }
+            FN(dwc_pixel)(C - c0, xn, off, w + c0, woff, nt, b0, relu, out);
+        }
+    }
+}
+
+/* dx rows [r0, r1) of the flattened (n, h): dx[c] = sum over the taps that reach it of
+ * dy[c] * w[c]. */
+void FN(cyc_depthwise_bwd_data)(const cyc_geom_t *g, const T *dy, const T *w, T *dx,
+                                ptrdiff_t r0, ptrdiff_t r1)
+{
+    const int C = g->c, taps = g->kh * g->kw;
+    ptrdiff_t off[taps], woff[taps];
+    for (ptrdiff_t row = r0; row < r1; row++) {
+        const int n = (int)(row / g->h), yy = (int)(row % g->h);
+        const T *dn = dy + (ptrdiff_t)n * g->oh * g->ow * C;
+        for (int xx = 0; xx < g->w; xx++) {
+            int nt = 0;
+            for (int i = 0; i < g->kh; i++) {
+                const int t = yy + g->pad_top - i * g->dh;
+                if (t < 0 || t % g->sh || t / g->sh >= g->oh) continue;
+                for (int j = 0; j < g->kw; j++) {
+                    const int u = xx + g->pad_left - j * g->dw;
+                    if (u < 0 || u % g->sw || u / g->sw >= g->ow) continue;
+                    off[nt] = ((ptrdiff_t)(t / g->sh) * g->ow + u / g->sw) * C;
+                    woff[nt++] = (ptrdiff_t)(i * g->kw + j) * C;
+                }
+            }
+            FN(dwc_pixel)(C, dn, off, w, woff, nt, NULL, 0, dx + (row * g->w + xx) * C);
+        }
+    }
+}
+
+/* dw_acc [kh * kw][c] and db_acc [c] += the sums over output rows [r0, r1) of the flattened
+ * (n, oh); relu_y, when not NULL, masks dy (a fused ReLU's output) through rowbuf (ow * c
+ * values).  Per output row and tap, vectors of channels are summed in registers over the
+ * row's pixels that the tap reaches. */
+void FN(cyc_depthwise_bwd_filter)(const cyc_geom_t *g, const T *x, const T *dy, const T *relu_y,
+                                  T *dw_acc, T *db_acc, ptrdiff_t r0, ptrdiff_t r1, T *rowbuf)
+{
+    const int C = g->c;
+    for (ptrdiff_t row = r0; row < r1; row++) {
+        const int n = (int)(row / g->oh), oy = (int)(row % g->oh);
+        const int iy0 = oy * g->sh - g->pad_top;
+        const T *d = dy + row * g->ow * C;
+        if (relu_y) {
+            const T *ry = relu_y + row * g->ow * C;
+            for (ptrdiff_t k = 0; k < (ptrdiff_t)g->ow * C; k++)
+                rowbuf[k] = ry[k] > 0 ? d[k] : (T)0;
+            d = rowbuf;
+        }
+        for (int ox = 0; ox < g->ow; ox++)
+            for (int c = 0; c < C; c++) db_acc[c] += d[(ptrdiff_t)ox * C + c];
+        int ilo, ihi;
+        FN(valid_taps)(iy0, g->dh, g->kh, g->h, &ilo, &ihi);
+        const T *xn = x + (ptrdiff_t)n * g->h * g->w * C;
+        for (int i = ilo; i < ihi; i++)
+            for (int j = 0; j < g->kw; j++) {
+                /* the pixels ox whose tap (i, j) lies inside: ox * sw - pad + j * dw in [0, w) */
+                const int s0 = j * g->dw - g->pad_left;
+                int lo = s0 >= 0 ? 0 : (-s0 + g->sw - 1) / g->sw;
+                int hi = g->w - 1 - s0 < 0 ? 0 : (g->w - 1 - s0) / g->sw + 1;
+                if (hi > g->ow) hi = g->ow;
+                if (lo >= hi) continue;
+                /* column s0 may lie in the padding: offsets, not pointers, until inside */
+                const ptrdiff_t xrow = ((ptrdiff_t)(iy0 + i * g->dh) * g->w + s0) * C;
+                const ptrdiff_t xs = (ptrdiff_t)g->sw * C;
+                T *acc = dw_acc + (ptrdiff_t)(i * g->kw + j) * C;
+                for (int c0 = 0; c0 < C; c0 += 4 * VLEN) {
+                    const int nvl = (C - c0 + VLEN - 1) / VLEN, nv = nvl < 4 ? nvl : 4;
+                    const int last = C - c0 - (nv - 1) * VLEN, nl = last < VLEN ? last : VLEN;
+                    V a[4] = {{0}};
+                    for (int ox = lo; ox < hi; ox++) {
+                        const T *xp = xn + (xrow + ox * xs + c0), *dp = d + (ptrdiff_t)ox * C + c0;
+                        for (int b = 0; b < nv; b++) {
+                            const int nn = b == nv - 1 ? nl : VLEN;
+                            a[b] += FN(load_n)(xp + b * VLEN, nn) * FN(load_n)(dp + b * VLEN, nn);
+                        }
+                    }
+                    for (int b = 0; b < nv; b++) {
+                        const int nn = b == nv - 1 ? nl : VLEN;
+                        FN(store_n)(acc + c0 + b * VLEN,
+                                    FN(load_n)(acc + c0 + b * VLEN, nn) + a[b], nn);
+                    }
+                }
+            }
+    }
+}
+
 /* dst[k] = src[k] transposed, for matrices k in [k0, k1), each rows x cols: the NCHW <-> NHWC
  * conversions.  Blocks of 16 x 16 keep both sides' cache lines in use (numpy's strided copy
  * of a (4, 112, 112, 64) image is 18x slower than a plain copy). */

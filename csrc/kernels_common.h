@@ -170,6 +170,13 @@ static inline int cyc_wino_block(const cyc_wino_t *q, int elem_size, int dw)
     void cyc_conv_bwd_filter_winograd_##SUF##_##ISA(const cyc_geom_t *, const T *, const T *,  \
                                                     const T *, T *, T *, ptrdiff_t, ptrdiff_t, \
                                                     void *);                                   \
+    void cyc_depthwise_fwd_##SUF##_##ISA(const cyc_geom_t *, const T *, const T *, const T *,  \
+                                         int, T *, ptrdiff_t, ptrdiff_t);                      \
+    void cyc_depthwise_bwd_data_##SUF##_##ISA(const cyc_geom_t *, const T *, const T *, T *,   \
+                                              ptrdiff_t, ptrdiff_t);                           \
+    void cyc_depthwise_bwd_filter_##SUF##_##ISA(const cyc_geom_t *, const T *, const T *,      \
+                                                const T *, T *, T *, ptrdiff_t, ptrdiff_t,     \
+                                                T *);                                          \
     void cyc_conv_bwd_filter_##SUF##_##ISA(const cyc_geom_t *, const T *, const T *, const T *, \
                                            const cyc_unpool_t *, T *, T *, ptrdiff_t,           \
                                            ptrdiff_t, void *);                                  \

@@ -577,6 +577,47 @@ def test_winograd_can_be_turned_off():
     assert not np.array_equal(on, off), "Winograd rounds differently from the direct path"
 
 
+# --- depthwise convolutions ---------------------------------------------------------------------
+
+DEPTHWISE_CONVS = {
+    # name: (x NHWC shape, kernel, channel multiplier, keyword arguments)
+    # 64 channels: whole blocks of vectors for the 3x3 kernel that keeps its weights in
+    # registers, 4 pixels at a time and the rest one by one; the borders by lists of taps
+    "3x3 same, whole blocks": ((3, 9, 11, 64), 3, 1, {"padding": "same"}),
+    # 40 and 33 channels: a block and a remainder of vectors, and a partial vector
+    "3x3 stride 2 dilated, remainder": ((2, 12, 10, 40), 3, 1,
+                                        {"stride": 2, "dilation": 2, "padding": 2}),
+    "3x3 valid, partial vector": ((2, 7, 8, 33), 3, 1, {}),
+    "5x5 asymmetric padding": ((2, 9, 8, 24), 5, 1, {"padding": ((2, 1), (0, 3))}),
+    # a multiplier runs on x's channels repeated: output channel co reads input co // m
+    "multiplier 2": ((2, 8, 8, 20), 3, 2, {"padding": 1}),
+    "multiplier 3, stride 2": ((3, 9, 7, 5), 3, 3, {"stride": 2, "padding": "same"}),
+}
+
+
+@pytest.mark.parametrize("fmt", ["NHWC", "NCHW"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
+@pytest.mark.parametrize("name", list(DEPTHWISE_CONVS))
+def test_depthwise_convolutions_match_reference(name, dtype, fmt):
+    x_shape, k, m, kwargs = DEPTHWISE_CONVS[name]
+    c = x_shape[3]
+    g = _args.conv_geometry(x_shape, (k, k, 1, c * m), kwargs.get("stride", 1),
+                            kwargs.get("padding", "valid"), kwargs.get("dilation", 1), c, "NHWC")
+    assert _kernels.conv2d_forward_route(g, dtype) == "depthwise"
+    assert _kernels.conv2d_backward_data_route(g, dtype) == "depthwise"
+    assert _kernels.conv2d_backward_filter_route(g, dtype) == "depthwise"
+    assert _kernels.conv2d_backward_filter_route(g, dtype, through_pool=True) == "direct"
+    x, w, b = conv_arrays(x_shape, (k, k, 1, c * m), fmt, dtype)
+    kwargs = dict(kwargs, groups=c, data_format=fmt)
+    check_conv(x, w, b, kwargs, activation="relu")
+    check_conv(x, w, b, kwargs, activation="relu", compute_dx=False)
+
+
+def test_grouped_but_not_depthwise_takes_the_tiles():
+    g = _args.conv_geometry((2, 8, 8, 16), (3, 3, 2, 16), 1, 1, 1, 8, "NHWC")
+    assert _kernels.conv2d_forward_route(g, np.float32) == "direct"
+
+
 @pytest.mark.parametrize("cout, groups", [(100, 1), (140, 2), (64, 1)])
 def test_wide_outputs_take_double_blocks_and_their_remainders(cout, groups):
     # 64 and more output channels per group run two weight blocks per tile on AVX-512; 100 and

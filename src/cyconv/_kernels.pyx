@@ -98,6 +98,20 @@ cdef extern from "cyconv.h" nogil:
                                          float *dw, ptrdiff_t c0, ptrdiff_t c1)
     void cyc_conv_dw_finish_winograd_f64(const cyc_geom_t *g, const double *accs, int n,
                                          double *dw, ptrdiff_t c0, ptrdiff_t c1)
+    void cyc_depthwise_fwd_f32(const cyc_geom_t *g, const float *x, const float *w,
+                               const float *b, int relu, float *y, ptrdiff_t r0, ptrdiff_t r1)
+    void cyc_depthwise_fwd_f64(const cyc_geom_t *g, const double *x, const double *w,
+                               const double *b, int relu, double *y, ptrdiff_t r0, ptrdiff_t r1)
+    void cyc_depthwise_bwd_data_f32(const cyc_geom_t *g, const float *dy, const float *w,
+                                    float *dx, ptrdiff_t r0, ptrdiff_t r1)
+    void cyc_depthwise_bwd_data_f64(const cyc_geom_t *g, const double *dy, const double *w,
+                                    double *dx, ptrdiff_t r0, ptrdiff_t r1)
+    void cyc_depthwise_bwd_filter_f32(const cyc_geom_t *g, const float *x, const float *dy,
+                                      const float *ry, float *dw, float *db, ptrdiff_t r0,
+                                      ptrdiff_t r1, float *row)
+    void cyc_depthwise_bwd_filter_f64(const cyc_geom_t *g, const double *x, const double *dy,
+                                      const double *ry, double *dw, double *db, ptrdiff_t r0,
+                                      ptrdiff_t r1, double *row)
     ctypedef struct cyc_unpool_t:
         const void *dy
         const uint8_t *cell
@@ -302,11 +316,61 @@ cdef int _run_conv(int kind, const cyc_geom_t *g, const floating *w, const float
     return failed
 
 
+cdef inline bint _depthwise(const cyc_geom_t *g) noexcept nogil:
+    """One input channel per group: the depthwise kernels (cyconv.h)."""
+    return g.groups > 1 and g.groups == g.c
+
+
+cdef inline void _multiplied_channels(cyc_geom_t *g) noexcept nogil:
+    """A depthwise convolution with a channel multiplier m as one with m times the channels:
+    output channel co reads input channel co // m (Keras's and PyTorch's order)."""
+    g.c = g.groups = g.cout
+
+
+cdef object _repeat_channels(object x, cyc_geom_t *g):
+    """x for the depthwise kernels: with a channel multiplier, each channel repeated m times
+    (and g changed to match)."""
+    cdef int m = g.cout // g.c
+    _multiplied_channels(g)
+    return x if m == 1 else np.repeat(np.asarray(x), m, axis=3)
+
+
+cdef void _run_depthwise(int kind, const cyc_geom_t *g, const floating *src, const floating *w,
+                         const floating *bias, bint relu, floating *dst, Py_ssize_t rows,
+                         int n_threads) noexcept nogil:
+    """The depthwise forward pass (kind FORWARD) or input gradient over rows [0, rows) of the
+    computed tensor, in chunks spread over the threads."""
+    cdef Py_ssize_t chunk = _chunk(rows, n_threads, 1), t, r0, r1
+    cdef Py_ssize_t nch = _n_chunks(rows, chunk)
+    n_threads = <int>min(n_threads, nch)
+    for t in prange(nch, num_threads=n_threads, schedule="dynamic"):
+        r0 = t * chunk
+        r1 = min(rows, r0 + chunk)
+        if floating is float:
+            if kind == FORWARD:
+                cyc_depthwise_fwd_f32(g, src, w, bias, relu, dst, r0, r1)
+            else:
+                cyc_depthwise_bwd_data_f32(g, src, w, dst, r0, r1)
+        else:
+            if kind == FORWARD:
+                cyc_depthwise_fwd_f64(g, src, w, bias, relu, dst, r0, r1)
+            else:
+                cyc_depthwise_bwd_data_f64(g, src, w, dst, r0, r1)
+
+
 def conv2d_forward(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] w,
                    const floating[::1] b, object geom, bint relu,
                    floating[:, :, :, ::1] y, int n_threads):
     """y = conv(x, w) + b (+ ReLU), all NHWC / HWIO, y preallocated."""
     cdef cyc_geom_t g = _geom(geom)
+    cdef const floating[:, :, :, ::1] xe
+    if _depthwise(&g):
+        xe = _repeat_channels(x, &g)
+        with nogil:
+            _run_depthwise(FORWARD, &g, &xe[0, 0, 0, 0], &w[0, 0, 0, 0],
+                           &b[0] if b is not None else NULL, relu, &y[0, 0, 0, 0],
+                           <Py_ssize_t>g.n * g.oh, n_threads)
+        return
     cdef int kind = WINOGRAD if cyc_conv_winograd(&g, 0, sizeof(floating)) else FORWARD
     cdef Py_ssize_t M
     cdef size_t sbytes
@@ -338,23 +402,30 @@ def winograd_enabled():
 
 
 def conv2d_forward_route(object geom, object dtype):
-    """How conv2d_forward computes y for this problem: 'winograd' or 'direct'."""
+    """How conv2d_forward computes y for this problem: 'depthwise', 'winograd' or 'direct'."""
     cdef cyc_geom_t g = _geom(geom)
+    if _depthwise(&g):
+        return "depthwise"
     return "winograd" if cyc_conv_winograd(&g, 0, np.dtype(dtype).itemsize) else "direct"
 
 
 def conv2d_backward_filter_route(object geom, object dtype, bint through_pool=False):
-    """How conv2d_backward_filter computes dw: 'winograd' (never through a pool) or 'direct'."""
+    """How conv2d_backward_filter computes dw: 'depthwise' or 'winograd' (never through a pool),
+    or 'direct'."""
     cdef cyc_geom_t g = _geom(geom)
+    if not through_pool and _depthwise(&g):
+        return "depthwise"
     wino = not through_pool and cyc_conv_winograd(&g, 2, np.dtype(dtype).itemsize)
     return "winograd" if wino else "direct"
 
 
 def conv2d_backward_data_route(object geom, object dtype):
-    """How conv2d_backward_data computes dx for this problem: 'winograd', 'gather',
-    'scatter taps' or 'scatter rows' (cyc_conv_winograd, then cyc_conv_bwd_data_scatters
-    decide)."""
+    """How conv2d_backward_data computes dx for this problem: 'depthwise', 'winograd',
+    'gather', 'scatter taps' or 'scatter rows' (cyc_conv_winograd, then
+    cyc_conv_bwd_data_scatters decide)."""
     cdef cyc_geom_t g = _geom(geom)
+    if _depthwise(&g):
+        return "depthwise"
     if cyc_conv_winograd(&g, 1, np.dtype(dtype).itemsize):
         return "winograd"
     route = cyc_conv_bwd_data_scatters(&g, np.dtype(dtype).itemsize)
@@ -367,6 +438,20 @@ def conv2d_backward_data(const floating[:, :, :, ::1] dy, const floating[:, :, :
     """dx from dy and the HWIO weights: a convolution with the transposed weights, gathered per
     dx pixel or scattered per dy pixel (cyc_conv_bwd_data_scatters decides)."""
     cdef cyc_geom_t g = _geom(geom)
+    cdef int m = g.cout // g.c
+    cdef floating[:, :, :, ::1] dxe = dx
+    if _depthwise(&g):
+        if m > 1:
+            dxe = np.empty((g.n, g.h, g.w, g.cout), dtype=np.asarray(dx).dtype)
+        _multiplied_channels(&g)
+        with nogil:
+            _run_depthwise(GATHER_DX, &g, &dy[0, 0, 0, 0], &w[0, 0, 0, 0], NULL, False,
+                           &dxe[0, 0, 0, 0], <Py_ssize_t>g.n * g.h, n_threads)
+        if m > 1:
+            # each input channel's m copies, added in a fixed order
+            np.sum(np.asarray(dxe).reshape(g.n, g.h, g.w, g.cout // m, m), axis=4,
+                   out=np.asarray(dx))
+        return
     cdef int route = cyc_conv_bwd_data_scatters(&g, sizeof(floating))
     cdef bint scatter = route != CYC_GATHER
     cdef int kind = (GATHER_DX if route == CYC_GATHER else
@@ -424,6 +509,43 @@ cdef inline void _dw_finish(bint wino, const cyc_geom_t *g, const floating *accs
             cyc_conv_dw_finish_f64(g, accs, n_acc, dw, k0, k1)
 
 
+cdef void _depthwise_weight_grads(const cyc_geom_t *g, const floating *x, const floating *dy,
+                                  const floating *ry, floating *dw, floating *db,
+                                  int n_threads) except *:
+    """dw ([kh * kw][cout]) and db of a depthwise convolution, in a number of partial sums (over
+    output rows) that depends on the problem only, added in a fixed order."""
+    cdef Py_ssize_t rows = <Py_ssize_t>g.n * g.oh
+    cdef Py_ssize_t ndw = <Py_ssize_t>g.kh * g.kw * g.cout
+    cdef Py_ssize_t acc_len = ndw + g.cout + <Py_ssize_t>g.ow * g.cout   # dw, db, masked dy
+    cdef int n_acc = <int>min(8, max(1, rows * g.ow // 128))
+    cdef Py_ssize_t t, k, r0, r1
+    cdef floating *accs = <floating *>cyc_scratch(CYC_SCRATCH_PARTIAL,
+                                                  n_acc * acc_len * sizeof(floating))
+    cdef floating *a
+    if accs == NULL:
+        raise MemoryError("conv2d_backward: could not allocate the partial sums")
+    n_threads = min(n_threads, n_acc)
+    with nogil:
+        for t in prange(n_acc, num_threads=n_threads, schedule="dynamic"):
+            a = accs + t * acc_len
+            memset(a, 0, (ndw + g.cout) * sizeof(floating))
+            r0 = rows * t // n_acc
+            r1 = rows * (t + 1) // n_acc
+            if floating is float:
+                cyc_depthwise_bwd_filter_f32(g, x, dy, ry, a, a + ndw, r0, r1, a + ndw + g.cout)
+            else:
+                cyc_depthwise_bwd_filter_f64(g, x, dy, ry, a, a + ndw, r0, r1, a + ndw + g.cout)
+        for k in range(ndw):
+            dw[k] = accs[k]
+            for t in range(1, n_acc):
+                dw[k] += accs[t * acc_len + k]
+        for k in range(g.cout):
+            db[k] = accs[ndw + k]
+            for t in range(1, n_acc):
+                db[k] += accs[t * acc_len + ndw + k]
+    cyc_scratch_done(CYC_SCRATCH_PARTIAL, accs)
+
+
 def conv2d_backward_filter(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] dy,
                            object geom, floating[:, :, :, ::1] dw, floating[::1] db,
                            int n_threads, const floating[:, :, :, ::1] relu_y=None,
@@ -446,6 +568,12 @@ def conv2d_backward_filter(const floating[:, :, :, ::1] x, const floating[:, :, 
     # By Winograd, the partial sums run over tiles of 2x2 pixels and hold the 16 products'
     # gradients, which the final pass turns into dw.
     cdef bint wino = up == NULL and cyc_conv_winograd(&g, 2, sizeof(floating))
+    cdef const floating[:, :, :, ::1] xe
+    if up == NULL and _depthwise(&g):
+        xe = _repeat_channels(x, &g)
+        _depthwise_weight_grads(&g, &xe[0, 0, 0, 0], &dy[0, 0, 0, 0], ry, &dw[0, 0, 0, 0],
+                                &db[0], n_threads)
+        return
     cdef Py_ssize_t M = (cyc_conv_winograd_tiles(&g, CYC_WINO_FWD) if wino
                          else <Py_ssize_t>g.n * g.oh * g.ow)
     cdef Py_ssize_t acc_len = (cyc_conv_winograd_dw_acc_len(&g, sizeof(floating)) if wino
