@@ -1510,60 +1510,54 @@ static void FN(dwc_pixel)(int C, const T *src, const ptrdiff_t *off, const T *w,
                       out + c0);
 }
 
-/* Vectors of channels a 3x3 block keeps its 9 x NB weights for, in registers. */
+/* Vectors of channels per block of FN(dw_pixels). */
 #if MR >= 12
-#define CYC_DW3_NB 2
+#define CYC_DW_NB 2
 #else
-#define CYC_DW3_NB 1
+#define CYC_DW_NB 1
 #endif
 
-/* A 3x3 window over count pixels of a row, inside the image, for NB * VLEN channels: each tap's
- * weights stay in registers across the pixels.  rows[i] is the first pixel's tap (i, 0), cs the
- * step between taps across, step between pixels, ostep between outputs (elements). */
-static void FN(dw3x3_pixels)(const T *const *rows, ptrdiff_t cs, ptrdiff_t step, const T *w,
-                             ptrdiff_t wstride, const T *bias, int relu, T *out, ptrdiff_t ostep,
-                             int count)
+/* count pixels of a row whose windows lie inside the image, for NB * VLEN channels: pixel p's tap
+ * t reads src[p * step + off[t]] and weights w[woff[t]].  PX pixels at a time: a pixel's
+ * multiply-adds form one dependent chain per vector, so one pixel alone waited on each add's
+ * latency; each tap's weights are loaded once for the PX pixels. */
+static void FN(dw_pixels)(const T *src, ptrdiff_t step, const ptrdiff_t *off, const T *w,
+                          const ptrdiff_t *woff, int nt, const T *bias, int relu, T *out,
+                          ptrdiff_t ostep, int count)
 {
-    enum { NB = CYC_DW3_NB };
-    V wv[9][NB], bv[NB];
-    for (int t = 0; t < 9; t++)
-        for (int b = 0; b < NB; b++) wv[t][b] = LOADV(w + t * wstride + b * VLEN);
+    enum { NB = CYC_DW_NB, PX = 4 };
+    V bv[NB];
     for (int b = 0; b < NB; b++) bv[b] = bias ? (V)LOADV(bias + b * VLEN) : (V){0};
-    const T *r0 = rows[0], *r1 = rows[1], *r2 = rows[2];
     int p = 0;
-    /* PX pixels at a time: a pixel's 9 multiply-adds form one dependent chain per vector, so
-     * one pixel alone waited on each add's latency (2.3x slower) */
-    enum { PX = 4 };
     for (; p + PX <= count; p += PX) {
         V acc[PX][NB];
         for (int q = 0; q < PX; q++)
             for (int b = 0; b < NB; b++) acc[q][b] = bv[b];
-        for (int t = 0; t < 9; t++) {
-            const T *r = (t < 3 ? r0 : t < 6 ? r1 : r2) + (t % 3) * cs;
+        for (int t = 0; t < nt; t++) {
+            const T *s = src + p * step + off[t];
+            V wv[NB];
+            for (int b = 0; b < NB; b++) wv[b] = LOADV(w + woff[t] + b * VLEN);
             for (int q = 0; q < PX; q++)
-                for (int b = 0; b < NB; b++)
-                    acc[q][b] += LOADV(r + q * step + b * VLEN) * wv[t][b];
+                for (int b = 0; b < NB; b++) acc[q][b] += LOADV(s + q * step + b * VLEN) * wv[b];
         }
         for (int q = 0; q < PX; q++)
             for (int b = 0; b < NB; b++)
-                STOREV(out + q * ostep + b * VLEN, relu ? FN(relu)(acc[q][b]) : acc[q][b]);
-        r0 += PX * step; r1 += PX * step; r2 += PX * step; out += PX * ostep;
+                STOREV(out + (p + q) * ostep + b * VLEN, relu ? FN(relu)(acc[q][b]) : acc[q][b]);
     }
     for (; p < count; p++) {
         V acc[NB];
         for (int b = 0; b < NB; b++) acc[b] = bv[b];
-        for (int t = 0; t < 9; t++) {
-            const T *r = (t < 3 ? r0 : t < 6 ? r1 : r2) + (t % 3) * cs;
-            for (int b = 0; b < NB; b++) acc[b] += LOADV(r + b * VLEN) * wv[t][b];
-        }
-        for (int b = 0; b < NB; b++) STOREV(out + b * VLEN, relu ? FN(relu)(acc[b]) : acc[b]);
-        r0 += step; r1 += step; r2 += step; out += ostep;
+        for (int t = 0; t < nt; t++)
+            for (int b = 0; b < NB; b++)
+                acc[b] += LOADV(src + p * step + off[t] + b * VLEN) * LOADV(w + woff[t] + b * VLEN);
+        for (int b = 0; b < NB; b++)
+            STOREV(out + p * ostep + b * VLEN, relu ? FN(relu)(acc[b]) : acc[b]);
     }
 }
 
 /* Output rows [r0, r1) of the flattened (n, oh).  Pixels whose window lies inside the image
- * share one table of tap offsets, and 3x3 windows there run FN(dw3x3_pixels) on whole blocks of
- * channels; border pixels list their valid taps. */
+ * share one table of tap offsets and run FN(dw_pixels) on whole blocks of channels; border
+ * pixels, and the channels past the blocks, list their valid taps for FN(dwc_pixel). */
 void FN(cyc_depthwise_fwd)(const cyc_geom_t *g, const T *x, const T *w, const T *bias, int relu,
                            T *y, ptrdiff_t r0, ptrdiff_t r1)
 {
@@ -1580,7 +1574,7 @@ void FN(cyc_depthwise_fwd)(const cyc_geom_t *g, const T *x, const T *w, const T 
     int xhi = g->w - span + g->pad_left < 0 ? 0 : (g->w - span + g->pad_left) / g->sw + 1;
     if (xhi > g->ow) xhi = g->ow;
     if (xlo > xhi) xlo = xhi;
-    const int blk = CYC_DW3_NB * VLEN, cfast = g->kh == 3 && g->kw == 3 ? C / blk * blk : 0;
+    const int blk = CYC_DW_NB * VLEN, cfast = C / blk * blk;
     for (ptrdiff_t row = r0; row < r1; row++) {
         const int n = (int)(row / g->oh), oy = (int)(row % g->oh);
         const int iy0 = oy * g->sh - g->pad_top;
@@ -1591,13 +1585,9 @@ void FN(cyc_depthwise_fwd)(const cyc_geom_t *g, const T *x, const T *w, const T 
         if (fast) {
             const ptrdiff_t first = ((ptrdiff_t)iy0 * g->w + xlo * g->sw - g->pad_left) * C;
             T *out = y + (row * g->ow + xlo) * C;
-            for (int c0 = 0; c0 < cfast; c0 += blk) {
-                const T *rows[3];
-                for (int i = 0; i < 3; i++)
-                    rows[i] = xn + first + (ptrdiff_t)i * g->dh * g->w * C + c0;
-                FN(dw3x3_pixels)(rows, (ptrdiff_t)g->dw * C, (ptrdiff_t)g->sw * C, w + c0, C,
-                                 bias ? bias + c0 : NULL, relu, out + c0, C, xhi - xlo);
-            }
+            for (int c0 = 0; c0 < cfast; c0 += blk)
+                FN(dw_pixels)(xn + first + c0, (ptrdiff_t)g->sw * C, inner, w + c0, woff_all,
+                              taps, bias ? bias + c0 : NULL, relu, out + c0, C, xhi - xlo);
         }
         for (int ox = 0; ox < g->ow; ox++) {
             const int c0 = fast && ox >= xlo && ox < xhi ? cfast : 0;

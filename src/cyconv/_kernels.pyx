@@ -440,17 +440,35 @@ def conv2d_backward_data(const floating[:, :, :, ::1] dy, const floating[:, :, :
     cdef cyc_geom_t g = _geom(geom)
     cdef int m = g.cout // g.c
     cdef floating[:, :, :, ::1] dxe = dx
+    cdef const floating[:, :, :, ::1] wf
+    cdef cyc_geom_t gf
     if _depthwise(&g):
         if m > 1:
             dxe = np.empty((g.n, g.h, g.w, g.cout), dtype=np.asarray(dx).dtype)
         _multiplied_channels(&g)
-        with nogil:
-            _run_depthwise(GATHER_DX, &g, &dy[0, 0, 0, 0], &w[0, 0, 0, 0], NULL, False,
-                           &dxe[0, 0, 0, 0], <Py_ssize_t>g.n * g.h, n_threads)
+        if g.sh == 1 and g.sw == 1:
+            # with unit stride, dx is the forward convolution of dy (padded by the window's
+            # span less the padding) with the flipped weights: its faster kernel
+            wf = np.ascontiguousarray(np.asarray(w)[::-1, ::-1])
+            gf = g
+            gf.h, gf.w, gf.oh, gf.ow = g.oh, g.ow, g.h, g.w
+            gf.pad_top = (g.kh - 1) * g.dh - g.pad_top
+            gf.pad_left = (g.kw - 1) * g.dw - g.pad_left
+            with nogil:
+                _run_depthwise(FORWARD, &gf, &dy[0, 0, 0, 0], &wf[0, 0, 0, 0], NULL, False,
+                               &dxe[0, 0, 0, 0], <Py_ssize_t>g.n * g.h, n_threads)
+        else:
+            with nogil:
+                _run_depthwise(GATHER_DX, &g, &dy[0, 0, 0, 0], &w[0, 0, 0, 0], NULL, False,
+                               &dxe[0, 0, 0, 0], <Py_ssize_t>g.n * g.h, n_threads)
         if m > 1:
-            # each input channel's m copies, added in a fixed order
-            np.sum(np.asarray(dxe).reshape(g.n, g.h, g.w, g.cout // m, m), axis=4,
-                   out=np.asarray(dx))
+            # each input channel's m copies, added in a fixed order (numpy's reduction over a
+            # last axis of 2 or 3 is slow: strided adds instead)
+            parts = np.asarray(dxe).reshape(g.n, g.h, g.w, g.cout // m, m)
+            out = np.asarray(dx)
+            np.copyto(out, parts[..., 0])
+            for q in range(1, m):
+                out += parts[..., q]
         return
     cdef int route = cyc_conv_bwd_data_scatters(&g, sizeof(floating))
     cdef bint scatter = route != CYC_GATHER
