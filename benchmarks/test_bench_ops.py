@@ -18,7 +18,7 @@ REFERENCE_CASES = {name for name, c in CASES.items() if c.n * c.h * c.w * max(c.
 
 def _reference_fns(case, x, w, layout):
     if case.kind == "conv":
-        kw = dict(stride=case.stride, padding=case.pad, data_format=layout)
+        kw = dict(stride=case.stride, padding=case.pad, groups=case.groups, data_format=layout)
         b = np.zeros(case.cout, dtype=x.dtype)
         dy = np.ones_like(reference.conv2d(x, w, b, **kw))
         return (lambda: reference.conv2d(x, w, b, activation="relu", **kw),

@@ -33,6 +33,7 @@ class Case:
     k: int = 3
     stride: int = 1
     pad: int = 0
+    groups: int = 1
 
     @property
     def kind(self):
@@ -50,7 +51,7 @@ class Case:
         oh, ow = self.out_hw()
         if self.kind == "maxpool":
             return self.n * oh * ow * self.c * 4
-        return 2 * self.n * oh * ow * self.cout * self.k * self.k * self.c
+        return 2 * self.n * oh * ow * self.cout * self.k * self.k * (self.c // self.groups)
 
 
 def default_cases():
@@ -66,6 +67,7 @@ def default_cases():
     cases += [
         Case("resnet 56x56x64 b8", 8, 56, 56, 64, 64, 3, 1, 1),
         Case("imagenet 7x7s2 b4", 4, 224, 224, 3, 64, 7, 2, 3),
+        Case("mobilenet dw 56x56x64 b8", 8, 56, 56, 64, 64, 3, 1, 1, groups=64),
     ]
     return cases
 
@@ -151,7 +153,8 @@ def _make_inputs(case, layout, dtype, rng):
     x = rng.standard_normal((case.n, case.h, case.w, case.c)).astype(dtype)
     w = None
     if case.kind == "conv":
-        w = (rng.standard_normal((case.k, case.k, case.c, case.cout)) * 0.1).astype(dtype)
+        w = (rng.standard_normal((case.k, case.k, case.c // case.groups, case.cout))
+             * 0.1).astype(dtype)
     if layout == "NCHW":
         x = np.ascontiguousarray(x.transpose(0, 3, 1, 2))
         if w is not None:
@@ -161,7 +164,7 @@ def _make_inputs(case, layout, dtype, rng):
 
 def _cyconv_fns(case, x, w, layout):
     if case.kind == "conv":
-        kw = dict(stride=case.stride, padding=case.pad, data_format=layout)
+        kw = dict(stride=case.stride, padding=case.pad, groups=case.groups, data_format=layout)
         b = np.zeros(case.cout, dtype=x.dtype)
         y = ops.conv2d(x, w, b, **kw)
         dy = np.ones_like(y)
@@ -196,15 +199,16 @@ def _torch_fns(torch, case, x, w, layout):
 
         def fwd():
             with torch.no_grad():
-                return torch.relu(F.conv2d(xt, wt, bt, stride=case.stride, padding=case.pad))
+                return torch.relu(F.conv2d(xt, wt, bt, stride=case.stride, padding=case.pad,
+                                           groups=case.groups))
 
-        y = F.conv2d(xt, wt, bt, stride=case.stride, padding=case.pad)
+        y = F.conv2d(xt, wt, bt, stride=case.stride, padding=case.pad, groups=case.groups)
         dy = torch.ones_like(y)
 
         def bwd():
             return torch.ops.aten.convolution_backward(
                 dy, xt, wt, [case.cout], [case.stride] * 2, [case.pad] * 2, [1, 1], False,
-                [0, 0], 1, [True, True, True])
+                [0, 0], case.groups, [True, True, True])
 
         return fwd, bwd
     F = torch.nn.functional
