@@ -154,11 +154,14 @@ void cyc_conv_dw_finish_winograd_f64(const cyc_geom_t *g, const double *accs, in
                                      double *dw_hwio, ptrdiff_t c0, ptrdiff_t c1);
 
 /* Depthwise convolutions: groups == c == cout > 1 (a channel multiplier runs on x with its
- * channels repeated); the weights as given (HWIO, (kh, kw, 1, c)), no packing.  The forward
+ * channels repeated) and windows of at most CYC_DEPTHWISE_MAX_TAPS cells (their tap tables live
+ * on the stack; larger windows take the tile kernels); the weights as given (HWIO,
+ * (kh, kw, 1, c)), no packing.  The forward
  * pass computes output rows [r0, r1) of the flattened (n, oh), the input gradient dx rows
  * [r0, r1) of the flattened (n, h); the weight gradient adds the sums over output rows
  * [r0, r1) into dw_acc ([kh * kw][c], the HWIO layout) and db_acc, with a scratch row of
  * ow * c values. */
+#define CYC_DEPTHWISE_MAX_TAPS 256
 void cyc_depthwise_fwd_f32(const cyc_geom_t *g, const float *x, const float *w, const float *bias,
                            int relu, float *y, ptrdiff_t r0, ptrdiff_t r1);
 void cyc_depthwise_fwd_f64(const cyc_geom_t *g, const double *x, const double *w,

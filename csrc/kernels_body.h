@@ -1562,7 +1562,8 @@ void FN(cyc_depthwise_fwd)(const cyc_geom_t *g, const T *x, const T *w, const T 
                            T *y, ptrdiff_t r0, ptrdiff_t r1)
 {
     const int C = g->c, taps = g->kh * g->kw;
-    ptrdiff_t inner[taps], woff_all[taps], off[taps], woff[taps];
+    ptrdiff_t inner[CYC_DEPTHWISE_MAX_TAPS], woff_all[CYC_DEPTHWISE_MAX_TAPS];
+    ptrdiff_t off[CYC_DEPTHWISE_MAX_TAPS], woff[CYC_DEPTHWISE_MAX_TAPS];
     for (int i = 0; i < g->kh; i++)
         for (int j = 0; j < g->kw; j++) {
             inner[i * g->kw + j] = ((ptrdiff_t)i * g->dh * g->w + (ptrdiff_t)j * g->dw) * C;
@@ -1620,8 +1621,8 @@ void FN(cyc_depthwise_fwd)(const cyc_geom_t *g, const T *x, const T *w, const T 
 void FN(cyc_depthwise_bwd_data)(const cyc_geom_t *g, const T *dy, const T *w, T *dx,
                                 ptrdiff_t r0, ptrdiff_t r1)
 {
-    const int C = g->c, taps = g->kh * g->kw;
-    ptrdiff_t off[taps], woff[taps];
+    const int C = g->c;
+    ptrdiff_t off[CYC_DEPTHWISE_MAX_TAPS], woff[CYC_DEPTHWISE_MAX_TAPS];
     for (ptrdiff_t row = r0; row < r1; row++) {
         const int n = (int)(row / g->h), yy = (int)(row % g->h);
         const T *dn = dy + (ptrdiff_t)n * g->oh * g->ow * C;

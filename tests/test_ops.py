@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from hypothesis import given
 
-from cyconv import _args, _kernels, ops
+from cyconv import _args, _kernels, ops, reference
 from helpers import (assert_bitwise_equal, check_against_reference, in_memory_layout,
                      random_array, to_layout, weights_to_layout)
 from strategies import conv_cases, global_cases, pool_cases, winograd_cases
@@ -479,12 +479,23 @@ def test_input_gradient_gathers_for_large_same_padded_images():
 
 
 @contextlib.contextmanager
-def winograd_off():
-    assert _kernels.winograd_set(False) is True
+def winograd_set(on):
+    previous = _kernels.winograd_set(on)
     try:
         yield
     finally:
-        _kernels.winograd_set(True)
+        _kernels.winograd_set(previous)
+
+
+def winograd_off():
+    return winograd_set(False)
+
+
+@pytest.fixture
+def winograd_on():
+    """The Winograd path on (CYCONV_WINOGRAD=0 may have turned it off for the whole run)."""
+    with winograd_set(True):
+        yield
 
 
 WINOGRAD_CONVS = {
@@ -502,17 +513,22 @@ WINOGRAD_CONVS = {
     # blocks that run from one image into the next; 40 and 72 channels fill two weight blocks
     # and a part
     "many tiles, wide outputs": ((9, 16, 16, 40), 72, {"padding": 1}, True),
+    # 70 in, 140 out: the input gradient computes 70 channels, over two weight blocks too
+    "wide both ways": ((2, 9, 9, 70), 140, {"padding": 1}, True),
+    # 256 in and out: blocks of the fewest tiles (12); the weight gradient goes direct
+    "256 channels": ((1, 8, 8, 256), 256, {"padding": 1}, True),
 }
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
 @pytest.mark.parametrize("name", list(WINOGRAD_CONVS))
-def test_winograd_convolutions_match_reference(name, dtype):
+def test_winograd_convolutions_match_reference(name, dtype, winograd_on):
     x_shape, cout, kwargs, dx_winograd = WINOGRAD_CONVS[name]
     x, w, b = conv_arrays(x_shape, (3, 3, x_shape[3], cout), "NHWC", dtype)
     g = _args.conv_geometry(x.shape, w.shape, 1, kwargs.get("padding", "valid"), 1, 1, "NHWC")
     assert _kernels.conv2d_forward_route(g, dtype) == "winograd"
-    assert _kernels.conv2d_backward_filter_route(g, dtype) == "winograd"
+    dw_winograd = x_shape[3] * cout * 16 * np.dtype(dtype).itemsize <= 1 << 20
+    assert (_kernels.conv2d_backward_filter_route(g, dtype) == "winograd") == dw_winograd
     assert _kernels.conv2d_backward_filter_route(g, dtype, through_pool=True) == "direct"
     assert (_kernels.conv2d_backward_data_route(g, dtype) == "winograd") == dx_winograd
     check_conv(x, w, b, kwargs, activation="relu")
@@ -523,11 +539,12 @@ def test_winograd_convolutions_match_reference(name, dtype):
 @given(winograd_cases())
 def test_winograd_sized_convolutions_match_reference(case):
     # most of these take the Winograd path (all but outputs of a few pixels with odd sides)
-    check_conv(case["x"], case["w"], case["b"], case["kwargs"], case["activation"],
-               case["compute_dx"], ("sliced", True), case["rng"])
+    with winograd_set(True):
+        check_conv(case["x"], case["w"], case["b"], case["kwargs"], case["activation"],
+                   case["compute_dx"], ("sliced", True), case["rng"])
 
 
-def test_winograd_in_nchw():
+def test_winograd_in_nchw(winograd_on):
     x, w, b = conv_arrays((3, 10, 9, 16), (3, 3, 16, 24), "NCHW", np.float32)
     check_conv(x, w, b, dict(padding="same", data_format="NCHW"), activation="relu")
 
@@ -553,7 +570,8 @@ def test_convolutions_winograd_does_not_take(x_shape, w_shape, kwargs):
 
 @pytest.mark.parametrize("channels, dtype, dw_route", [
     (128, np.float32, "winograd"), (128, np.float64, "direct"), (256, np.float32, "direct")])
-def test_winograd_weight_gradient_only_where_its_sums_stay_in_cache(channels, dtype, dw_route):
+def test_winograd_weight_gradient_only_where_its_sums_stay_in_cache(channels, dtype, dw_route,
+                                                                    winograd_on):
     # 16 x C x K sums, added into per block of tiles: 1 MB at most (128 channels in and out)
     g = _args.conv_geometry((8, 28, 28, channels), (3, 3, channels, channels), 1, "same", 1, 1,
                             "NHWC")
@@ -562,7 +580,23 @@ def test_winograd_weight_gradient_only_where_its_sums_stay_in_cache(channels, dt
     assert _kernels.conv2d_backward_filter_route(g, dtype) == dw_route
 
 
-def test_winograd_can_be_turned_off():
+def test_winograd_turns_an_infinity_into_nan_where_the_direct_sum_keeps_it(winograd_on):
+    # The transforms add and subtract pixels: inf - inf.  cuDNN's and oneDNN's Winograd kernels
+    # do the same; CYCONV_WINOGRAD=0 keeps the direct sums.
+    x, w, b = conv_arrays((1, 6, 6, 16), (3, 3, 16, 16), "NHWC", np.float32)
+    x = x.copy()
+    x[0, 2, 2, 0] = np.inf
+    reached = reference.conv2d(x, w, b, padding=1)
+    assert np.isinf(reached).any()
+    got = ops.conv2d(x, w, b, padding=1)
+    assert np.isnan(got).any() and not np.isnan(reached).any()
+    assert np.array_equal(np.isfinite(got), np.isfinite(reached)), "the same outputs stay finite"
+    with winograd_off():
+        direct = ops.conv2d(x, w, b, padding=1)
+    np.testing.assert_allclose(direct, reached, rtol=2e-4, atol=2e-5)
+
+
+def test_winograd_can_be_turned_off(winograd_on):
     x, w, b = conv_arrays((2, 8, 8, 16), (3, 3, 16, 16), "NHWC", np.float32)
     g = _args.conv_geometry(x.shape, w.shape, 1, "same", 1, 1, "NHWC")
     on = ops.conv2d(x, w, b, padding="same")
@@ -590,6 +624,7 @@ DEPTHWISE_CONVS = {
     "3x3 valid, partial vector": ((2, 7, 8, 33), 3, 1, {}),
     "5x5 asymmetric padding": ((2, 9, 8, 24), 5, 1, {"padding": ((2, 1), (0, 3))}),
     # a multiplier runs on x's channels repeated: output channel co reads input co // m
+    "3x3 dilated, unit stride": ((2, 11, 10, 36), 3, 1, {"dilation": 2, "padding": 3}),
     "multiplier 2": ((2, 8, 8, 20), 3, 2, {"padding": 1}),
     "multiplier 3, stride 2": ((3, 9, 7, 5), 3, 3, {"stride": 2, "padding": "same"}),
 }
@@ -616,6 +651,16 @@ def test_depthwise_convolutions_match_reference(name, dtype, fmt):
 def test_grouped_but_not_depthwise_takes_the_tiles():
     g = _args.conv_geometry((2, 8, 8, 16), (3, 3, 2, 16), 1, 1, 1, 8, "NHWC")
     assert _kernels.conv2d_forward_route(g, np.float32) == "direct"
+
+
+def test_depthwise_windows_past_the_tap_tables_take_the_tiles():
+    # the depthwise kernels keep a table of 256 taps on the stack; a window of 17x17 (289 cells)
+    # goes to the tile kernels, which are right for it too
+    g = _args.conv_geometry((1, 20, 20, 2), (17, 17, 1, 2), 1, "valid", 1, 2, "NHWC")
+    assert _kernels.conv2d_forward_route(g, np.float32) == "direct"
+    assert _kernels.conv2d_backward_data_route(g, np.float32) != "depthwise"
+    x, w, b = conv_arrays((1, 20, 20, 2), (17, 17, 1, 2), "NHWC", np.float64)
+    check_conv(x, w, b, dict(groups=2))
 
 
 @pytest.mark.parametrize("cout, groups", [(100, 1), (140, 2), (64, 1)])

@@ -75,6 +75,7 @@ cdef extern from "cyconv.h" nogil:
     enum:
         CYC_WINO_FWD
         CYC_WINO_DX
+        CYC_DEPTHWISE_MAX_TAPS
     int cyc_conv_winograd(const cyc_geom_t *g, int what, int elem_size)
     int cyc_conv_winograd_set(int on)
     int cyc_conv_winograd_enabled()
@@ -317,8 +318,9 @@ cdef int _run_conv(int kind, const cyc_geom_t *g, const floating *w, const float
 
 
 cdef inline bint _depthwise(const cyc_geom_t *g) noexcept nogil:
-    """One input channel per group: the depthwise kernels (cyconv.h)."""
-    return g.groups > 1 and g.groups == g.c
+    """One input channel per group, a window of at most CYC_DEPTHWISE_MAX_TAPS cells: the
+    depthwise kernels (cyconv.h)."""
+    return g.groups > 1 and g.groups == g.c and g.kh * g.kw <= CYC_DEPTHWISE_MAX_TAPS
 
 
 cdef inline void _multiplied_channels(cyc_geom_t *g) noexcept nogil:
