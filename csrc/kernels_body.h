@@ -1643,14 +1643,108 @@ void FN(cyc_depthwise_bwd_data)(const cyc_geom_t *g, const T *dy, const T *w, T 
     }
 }
 
+/* acc[c] += sum over pixels ox in [lo, hi) of x[xrow + ox * xs + c] * d[ox * C + c], for nv
+ * vectors of channels, the last nl wide. */
+ALWAYS_INLINE void FN(dw_tap_sums)(const int nv, const int nl, const T *x, ptrdiff_t xrow,
+                                   ptrdiff_t xs, const T *d, int C, int lo, int hi, T *acc)
+{
+    V a[4];
+    for (int b = 0; b < nv; b++) a[b] = (V){0};
+    for (int ox = lo; ox < hi; ox++) {
+        /* xrow may point into the padding: offsets, not pointers, until inside */
+        const T *xp = x + (xrow + ox * xs), *dp = d + (ptrdiff_t)ox * C;
+        for (int b = 0; b < nv; b++) {
+            const int n = b == nv - 1 ? nl : VLEN;
+            a[b] += FN(load_n)(xp + b * VLEN, n) * FN(load_n)(dp + b * VLEN, n);
+        }
+    }
+    for (int b = 0; b < nv; b++) {
+        const int n = b == nv - 1 ? nl : VLEN;
+        FN(store_n)(acc + b * VLEN, FN(load_n)(acc + b * VLEN, n) + a[b], n);
+    }
+}
+
 /* dw_acc [kh * kw][c] and db_acc [c] += the sums over output rows [r0, r1) of the flattened
  * (n, oh); relu_y, when not NULL, masks dy (a fused ReLU's output) through rowbuf (ow * c
  * values).  Per output row and tap, vectors of channels are summed in registers over the
  * row's pixels that the tap reaches. */
+/* A 3x3 window's 9 x NB vectors of sums over count pixels of a row, inside the image, kept in
+ * registers: pixel p reads x at xo + p * xs + inner[t] and dy at d + p * C.  (Summing one tap
+ * at a time re-read the row's x and dy from L2 for every tap.) */
+static void FN(dw3x3_sums)(const T *x, ptrdiff_t xo, ptrdiff_t xs, const ptrdiff_t *inner,
+                           const T *d, int C, int count, T *dw_acc)
+{
+    enum { NB = CYC_DW_NB };
+    V a[9][NB];
+    for (int t = 0; t < 9; t++)
+        for (int b = 0; b < NB; b++) a[t][b] = (V){0};
+    for (int p = 0; p < count; p++) {
+        const T *xp = x + (xo + p * xs);
+        V dv[NB];
+        for (int b = 0; b < NB; b++) dv[b] = LOADV(d + (ptrdiff_t)p * C + b * VLEN);
+        for (int t = 0; t < 9; t++)
+            for (int b = 0; b < NB; b++) a[t][b] += LOADV(xp + inner[t] + b * VLEN) * dv[b];
+    }
+    for (int t = 0; t < 9; t++)
+        for (int b = 0; b < NB; b++) {
+            T *o = dw_acc + (ptrdiff_t)t * C + b * VLEN;
+            STOREV(o, LOADV(o) + a[t][b]);
+        }
+}
+
+/* FN(dw_tap_sums) over channels [c0, c1), in blocks whose shapes are known when compiled (so
+ * that the sums stay in registers): 4 vectors, then the rest. */
+static void FN(dw_tap_channels)(int c0, int c1, const T *x, ptrdiff_t xrow, ptrdiff_t xs,
+                                const T *d, int C, int lo, int hi, T *acc)
+{
+    if (lo >= hi) return;
+    for (; c0 + 4 * VLEN <= c1; c0 += 4 * VLEN)
+        FN(dw_tap_sums)(4, VLEN, x + c0, xrow, xs, d + c0, C, lo, hi, acc + c0);
+    const int full = (c1 - c0) / VLEN;
+    if (full == 3) FN(dw_tap_sums)(3, VLEN, x + c0, xrow, xs, d + c0, C, lo, hi, acc + c0);
+    if (full == 2) FN(dw_tap_sums)(2, VLEN, x + c0, xrow, xs, d + c0, C, lo, hi, acc + c0);
+    if (full == 1) FN(dw_tap_sums)(1, VLEN, x + c0, xrow, xs, d + c0, C, lo, hi, acc + c0);
+    c0 += full * VLEN;
+    if (c0 < c1) FN(dw_tap_sums)(1, c1 - c0, x + c0, xrow, xs, d + c0, C, lo, hi, acc + c0);
+}
+
+/* acc[c] += sum over count rows of d[p * C + c], in registers (a sum through memory per row
+ * waited on its own last store: a fifth of the weight gradient). */
+static void FN(row_sums)(const T *d, int count, int C, T *acc)
+{
+    int c0 = 0;
+    for (; c0 + 4 * VLEN <= C; c0 += 4 * VLEN) {
+        V s4[4] = {{0}};
+        for (int p = 0; p < count; p++)
+            for (int b = 0; b < 4; b++) s4[b] += LOADV(d + (ptrdiff_t)p * C + c0 + b * VLEN);
+        for (int b = 0; b < 4; b++)
+            STOREV(acc + c0 + b * VLEN, LOADV(acc + c0 + b * VLEN) + s4[b]);
+    }
+    for (; c0 < C; c0 += VLEN) {
+        const int nl = C - c0 < VLEN ? C - c0 : VLEN;
+        V s1 = {0};
+        for (int p = 0; p < count; p++) s1 += FN(load_n)(d + (ptrdiff_t)p * C + c0, nl);
+        FN(store_n)(acc + c0, FN(load_n)(acc + c0, nl) + s1, nl);
+    }
+}
+
 void FN(cyc_depthwise_bwd_filter)(const cyc_geom_t *g, const T *x, const T *dy, const T *relu_y,
                                   T *dw_acc, T *db_acc, ptrdiff_t r0, ptrdiff_t r1, T *rowbuf)
 {
     const int C = g->c;
+    const ptrdiff_t xs = (ptrdiff_t)g->sw * C;
+    /* 3x3 windows inside the image across (pixels [xlo, xhi), as in the forward pass) sum whole
+     * blocks of channels [0, cfast) in registers; the rest goes a tap at a time */
+    ptrdiff_t inner[9];
+    for (int t = 0; t < 9; t++)
+        inner[t] = ((ptrdiff_t)(t / 3) * g->dh * g->w + (ptrdiff_t)(t % 3) * g->dw) * C;
+    const int span = 2 * g->dw + 1;
+    int xlo = g->pad_left > 0 ? (g->pad_left + g->sw - 1) / g->sw : 0;
+    int xhi = g->w - span + g->pad_left < 0 ? 0 : (g->w - span + g->pad_left) / g->sw + 1;
+    if (xhi > g->ow) xhi = g->ow;
+    if (xlo > xhi) xlo = xhi;
+    const int blk = CYC_DW_NB * VLEN;
+    const int cfast = g->kh == 3 && g->kw == 3 && xhi > xlo ? C / blk * blk : 0;
     for (ptrdiff_t row = r0; row < r1; row++) {
         const int n = (int)(row / g->oh), oy = (int)(row % g->oh);
         const int iy0 = oy * g->sh - g->pad_top;
@@ -1661,11 +1755,17 @@ void FN(cyc_depthwise_bwd_filter)(const cyc_geom_t *g, const T *x, const T *dy, 
                 rowbuf[k] = ry[k] > 0 ? d[k] : (T)0;
             d = rowbuf;
         }
-        for (int ox = 0; ox < g->ow; ox++)
-            for (int c = 0; c < C; c++) db_acc[c] += d[(ptrdiff_t)ox * C + c];
+        FN(row_sums)(d, g->ow, C, db_acc);
         int ilo, ihi;
         FN(valid_taps)(iy0, g->dh, g->kh, g->h, &ilo, &ihi);
         const T *xn = x + (ptrdiff_t)n * g->h * g->w * C;
+        const int fast = cfast && ilo == 0 && ihi == 3;
+        if (fast) {
+            const ptrdiff_t xo = ((ptrdiff_t)iy0 * g->w + xlo * g->sw - g->pad_left) * C;
+            for (int c0 = 0; c0 < cfast; c0 += blk)
+                FN(dw3x3_sums)(xn + c0, xo, xs, inner, d + (ptrdiff_t)xlo * C + c0, C,
+                               xhi - xlo, dw_acc + c0);
+        }
         for (int i = ilo; i < ihi; i++)
             for (int j = 0; j < g->kw; j++) {
                 /* the pixels ox whose tap (i, j) lies inside: ox * sw - pad + j * dw in [0, w) */
@@ -1674,26 +1774,18 @@ void FN(cyc_depthwise_bwd_filter)(const cyc_geom_t *g, const T *x, const T *dy, 
                 int hi = g->w - 1 - s0 < 0 ? 0 : (g->w - 1 - s0) / g->sw + 1;
                 if (hi > g->ow) hi = g->ow;
                 if (lo >= hi) continue;
-                /* column s0 may lie in the padding: offsets, not pointers, until inside */
+                /* xrow may point into the padding: offsets, not pointers, until inside */
                 const ptrdiff_t xrow = ((ptrdiff_t)(iy0 + i * g->dh) * g->w + s0) * C;
-                const ptrdiff_t xs = (ptrdiff_t)g->sw * C;
                 T *acc = dw_acc + (ptrdiff_t)(i * g->kw + j) * C;
-                for (int c0 = 0; c0 < C; c0 += 4 * VLEN) {
-                    const int nvl = (C - c0 + VLEN - 1) / VLEN, nv = nvl < 4 ? nvl : 4;
-                    const int last = C - c0 - (nv - 1) * VLEN, nl = last < VLEN ? last : VLEN;
-                    V a[4] = {{0}};
-                    for (int ox = lo; ox < hi; ox++) {
-                        const T *xp = xn + (xrow + ox * xs + c0), *dp = d + (ptrdiff_t)ox * C + c0;
-                        for (int b = 0; b < nv; b++) {
-                            const int nn = b == nv - 1 ? nl : VLEN;
-                            a[b] += FN(load_n)(xp + b * VLEN, nn) * FN(load_n)(dp + b * VLEN, nn);
-                        }
-                    }
-                    for (int b = 0; b < nv; b++) {
-                        const int nn = b == nv - 1 ? nl : VLEN;
-                        FN(store_n)(acc + c0 + b * VLEN,
-                                    FN(load_n)(acc + c0 + b * VLEN, nn) + a[b], nn);
-                    }
+                if (fast) {
+                    /* the fast channels' border pixels, then the other channels' every pixel */
+                    FN(dw_tap_channels)(0, cfast, xn, xrow, xs, d, C, lo, hi < xlo ? hi : xlo,
+                                        acc);
+                    FN(dw_tap_channels)(0, cfast, xn, xrow, xs, d, C, lo > xhi ? lo : xhi, hi,
+                                        acc);
+                    FN(dw_tap_channels)(cfast, C, xn, xrow, xs, d, C, lo, hi, acc);
+                } else {
+                    FN(dw_tap_channels)(0, C, xn, xrow, xs, d, C, lo, hi, acc);
                 }
             }
     }
