@@ -602,8 +602,9 @@ def conv2d_backward_filter(const floating[:, :, :, ::1] x, const floating[:, :, 
     # The pixels are split into a number of partial sums that depends on the problem only, never
     # on the thread count, so that dw is bit-for-bit the same with 1 thread or many.
     # (Each partial sum is zeroed and added up once, 16 x C x K values by Winograd: at least 64
-    # tiles per partial sum keep that a few percent of its work.)
-    cdef int n_acc = <int>min(8, max(1, M // (64 if wino else 128)))
+    # tiles per partial sum keep that a few percent of its work, and 4 partial sums rather than
+    # 8 made the seed conv2's weight gradient at batch 32 9% faster, in alternating processes.)
+    cdef int n_acc = <int>min(4 if wino else 8, max(1, M // (64 if wino else 128)))
     # a thread without a partial sum would only share the final copy: not worth waking it
     n_threads = min(n_threads, n_acc)
     # each partial sum (accs[t], then dbs[t]) is zeroed by the thread that fills it, and the rows
