@@ -509,7 +509,7 @@ WINOGRAD_CONVS = {
     "asymmetric padding": ((1, 10, 10, 16), 33, {"padding": ((0, 2), (1, 0))}, True),
     # dx of a padding wider than the kernel crops dy instead of padding it
     "padding wider than the kernel": ((2, 9, 9, 20), 16, {"padding": 3}, True),
-    # 576 tiles: several blocks per thread and 8 partial sums of the weight gradient, and
+    # 576 tiles: several blocks per thread and 4 partial sums of the weight gradient, and
     # blocks that run from one image into the next; 40 and 72 channels fill two weight blocks
     # and a part
     "many tiles, wide outputs": ((9, 16, 16, 40), 72, {"padding": 1}, True),
