@@ -363,7 +363,8 @@ cdef void _run_depthwise(int kind, const cyc_geom_t *g, const floating *src, con
 def conv2d_forward(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] w,
                    const floating[::1] b, object geom, bint relu,
                    floating[:, :, :, ::1] y, int n_threads):
-    """y = conv(x, w) + b (+ ReLU), all NHWC / HWIO, y preallocated."""
+    """y = conv(x, w) + b (+ ReLU), all NHWC / HWIO, y preallocated; by the depthwise kernels,
+    by Winograd or by the direct tiles (conv2d_forward_route says which)."""
     cdef cyc_geom_t g = _geom(geom)
     cdef const floating[:, :, :, ::1] xe
     if _depthwise(&g):
@@ -437,8 +438,9 @@ def conv2d_backward_data_route(object geom, object dtype):
 
 def conv2d_backward_data(const floating[:, :, :, ::1] dy, const floating[:, :, :, ::1] w,
                          object geom, floating[:, :, :, ::1] dx, int n_threads):
-    """dx from dy and the HWIO weights: a convolution with the transposed weights, gathered per
-    dx pixel or scattered per dy pixel (cyc_conv_bwd_data_scatters decides)."""
+    """dx from dy and the HWIO weights: a convolution with the transposed weights, by the
+    depthwise kernels, by Winograd, or gathered per dx pixel or scattered per dy pixel
+    (conv2d_backward_data_route says which)."""
     cdef cyc_geom_t g = _geom(geom)
     cdef int m = g.cout // g.c
     cdef floating[:, :, :, ::1] dxe = dx
