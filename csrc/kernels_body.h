@@ -140,6 +140,20 @@ ALWAYS_INLINE void FN(store_part)(T *p, V v, int n)
 #endif
 }
 
+/* The first n <= VLEN lanes: a whole vector, or the masked part (a row's last vector). */
+ALWAYS_INLINE V FN(load_n)(const T *p, int n)
+{
+    return n == VLEN ? (V)LOADV(p) : FN(load_part)(p, n);
+}
+
+ALWAYS_INLINE void FN(store_n)(T *p, V v, int n)
+{
+    if (n == VLEN)
+        STOREV(p, v);
+    else
+        FN(store_part)(p, v, n);
+}
+
 static const T FN(zero_bias)[2 * CYC_NBLK * (64 / sizeof(T))] = {0};   /* any tile width */
 
 /* One segment's share of a register tile: acc[p][b] += sum over i of x(p, i) * w[i][b].  x(p, i)
@@ -204,16 +218,10 @@ ALWAYS_INLINE void FN(tile)(const int mr, const int nv, const T *const *xp, ptrd
         if (relu == CYC_ADD) {
             for (int b = 0; b < nv - 1; b++) acc[p][b] += LOADV(o + b * VLEN);
             /* not past the row's end: it may be the array's */
-            if (nlast == VLEN)
-                acc[p][nv - 1] += LOADV(o + (nv - 1) * VLEN);
-            else
-                acc[p][nv - 1] += FN(load_part)(o + (nv - 1) * VLEN, nlast);
+            acc[p][nv - 1] += FN(load_n)(o + (nv - 1) * VLEN, nlast);
         }
         for (int b = 0; b < nv - 1; b++) STOREV(o + b * VLEN, acc[p][b]);
-        if (nlast == VLEN)
-            STOREV(o + (nv - 1) * VLEN, acc[p][nv - 1]);
-        else
-            FN(store_part)(o + (nv - 1) * VLEN, acc[p][nv - 1], nlast);
+        FN(store_n)(o + (nv - 1) * VLEN, acc[p][nv - 1], nlast);
     }
 }
 
@@ -915,7 +923,7 @@ static void FN(wino_pack)(const cyc_geom_t *g, int mode, const T *w, const T *bi
                     if (mode == CYC_WINO_FWD) {
                         /* HWIO: the computed channels are contiguous */
                         const T *p = w + ((ptrdiff_t)(i * 3 + j) * C + c) * K + kv;
-                        gg[i][j] = nl == VLEN ? (V)LOADV(p) : FN(load_part)(p, nl);
+                        gg[i][j] = FN(load_n)(p, nl);
                     } else {
                         /* flipped, input and output swapped: C apart (the loop over c next
                          * reads the same cache lines) */
@@ -958,7 +966,7 @@ ALWAYS_INLINE void FN(wino_input)(const T *src, ptrdiff_t rs, ptrdiff_t cs, int 
         for (int a = 0; a < 4; a++)
             for (int e = 0; e < 4; e++) {
                 const T *p = src + a * rs + e * cs + c0;
-                d[a][e] = nl == VLEN ? (V)LOADV(p) : FN(load_part)(p, nl);
+                d[a][e] = FN(load_n)(p, nl);
             }
         for (int e = 0; e < 4; e++) {
             t[0][e] = d[0][e] - d[2][e];
@@ -998,11 +1006,7 @@ ALWAYS_INLINE void FN(wino_output)(const T *m, ptrdiff_t mstride, const T *bias,
         for (int a = 0; a < 2; a++)
             for (int e = 0; e < 2; e++) {
                 V r = relu ? FN(relu)(o[a][e]) : o[a][e];
-                T *p = dst + a * rs + e * cs + k0;
-                if (nl == VLEN)
-                    STOREV(p, r);
-                else
-                    FN(store_part)(p, r, nl);
+                FN(store_n)(dst + a * rs + e * cs + k0, r, nl);
             }
     }
 }
@@ -1410,12 +1414,9 @@ void FN(cyc_conv_bwd_filter_winograd)(const cyc_geom_t *g, const T *x, const T *
                         d[a][e] = (V){0};
                         if (off[a][e] < 0 || nl <= 0) continue;
                         const ptrdiff_t o = off[a][e] + k0;
-                        d[a][e] = nl == VLEN ? (V)LOADV(dy + o) : FN(load_part)(dy + o, nl);
-                        if (relu_y) {
-                            V yv = nl == VLEN ? (V)LOADV(relu_y + o)
-                                              : FN(load_part)(relu_y + o, nl);
-                            d[a][e] = (V)((IV)d[a][e] & (IV)(yv > (V){0}));
-                        }
+                        d[a][e] = FN(load_n)(dy + o, nl);
+                        if (relu_y)
+                            d[a][e] = (V)((IV)d[a][e] & (IV)(FN(load_n)(relu_y + o, nl) > (V){0}));
                     }
                 STOREV(dbl + k0, LOADV(dbl + k0) + (d[0][0] + d[0][1]) + (d[1][0] + d[1][1]));
                 for (int e = 0; e < 2; e++) {
@@ -1458,19 +1459,6 @@ static inline void FN(valid_taps)(int start, int step, int k, int size, int *lo,
  * than PyTorch.)  A channel multiplier m > 1 is run by the caller as m = 1 on x's channels
  * repeated m times. */
 
-ALWAYS_INLINE V FN(load_n)(const T *p, int n)
-{
-    return n == VLEN ? (V)LOADV(p) : FN(load_part)(p, n);
-}
-
-ALWAYS_INLINE void FN(store_n)(T *p, V v, int n)
-{
-    if (n == VLEN)
-        STOREV(p, v);
-    else
-        FN(store_part)(p, v, n);
-}
-
 /* out[c] = bias[c] + sum over the nt taps of src[off[t] + c] * w[woff[t] + c] for nv vectors of
  * channels, the last nl wide; then an optional ReLU. */
 ALWAYS_INLINE void FN(dwc_block)(const int nv, const int nl, const T *src, const ptrdiff_t *off,
@@ -1491,23 +1479,30 @@ ALWAYS_INLINE void FN(dwc_block)(const int nv, const int nl, const T *src, const
         FN(store_n)(out + b * VLEN, relu ? FN(relu)(acc[b]) : acc[b], b == nv - 1 ? nl : VLEN);
 }
 
-/* One pixel's C channels through FN(dwc_block): 4 vectors at a time, then the rest. */
+/* Runs BLOCK(nv, nl, c) over the channels [c0, c1): blocks of 4 whole vectors, then one of 3,
+ * 2 or 1, then the partial vector; nv and nl are constants in every call but the last, so the
+ * block's sums stay in registers. */
+#define CYC_CHANNEL_BLOCKS(c0, c1, BLOCK)                                                      \
+    do {                                                                                       \
+        int c_ = (c0);                                                                         \
+        for (; c_ + 4 * VLEN <= (c1); c_ += 4 * VLEN) BLOCK(4, VLEN, c_);                      \
+        const int full_ = ((c1) - c_) / VLEN;                                                  \
+        if (full_ == 3) BLOCK(3, VLEN, c_);                                                    \
+        if (full_ == 2) BLOCK(2, VLEN, c_);                                                    \
+        if (full_ == 1) BLOCK(1, VLEN, c_);                                                    \
+        c_ += full_ * VLEN;                                                                    \
+        if (c_ < (c1)) BLOCK(1, (c1) - c_, c_);                                                \
+    } while (0)
+
+/* One pixel's C channels through FN(dwc_block). */
 static void FN(dwc_pixel)(int C, const T *src, const ptrdiff_t *off, const T *w,
                           const ptrdiff_t *woff, int nt, const T *bias, int relu, T *out)
 {
-    int c0 = 0;
-    for (; c0 + 4 * VLEN <= C; c0 += 4 * VLEN)
-        FN(dwc_block)(4, VLEN, src + c0, off, w + c0, woff, nt, bias ? bias + c0 : NULL, relu,
-                      out + c0);
-    const int rest = C - c0, full = rest / VLEN;
-    const T *b = bias ? bias + c0 : NULL;
-    if (full == 3) FN(dwc_block)(3, VLEN, src + c0, off, w + c0, woff, nt, b, relu, out + c0);
-    if (full == 2) FN(dwc_block)(2, VLEN, src + c0, off, w + c0, woff, nt, b, relu, out + c0);
-    if (full == 1) FN(dwc_block)(1, VLEN, src + c0, off, w + c0, woff, nt, b, relu, out + c0);
-    c0 += full * VLEN;
-    if (c0 < C)
-        FN(dwc_block)(1, C - c0, src + c0, off, w + c0, woff, nt, bias ? bias + c0 : NULL, relu,
-                      out + c0);
+#define CYC_BLOCK(nv, nl, c)                                                                   \
+    FN(dwc_block)(nv, nl, src + (c), off, w + (c), woff, nt, bias ? bias + (c) : NULL, relu,  \
+                  out + (c))
+    CYC_CHANNEL_BLOCKS(0, C, CYC_BLOCK);
+#undef CYC_BLOCK
 }
 
 /* Vectors of channels per block of FN(dw_pixels). */
@@ -1555,6 +1550,26 @@ static void FN(dw_pixels)(const T *src, ptrdiff_t step, const ptrdiff_t *off, co
     }
 }
 
+/* The output columns ox in [*lo, *hi) whose span of input columns, from first + ox * sw on,
+ * lies inside the image (first: where column 0's span starts, in the padding if negative). */
+static inline void FN(inside_columns)(const cyc_geom_t *g, int first, int span, int *lo, int *hi)
+{
+    int a = first >= 0 ? 0 : (-first + g->sw - 1) / g->sw;
+    int b = g->w - span - first < 0 ? 0 : (g->w - span - first) / g->sw + 1;
+    if (b > g->ow) b = g->ow;
+    *lo = a < b ? a : b;
+    *hi = b;
+}
+
+/* inner[i * kw + j]: tap (i, j)'s offset from its window's first pixel, in a row-major NHWC
+ * image of C channels. */
+static inline void FN(tap_offsets)(const cyc_geom_t *g, int C, ptrdiff_t *inner)
+{
+    for (int i = 0; i < g->kh; i++)
+        for (int j = 0; j < g->kw; j++)
+            inner[i * g->kw + j] = ((ptrdiff_t)i * g->dh * g->w + (ptrdiff_t)j * g->dw) * C;
+}
+
 /* Output rows [r0, r1) of the flattened (n, oh).  Pixels whose window lies inside the image
  * share one table of tap offsets and run FN(dw_pixels) on whole blocks of channels; border
  * pixels, and the channels past the blocks, list their valid taps for FN(dwc_pixel). */
@@ -1564,17 +1579,11 @@ void FN(cyc_depthwise_fwd)(const cyc_geom_t *g, const T *x, const T *w, const T 
     const int C = g->c, taps = g->kh * g->kw;
     ptrdiff_t inner[CYC_DEPTHWISE_MAX_TAPS], woff_all[CYC_DEPTHWISE_MAX_TAPS];
     ptrdiff_t off[CYC_DEPTHWISE_MAX_TAPS], woff[CYC_DEPTHWISE_MAX_TAPS];
-    for (int i = 0; i < g->kh; i++)
-        for (int j = 0; j < g->kw; j++) {
-            inner[i * g->kw + j] = ((ptrdiff_t)i * g->dh * g->w + (ptrdiff_t)j * g->dw) * C;
-            woff_all[i * g->kw + j] = (ptrdiff_t)(i * g->kw + j) * C;
-        }
-    /* the pixels ox whose window lies inside across: ox * sw - pad_left in [0, w - span] */
-    const int span = (g->kw - 1) * g->dw + 1;
-    int xlo = g->pad_left > 0 ? (g->pad_left + g->sw - 1) / g->sw : 0;
-    int xhi = g->w - span + g->pad_left < 0 ? 0 : (g->w - span + g->pad_left) / g->sw + 1;
-    if (xhi > g->ow) xhi = g->ow;
-    if (xlo > xhi) xlo = xhi;
+    FN(tap_offsets)(g, C, inner);
+    for (int t = 0; t < taps; t++) woff_all[t] = (ptrdiff_t)t * C;
+    /* the pixels whose window lies inside across */
+    int xlo, xhi;
+    FN(inside_columns)(g, -g->pad_left, (g->kw - 1) * g->dw + 1, &xlo, &xhi);
     const int blk = CYC_DW_NB * VLEN, cfast = C / blk * blk;
     for (ptrdiff_t row = r0; row < r1; row++) {
         const int n = (int)(row / g->oh), oy = (int)(row % g->oh);
@@ -1692,20 +1701,15 @@ static void FN(dw3x3_sums)(const T *x, ptrdiff_t xo, ptrdiff_t xs, const ptrdiff
         }
 }
 
-/* FN(dw_tap_sums) over channels [c0, c1), in blocks whose shapes are known when compiled (so
- * that the sums stay in registers): 4 vectors, then the rest. */
+/* FN(dw_tap_sums) over channels [c0, c1) (see CYC_CHANNEL_BLOCKS). */
 static void FN(dw_tap_channels)(int c0, int c1, const T *x, ptrdiff_t xrow, ptrdiff_t xs,
                                 const T *d, int C, int lo, int hi, T *acc)
 {
     if (lo >= hi) return;
-    for (; c0 + 4 * VLEN <= c1; c0 += 4 * VLEN)
-        FN(dw_tap_sums)(4, VLEN, x + c0, xrow, xs, d + c0, C, lo, hi, acc + c0);
-    const int full = (c1 - c0) / VLEN;
-    if (full == 3) FN(dw_tap_sums)(3, VLEN, x + c0, xrow, xs, d + c0, C, lo, hi, acc + c0);
-    if (full == 2) FN(dw_tap_sums)(2, VLEN, x + c0, xrow, xs, d + c0, C, lo, hi, acc + c0);
-    if (full == 1) FN(dw_tap_sums)(1, VLEN, x + c0, xrow, xs, d + c0, C, lo, hi, acc + c0);
-    c0 += full * VLEN;
-    if (c0 < c1) FN(dw_tap_sums)(1, c1 - c0, x + c0, xrow, xs, d + c0, C, lo, hi, acc + c0);
+#define CYC_BLOCK(nv, nl, c)                                                                   \
+    FN(dw_tap_sums)(nv, nl, x + (c), xrow, xs, d + (c), C, lo, hi, acc + (c))
+    CYC_CHANNEL_BLOCKS(c0, c1, CYC_BLOCK);
+#undef CYC_BLOCK
 }
 
 /* acc[c] += sum over count rows of d[p * C + c], in registers (a sum through memory per row
@@ -1735,14 +1739,10 @@ void FN(cyc_depthwise_bwd_filter)(const cyc_geom_t *g, const T *x, const T *dy, 
     const ptrdiff_t xs = (ptrdiff_t)g->sw * C;
     /* 3x3 windows inside the image across (pixels [xlo, xhi), as in the forward pass) sum whole
      * blocks of channels [0, cfast) in registers; the rest goes a tap at a time */
-    ptrdiff_t inner[9];
-    for (int t = 0; t < 9; t++)
-        inner[t] = ((ptrdiff_t)(t / 3) * g->dh * g->w + (ptrdiff_t)(t % 3) * g->dw) * C;
-    const int span = 2 * g->dw + 1;
-    int xlo = g->pad_left > 0 ? (g->pad_left + g->sw - 1) / g->sw : 0;
-    int xhi = g->w - span + g->pad_left < 0 ? 0 : (g->w - span + g->pad_left) / g->sw + 1;
-    if (xhi > g->ow) xhi = g->ow;
-    if (xlo > xhi) xlo = xhi;
+    ptrdiff_t inner[CYC_DEPTHWISE_MAX_TAPS];
+    FN(tap_offsets)(g, C, inner);
+    int xlo, xhi;
+    FN(inside_columns)(g, -g->pad_left, (g->kw - 1) * g->dw + 1, &xlo, &xhi);
     const int blk = CYC_DW_NB * VLEN;
     const int cfast = g->kh == 3 && g->kw == 3 && xhi > xlo ? C / blk * blk : 0;
     for (ptrdiff_t row = r0; row < r1; row++) {
@@ -1768,11 +1768,10 @@ void FN(cyc_depthwise_bwd_filter)(const cyc_geom_t *g, const T *x, const T *dy, 
         }
         for (int i = ilo; i < ihi; i++)
             for (int j = 0; j < g->kw; j++) {
-                /* the pixels ox whose tap (i, j) lies inside: ox * sw - pad + j * dw in [0, w) */
+                /* the pixels whose tap (i, j) lies inside across */
                 const int s0 = j * g->dw - g->pad_left;
-                int lo = s0 >= 0 ? 0 : (-s0 + g->sw - 1) / g->sw;
-                int hi = g->w - 1 - s0 < 0 ? 0 : (g->w - 1 - s0) / g->sw + 1;
-                if (hi > g->ow) hi = g->ow;
+                int lo, hi;
+                FN(inside_columns)(g, s0, 1, &lo, &hi);
                 if (lo >= hi) continue;
                 /* xrow may point into the padding: offsets, not pointers, until inside */
                 const ptrdiff_t xrow = ((ptrdiff_t)(iy0 + i * g->dh) * g->w + s0) * C;
@@ -2352,5 +2351,6 @@ void FN(cyc_avg_pool_bwd)(const cyc_geom_t *g, const T *dy, T *dx, int cip, ptrd
 #undef CYC_L64
 #undef CYC_DOT_ACC
 #undef CYC_ORIGIN
+#undef CYC_CHANNEL_BLOCKS
 #undef CYC_X86_512
 #undef CYC_X86_256

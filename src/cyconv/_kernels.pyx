@@ -221,6 +221,13 @@ cdef enum:
     SCATTER_ROWS_DX = 3
     WINOGRAD = 4
     WINOGRAD_DX = 5
+    # the depthwise kernels (any pass), and the direct weight gradient
+    DEPTHWISE = 6
+    DIRECT_DW = 7
+
+ROUTE_NAMES = {FORWARD: "direct", DIRECT_DW: "direct", WINOGRAD: "winograd",
+               WINOGRAD_DX: "winograd", DEPTHWISE: "depthwise", GATHER_DX: "gather",
+               SCATTER_DX: "scatter taps", SCATTER_ROWS_DX: "scatter rows"}
 
 
 cdef inline int _packing(int kind) noexcept nogil:
@@ -323,6 +330,34 @@ cdef inline bint _depthwise(const cyc_geom_t *g) noexcept nogil:
     return g.groups > 1 and g.groups == g.c and g.kh * g.kw <= CYC_DEPTHWISE_MAX_TAPS
 
 
+cdef inline int _forward_kind(const cyc_geom_t *g, int elem_size) noexcept nogil:
+    """The forward pass's route: the one place it is decided."""
+    if _depthwise(g):
+        return DEPTHWISE
+    return WINOGRAD if cyc_conv_winograd(g, 0, elem_size) else FORWARD
+
+
+cdef inline int _input_grad_kind(const cyc_geom_t *g, int elem_size) noexcept nogil:
+    """The input gradient's route (cyc_conv_winograd, then cyc_conv_bwd_data_scatters)."""
+    if _depthwise(g):
+        return DEPTHWISE
+    if cyc_conv_winograd(g, 1, elem_size):
+        return WINOGRAD_DX
+    cdef int route = cyc_conv_bwd_data_scatters(g, elem_size)
+    return (GATHER_DX if route == CYC_GATHER else
+            SCATTER_ROWS_DX if route == CYC_SCATTER_ROWS else SCATTER_DX)
+
+
+cdef inline int _weight_grad_kind(const cyc_geom_t *g, int elem_size,
+                                  bint through_pool) noexcept nogil:
+    """The weight gradient's route; through a pool, always the direct kernel."""
+    if through_pool:
+        return DIRECT_DW
+    if _depthwise(g):
+        return DEPTHWISE
+    return WINOGRAD if cyc_conv_winograd(g, 2, elem_size) else DIRECT_DW
+
+
 cdef inline void _multiplied_channels(cyc_geom_t *g) noexcept nogil:
     """A depthwise convolution with a channel multiplier m as one with m times the channels:
     output channel co reads input channel co // m (Keras's and PyTorch's order)."""
@@ -366,15 +401,15 @@ def conv2d_forward(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] 
     """y = conv(x, w) + b (+ ReLU), all NHWC / HWIO, y preallocated; by the depthwise kernels,
     by Winograd or by the direct tiles (conv2d_forward_route says which)."""
     cdef cyc_geom_t g = _geom(geom)
+    cdef int kind = _forward_kind(&g, sizeof(floating))
     cdef const floating[:, :, :, ::1] xe
-    if _depthwise(&g):
+    if kind == DEPTHWISE:
         xe = _repeat_channels(x, &g)
         with nogil:
             _run_depthwise(FORWARD, &g, &xe[0, 0, 0, 0], &w[0, 0, 0, 0],
                            &b[0] if b is not None else NULL, relu, &y[0, 0, 0, 0],
                            <Py_ssize_t>g.n * g.oh, n_threads)
         return
-    cdef int kind = WINOGRAD if cyc_conv_winograd(&g, 0, sizeof(floating)) else FORWARD
     cdef Py_ssize_t M
     cdef size_t sbytes
     cdef Py_ssize_t chunk
@@ -407,33 +442,21 @@ def winograd_enabled():
 def conv2d_forward_route(object geom, object dtype):
     """How conv2d_forward computes y for this problem: 'depthwise', 'winograd' or 'direct'."""
     cdef cyc_geom_t g = _geom(geom)
-    if _depthwise(&g):
-        return "depthwise"
-    return "winograd" if cyc_conv_winograd(&g, 0, np.dtype(dtype).itemsize) else "direct"
+    return ROUTE_NAMES[_forward_kind(&g, np.dtype(dtype).itemsize)]
 
 
 def conv2d_backward_filter_route(object geom, object dtype, bint through_pool=False):
     """How conv2d_backward_filter computes dw: 'depthwise' or 'winograd' (never through a pool),
     or 'direct'."""
     cdef cyc_geom_t g = _geom(geom)
-    if not through_pool and _depthwise(&g):
-        return "depthwise"
-    wino = not through_pool and cyc_conv_winograd(&g, 2, np.dtype(dtype).itemsize)
-    return "winograd" if wino else "direct"
+    return ROUTE_NAMES[_weight_grad_kind(&g, np.dtype(dtype).itemsize, through_pool)]
 
 
 def conv2d_backward_data_route(object geom, object dtype):
     """How conv2d_backward_data computes dx for this problem: 'depthwise', 'winograd',
-    'gather', 'scatter taps' or 'scatter rows' (cyc_conv_winograd, then
-    cyc_conv_bwd_data_scatters decide)."""
+    'gather', 'scatter taps' or 'scatter rows'."""
     cdef cyc_geom_t g = _geom(geom)
-    if _depthwise(&g):
-        return "depthwise"
-    if cyc_conv_winograd(&g, 1, np.dtype(dtype).itemsize):
-        return "winograd"
-    route = cyc_conv_bwd_data_scatters(&g, np.dtype(dtype).itemsize)
-    return {CYC_GATHER: "gather", CYC_SCATTER_TAPS: "scatter taps",
-            CYC_SCATTER_ROWS: "scatter rows"}[route]
+    return ROUTE_NAMES[_input_grad_kind(&g, np.dtype(dtype).itemsize)]
 
 
 def conv2d_backward_data(const floating[:, :, :, ::1] dy, const floating[:, :, :, ::1] w,
@@ -442,11 +465,12 @@ def conv2d_backward_data(const floating[:, :, :, ::1] dy, const floating[:, :, :
     depthwise kernels, by Winograd, or gathered per dx pixel or scattered per dy pixel
     (conv2d_backward_data_route says which)."""
     cdef cyc_geom_t g = _geom(geom)
+    cdef int kind = _input_grad_kind(&g, sizeof(floating))
     cdef int m = g.cout // g.c
     cdef floating[:, :, :, ::1] dxe = dx
     cdef const floating[:, :, :, ::1] wf
     cdef cyc_geom_t gf
-    if _depthwise(&g):
+    if kind == DEPTHWISE:
         if m > 1:
             dxe = np.empty((g.n, g.h, g.w, g.cout), dtype=np.asarray(dx).dtype)
         _multiplied_channels(&g)
@@ -474,23 +498,25 @@ def conv2d_backward_data(const floating[:, :, :, ::1] dy, const floating[:, :, :
             for q in range(1, m):
                 out += parts[..., q]
         return
-    cdef int route = cyc_conv_bwd_data_scatters(&g, sizeof(floating))
-    cdef bint scatter = route != CYC_GATHER
-    cdef int kind = (GATHER_DX if route == CYC_GATHER else
-                     SCATTER_ROWS_DX if route == CYC_SCATTER_ROWS else SCATTER_DX)
-    cdef Py_ssize_t M = <Py_ssize_t>g.n if scatter else <Py_ssize_t>g.n * g.h * g.w
-    cdef size_t sbytes = (cyc_conv_scatter_scratch_bytes(&g, route == CYC_SCATTER_ROWS,
-                                                         sizeof(floating)) if scatter
-                          else cyc_conv_scratch_bytes(&g, 1, sizeof(floating)))
-    # Scattered tiles run across images, so how images are grouped changes the order in which
-    # dx adds up: the groups depend on the problem only, never on the thread count.
-    cdef Py_ssize_t chunk = (M + 7) // 8 if scatter else _chunk(M, n_threads, 48)
-    if cyc_conv_winograd(&g, 1, sizeof(floating)):
+    cdef bint scatter = kind == SCATTER_DX or kind == SCATTER_ROWS_DX
+    cdef Py_ssize_t M
+    cdef size_t sbytes
+    cdef Py_ssize_t chunk
+    if kind == WINOGRAD_DX:
         # every dx tile is computed whole by one thread: any chunks give the same bits
-        kind = WINOGRAD_DX
         M = cyc_conv_winograd_tiles(&g, CYC_WINO_DX)
         sbytes = cyc_conv_winograd_scratch_bytes(&g, CYC_WINO_DX, sizeof(floating))
         chunk = _chunk(M, n_threads, cyc_conv_winograd_block(&g, CYC_WINO_DX, sizeof(floating)))
+    elif scatter:
+        # Scattered tiles run across images, so how images are grouped changes the order in
+        # which dx adds up: the groups depend on the problem only, never on the thread count.
+        M = g.n
+        sbytes = cyc_conv_scatter_scratch_bytes(&g, kind == SCATTER_ROWS_DX, sizeof(floating))
+        chunk = (M + 7) // 8
+    else:
+        M = <Py_ssize_t>g.n * g.h * g.w
+        sbytes = cyc_conv_scratch_bytes(&g, 1, sizeof(floating))
+        chunk = _chunk(M, n_threads, 48)
     cdef int failed
     with nogil:
         failed = _run_conv(kind, &g, &w[0, 0, 0, 0], NULL, &dy[0, 0, 0, 0], False,
@@ -587,11 +613,12 @@ def conv2d_backward_filter(const floating[:, :, :, ::1] x, const floating[:, :, 
         unpool.kh, unpool.kw = pool_geom.kh, pool_geom.kw
         unpool.sh, unpool.sw = pool_geom.sh, pool_geom.sw
         up = &unpool
+    cdef int kind = _weight_grad_kind(&g, sizeof(floating), up != NULL)
     # By Winograd, the partial sums run over tiles of 2x2 pixels and hold the 16 products'
     # gradients, which the final pass turns into dw.
-    cdef bint wino = up == NULL and cyc_conv_winograd(&g, 2, sizeof(floating))
+    cdef bint wino = kind == WINOGRAD
     cdef const floating[:, :, :, ::1] xe
-    if up == NULL and _depthwise(&g):
+    if kind == DEPTHWISE:
         xe = _repeat_channels(x, &g)
         _depthwise_weight_grads(&g, &xe[0, 0, 0, 0], &dy[0, 0, 0, 0], ry, &dw[0, 0, 0, 0],
                                 &db[0], n_threads)
