@@ -35,6 +35,13 @@ def check_conv(x, w, b, kwargs, activation=None, compute_dx=True, dy_form=("cont
                                 activation="relu", y=y, **kwargs)
 
 
+def nhwc_geometry(x_shape, w_shape, kwargs):
+    """The Geometry of an NHWC conv2d call with these keyword arguments (for its routes)."""
+    return _args.conv_geometry(x_shape, w_shape, kwargs.get("stride", 1),
+                               kwargs.get("padding", "valid"), kwargs.get("dilation", 1),
+                               kwargs.get("groups", 1), "NHWC")
+
+
 def check_max_pool(x, kwargs, rng=None):
     """Forward with and without indices (both formats), backward searching and backward from
     either kind of indices."""
@@ -429,9 +436,7 @@ def test_input_gradient_by_scattering_matches_reference(kwargs, route):
         # 24 channels: more than 4 per group, so not the dot-product path
         x = random_array(rng, (n, hw, hw + 1, 24), np.float32)
         w = random_array(rng, (3, 3, 24 // kwargs.get("groups", 1), 20), np.float32)
-        g = _args.conv_geometry(x.shape, w.shape, kwargs.get("stride", 1),
-                                kwargs.get("padding", "valid"), kwargs.get("dilation", 1),
-                                kwargs.get("groups", 1), "NHWC")
+        g = nhwc_geometry(x.shape, w.shape, kwargs)
         assert _kernels.conv2d_backward_data_route(g, np.float32) == route, (n, hw)
         check_conv(x, w, None, kwargs, activation="relu")
 
@@ -461,8 +466,7 @@ def test_input_gradient_scattered_by_kernel_rows(shape, kernel, kwargs):
     for dtype in (np.float32, np.float64):
         x = random_array(rng, shape, dtype)
         w = random_array(rng, (kernel, kernel, shape[3], 9), dtype)
-        g = _args.conv_geometry(x.shape, w.shape, kwargs.get("stride", 1),
-                                kwargs.get("padding", "valid"), 1, 1, "NHWC")
+        g = nhwc_geometry(x.shape, w.shape, kwargs)
         assert _kernels.conv2d_backward_data_route(g, dtype) == "scatter rows"
         check_conv(x, w, None, kwargs)
 
@@ -525,7 +529,7 @@ WINOGRAD_CONVS = {
 def test_winograd_convolutions_match_reference(name, dtype, winograd_on):
     x_shape, cout, kwargs, dx_winograd = WINOGRAD_CONVS[name]
     x, w, b = conv_arrays(x_shape, (3, 3, x_shape[3], cout), "NHWC", dtype)
-    g = _args.conv_geometry(x.shape, w.shape, 1, kwargs.get("padding", "valid"), 1, 1, "NHWC")
+    g = nhwc_geometry(x.shape, w.shape, kwargs)
     assert _kernels.conv2d_forward_route(g, dtype) == "winograd"
     dw_winograd = x_shape[3] * cout * 16 * np.dtype(dtype).itemsize <= 1 << 20
     assert (_kernels.conv2d_backward_filter_route(g, dtype) == "winograd") == dw_winograd
@@ -560,9 +564,7 @@ def test_winograd_in_nchw(winograd_on):
     ((8, 5, 5, 64), (3, 3, 64, 64), {}),
 ], ids=["stride 2", "dilation 2", "groups 2", "15 in", "15 out", "5x5", "3x3 outputs"])
 def test_convolutions_winograd_does_not_take(x_shape, w_shape, kwargs):
-    g = _args.conv_geometry(x_shape, w_shape, kwargs.get("stride", 1), kwargs["padding"]
-                            if "padding" in kwargs else "valid", kwargs.get("dilation", 1),
-                            kwargs.get("groups", 1), "NHWC")
+    g = nhwc_geometry(x_shape, w_shape, kwargs)
     assert _kernels.conv2d_forward_route(g, np.float32) == "direct"
     assert _kernels.conv2d_backward_filter_route(g, np.float32) == "direct"
     assert _kernels.conv2d_backward_data_route(g, np.float32) != "winograd"
@@ -636,8 +638,7 @@ DEPTHWISE_CONVS = {
 def test_depthwise_convolutions_match_reference(name, dtype, fmt):
     x_shape, k, m, kwargs = DEPTHWISE_CONVS[name]
     c = x_shape[3]
-    g = _args.conv_geometry(x_shape, (k, k, 1, c * m), kwargs.get("stride", 1),
-                            kwargs.get("padding", "valid"), kwargs.get("dilation", 1), c, "NHWC")
+    g = nhwc_geometry(x_shape, (k, k, 1, c * m), dict(kwargs, groups=c))
     assert _kernels.conv2d_forward_route(g, dtype) == "depthwise"
     assert _kernels.conv2d_backward_data_route(g, dtype) == "depthwise"
     assert _kernels.conv2d_backward_filter_route(g, dtype) == "depthwise"
