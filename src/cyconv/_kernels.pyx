@@ -498,7 +498,6 @@ def conv2d_backward_data(const floating[:, :, :, ::1] dy, const floating[:, :, :
             for q in range(1, m):
                 out += parts[..., q]
         return
-    cdef bint scatter = kind == SCATTER_DX or kind == SCATTER_ROWS_DX
     cdef Py_ssize_t M
     cdef size_t sbytes
     cdef Py_ssize_t chunk
@@ -507,7 +506,7 @@ def conv2d_backward_data(const floating[:, :, :, ::1] dy, const floating[:, :, :
         M = cyc_conv_winograd_tiles(&g, CYC_WINO_DX)
         sbytes = cyc_conv_winograd_scratch_bytes(&g, CYC_WINO_DX, sizeof(floating))
         chunk = _chunk(M, n_threads, cyc_conv_winograd_block(&g, CYC_WINO_DX, sizeof(floating)))
-    elif scatter:
+    elif kind == SCATTER_DX or kind == SCATTER_ROWS_DX:
         # Scattered tiles run across images, so how images are grouped changes the order in
         # which dx adds up: the groups depend on the problem only, never on the thread count.
         M = g.n
