@@ -154,6 +154,21 @@ ALWAYS_INLINE void FN(store_n)(T *p, V v, int n)
         FN(store_part)(p, v, n);
 }
 
+/* Runs BLOCK(nv, nl, c) over the channels [c0, c1): blocks of 4 whole vectors, then one of 3,
+ * 2 or 1, then the partial vector; nv and nl are constants in every call but the last, so the
+ * block's sums stay in registers. */
+#define CYC_CHANNEL_BLOCKS(c0, c1, BLOCK)                                                      \
+    do {                                                                                       \
+        int c_ = (c0);                                                                         \
+        for (; c_ + 4 * VLEN <= (c1); c_ += 4 * VLEN) BLOCK(4, VLEN, c_);                      \
+        const int full_ = ((c1) - c_) / VLEN;                                                  \
+        if (full_ == 3) BLOCK(3, VLEN, c_);                                                    \
+        if (full_ == 2) BLOCK(2, VLEN, c_);                                                    \
+        if (full_ == 1) BLOCK(1, VLEN, c_);                                                    \
+        c_ += full_ * VLEN;                                                                    \
+        if (c_ < (c1)) BLOCK(1, (c1) - c_, c_);                                                \
+    } while (0)
+
 static const T FN(zero_bias)[2 * CYC_NBLK * (64 / sizeof(T))] = {0};   /* any tile width */
 
 /* One segment's share of a register tile: acc[p][b] += sum over i of x(p, i) * w[i][b].  x(p, i)
@@ -1203,26 +1218,31 @@ ALWAYS_INLINE void FN(unpool_row)(const cyc_unpool_t *up, int cout, int n, int y
     for (int l = 0; l < og; l++) dst[l] = c[l] == k ? d[l] : (T)0;
 }
 
+/* db[l] += sum over j < np of r[j * stride + l] for nv vectors, the last nl wide, and l < n_out. */
+ALWAYS_INLINE void FN(sum_block)(const int nv, const int nl, const T *r, int np,
+                                 ptrdiff_t stride, T *db, int n_out)
+{
+    V acc[4];
+    for (int b = 0; b < nv; b++) acc[b] = (V){0};
+    for (int j = 0; j < np; j++)
+        for (int b = 0; b < nv; b++)
+            acc[b] += FN(load_n)(r + j * stride + b * VLEN, b == nv - 1 ? nl : VLEN);
+    for (int b = 0; b < nv; b++)
+        for (int l = 0; l < (b == nv - 1 ? nl : VLEN) && b * VLEN + l < n_out; l++)
+            db[b * VLEN + l] += acc[b][l];
+}
+
 /* db[grp * og + l] += sum over j < np of rows[grp][j][l] (rows [groups][P][opad], lanes past og
- * zero), in vector registers: a sum through memory per pixel waits for its own last store (a
- * fifth of a first layer's weight gradient). */
+ * zero; opad need not be whole vectors), in vector registers: a sum through memory per pixel
+ * waits for its own last store (a fifth of a first layer's weight gradient). */
 static void FN(sum_rows)(const T *rows, int groups, int P, int np, int og, int opad, T *db)
 {
-    enum { NACC = 4 };
     for (int grp = 0; grp < groups; grp++) {
         const T *rg = rows + (ptrdiff_t)grp * P * opad;
-        for (int l0 = 0; l0 < opad; l0 += NACC * VLEN) {
-            const int nv = (opad - l0) / VLEN < NACC ? (opad - l0) / VLEN : NACC;
-            V acc[NACC];
-            for (int b = 0; b < nv; b++) acc[b] = (V){0};
-            for (int j = 0; j < np; j++) {
-                const T *r = rg + (ptrdiff_t)j * opad + l0;
-                for (int b = 0; b < nv; b++) acc[b] += LOADV(r + b * VLEN);
-            }
-            for (int b = 0; b < nv; b++)
-                for (int l = 0; l < VLEN && l0 + b * VLEN + l < og; l++)
-                    db[grp * og + l0 + b * VLEN + l] += acc[b][l];
-        }
+#define CYC_BLOCK(nv, nl, c)                                                                   \
+    FN(sum_block)(nv, nl, rg + (c), np, opad, db + grp * og + (c), og - (c))
+        CYC_CHANNEL_BLOCKS(0, opad, CYC_BLOCK);
+#undef CYC_BLOCK
     }
 }
 
@@ -1479,21 +1499,6 @@ ALWAYS_INLINE void FN(dwc_block)(const int nv, const int nl, const T *src, const
         FN(store_n)(out + b * VLEN, relu ? FN(relu)(acc[b]) : acc[b], b == nv - 1 ? nl : VLEN);
 }
 
-/* Runs BLOCK(nv, nl, c) over the channels [c0, c1): blocks of 4 whole vectors, then one of 3,
- * 2 or 1, then the partial vector; nv and nl are constants in every call but the last, so the
- * block's sums stay in registers. */
-#define CYC_CHANNEL_BLOCKS(c0, c1, BLOCK)                                                      \
-    do {                                                                                       \
-        int c_ = (c0);                                                                         \
-        for (; c_ + 4 * VLEN <= (c1); c_ += 4 * VLEN) BLOCK(4, VLEN, c_);                      \
-        const int full_ = ((c1) - c_) / VLEN;                                                  \
-        if (full_ == 3) BLOCK(3, VLEN, c_);                                                    \
-        if (full_ == 2) BLOCK(2, VLEN, c_);                                                    \
-        if (full_ == 1) BLOCK(1, VLEN, c_);                                                    \
-        c_ += full_ * VLEN;                                                                    \
-        if (c_ < (c1)) BLOCK(1, (c1) - c_, c_);                                                \
-    } while (0)
-
 /* One pixel's C channels through FN(dwc_block). */
 static void FN(dwc_pixel)(int C, const T *src, const ptrdiff_t *off, const T *w,
                           const ptrdiff_t *woff, int nt, const T *bias, int relu, T *out)
@@ -1712,26 +1717,6 @@ static void FN(dw_tap_channels)(int c0, int c1, const T *x, ptrdiff_t xrow, ptrd
 #undef CYC_BLOCK
 }
 
-/* acc[c] += sum over count rows of d[p * C + c], in registers (a sum through memory per row
- * waited on its own last store: a fifth of the weight gradient). */
-static void FN(row_sums)(const T *d, int count, int C, T *acc)
-{
-    int c0 = 0;
-    for (; c0 + 4 * VLEN <= C; c0 += 4 * VLEN) {
-        V s4[4] = {{0}};
-        for (int p = 0; p < count; p++)
-            for (int b = 0; b < 4; b++) s4[b] += LOADV(d + (ptrdiff_t)p * C + c0 + b * VLEN);
-        for (int b = 0; b < 4; b++)
-            STOREV(acc + c0 + b * VLEN, LOADV(acc + c0 + b * VLEN) + s4[b]);
-    }
-    for (; c0 < C; c0 += VLEN) {
-        const int nl = C - c0 < VLEN ? C - c0 : VLEN;
-        V s1 = {0};
-        for (int p = 0; p < count; p++) s1 += FN(load_n)(d + (ptrdiff_t)p * C + c0, nl);
-        FN(store_n)(acc + c0, FN(load_n)(acc + c0, nl) + s1, nl);
-    }
-}
-
 void FN(cyc_depthwise_bwd_filter)(const cyc_geom_t *g, const T *x, const T *dy, const T *relu_y,
                                   T *dw_acc, T *db_acc, ptrdiff_t r0, ptrdiff_t r1, T *rowbuf)
 {
@@ -1755,7 +1740,7 @@ void FN(cyc_depthwise_bwd_filter)(const cyc_geom_t *g, const T *x, const T *dy, 
                 rowbuf[k] = ry[k] > 0 ? d[k] : (T)0;
             d = rowbuf;
         }
-        FN(row_sums)(d, g->ow, C, db_acc);
+        FN(sum_rows)(d, 1, g->ow, g->ow, C, C, db_acc);
         int ilo, ihi;
         FN(valid_taps)(iy0, g->dh, g->kh, g->h, &ilo, &ihi);
         const T *xn = x + (ptrdiff_t)n * g->h * g->w * C;
