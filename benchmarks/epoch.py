@@ -7,13 +7,20 @@ inference, in cyconv and, when installed, PyTorch (channels_last and NCHW) and K
 Each framework trains the same architecture from its own initialisation on the same images;
 the figure is wall time of the training loop (data already in memory, no validation) and
 images per second of inference.  The machine is shared and noisy: with --repeat > 1 the
-frameworks alternate and the median is reported.
+frameworks alternate and the median is reported.  Each run is a fresh interpreter that imports
+its framework first, so that each framework runs with its own OpenMP runtime and settings
+(PyTorch's wheel brings a libgomp of the same name as the one cyconv links; whichever loads
+first serves both).
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
+import json
 import statistics
+import subprocess
+import sys
 import time
 
 import numpy as np
@@ -116,18 +123,37 @@ RUNNERS = {
 }
 
 
+# what each run imports before anything else
+FIRST_IMPORT = {"cyconv": "cyconv", "torch": "torch", "torch-nchw": "torch",
+                "keras": "tensorflow"}
+
+
+def run_in_child(framework, images, threads):
+    cmd = [sys.executable, __file__, "--one", framework, "--images", str(images)]
+    if threads:
+        cmd += ["--threads", str(threads)]
+    done = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        sys.exit(f"{framework} failed:\n{done.stderr}")
+    return json.loads(done.stdout.splitlines()[-1])
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--images", type=int, default=60000)
     p.add_argument("--frameworks", nargs="+", default=["cyconv", "torch"], choices=list(RUNNERS))
     p.add_argument("--repeat", type=int, default=1)
     p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--one", choices=list(RUNNERS), help=argparse.SUPPRESS)
     args = p.parse_args()
-    data = load(args.images)
+    if args.one:
+        importlib.import_module(FIRST_IMPORT[args.one])
+        print(json.dumps(RUNNERS[args.one](*load(args.images), args.threads)))
+        return
     results = {f: [] for f in args.frameworks}
     for _ in range(args.repeat):
         for f in args.frameworks:
-            results[f].append(RUNNERS[f](*data, args.threads))
+            results[f].append(run_in_child(f, args.images, args.threads))
     print(f"{'framework':<12} {'epoch (s)':>10} {'train img/s':>12} {'infer img/s':>12} {'test acc':>9}")
     for f, runs in results.items():
         train = statistics.median(r[0] for r in runs)

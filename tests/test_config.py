@@ -25,7 +25,8 @@ def default_threads():
 def run_python(code, **env):
     """Run code in a fresh interpreter with extra environment variables; return its stdout."""
     full_env = {k: v for k, v in os.environ.items()
-                if k not in ("OMP_NUM_THREADS", "CYCONV_ISA", "CYCONV_WINOGRAD")}
+                if k not in ("OMP_NUM_THREADS", "CYCONV_ISA", "CYCONV_WINOGRAD", "GOMP_SPINCOUNT",
+                             "OMP_WAIT_POLICY")}
     full_env.update(env)
     done = subprocess.run([sys.executable, "-c", code], env=full_env, capture_output=True,
                           text=True, timeout=120)
@@ -36,7 +37,8 @@ def run_python(code, **env):
 def test_show_config_prints_and_returns_the_facts():
     out = io.StringIO()
     info = cyconv.show_config(file=out)
-    for key in ("version", "compiler", "openmp", "threads", "numpy", "simd", "winograd"):
+    for key in ("version", "compiler", "openmp", "threads", "numpy", "simd", "winograd",
+                "omp_idle_spin"):
         assert key in info
         assert f"{key}" in out.getvalue()
     assert info["version"] == cyconv.__version__
@@ -142,3 +144,49 @@ def test_cyconv_winograd_env_turns_winograd_off(value, enabled):
             "_kernels.conv2d_forward_route(g, 'float32'))")
     route = "winograd" if enabled == "True" else "direct"
     assert run_python(code, CYCONV_WINOGRAD=value) == f"{enabled} {route}"
+
+
+IDLE_CPU = """
+import time, numpy as np, cyconv
+from cyconv import ops
+cyconv.set_num_threads(2)
+x = np.random.default_rng(0).random((32, 13, 13, 32), dtype=np.float32)
+w = np.random.default_rng(1).random((3, 3, 32, 64), dtype=np.float32)
+ops.conv2d(x, w)
+burnt = []
+for _ in range(15):
+    ops.conv2d(x, w)
+    t = time.process_time()
+    time.sleep(0.03)   # the main thread sleeps: what the process burns now is idle spinning
+    burnt.append(time.process_time() - t)
+print(np.median(burnt), cyconv.show_config(file=open('/dev/null', 'w'))['omp_idle_spin'])
+"""
+
+
+def test_idle_openmp_threads_spin_briefly_unless_the_user_says_otherwise():
+    """libgomp's default spin (300,000 pauses) holds a core for milliseconds after every call,
+    where NumPy's BLAS threads then wait for it; cyconv loads it with a short one."""
+    if not _kernels.openmp_enabled() or len(os.sched_getaffinity(0)) < 2:
+        pytest.skip("needs OpenMP and 2 usable cores to have an idle thread to watch")
+    ours, ours_says = run_python(IDLE_CPU).split(" ", 1)
+    libgomp, libgomp_says = run_python(IDLE_CPU, GOMP_SPINCOUNT="300000").split(" ", 1)
+    assert ours_says == "GOMP_SPINCOUNT=10000"
+    assert libgomp_says == "from the environment: GOMP_SPINCOUNT=300000"
+    assert float(ours) < 0.5 * float(libgomp), (ours, libgomp)
+
+
+@pytest.mark.parametrize("env, says", [
+    ({}, "GOMP_SPINCOUNT=10000"),
+    ({"GOMP_SPINCOUNT": "5"}, "from the environment: GOMP_SPINCOUNT=5"),
+    ({"OMP_WAIT_POLICY": "passive"}, "from the environment: OMP_WAIT_POLICY=passive"),
+])
+def test_the_spin_setting_leaves_the_environment_as_it_found_it(env, says):
+    if not _kernels.openmp_enabled():
+        pytest.skip("built without OpenMP: there is no runtime to configure")
+    code = ("import os, io, cyconv; "
+            "print(os.environ.get('GOMP_SPINCOUNT'), os.environ.get('OMP_WAIT_POLICY'), "
+            "cyconv.show_config(file=io.StringIO())['omp_idle_spin'], sep='|')")
+    spin, policy, reported = run_python(code, **env).split("|")
+    assert (spin, policy) == (env.get("GOMP_SPINCOUNT", "None"),
+                              env.get("OMP_WAIT_POLICY", "None"))
+    assert reported == says
