@@ -629,6 +629,16 @@ DEPTHWISE_CONVS = {
     "3x3 dilated, unit stride": ((2, 11, 10, 36), 3, 1, {"dilation": 2, "padding": 3}),
     "multiplier 2": ((2, 8, 8, 20), 3, 2, {"padding": 1}),
     "multiplier 3, stride 2": ((3, 9, 7, 5), 3, 3, {"stride": 2, "padding": "same"}),
+    # 3, 5 and 7 columns with stride 1 or 2 slide along rows with a window row's weights in
+    # registers, 8 pixels at a time (4 for 7 columns) and then one by one, also on the rows
+    # whose window crosses the top or bottom
+    "3x3 stride 2, sliding": ((2, 10, 21, 32), 3, 1, {"stride": 2, "padding": 1}),
+    "5x5 stride 2, sliding": ((2, 13, 23, 64), 5, 1, {"stride": 2, "padding": "same"}),
+    "7x7, sliding with a remainder": ((2, 12, 16, 40), 7, 1, {"padding": 3}),
+    "7x7 stride 2, sliding": ((1, 17, 19, 32), 7, 1, {"stride": 2, "padding": "same"}),
+    "3x5 dilated down, sliding": ((2, 14, 13, 32), (3, 5), 1,
+                                  {"dilation": (2, 1), "padding": "same"}),
+    "5x1, not sliding": ((2, 9, 7, 32), (5, 1), 1, {"padding": "same"}),
 }
 
 
@@ -637,13 +647,14 @@ DEPTHWISE_CONVS = {
 @pytest.mark.parametrize("name", list(DEPTHWISE_CONVS))
 def test_depthwise_convolutions_match_reference(name, dtype, fmt):
     x_shape, k, m, kwargs = DEPTHWISE_CONVS[name]
+    kh, kw = (k, k) if isinstance(k, int) else k
     c = x_shape[3]
-    g = nhwc_geometry(x_shape, (k, k, 1, c * m), dict(kwargs, groups=c))
+    g = nhwc_geometry(x_shape, (kh, kw, 1, c * m), dict(kwargs, groups=c))
     assert _kernels.conv2d_forward_route(g, dtype) == "depthwise"
     assert _kernels.conv2d_backward_data_route(g, dtype) == "depthwise"
     assert _kernels.conv2d_backward_filter_route(g, dtype) == "depthwise"
     assert _kernels.conv2d_backward_filter_route(g, dtype, through_pool=True) == "direct"
-    x, w, b = conv_arrays(x_shape, (k, k, 1, c * m), fmt, dtype)
+    x, w, b = conv_arrays(x_shape, (kh, kw, 1, c * m), fmt, dtype)
     kwargs = dict(kwargs, groups=c, data_format=fmt)
     check_conv(x, w, b, kwargs, activation="relu")
     check_conv(x, w, b, kwargs, activation="relu", compute_dx=False)
