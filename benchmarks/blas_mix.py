@@ -64,7 +64,9 @@ def run_once(extra_env, steps):
            if k not in ("GOMP_SPINCOUNT", "OMP_WAIT_POLICY", "OPENBLAS_THREAD_TIMEOUT")}
     env.update(extra_env)
     done = subprocess.run([sys.executable, "-c", ONE_RUN, str(steps)], env=env,
-                          capture_output=True, text=True, check=True)
+                          capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        sys.exit(f"a run with {extra_env or 'no extra settings'} failed:\n{done.stderr}")
     return json.loads(done.stdout)
 
 

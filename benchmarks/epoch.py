@@ -133,8 +133,8 @@ def run_in_child(framework, images, threads):
     if threads:
         cmd += ["--threads", str(threads)]
     done = subprocess.run(cmd, capture_output=True, text=True, check=False)
-    if done.returncode != 0:
-        sys.exit(f"{framework} failed:\n{done.stderr}")
+    if done.returncode != 0 or not done.stdout.strip():
+        sys.exit(f"{framework} failed (exit code {done.returncode}):\n{done.stderr}")
     return json.loads(done.stdout.splitlines()[-1])
 
 

@@ -1606,7 +1606,8 @@ ALWAYS_INLINE void FN(dw_slide)(const int KW, const int SW, const int PX, const 
 /* Whether FN(dw_slide_row) takes these windows. */
 static inline int FN(dw_slides)(const cyc_geom_t *g)
 {
-    return g->dw == 1 && (g->kw == 3 || g->kw == 5 || g->kw == 7) && (g->sw == 1 || g->sw == 2);
+    return g->dw == 1 && g->kw <= CYC_DW_SLIDE_KW && (g->kw == 3 || g->kw == 5 || g->kw == 7) &&
+           (g->sw == 1 || g->sw == 2);
 }
 
 /* count pixels of a row through FN(dw_slide): PX at a time, then one at a time.  (Blocks of 4
@@ -1688,8 +1689,9 @@ void FN(cyc_depthwise_fwd)(const cyc_geom_t *g, const T *x, const T *w, const T 
             T *out = y + (row * g->ow + xlo) * C;
             for (int c0 = 0; c0 < cfast; c0 += blk) {
                 const T *b0 = bias ? bias + c0 : NULL;
+                /* offsets first: a top row's first window row lies before the image */
                 if (slides)
-                    FN(dw_slide_row)(g, xn + first + inner[ilo * g->kw] + c0, C,
+                    FN(dw_slide_row)(g, xn + (first + inner[ilo * g->kw] + c0), C,
                                      (ptrdiff_t)g->dh * g->w * C, ihi - ilo,
                                      w + (ptrdiff_t)ilo * g->kw * C + c0, b0, relu, out + c0,
                                      xhi - xlo);

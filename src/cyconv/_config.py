@@ -20,13 +20,14 @@ import numpy as np
 
 from . import _args
 
-# libgomp keeps a thread that finished its share spinning for GOMP_SPINCOUNT pauses before it
-# sleeps: 300,000 by default, about 6 ms on the Xeon we measured.  For those 6 ms the thread holds
-# a core, and NumPy's BLAS threads (which spin in their turn, yielding, for about 0.1 s after a
-# matmul) fight it for the core.  On 2 cores, alternating a small matmul with a 0.6 ms
-# convolution, the matmul took 3.4 ms and the convolution 4.5 ms; with 10,000 pauses (about
-# 0.2 ms) 0.16 ms and 1.5 ms.  Fewer pauses stop bridging the gaps between the kernel calls of a
-# training step: 3,000 made an epoch 8% slower, 10,000 2% (within the noise).
+# libgomp keeps a thread that finished its share spinning for GOMP_SPINCOUNT rounds before it
+# sleeps: 300,000 by default.  On the Xeon we measured, an idle process then burns about 6 ms of
+# CPU after every kernel call, with 10,000 rounds about 1 ms.  While it spins the thread holds a
+# core, and NumPy's BLAS threads (which spin in their turn, yielding, for about 0.1 s after a
+# matmul) fight it for the core.  On 2 cores, alternating a small matmul with a 0.5 ms
+# convolution, the matmul took 3.6 ms and the convolution 4.4 ms; with 10,000 rounds 0.15 ms
+# and 1.5 ms.  Fewer rounds stop bridging the gaps between the kernel calls of a training step:
+# 3,000 made an epoch 8% slower, 10,000 2% (within the noise).
 IDLE_SPINS = 10000
 _SPIN_VARIABLES = ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")
 
@@ -52,16 +53,22 @@ def _brief_idle_spin():
         yield
         return
     before = _mapped_openmp_runtimes()
+    found = os.environ.get("GOMP_SPINCOUNT")   # set but empty: libgomp takes it as unset
     os.environ["GOMP_SPINCOUNT"] = str(IDLE_SPINS)
     try:
         yield
     finally:
-        del os.environ["GOMP_SPINCOUNT"]
+        if found is None:
+            del os.environ["GOMP_SPINCOUNT"]
+        else:
+            os.environ["GOMP_SPINCOUNT"] = found
     after = _mapped_openmp_runtimes()
     if before is None:
         _idle_spin = f"GOMP_SPINCOUNT={IDLE_SPINS} (unverified: no /proc/self/maps)"
     elif after - before:
         _idle_spin = f"GOMP_SPINCOUNT={IDLE_SPINS}"
+    elif not after:
+        _idle_spin = "not set: the OpenMP runtime is not libgomp"
     else:
         # the runtime cyconv links was loaded before cyconv: it kept the spin count it read then
         _idle_spin = "not set: libgomp was loaded before cyconv"
