@@ -107,6 +107,26 @@ def winograd_cases(draw):
                       dict(padding=padding))
 
 
+@st.composite
+def depthwise_cases(draw):
+    """A depthwise conv2d call (groups equal to the input channels) with enough channels for
+    the kernels' whole blocks of vectors (up to 2 x 16 float32 lanes) and a remainder: windows
+    3, 5 or 7 wide, which slide along rows with stride 1 or 2, and others; a dilation down the
+    rows only, or both ways."""
+    fmt = draw(st.sampled_from(LAYOUTS))
+    dtype = draw(st.sampled_from(DTYPES))
+    n = draw(st.integers(0, 3))
+    c = draw(st.integers(1, 70))
+    m = draw(st.sampled_from([1, 1, 1, 2]))
+    kh, kw = draw(st.integers(1, 7)), draw(st.sampled_from([3, 5, 7, 3, 5, 7, 1, 2, 4]))
+    stride = (draw(st.integers(1, 3)), draw(st.sampled_from([1, 2, 1, 2, 3])))
+    dilation = (draw(st.integers(1, 3)), draw(st.sampled_from([1, 1, 1, 2])))
+    padding, h, w = _window_and_padding(draw, (kh, kw), dilation, (3, 3))
+    w += draw(st.integers(0, 16))   # rows long enough for blocks of 8 pixels
+    return _conv_case(draw, fmt, dtype, (n, h, w, c), (kh, kw, 1, c * m),
+                      dict(stride=stride, padding=padding, dilation=dilation, groups=c))
+
+
 def _conv_case(draw, fmt, dtype, x_shape, w_shape, kwargs):
     """The case dict of a conv2d call: arrays of these NHWC / HWIO shapes, in fmt's layouts and
     drawn memory forms, a bias or none, an activation, and whether dx is wanted."""

@@ -16,7 +16,7 @@ from hypothesis import given
 from cyconv import _args, _kernels, ops, reference
 from helpers import (assert_bitwise_equal, check_against_reference, in_memory_layout,
                      random_array, to_layout, weights_to_layout)
-from strategies import conv_cases, global_cases, pool_cases, winograd_cases
+from strategies import conv_cases, depthwise_cases, global_cases, pool_cases, winograd_cases
 
 RNG_SEED = 20240611
 
@@ -658,6 +658,12 @@ def test_depthwise_convolutions_match_reference(name, dtype, fmt):
     kwargs = dict(kwargs, groups=c, data_format=fmt)
     check_conv(x, w, b, kwargs, activation="relu")
     check_conv(x, w, b, kwargs, activation="relu", compute_dx=False)
+
+
+@given(depthwise_cases())
+def test_depthwise_convolutions_of_drawn_shapes_match_reference(case):
+    check_conv(case["x"], case["w"], case["b"], case["kwargs"], case["activation"],
+               case["compute_dx"], ("sliced", True), case["rng"])
 
 
 def test_grouped_but_not_depthwise_takes_the_tiles():
