@@ -1559,29 +1559,36 @@ static void FN(dw_pixels)(const T *src, ptrdiff_t step, const ptrdiff_t *off, co
     }
 }
 
-/* PX pixels of a row through KW-wide windows of stride SW (no dilation across), rows window
- * rows rs apart, NB vectors of channels; pixels are C apart, so are a window row's weights.
- * Each input vector is loaded once per window row and meets every (pixel, tap) pair that reads
- * it, with the window row's KW weights in registers, where FN(dw_pixels) loads a vector per
- * multiply-add.  (Those loads miss L1 more than they need to: with 512 channels the pixels lie
- * 2 KB apart and all fall in a few of its sets.)  Against FN(dw_pixels), also taking the top and
- * bottom rows: 0.76 of the time for 5x5 over 14x14x512, 0.75 for 7x7, 0.86 to 0.96 for 3x3. */
-ALWAYS_INLINE void FN(dw_slide)(const int KW, const int SW, const int PX, const T *src,
-                                ptrdiff_t C, ptrdiff_t rs, int rows, const T *w, const V *bv,
-                                int relu, T *out)
+/* nout <= PX pixels of a row through KW-wide windows of stride SW (no dilation across), rows
+ * window rows rs apart, NB vectors of channels; pixels are C apart, so are a window row's
+ * weights.  The block's windows span input columns m = 0 .. (PX - 1) * SW + KW - 1 from `row`
+ * (a window row's first, column 0 of the image) + x0; only those in [mlo, mhi), inside the
+ * image, are read (the padding adds nothing).  Each input vector is loaded once per window row
+ * and meets every (pixel, tap) pair that reads it, with the window row's KW weights in
+ * registers, where FN(dw_pixels) loads a vector per multiply-add.  (Those loads miss L1 more
+ * than they need to: with 512 channels the pixels lie 2 KB apart and all fall in a few of its
+ * sets.)  Against FN(dw_pixels), for the pixels whose windows lie inside and the top and bottom
+ * rows: 0.76 of the time for 5x5 over 14x14x512, 0.75 for 7x7, 0.86 to 0.96 for 3x3.  CLIP
+ * (a compile-time constant) 0 says that the whole span is inside. */
+ALWAYS_INLINE void FN(dw_slide)(const int KW, const int SW, const int PX, const int CLIP,
+                                const T *row, ptrdiff_t x0, int mlo, int mhi, ptrdiff_t C,
+                                ptrdiff_t rs, int rows, const T *w, const V *bv, int relu, T *out,
+                                int nout)
 {
     enum { NB = CYC_DW_NB };
     V acc[CYC_DW_SLIDE_PX][NB];
     for (int q = 0; q < PX; q++)
         for (int b = 0; b < NB; b++) acc[q][b] = bv[b];
     for (int i = 0; i < rows; i++) {
-        const T *s = src + i * rs, *wr = w + (ptrdiff_t)i * KW * C;
+        /* one pointer stepped along the row: every m * C in a register spilled them */
+        const T *s = row + i * rs + (x0 + mlo) * C, *wr = w + (ptrdiff_t)i * KW * C;
         V wv[CYC_DW_SLIDE_KW][NB];
         for (int j = 0; j < KW; j++, wr += C)
             for (int b = 0; b < NB; b++) wv[j][b] = LOADV(wr + b * VLEN);
-        /* one pointer stepped along the row: every m * C in a register spilled them */
 #pragma GCC unroll 32
-        for (int m = 0; m < (PX - 1) * SW + KW; m++, s += C) {
+        for (int m = 0; m < (PX - 1) * SW + KW; m++) {
+            /* CLIP 0: every column inside, no test */
+            if (CLIP && (m < mlo || m >= mhi)) continue;
             V xv[NB];
             for (int b = 0; b < NB; b++) {
                 xv[b] = LOADV(s + b * VLEN);
@@ -1590,6 +1597,7 @@ ALWAYS_INLINE void FN(dw_slide)(const int KW, const int SW, const int PX, const 
                 __asm__("" : "+v"(xv[b]));
 #endif
             }
+            s += C;
 #pragma GCC unroll 16
             for (int q = 0; q < PX; q++) {
                 const int j = m - q * SW;
@@ -1598,7 +1606,7 @@ ALWAYS_INLINE void FN(dw_slide)(const int KW, const int SW, const int PX, const 
             }
         }
     }
-    for (int q = 0; q < PX; q++)
+    for (int q = 0; q < PX && q < nout; q++)
         for (int b = 0; b < NB; b++)
             STOREV(out + q * C + b * VLEN, relu ? FN(relu)(acc[q][b]) : acc[q][b]);
 }
@@ -1610,24 +1618,50 @@ static inline int FN(dw_slides)(const cyc_geom_t *g)
            (g->sw == 1 || g->sw == 2);
 }
 
-/* count pixels of a row through FN(dw_slide): PX at a time, then one at a time.  (Blocks of 4
- * and 2 for the rest measured the same: these layers wait on memory, not on loads from L1.) */
-static void FN(dw_slide_row)(const cyc_geom_t *g, const T *src, ptrdiff_t C, ptrdiff_t rs,
-                             int rows, const T *w, const T *bias, int relu, T *out, int count)
+/* Whether FN(dw_slide_row) takes the pixels whose window crosses the left or right side too, in
+ * blocks that read only the columns inside: on AVX-512, where that took 0.60 of the time of
+ * the lists of taps for 5x5 over 14x14x512 and 0.71 for 7x7.  With AVX2's 16 registers those
+ * blocks spill and ran 3x3 layers 1.1x to 1.4x slower, so there they keep the lists of taps. */
+#define CYC_DW_SLIDE_SIDES (MR >= 12)
+
+/* Output pixels [p0, p1) of a row through FN(dw_slide), PX at a time; `row` is the first
+ * window row's column 0.  With CYC_DW_SLIDE_SIDES the whole row, borders too, the last block
+ * storing what is left; else the pixels whose windows lie inside, then one at a time. */
+static void FN(dw_slide_row)(const cyc_geom_t *g, const T *row, ptrdiff_t C, ptrdiff_t rs,
+                             int rows, const T *w, const T *bias, int relu, T *out, int p0,
+                             int p1)
 {
     enum { NB = CYC_DW_NB };
     V bv[NB];
     for (int b = 0; b < NB; b++) bv[b] = bias ? (V)LOADV(bias + b * VLEN) : (V){0};
-    int p = 0;
-#define CYC_SLIDE(KW, SW, PX)                                                                  \
-    for (; p + (PX) <= count; p += (PX))                                                       \
-        FN(dw_slide)(KW, SW, PX, src + (ptrdiff_t)p * (SW) * C, C, rs, rows, w, bv, relu,     \
-                     out + (ptrdiff_t)p * C);
+    /* block [p, p + PX): x0 its first input column; columns [mlo, mhi) of its span inside */
+#define CYC_SLIDE_BLOCK(KW, SW, PX, CLIP, p, nout)                                             \
+    do {                                                                                       \
+        const int x0 = (p) * (SW) - g->pad_left, span = ((PX) - 1) * (SW) + (KW);             \
+        const int mlo = x0 < 0 ? -x0 : 0, mhi = g->w - x0 < span ? g->w - x0 : span;          \
+        FN(dw_slide)(KW, SW, PX, CLIP, row, x0, mlo, mhi, C, rs, rows, w, bv, relu,            \
+                     out + (ptrdiff_t)(p) * C, nout);                                          \
+    } while (0)
+#if CYC_DW_SLIDE_SIDES
 #define CYC_SLIDES(KW, SW, PX)                                                                 \
     case (KW) * 4 + (SW):                                                                      \
-        CYC_SLIDE(KW, SW, PX)                                                                  \
-        CYC_SLIDE(KW, SW, 1)                                                                   \
+        for (int p = p0; p < p1; p += (PX)) {                                                  \
+            const int x0 = p * (SW) - g->pad_left, span = ((PX) - 1) * (SW) + (KW);           \
+            if (x0 >= 0 && x0 + span <= g->w)                                                  \
+                CYC_SLIDE_BLOCK(KW, SW, PX, 0, p, p1 - p);                                     \
+            else                                                                               \
+                CYC_SLIDE_BLOCK(KW, SW, PX, 1, p, p1 - p);                                     \
+        }                                                                                      \
         return;
+#else
+#define CYC_SLIDES(KW, SW, PX)                                                                 \
+    case (KW) * 4 + (SW): {                                                                    \
+        int p = p0;                                                                            \
+        for (; p + (PX) <= p1; p += (PX)) CYC_SLIDE_BLOCK(KW, SW, PX, 0, p, PX);               \
+        for (; p < p1; p++) CYC_SLIDE_BLOCK(KW, SW, 1, 0, p, 1);                               \
+        return;                                                                                \
+    }
+#endif
     switch (g->kw * 4 + g->sw) {
         CYC_SLIDES(3, 1, CYC_DW_SLIDE_PX)
         CYC_SLIDES(3, 2, CYC_DW_SLIDE_PX)
@@ -1638,7 +1672,7 @@ static void FN(dw_slide_row)(const cyc_geom_t *g, const T *src, ptrdiff_t C, ptr
     default: break;
     }
 #undef CYC_SLIDES
-#undef CYC_SLIDE
+#undef CYC_SLIDE_BLOCK
 }
 
 /* The output columns ox in [*lo, *hi) whose span of input columns, from first + ox * sw on,
@@ -1682,26 +1716,27 @@ void FN(cyc_depthwise_fwd)(const cyc_geom_t *g, const T *x, const T *w, const T 
         int ilo, ihi;
         FN(valid_taps)(iy0, g->dh, g->kh, g->h, &ilo, &ihi);
         const T *xn = x + (ptrdiff_t)n * g->h * g->w * C;
-        /* FN(dw_slide_row) takes a top or bottom row's window rows inside the image too */
-        const int fast = cfast && xhi > xlo && (slides ? ihi > ilo : ilo == 0 && ihi == g->kh);
+        /* FN(dw_slide_row) takes a top or bottom row's window rows inside the image too, and
+         * with CYC_DW_SLIDE_SIDES the pixels at the sides: [s0, s1) */
+        const int slide = cfast && slides && ihi > ilo && (CYC_DW_SLIDE_SIDES || xhi > xlo);
+        const int s0 = CYC_DW_SLIDE_SIDES ? 0 : xlo, s1 = CYC_DW_SLIDE_SIDES ? g->ow : xhi;
+        const int fast = cfast && !slides && xhi > xlo && ilo == 0 && ihi == g->kh;
+        if (slide)
+            for (int c0 = 0; c0 < cfast; c0 += blk)
+                FN(dw_slide_row)(g, xn + (ptrdiff_t)(iy0 + ilo * g->dh) * g->w * C + c0, C,
+                                 (ptrdiff_t)g->dh * g->w * C, ihi - ilo,
+                                 w + (ptrdiff_t)ilo * g->kw * C + c0, bias ? bias + c0 : NULL,
+                                 relu, y + row * g->ow * C + c0, s0, s1);
         if (fast) {
             const ptrdiff_t first = ((ptrdiff_t)iy0 * g->w + xlo * g->sw - g->pad_left) * C;
             T *out = y + (row * g->ow + xlo) * C;
-            for (int c0 = 0; c0 < cfast; c0 += blk) {
-                const T *b0 = bias ? bias + c0 : NULL;
-                /* offsets first: a top row's first window row lies before the image */
-                if (slides)
-                    FN(dw_slide_row)(g, xn + (first + inner[ilo * g->kw] + c0), C,
-                                     (ptrdiff_t)g->dh * g->w * C, ihi - ilo,
-                                     w + (ptrdiff_t)ilo * g->kw * C + c0, b0, relu, out + c0,
-                                     xhi - xlo);
-                else
-                    FN(dw_pixels)(xn + first + c0, (ptrdiff_t)g->sw * C, inner, w + c0,
-                                  woff_all, taps, b0, relu, out + c0, C, xhi - xlo);
-            }
+            for (int c0 = 0; c0 < cfast; c0 += blk)
+                FN(dw_pixels)(xn + first + c0, (ptrdiff_t)g->sw * C, inner, w + c0, woff_all,
+                              taps, bias ? bias + c0 : NULL, relu, out + c0, C, xhi - xlo);
         }
         for (int ox = 0; ox < g->ow; ox++) {
-            const int c0 = fast && ox >= xlo && ox < xhi ? cfast : 0;
+            const int c0 = (slide && ox >= s0 && ox < s1) || (fast && ox >= xlo && ox < xhi)
+                               ? cfast : 0;
             if (c0 == C) continue;
             const int ix0 = ox * g->sw - g->pad_left;
             int jlo, jhi;
