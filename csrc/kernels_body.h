@@ -1581,7 +1581,9 @@ ALWAYS_INLINE void FN(dw_slide)(const int KW, const int SW, const int PX, const 
         for (int b = 0; b < NB; b++) acc[q][b] = bv[b];
     for (int i = 0; i < rows; i++) {
         /* one pointer stepped along the row: every m * C in a register spilled them */
-        const T *s = row + i * rs + (x0 + mlo) * C, *wr = w + (ptrdiff_t)i * KW * C;
+        /* (a block with no column inside, past the right side, reads nothing) */
+        const T *s = row + i * rs + (mhi > mlo ? (x0 + mlo) * C : 0);
+        const T *wr = w + (ptrdiff_t)i * KW * C;
         V wv[CYC_DW_SLIDE_KW][NB];
         for (int j = 0; j < KW; j++, wr += C)
             for (int b = 0; b < NB; b++) wv[j][b] = LOADV(wr + b * VLEN);
