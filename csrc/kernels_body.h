@@ -1580,8 +1580,8 @@ ALWAYS_INLINE void FN(dw_slide)(const int KW, const int SW, const int PX, const 
     for (int q = 0; q < PX; q++)
         for (int b = 0; b < NB; b++) acc[q][b] = bv[b];
     for (int i = 0; i < rows; i++) {
-        /* one pointer stepped along the row: every m * C in a register spilled them */
-        /* (a block with no column inside, past the right side, reads nothing) */
+        /* one pointer stepped along the row: every m * C in a register spilled them (a block
+         * with no column inside, past the right side, reads nothing) */
         const T *s = row + i * rs + (mhi > mlo ? (x0 + mlo) * C : 0);
         const T *wr = w + (ptrdiff_t)i * KW * C;
         V wv[CYC_DW_SLIDE_KW][NB];
@@ -1621,8 +1621,8 @@ static inline int FN(dw_slides)(const cyc_geom_t *g)
 }
 
 /* Whether FN(dw_slide_row) takes the pixels whose window crosses the left or right side too, in
- * blocks that read only the columns inside: on AVX-512, where that took 0.60 of the time of
- * the lists of taps for 5x5 over 14x14x512 and 0.71 for 7x7.  With AVX2's 16 registers those
+ * blocks that read only the columns inside: on AVX-512, where that took 0.61 of the time of
+ * the lists of taps for 5x5 over 14x14x512 and 0.72 for 7x7.  With AVX2's 16 registers those
  * blocks spill and ran 3x3 layers 1.1x to 1.4x slower, so there they keep the lists of taps. */
 #define CYC_DW_SLIDE_SIDES (MR >= 12)
 

@@ -44,8 +44,8 @@ def _mapped_openmp_runtimes():
 @contextlib.contextmanager
 def _brief_idle_spin():
     """Load the OpenMP runtime with GOMP_SPINCOUNT=IDLE_SPINS, unless the user chose a wait
-    policy or a spin count; libgomp reads them once, as it loads.  The variable is removed again
-    after, so that child processes and runtimes loaded later see the user's environment."""
+    policy or a spin count; libgomp reads them once, as it loads.  The variable is put back as
+    it was after, so that child processes and runtimes loaded later see the user's environment."""
     global _idle_spin
     if any(os.environ.get(v) for v in _SPIN_VARIABLES):
         _idle_spin = "from the environment: " + ", ".join(
