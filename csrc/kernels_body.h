@@ -1636,31 +1636,30 @@ static void FN(dw_slide_row)(const cyc_geom_t *g, const T *row, ptrdiff_t C, ptr
     enum { NB = CYC_DW_NB };
     V bv[NB];
     for (int b = 0; b < NB; b++) bv[b] = bias ? (V)LOADV(bias + b * VLEN) : (V){0};
-    /* block [p, p + PX): x0 its first input column; columns [mlo, mhi) of its span inside */
-#define CYC_SLIDE_BLOCK(KW, SW, PX, CLIP, p, nout)                                             \
+    /* block [p, p + PX): x0 its first input column, columns [mlo, mhi) of its span inside;
+     * the code that reads every column where all are (always so without CYC_DW_SLIDE_SIDES) */
+#define CYC_SLIDE_BLOCK(KW, SW, PX, p, nout)                                                   \
     do {                                                                                       \
         const int x0 = (p) * (SW) - g->pad_left, span = ((PX) - 1) * (SW) + (KW);             \
         const int mlo = x0 < 0 ? -x0 : 0, mhi = g->w - x0 < span ? g->w - x0 : span;          \
-        FN(dw_slide)(KW, SW, PX, CLIP, row, x0, mlo, mhi, C, rs, rows, w, bv, relu,            \
-                     out + (ptrdiff_t)(p) * C, nout);                                          \
+        if (!CYC_DW_SLIDE_SIDES || (mlo == 0 && mhi == span))                                  \
+            FN(dw_slide)(KW, SW, PX, 0, row, x0, mlo, mhi, C, rs, rows, w, bv, relu,           \
+                         out + (ptrdiff_t)(p) * C, nout);                                      \
+        else                                                                                   \
+            FN(dw_slide)(KW, SW, PX, 1, row, x0, mlo, mhi, C, rs, rows, w, bv, relu,           \
+                         out + (ptrdiff_t)(p) * C, nout);                                      \
     } while (0)
 #if CYC_DW_SLIDE_SIDES
 #define CYC_SLIDES(KW, SW, PX)                                                                 \
     case (KW) * 4 + (SW):                                                                      \
-        for (int p = p0; p < p1; p += (PX)) {                                                  \
-            const int x0 = p * (SW) - g->pad_left, span = ((PX) - 1) * (SW) + (KW);           \
-            if (x0 >= 0 && x0 + span <= g->w)                                                  \
-                CYC_SLIDE_BLOCK(KW, SW, PX, 0, p, p1 - p);                                     \
-            else                                                                               \
-                CYC_SLIDE_BLOCK(KW, SW, PX, 1, p, p1 - p);                                     \
-        }                                                                                      \
+        for (int p = p0; p < p1; p += (PX)) CYC_SLIDE_BLOCK(KW, SW, PX, p, p1 - p);            \
         return;
 #else
 #define CYC_SLIDES(KW, SW, PX)                                                                 \
     case (KW) * 4 + (SW): {                                                                    \
         int p = p0;                                                                            \
-        for (; p + (PX) <= p1; p += (PX)) CYC_SLIDE_BLOCK(KW, SW, PX, 0, p, PX);               \
-        for (; p < p1; p++) CYC_SLIDE_BLOCK(KW, SW, 1, 0, p, 1);                               \
+        for (; p + (PX) <= p1; p += (PX)) CYC_SLIDE_BLOCK(KW, SW, PX, p, PX);                  \
+        for (; p < p1; p++) CYC_SLIDE_BLOCK(KW, SW, 1, p, 1);                                  \
         return;                                                                                \
     }
 #endif

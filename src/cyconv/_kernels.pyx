@@ -395,6 +395,14 @@ cdef void _run_depthwise(int kind, const cyc_geom_t *g, const floating *src, con
                 cyc_depthwise_bwd_data_f64(g, src, w, dst, r0, r1)
 
 
+cdef inline void _winograd_work(const cyc_geom_t *g, int mode, int elem_size, int n_threads,
+                                Py_ssize_t *M, size_t *sbytes, Py_ssize_t *chunk) noexcept nogil:
+    """A Winograd run's work: its tiles, each thread's scratch, and chunks of whole blocks."""
+    M[0] = cyc_conv_winograd_tiles(g, mode)
+    sbytes[0] = cyc_conv_winograd_scratch_bytes(g, mode, elem_size)
+    chunk[0] = _chunk(M[0], n_threads, cyc_conv_winograd_block(g, mode, elem_size))
+
+
 def conv2d_forward(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] w,
                    const floating[::1] b, object geom, bint relu,
                    floating[:, :, :, ::1] y, int n_threads):
@@ -414,9 +422,7 @@ def conv2d_forward(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] 
     cdef size_t sbytes
     cdef Py_ssize_t chunk
     if kind == WINOGRAD:
-        M = cyc_conv_winograd_tiles(&g, CYC_WINO_FWD)
-        sbytes = cyc_conv_winograd_scratch_bytes(&g, CYC_WINO_FWD, sizeof(floating))
-        chunk = _chunk(M, n_threads, cyc_conv_winograd_block(&g, CYC_WINO_FWD, sizeof(floating)))
+        _winograd_work(&g, CYC_WINO_FWD, sizeof(floating), n_threads, &M, &sbytes, &chunk)
     else:
         M = <Py_ssize_t>g.n * g.oh * g.ow
         sbytes = cyc_conv_scratch_bytes(&g, 0, sizeof(floating))
@@ -503,9 +509,7 @@ def conv2d_backward_data(const floating[:, :, :, ::1] dy, const floating[:, :, :
     cdef Py_ssize_t chunk
     if kind == WINOGRAD_DX:
         # every dx tile is computed whole by one thread: any chunks give the same bits
-        M = cyc_conv_winograd_tiles(&g, CYC_WINO_DX)
-        sbytes = cyc_conv_winograd_scratch_bytes(&g, CYC_WINO_DX, sizeof(floating))
-        chunk = _chunk(M, n_threads, cyc_conv_winograd_block(&g, CYC_WINO_DX, sizeof(floating)))
+        _winograd_work(&g, CYC_WINO_DX, sizeof(floating), n_threads, &M, &sbytes, &chunk)
     elif kind == SCATTER_DX or kind == SCATTER_ROWS_DX:
         # Scattered tiles run across images, so how images are grouped changes the order in
         # which dx adds up: the groups depend on the problem only, never on the thread count.
