@@ -304,3 +304,16 @@ def test_bench_scaling_column(tmp_path):
     assert "x1thr" in r.stdout.splitlines()[0]
     speedups = [res["speedup_vs_1_thread"] for res in json.loads(out.read_text())["results"]]
     assert len(speedups) == 2 and all(s > 0 for s in speedups)
+
+
+def test_steady_pairs_time_each_call_after_one_of_its_own():
+    from cyconv import bench
+
+    calls = []
+    bench.time_pairs(lambda: calls.append("a"), lambda: calls.append("b"), budget=0, steady=True)
+    # after the first call of each, every timed call follows an untimed call of its own kind
+    body = "".join(calls[2:])
+    assert body and set(body.split("aabb")) == {""}, calls
+    calls.clear()
+    bench.time_pairs(lambda: calls.append("a"), lambda: calls.append("b"), budget=0)
+    assert set("".join(calls).split("ab")) == {""}, calls

@@ -106,15 +106,27 @@ def time_median(fn, budget=0.5):
     return float(np.median([_time_once(fn) for _ in range(n)]))
 
 
-def time_pairs(fa, fb, budget=1.0):
-    """Median time of each, and the median ratio a/b, over runs alternating a and b."""
+def _time_steady(fn):
+    """One run timed after an untimed one: the time of a call that follows a call of its own
+    kind, as in a stream of them, rather than whatever the previous call left behind."""
+    fn()
+    return _time_once(fn)
+
+
+def time_pairs(fa, fb, budget=1.0, steady=False):
+    """Median time of each, and the median ratio a/b, over runs alternating a and b.
+
+    steady: time each run after an untimed one of its own (see _time_steady).  For comparing
+    one function on two thread counts: a call straight after one on the other count starts with
+    the caches, and the idle thread, as that call left them."""
     fa()
     fb()
-    n = _repeats_for(lambda: (fa(), fb()), budget)
+    once = _time_steady if steady else _time_once
+    n = _repeats_for(lambda: (once(fa), once(fb)), budget)
     ta, tb = [], []
     for _ in range(n):
-        ta.append(_time_once(fa))
-        tb.append(_time_once(fb))
+        ta.append(once(fa))
+        tb.append(once(fb))
     ta, tb = np.array(ta), np.array(tb)
     return float(np.median(ta)), float(np.median(tb)), float(np.median(ta / tb))
 
@@ -237,7 +249,8 @@ def run(cases=None, *, threads=None, layouts=("NHWC",), dtypes=("float32",), dir
     """Time each case; returns a list of Result.  `log` gets one line per result as it comes.
 
     With scaling, each kernel also runs on one thread, alternating with the full thread count,
-    and the result records the speedup (the median of the paired ratios)."""
+    each timed run after an untimed one on the same count (a stream's throughput), and the
+    result records the speedup (the median of the paired ratios)."""
     cases = default_cases() if cases is None else cases
     threads = threads or _config.get_num_threads()
     old_threads = _config._user_threads
@@ -269,7 +282,8 @@ def run(cases=None, *, threads=None, layouts=("NHWC",), dtypes=("float32",), dir
                         speedup = None
                         if scaling and threads > 1:
                             _, _, inverse = time_pairs(_on_threads(mine[d], threads),
-                                                       _on_threads(mine[d], 1), budget)
+                                                       _on_threads(mine[d], 1), budget,
+                                                       steady=True)
                             speedup = 1 / inverse
                             _config.set_num_threads(threads)
                         r = Result(case.name, direction, layout, dt, threads, t, gf, peak, tt, ratio,
