@@ -181,3 +181,46 @@ def global_cases(draw):
     (x,), rng = _arrays(draw, [shape], dtype, draw(st.sampled_from(["uniform", "ties"])))
     return {"x": in_memory_layout(to_layout(x, fmt), *draw(memory_form())),
             "data_format": fmt, "rng": rng}
+
+
+@st.composite
+def conv_pool_cases(draw):
+    """A convolution with a ReLU and a max-pool over its output (ops._conv2d_relu_max_pool):
+    NHWC; plain, grouped or depthwise, or 3x3 with channels enough for Winograd; a pool window
+    and stride that fit the convolution's output.  Inputs are often small integers (exact ties,
+    and windows of zeros after the ReLU), sometimes with NaN."""
+    dtype = draw(st.sampled_from(DTYPES))
+    n = draw(st.integers(0, 3))
+    grouping = draw(st.sampled_from(["plain", "winograd", "grouped", "depthwise"]))
+    kh = kw = 3
+    stride = dilation = groups = 1
+    if grouping == "winograd":
+        cin, cout = draw(st.integers(16, 24)), draw(st.integers(16, 24))
+    else:
+        kh, kw = draw(st.integers(1, 4)), draw(st.integers(1, 4))
+        stride, dilation = draw(int_or_pair(1, 2)), draw(int_or_pair(1, 2))
+        if grouping == "plain":
+            cin, cout = draw(st.integers(1, MAX_CHANNELS)), draw(st.integers(1, MAX_CHANNELS))
+        elif grouping == "grouped":
+            groups = draw(st.integers(2, 3))
+            cin, cout = groups * draw(st.integers(1, 5)), groups * draw(st.integers(1, 5))
+        else:
+            cin = groups = draw(st.integers(1, 8))
+            cout = cin * draw(st.integers(1, 2))
+    padding, h, w = _window_and_padding(draw, (kh, kw), as_pair(dilation), (3, 3))
+    h, w = h + draw(st.integers(0, 8)), w + draw(st.integers(0, 8))
+    pool_size = (draw(st.integers(1, 3)), draw(st.integers(1, 3)))
+    pool_stride = draw(st.one_of(st.none(), int_or_pair(1, 4)))
+    kind = draw(st.sampled_from(["uniform", "ties"]))
+    (x, wt, b), rng = _arrays(draw, [(n, h, w, cin), (kh, kw, cin // groups, cout), (cout,)],
+                              dtype, kind)
+    if draw(st.integers(0, 4)) == 0:
+        x = sprinkle(rng, x, np.nan)
+    return {
+        "x": in_memory_layout(x, *draw(memory_form())),
+        "w": in_memory_layout(wt, *draw(memory_form())),
+        "b": draw(st.sampled_from([None, b])),
+        "pool": (pool_size, pool_stride),
+        "cells": draw(st.booleans()),
+        "kwargs": dict(stride=stride, padding=padding, dilation=dilation, groups=groups),
+    }

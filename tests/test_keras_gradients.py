@@ -229,3 +229,48 @@ def test_first_conv_takes_the_pool_gradient_only_where_it_may(case, monkeypatch)
     b.train_on_batch(x, y)
     for wa, wb in zip(a.get_weights(), b.get_weights()):
         assert np.array_equal(wa, wb)
+
+
+def test_conv_and_pool_in_one_pass_train_and_predict_to_the_bit(monkeypatch):
+    # The seed model's Conv2D + MaxPooling2D pairs run in one pass (the convolution's output is
+    # never written); a training step and predictions are those of the layers one by one.
+    from cyconv.cli import seed_model
+
+    backend.set_floatx("float32")
+    rng = np.random.default_rng(5)
+    x, y = rng.random((32, 28, 28, 1), np.float32), rng.integers(0, 10, 32)
+    one, apart = seed_model(), seed_model()
+    apart.set_weights(one.get_weights())
+    apart.fuse_conv_pool = False
+    calls = []
+    real = layers.Conv2D.forward_with_pool
+    monkeypatch.setattr(layers.Conv2D, "forward_with_pool",
+                        lambda self, *a, **k: calls.append(self.name) or real(self, *a, **k))
+    assert np.array_equal(one.predict(x, verbose=0), apart.predict(x, verbose=0))
+    assert len(calls) == 2                     # both pairs, in inference
+    one.train_on_batch(x, y)
+    apart.train_on_batch(x, y)
+    assert len(calls) == 4
+    for a, b in zip(one.get_weights(), apart.get_weights()):
+        assert np.array_equal(a, b)
+    pool = one.layers[1]
+    assert pool.relu_grad_applied and pool._indices.dtype == np.uint8
+    assert pool._x.shape == (32, 26, 26, 32) and pool._x.strides == (0, 0, 0, 0)
+
+
+@pytest.mark.parametrize("case", ["linear", "channels_first", "pool same padding",
+                                  "big pool window"])
+def test_conv_and_pool_run_apart_where_one_pass_does_not_apply(case):
+    backend.set_floatx("float32")
+    fmt = "channels_first" if case == "channels_first" else "channels_last"
+    shape = (1, 20, 20) if fmt == "channels_first" else (20, 20, 1)
+    pool = {"pool same padding": dict(pool_size=2, padding="same"),
+            "big pool window": dict(pool_size=16)}.get(case, dict(pool_size=2))
+    m = models.Sequential([
+        layers.Input(shape=shape),
+        layers.Conv2D(4, 3, activation="linear" if case == "linear" else "relu",
+                      data_format=fmt),
+        layers.MaxPooling2D(data_format=fmt, **pool),
+    ])
+    m.build((None,) + shape)
+    assert not m._conv_pools

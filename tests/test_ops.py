@@ -11,12 +11,13 @@ import contextlib
 
 import numpy as np
 import pytest
-from hypothesis import given
+from hypothesis import assume, given
 
 from cyconv import _args, _kernels, ops, reference
-from helpers import (assert_bitwise_equal, check_against_reference, in_memory_layout,
-                     random_array, to_layout, weights_to_layout)
-from strategies import conv_cases, depthwise_cases, global_cases, pool_cases, winograd_cases
+from helpers import (assert_bitwise_equal, assert_close, check_against_reference,
+                     in_memory_layout, on_every_path, random_array, to_layout, unchanged, weights_to_layout)
+from strategies import (conv_cases, conv_pool_cases, depthwise_cases, global_cases, pool_cases,
+                        winograd_cases)
 
 RNG_SEED = 20240611
 
@@ -725,3 +726,81 @@ def test_layout_transpose_kernel(kernel, dtype, shape):
     a = np.random.default_rng(0).random(shape).astype(dtype)
     np.testing.assert_array_equal(ops._transpose_images(a, shape[1], shape[2]),
                                   a.transpose(0, 2, 1))
+
+
+# --- a convolution and the max-pool after it, in one pass ------------------------------------
+
+
+def conv_then_pool(x, w, b, pool, cells, kwargs):
+    """What ops._conv2d_relu_max_pool stands for: the two calls."""
+    z = ops.conv2d(x, w, b, activation="relu", **kwargs)
+    if cells:
+        return ops._max_pool2d_after_relu(z, *pool, "valid", "NHWC")
+    return ops.max_pool2d(z, *pool), None
+
+
+def check_conv_pool(x, w, b, pool, cells, kwargs):
+    def both():
+        return (ops._conv2d_relu_max_pool(x, w, b, *pool, cells=cells, **kwargs),
+                conv_then_pool(x, w, b, pool, cells, kwargs))
+
+    with unchanged(*[a for a in (x, w, b) if a is not None]):
+        for isa, (fused, apart) in on_every_path(both).items():
+            assert_bitwise_equal(fused, apart, f"[{isa}] one pass vs conv2d then max_pool2d")
+
+
+@given(conv_pool_cases())
+def test_conv_relu_max_pool_in_one_pass_is_the_two_calls_to_the_bit(case):
+    g = nhwc_geometry(case["x"].shape, case["w"].shape, case["kwargs"])
+    assume(g.oh >= case["pool"][0][0] and g.ow >= case["pool"][0][1])
+    check_conv_pool(case["x"], case["w"], case["b"], case["pool"], case["cells"],
+                    case["kwargs"])
+
+
+@pytest.mark.parametrize("x_shape, w_shape, kwargs, pool", [
+    ((3, 28, 28, 1), (3, 3, 1, 32), {}, (2, None)),                   # the seed's first layer
+    ((3, 13, 13, 32), (3, 3, 32, 64), {}, (2, None)),                 # its second (Winograd)
+    ((1, 9, 11, 20), (3, 3, 20, 24), {"padding": "same"}, (3, 3)),    # odd pool stride
+    ((2, 12, 10, 17), (3, 3, 17, 33), {}, ((3, 2), (2, 3))),          # overlapping rows
+    ((2, 7, 9, 4), (3, 3, 4, 6), {"padding": ((3, 0), (1, 1))}, (2, None)),  # a row all padding
+    ((2, 6, 6, 4), (3, 3, 1, 4), {"groups": 4}, (2, None)),           # depthwise
+], ids=["seed conv1", "seed conv2", "odd stride", "overlapping", "padding row", "depthwise"])
+@pytest.mark.parametrize("cells", [True, False], ids=["cells", "no cells"])
+def test_conv_relu_max_pool_named_cases(dtype, x_shape, w_shape, kwargs, pool, cells):
+    rng = np.random.default_rng(11)
+    x, w, b = (random_array(rng, s, dtype) for s in (x_shape, w_shape, (w_shape[3],)))
+    check_conv_pool(x, w, b, pool, cells, kwargs)
+    want = reference.max_pool2d(reference.conv2d(x, w, b, activation="relu", **kwargs), *pool)
+    assert_close(ops._conv2d_relu_max_pool(x, w, b, *pool, cells=cells, **kwargs)[0], want)
+
+
+def test_conv_relu_max_pool_runs_in_bands_where_it_can(monkeypatch):
+    # the one-pass kernel for plain and Winograd convolutions; the two calls where a band
+    # could start in rows wholly in the padding, and for depthwise convolutions
+    calls = []
+    real = _kernels.conv2d_forward_max_pool
+    monkeypatch.setattr(_kernels, "conv2d_forward_max_pool",
+                        lambda *a: calls.append(a[5]) or real(*a))
+    rng = np.random.default_rng(12)
+    for x_shape, w_shape, kwargs, used in [
+            ((2, 28, 28, 1), (3, 3, 1, 32), {}, True),
+            ((2, 13, 13, 32), (3, 3, 32, 64), {}, True),
+            ((2, 7, 9, 4), (3, 3, 4, 6), {"padding": ((3, 0), (1, 1))}, False),
+            ((2, 6, 6, 4), (3, 3, 1, 4), {"groups": 4}, False)]:
+        x, w = random_array(rng, x_shape, np.float32), random_array(rng, w_shape, np.float32)
+        before = len(calls)
+        ops._conv2d_relu_max_pool(x, w, None, 2, **kwargs)
+        assert (len(calls) > before) == used, (x_shape, w_shape, kwargs)
+
+
+@pytest.mark.parametrize("n, threads, pool_stride, want", [
+    (32, 2, 2, 13),   # the seed's first layer: a band is a whole image (13 pool rows, 86 KB)
+    (1, 2, 2, 4),     # one image, two threads: four bands of at most 4 pool rows
+    (1, 2, 3, 4),     # odd stride: bands of an even number of pool rows
+])
+def test_pool_bands_stay_small_and_split_for_the_threads(n, threads, pool_stride, want):
+    g = nhwc_geometry((n, 28, 28, 1), (3, 3, 1, 32), {})
+    pg = _args.pool_geometry(g.y_shape_nhwc, 2, pool_stride, "valid", 1, False, "NHWC")
+    rows = ops._pool_rows_per_band(g, pg, 4, threads)
+    assert rows == want
+    assert (rows * pool_stride) % 2 == 0 or rows >= pg.oh

@@ -436,6 +436,115 @@ def conv2d_forward(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] 
         raise MemoryError("conv2d: could not allocate scratch memory")
 
 
+cdef inline int _band_first_row(const cyc_geom_t *g, int r0) noexcept nogil:
+    """The first input row that output row r0 reads (0 when it starts in the padding)."""
+    cdef int first = r0 * g.sh - g.pad_top
+    return first if first > 0 else 0
+
+
+cdef inline cyc_geom_t _conv_band(const cyc_geom_t *g, int r0, int r1) noexcept nogil:
+    """Output rows [r0, r1) of one image as a convolution of their own: one image, the input
+    rows from _band_first_row(g, r0) that they read, and the padding above and below that
+    they see.  The kernels' plans, packing and scratch depend on the columns and channels
+    only, which a band keeps."""
+    cdef cyc_geom_t b = g[0]
+    cdef int first = r0 * g.sh - g.pad_top
+    cdef int last = (r1 - 1) * g.sh - g.pad_top + (g.kh - 1) * g.dh
+    cdef int lo = _band_first_row(g, r0)
+    cdef int hi = last if last < g.h - 1 else g.h - 1
+    b.n = 1
+    b.h = hi - lo + 1
+    b.oh = r1 - r0
+    b.pad_top = lo - first
+    b.pad_bottom = last - hi
+    return b
+
+
+def conv2d_forward_max_pool(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] w,
+                            const floating[::1] b, object geom, object pool_geom,
+                            int rows_per_band, floating[:, :, :, ::1] y,
+                            uint8_t[:, :, :, ::1] cell, int n_threads):
+    """y = max_pool(relu(conv(x, w) + b)), NHWC, and with cell (not None) each window's cell
+    record as max_pool(..., relu_in=True) writes it, without the convolution's output: bands
+    of rows_per_band pool rows are convolved into a block of each thread's scratch (sized to
+    stay in L2, see ops._BAND_BYTES) and pooled from there.  The route is the forward pass's,
+    not the depthwise one; pool windows without padding or dilation (ops checks)."""
+    cdef cyc_geom_t g = _geom(geom)
+    cdef cyc_geom_t pg = _geom(pool_geom)
+    cdef int kind = _forward_kind(&g, sizeof(floating))
+    cdef size_t sbytes
+    cdef Py_ssize_t unused_m, unused_chunk
+    if kind == WINOGRAD:
+        _winograd_work(&g, CYC_WINO_FWD, sizeof(floating), 1, &unused_m, &sbytes, &unused_chunk)
+    else:
+        sbytes = cyc_conv_scratch_bytes(&g, 0, sizeof(floating))
+    sbytes = (sbytes + 63) // 64 * 64
+    cdef int bands_per_image = (pg.oh + rows_per_band - 1) // rows_per_band
+    cdef Py_ssize_t units = <Py_ssize_t>g.n * bands_per_image
+    cdef Py_ssize_t band_len = (<Py_ssize_t>(rows_per_band - 1) * pg.sh + pg.kh) * g.ow * g.cout
+    cdef int transposed = _packing(kind)
+    cdef floating *packed = <floating *>cyc_scratch(
+        CYC_SCRATCH_PACKED, cyc_conv_packed_len(&g, transposed, sizeof(floating)) * sizeof(floating))
+    cdef const floating *zeros = <const floating *>cyc_scratch(
+        CYC_SCRATCH_ZEROS, cyc_conv_zeros_len(&g) * sizeof(floating))
+    cdef const floating *bp = &b[0] if b is not None else NULL
+    cdef uint8_t *cp = &cell[0, 0, 0, 0] if cell is not None else NULL
+    cdef Py_ssize_t K = cyc_conv_rows(&g, transposed)
+    cdef Py_ssize_t kchunk = _chunk(K, n_threads, 1)
+    cdef Py_ssize_t t, u, m0, m1, x_off, out_off, band_pixels
+    cdef int n, p0, p1
+    cdef cyc_geom_t cb, pb
+    cdef void *scratch
+    cdef floating *band
+    cdef int failed = packed == NULL or zeros == NULL
+    cdef int *failp = &failed
+    n_threads = <int>min(<Py_ssize_t>n_threads, units)
+    if not failed:
+        with nogil, parallel(num_threads=n_threads):
+            for t in prange(_n_chunks(K, kchunk), schedule="static"):
+                m0 = t * kchunk
+                m1 = min(K, m0 + kchunk)
+                if floating is float:
+                    cyc_conv_pack_f32(&g, &w[0, 0, 0, 0], bp, transposed, packed, m0, m1)
+                else:
+                    cyc_conv_pack_f64(&g, &w[0, 0, 0, 0], bp, transposed, packed, m0, m1)
+            scratch = cyc_scratch(CYC_SCRATCH_TILES, sbytes + sizeof(floating) * band_len)
+            band = <floating *>(<char *>scratch + sbytes)
+            for u in prange(units, schedule="dynamic"):
+                if scratch == NULL:
+                    failp[0] = 1
+                    continue
+                n = <int>(u // bands_per_image)
+                p0 = <int>(u % bands_per_image) * rows_per_band
+                p1 = min(pg.oh, p0 + rows_per_band)
+                # the convolution's rows under pool rows [p0, p1), into the band
+                cb = _conv_band(&g, p0 * pg.sh, (p1 - 1) * pg.sh + pg.kh)
+                x_off = ((<Py_ssize_t>n * g.h + _band_first_row(&g, p0 * pg.sh))
+                         * g.w * g.c)
+                band_pixels = <Py_ssize_t>cb.oh * cb.ow
+                if kind == WINOGRAD:
+                    band_pixels = cyc_conv_winograd_tiles(&cb, CYC_WINO_FWD)
+                _tiles(kind, &cb, &x[0, 0, 0, 0] + x_off, packed, 1, zeros, band, 0,
+                       band_pixels, scratch)
+                # the pool over the band: one image of cb.oh rows, pool rows [p0, p1) of y
+                pb = pg
+                pb.n = 1
+                pb.h = cb.oh
+                pb.oh = p1 - p0
+                out_off = (<Py_ssize_t>n * pg.oh + p0) * pg.ow * pg.c
+                if floating is float:
+                    cyc_max_pool_f32(&pb, band, &y[0, 0, 0, 0] + out_off, NULL,
+                                     cp + out_off if cp != NULL else NULL, 1, 0, pb.oh)
+                else:
+                    cyc_max_pool_f64(&pb, band, &y[0, 0, 0, 0] + out_off, NULL,
+                                     cp + out_off if cp != NULL else NULL, 1, 0, pb.oh)
+            cyc_scratch_done(CYC_SCRATCH_TILES, scratch)
+    cyc_scratch_done(CYC_SCRATCH_PACKED, packed)
+    cyc_scratch_done(CYC_SCRATCH_ZEROS, <void *>zeros)
+    if failed:
+        raise MemoryError("conv2d with max_pool2d: could not allocate scratch memory")
+
+
 def winograd_set(bint on):
     """Turn the Winograd path on or off (see cyc_conv_winograd); returns the previous setting."""
     return bool(cyc_conv_winograd_set(on))

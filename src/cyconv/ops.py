@@ -178,6 +178,58 @@ def _conv2d_weight_grad_through_max_pool(dy_pool, cells, pool_size, pool_stride,
     return _weight_grads(g, _c(x), _c(dy_pool), _c(y), pool_cell=_c(cells), pool_geom=pg)
 
 
+# A band of the convolution's output that a thread pools from its scratch: at most this many
+# bytes, to stay in L2 between the convolution writing it and the pool reading it.  Measured
+# against 256 KB: 32 KB bands took 1.06x as long for the seed's first layer (per-band setup),
+# 128 KB 1.04x for a 56x56x64 layer, 512 KB and 1 MB the same or up to 1.05x.
+_BAND_BYTES = 256 * 1024
+
+
+def _pool_rows_per_band(g, pg, itemsize, n_threads):
+    """Pool rows per band of conv2d_forward_max_pool: within _BAND_BYTES, at least two bands
+    per thread where the batch allows, and an even number of conv rows before each band when
+    the pool's stride is odd (Winograd's tiles then start on the rows they would start on
+    over the whole output, so the sums are the same to the bit)."""
+    per_row = max(1, pg.sh * g.ow * g.cout * itemsize)
+    rows = max(1, min(pg.oh, _BAND_BYTES // per_row))
+    bands_wanted = -(-2 * n_threads // g.n)
+    rows = max(1, min(rows, -(-pg.oh // bands_wanted)))
+    if pg.sh % 2 and rows % 2 and rows < pg.oh:
+        rows += 1
+    return rows
+
+
+def _conv2d_relu_max_pool(x, w, b, pool_size, pool_stride=None, *, stride=1, padding="valid",
+                          dilation=1, groups=1, cells=True):
+    """``max_pool2d(conv2d(x, w, b, activation="relu"), pool_size, pool_stride)`` (NHWC, valid
+    pool) without writing out the convolution's output: each thread convolves a band of rows
+    into its scratch and pools it from there.  For a Conv2D layer with a ReLU and the
+    MaxPooling2D after it (see keras.Sequential).  With ``cells``, also the window cells as
+    :func:`_max_pool2d_after_relu` records them.  Returns ``(y, cells or None)``; to the bit what
+    the two calls give."""
+    x, w, b, g = _args.conv_call(x, w, b, stride, padding, dilation, groups, "NHWC")
+    pg = _args.pool_geometry(g.y_shape_nhwc, pool_size, pool_stride, "valid", 1, False, "NHWC")
+    cells = _args.bool_arg(cells, "cells")
+    if cells:
+        _args.index_format("window", pg)
+    reach = (g.kh - 1) * g.dh
+    if (not g.n or _kernels.conv2d_forward_route(g, x.dtype) == "depthwise"
+            or g.pad_top > reach or g.pad_bottom > reach):
+        # rows wholly in the padding, or the depthwise kernels' own loops: the two calls
+        z = conv2d(x, w, b, stride=stride, padding=padding, dilation=dilation, groups=groups,
+                   activation="relu")
+        if cells:
+            return _max_pool2d_after_relu(z, pool_size, pool_stride, "valid", "NHWC")
+        return max_pool2d(z, pool_size, pool_stride), None
+    y = np.empty(pg.y_shape_nhwc, dtype=x.dtype)
+    cell = np.empty(pg.y_shape_nhwc, dtype=np.uint8) if cells else None
+    threads = _threads(_args.flops_conv(g) // 2)
+    _kernels.conv2d_forward_max_pool(_c(x), _c(w), _c(b), g, pg,
+                                     _pool_rows_per_band(g, pg, x.itemsize, threads), y, cell,
+                                     threads)
+    return y, cell
+
+
 def _pool_threads(kg):
     """Threads for a pass over every window's cells."""
     return _threads(_POOL_VISIT * kg.n * kg.oh * kg.ow * kg.c * kg.kh * kg.kw)

@@ -456,6 +456,32 @@ class Conv2D(_BaseConv):
         self._keep_grads(dw, db)
         return dx
 
+    def pools_in_one_pass(self, pool):
+        """Whether forward_with_pool may stand for ``pool.forward(self.forward(x))``: a ReLU
+        activation, both NHWC, a max-pool without padding whose windows fit uint8 cells, and
+        neither layer's forward replaced by a subclass."""
+        return (self.activation is activations.relu and self._fmt == "NHWC"
+                and isinstance(pool, MaxPooling2D) and pool._fmt == "NHWC"
+                and pool.padding == "valid"
+                and pool.pool_size[0] * pool.pool_size[1] <= _args.NO_CELL
+                and type(self).forward is Conv2D.forward
+                and type(pool).forward is MaxPooling2D.forward)
+
+    def forward_with_pool(self, x, pool, training=False):
+        """``pool.forward(self.forward(x))`` (see pools_in_one_pass) in one pass that never
+        writes this layer's output, the largest array of the seed model's step (see
+        ops._conv2d_relu_max_pool).  In training the pool's cells also carry this ReLU's
+        gradient, as after MaxPooling2D.forward with a ReLU before it."""
+        y, cells = ops._conv2d_relu_max_pool(
+            x, self.kernel, self.bias if self.use_bias else None, pool.pool_size, pool.strides,
+            stride=self.strides, padding=self.padding, dilation=self.dilation_rate,
+            groups=self.groups, cells=bool(training))
+        self._x = x
+        self._y = self._z = None
+        pool._pooled_in_conv(self._out_shape(x.shape, self.filters, self.kernel.shape,
+                                             self.groups), x.dtype, cells)
+        return y
+
     def takes_gradient_through(self, pool):
         """Whether backward_through_pool may stand for ``self.backward(pool.backward(dy))``:
         this layer needs no input gradient (a first layer) but its weights do (it is trainable),
@@ -599,6 +625,14 @@ class MaxPooling2D(_Pooling2D):
                                           index_format="window" if small else "flat",
                                           data_format=self._fmt)
         return y
+
+    def _pooled_in_conv(self, x_shape, dtype, cells):
+        """The state forward leaves, for a forward the convolution before ran for this layer
+        (Conv2D.forward_with_pool): its output was never written, and the backward pass needs
+        only its shape and dtype, so _x stands for it without memory."""
+        self._x = np.broadcast_to(np.zeros((), dtype=dtype), x_shape)
+        self._indices = cells
+        self.relu_grad_applied = cells is not None
 
     def backward(self, dy, wrt_logits=False):
         if not self.need_input_grad:

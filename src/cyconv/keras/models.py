@@ -106,11 +106,16 @@ def _with_flag(layer, name, on, method, *args, **kwargs):
 class Sequential:
     """A stack of layers: ``Sequential([layers.Conv2D(...), ...])`` or ``.add(layer)``."""
 
+    # A Conv2D with a ReLU and the MaxPooling2D after it run in one pass (forward_with_pool);
+    # the same numbers either way, so this is for comparing the two.
+    fuse_conv_pool = True
+
     def __init__(self, layers=None, trainable=True, name=None):
         self.name = name or unique_name("sequential")
         self.trainable = bool(trainable)
         self._layers = []
         self._relu_pools = frozenset()
+        self._conv_pools = frozenset()
         self.built = False
         self._build_input_shape = None
         self.compiled = False
@@ -209,6 +214,10 @@ class Sequential:
             i + 1 for i, (a, b) in enumerate(zip(ls, ls[1:]))
             if isinstance(b, layers_module.MaxPooling2D)
             and getattr(a, "activation", None) is activations.relu)
+        # ... and those whose convolution before runs both in one pass (Conv2D.forward_with_pool)
+        self._conv_pools = frozenset(
+            i + 1 for i, (a, b) in enumerate(zip(ls, ls[1:]))
+            if isinstance(a, layers_module.Conv2D) and a.pools_in_one_pass(b))
 
     @property
     def input_shape(self):
@@ -336,9 +345,17 @@ class Sequential:
     def _forward(self, x, training):
         x = np.asarray(x, dtype=self.dtype)
         relu_pools = self._relu_pools
-        for i, layer in enumerate(self.layers):
-            x = _with_flag(layer, "_input_from_relu", i in relu_pools, layer.forward, x,
+        conv_pools = self._conv_pools if self.fuse_conv_pool else ()
+        ls = self.layers
+        i = 0
+        while i < len(ls):
+            if i + 1 in conv_pools and i + 1 in relu_pools:
+                x = ls[i].forward_with_pool(x, ls[i + 1], training=training)
+                i += 2
+                continue
+            x = _with_flag(ls[i], "_input_from_relu", i in relu_pools, ls[i].forward, x,
                            training=training)
+            i += 1
         return x
 
     def __call__(self, x, training=False):
