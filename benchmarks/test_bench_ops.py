@@ -50,3 +50,46 @@ def test_kernel(benchmark, case, dtype, layout, direction, impl, rng):
     benchmark.group = f"{case} {direction} {layout} {dtype}"
     benchmark.extra_info["gflop"] = c.flops() * (1 if direction == "fwd" else 2) / 1e9
     benchmark(fns[0 if direction == "fwd" else 1])
+
+
+CONV_POOL_CASES = {  # the seed model's Conv2D + MaxPooling2D pairs: x NHWC, w HWIO
+    "seed conv1 + pool1 b32": ((32, 28, 28, 1), (3, 3, 1, 32)),
+    "seed conv2 + pool2 b32": ((32, 13, 13, 32), (3, 3, 32, 64)),
+    "seed conv1 + pool1 b256": ((256, 28, 28, 1), (3, 3, 1, 32)),
+    "seed conv2 + pool2 b256": ((256, 13, 13, 32), (3, 3, 32, 64)),
+}
+
+
+@pytest.mark.parametrize("impl", ["one pass", "two calls", "torch"])
+@pytest.mark.parametrize("case", list(CONV_POOL_CASES))
+def test_conv_relu_max_pool(benchmark, case, impl, rng):
+    # what a Conv2D with a ReLU and the MaxPooling2D after it cost in a training step's forward
+    # pass (the pool keeps its window cells; PyTorch its indices)
+    from cyconv import ops
+
+    x_shape, w_shape = CONV_POOL_CASES[case]
+    x = rng.uniform(-1, 1, x_shape).astype(np.float32)
+    w = (rng.uniform(-1, 1, w_shape) / np.sqrt(np.prod(w_shape[:3]))).astype(np.float32)
+    b = np.zeros(w_shape[3], np.float32)
+    if impl == "one pass":
+        fn = lambda: ops._conv2d_relu_max_pool(x, w, b, 2)  # noqa: E731
+    elif impl == "two calls":
+        def fn():
+            z = ops.conv2d(x, w, b, activation="relu")
+            return ops._max_pool2d_after_relu(z, 2, None, "valid", "NHWC")
+    else:
+        torch = pytest.importorskip("torch", reason="PyTorch not installed: no comparison")
+        torch.set_num_threads(__import__("cyconv").get_num_threads())
+        fmt = torch.channels_last
+        xt = torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2))).contiguous(
+            memory_format=fmt)
+        wt = torch.from_numpy(np.ascontiguousarray(w.transpose(3, 2, 0, 1))).contiguous(
+            memory_format=fmt)
+        bt = torch.from_numpy(b)
+        F = torch.nn.functional
+
+        def fn():
+            with torch.no_grad():
+                return F.max_pool2d(torch.relu(F.conv2d(xt, wt, bt)), 2, return_indices=True)
+    benchmark.group = f"{case} conv+relu+maxpool"
+    benchmark(fn)

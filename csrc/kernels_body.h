@@ -95,6 +95,23 @@ ALWAYS_INLINE T FN(hsum)(V v)
 #define CYC_X86_256 0
 #endif
 
+/* A scalar multiply-add, rounded alike wherever it is inlined.  GCC contracts a * b + c into an
+ * FMA where the target has one, but not in every copy of a loop alike: the dot kernel's blocks of
+ * pixels and its last partial block differed in the last bit, so a pixel's value depended on
+ * where its tile began (which a convolution run in bands moves).  Where FMA exists, say so. */
+ALWAYS_INLINE T FN(madd)(T a, T b, T c)
+{
+#if CYC_X86_512 || CYC_X86_256 || defined(__FP_FAST_FMA)
+#if defined(CYC_T_IS_DOUBLE)
+    return __builtin_fma(a, b, c);
+#else
+    return __builtin_fmaf(a, b, c);
+#endif
+#else
+    return a * b + c;
+#endif
+}
+
 /* The first n < VLEN lanes of a vector, loaded or stored without touching the others (masked
  * instructions on x86: a copy through memory stalls the load that reads it back). */
 #if CYC_X86_256
@@ -295,7 +312,8 @@ ALWAYS_INLINE void FN(dot)(const int nb, const int nout, const T *const *xp, int
         for (; l < len; l++)
             for (int p = 0; p < nb; p++)
                 for (int o = 0; o < nout; o++)
-                    tail[p * nout + o] += xr[p][l] * ws[(ptrdiff_t)o * K + l];
+                    tail[p * nout + o] = FN(madd)(xr[p][l], ws[(ptrdiff_t)o * K + l],
+                                                  tail[p * nout + o]);
     }
     for (int p = 0; p < nb; p++)
         for (int o = 0; o < nout; o++) {

@@ -274,3 +274,24 @@ def test_conv_and_pool_run_apart_where_one_pass_does_not_apply(case):
     ])
     m.build((None,) + shape)
     assert not m._conv_pools
+
+
+@pytest.mark.parametrize("training", [False, True], ids=["inference", "training"])
+def test_gradients_through_a_conv_and_pool_run_in_one_pass(training):
+    # a Conv2D + MaxPooling2D pair in one pass in the middle of a model (its input gradient
+    # wanted), and as a first layer; gradients after a forward pass in either mode
+    model = models.Sequential([
+        layers.Input(shape=(9, 8, 2)),
+        layers.Conv2D(5, 2, activation="relu"),
+        layers.MaxPooling2D(2),
+        layers.Conv2D(3, 1, activation="relu"),
+        layers.MaxPooling2D((2, 1)),
+        layers.Flatten(),
+        layers.Dense(3),
+    ])
+    model.compile("sgd", losses.SparseCategoricalCrossentropy(from_logits=True))
+    model.build((None, 9, 8, 2))
+    assert model._conv_pools == {1, 3}   # the pools (the Input is not a layer of the model)
+    rng = np.random.default_rng(7)
+    x, y = rng.random((2, 9, 8, 2)) - 0.3, rng.integers(0, 3, 2)
+    assert_gradients_match(model, x, y, training=training)

@@ -764,7 +764,11 @@ def test_conv_relu_max_pool_in_one_pass_is_the_two_calls_to_the_bit(case):
     ((2, 12, 10, 17), (3, 3, 17, 33), {}, ((3, 2), (2, 3))),          # overlapping rows
     ((2, 7, 9, 4), (3, 3, 4, 6), {"padding": ((3, 0), (1, 1))}, (2, None)),  # a row all padding
     ((2, 6, 6, 4), (3, 3, 1, 4), {"groups": 4}, (2, None)),           # depthwise
-], ids=["seed conv1", "seed conv2", "odd stride", "overlapping", "padding row", "depthwise"])
+    # at most 4 outputs (per group): the dot kernel, whose blocks of pixels a band shifts
+    ((2, 11, 9, 3), (3, 3, 3, 3), {}, (2, None)),
+    ((1, 7, 5, 4), (1, 1, 2, 2), {"groups": 2}, (1, None)),
+], ids=["seed conv1", "seed conv2", "odd stride", "overlapping", "padding row", "depthwise",
+        "3 outputs", "2 outputs per group"])
 @pytest.mark.parametrize("cells", [True, False], ids=["cells", "no cells"])
 def test_conv_relu_max_pool_named_cases(dtype, x_shape, w_shape, kwargs, pool, cells):
     rng = np.random.default_rng(11)
@@ -797,6 +801,7 @@ def test_conv_relu_max_pool_runs_in_bands_where_it_can(monkeypatch):
     (32, 2, 2, 13),   # the seed's first layer: a band is a whole image (13 pool rows, 86 KB)
     (1, 2, 2, 4),     # one image, two threads: four bands of at most 4 pool rows
     (1, 2, 3, 4),     # odd stride: bands of an even number of pool rows
+    (1, 1, 2, 13),    # one image, one thread: one band
 ])
 def test_pool_bands_stay_small_and_split_for_the_threads(n, threads, pool_stride, want):
     g = nhwc_geometry((n, 28, 28, 1), (3, 3, 1, 32), {})
@@ -804,3 +809,11 @@ def test_pool_bands_stay_small_and_split_for_the_threads(n, threads, pool_stride
     rows = ops._pool_rows_per_band(g, pg, 4, threads)
     assert rows == want
     assert (rows * pool_stride) % 2 == 0 or rows >= pg.oh
+
+
+def test_pool_bands_count_the_rows_overlapping_windows_share(monkeypatch):
+    # 3x3 windows at stride 2: a band of r pool rows holds 2r + 1 rows of the convolution
+    monkeypatch.setattr(ops, "_BAND_BYTES", 11 * 26 * 32 * 4)
+    g = nhwc_geometry((32, 28, 28, 1), (3, 3, 1, 32), {})
+    pg = _args.pool_geometry(g.y_shape_nhwc, 3, 2, "valid", 1, False, "NHWC")
+    assert ops._pool_rows_per_band(g, pg, 4, 1) == 5

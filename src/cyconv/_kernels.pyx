@@ -467,8 +467,10 @@ def conv2d_forward_max_pool(const floating[:, :, :, ::1] x, const floating[:, :,
     """y = max_pool(relu(conv(x, w) + b)), NHWC, and with cell (not None) each window's cell
     record as max_pool(..., relu_in=True) writes it, without the convolution's output: bands
     of rows_per_band pool rows are convolved into a block of each thread's scratch (sized to
-    stay in L2, see ops._BAND_BYTES) and pooled from there.  The route is the forward pass's,
-    not the depthwise one; pool windows without padding or dilation (ops checks)."""
+    stay in L2, see ops._BAND_BYTES) and pooled from there.  What ops checks: the route is the
+    forward pass's, not the depthwise one; no band lies wholly in the padding; pool windows
+    have no padding or dilation; and with Winograd, bands start on even rows of the
+    convolution's output (where its tiles start over the whole output)."""
     cdef cyc_geom_t g = _geom(geom)
     cdef cyc_geom_t pg = _geom(pool_geom)
     cdef int kind = _forward_kind(&g, sizeof(floating))
@@ -491,7 +493,7 @@ def conv2d_forward_max_pool(const floating[:, :, :, ::1] x, const floating[:, :,
     cdef uint8_t *cp = &cell[0, 0, 0, 0] if cell is not None else NULL
     cdef Py_ssize_t K = cyc_conv_rows(&g, transposed)
     cdef Py_ssize_t kchunk = _chunk(K, n_threads, 1)
-    cdef Py_ssize_t t, u, m0, m1, x_off, out_off, band_pixels
+    cdef Py_ssize_t t, u, m0, m1, x_off, out_off, band_work
     cdef int n, p0, p1
     cdef cyc_geom_t cb, pb
     cdef void *scratch
@@ -517,16 +519,15 @@ def conv2d_forward_max_pool(const floating[:, :, :, ::1] x, const floating[:, :,
                 n = <int>(u // bands_per_image)
                 p0 = <int>(u % bands_per_image) * rows_per_band
                 p1 = min(pg.oh, p0 + rows_per_band)
-                # the convolution's rows under pool rows [p0, p1), into the band
                 cb = _conv_band(&g, p0 * pg.sh, (p1 - 1) * pg.sh + pg.kh)
                 x_off = ((<Py_ssize_t>n * g.h + _band_first_row(&g, p0 * pg.sh))
                          * g.w * g.c)
-                band_pixels = <Py_ssize_t>cb.oh * cb.ow
+                band_work = <Py_ssize_t>cb.oh * cb.ow
                 if kind == WINOGRAD:
-                    band_pixels = cyc_conv_winograd_tiles(&cb, CYC_WINO_FWD)
+                    band_work = cyc_conv_winograd_tiles(&cb, CYC_WINO_FWD)
                 _tiles(kind, &cb, &x[0, 0, 0, 0] + x_off, packed, 1, zeros, band, 0,
-                       band_pixels, scratch)
-                # the pool over the band: one image of cb.oh rows, pool rows [p0, p1) of y
+                       band_work, scratch)
+                # the band is an image of its own to the pool, whose rows [p0, p1) it gives
                 pb = pg
                 pb.n = 1
                 pb.h = cb.oh

@@ -186,14 +186,16 @@ _BAND_BYTES = 256 * 1024
 
 
 def _pool_rows_per_band(g, pg, itemsize, n_threads):
-    """Pool rows per band of conv2d_forward_max_pool: within _BAND_BYTES, at least two bands
-    per thread where the batch allows, and an even number of conv rows before each band when
-    the pool's stride is odd (Winograd's tiles then start on the rows they would start on
-    over the whole output, so the sums are the same to the bit)."""
-    per_row = max(1, pg.sh * g.ow * g.cout * itemsize)
-    rows = max(1, min(pg.oh, _BAND_BYTES // per_row))
-    bands_wanted = -(-2 * n_threads // g.n)
-    rows = max(1, min(rows, -(-pg.oh // bands_wanted)))
+    """Pool rows per band of conv2d_forward_max_pool: the convolution rows under them within
+    _BAND_BYTES; with several threads, at least two bands per thread where the batch allows;
+    and an even number of convolution rows before each band when the pool's stride is odd
+    (Winograd's tiles then start on the rows they start on over the whole output, so the sums
+    are the same to the bit)."""
+    conv_rows = max(1, _BAND_BYTES // (g.ow * g.cout * itemsize))
+    rows = max(1, min(pg.oh, (conv_rows - pg.kh) // pg.sh + 1))
+    if n_threads > 1:
+        bands_wanted = -(-2 * n_threads // g.n)
+        rows = min(rows, -(-pg.oh // bands_wanted))
     if pg.sh % 2 and rows % 2 and rows < pg.oh:
         rows += 1
     return rows
@@ -205,8 +207,10 @@ def _conv2d_relu_max_pool(x, w, b, pool_size, pool_stride=None, *, stride=1, pad
     pool) without writing out the convolution's output: each thread convolves a band of rows
     into its scratch and pools it from there.  For a Conv2D layer with a ReLU and the
     MaxPooling2D after it (see keras.Sequential).  With ``cells``, also the window cells as
-    :func:`_max_pool2d_after_relu` records them.  Returns ``(y, cells or None)``; to the bit what
-    the two calls give."""
+    :func:`_max_pool2d_after_relu` records them.  Returns ``(y, cells or None)``: to the bit what
+    the two calls give, for finite weights (a tile of pixels skips the kernel rows that lie in
+    the padding for all of its pixels, and bands group pixels into tiles differently, so an
+    infinite weight may meet a padded 0 in one and not in the other: NaN or not)."""
     x, w, b, g = _args.conv_call(x, w, b, stride, padding, dilation, groups, "NHWC")
     pg = _args.pool_geometry(g.y_shape_nhwc, pool_size, pool_stride, "valid", 1, False, "NHWC")
     cells = _args.bool_arg(cells, "cells")

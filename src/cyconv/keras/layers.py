@@ -467,15 +467,16 @@ class Conv2D(_BaseConv):
                 and type(self).forward is Conv2D.forward
                 and type(pool).forward is MaxPooling2D.forward)
 
-    def forward_with_pool(self, x, pool, training=False):
+    def forward_with_pool(self, x, pool, cells=False):
         """``pool.forward(self.forward(x))`` (see pools_in_one_pass) in one pass that never
         writes this layer's output, the largest array of the seed model's step (see
-        ops._conv2d_relu_max_pool).  In training the pool's cells also carry this ReLU's
-        gradient, as after MaxPooling2D.forward with a ReLU before it."""
+        ops._conv2d_relu_max_pool).  With ``cells`` (for a backward pass: the pool's input
+        gradient needs them, and this layer's ReLU mask is not kept) the pool keeps its cells,
+        which also carry this ReLU's gradient, as MaxPooling2D.forward's after a ReLU do."""
         y, cells = ops._conv2d_relu_max_pool(
             x, self.kernel, self.bias if self.use_bias else None, pool.pool_size, pool.strides,
             stride=self.strides, padding=self.padding, dilation=self.dilation_rate,
-            groups=self.groups, cells=bool(training))
+            groups=self.groups, cells=bool(cells))
         self._x = x
         self._y = self._z = None
         pool._pooled_in_conv(self._out_shape(x.shape, self.filters, self.kernel.shape,

@@ -107,7 +107,7 @@ class Sequential:
     """A stack of layers: ``Sequential([layers.Conv2D(...), ...])`` or ``.add(layer)``."""
 
     # A Conv2D with a ReLU and the MaxPooling2D after it run in one pass (forward_with_pool);
-    # the same numbers either way, so this is for comparing the two.
+    # the same bits as the two layers apart (for finite weights), so this is for comparing.
     fuse_conv_pool = True
 
     def __init__(self, layers=None, trainable=True, name=None):
@@ -214,7 +214,7 @@ class Sequential:
             i + 1 for i, (a, b) in enumerate(zip(ls, ls[1:]))
             if isinstance(b, layers_module.MaxPooling2D)
             and getattr(a, "activation", None) is activations.relu)
-        # ... and those whose convolution before runs both in one pass (Conv2D.forward_with_pool)
+        # Those of them that run in one pass with the Conv2D before (Conv2D.forward_with_pool).
         self._conv_pools = frozenset(
             i + 1 for i, (a, b) in enumerate(zip(ls, ls[1:]))
             if isinstance(a, layers_module.Conv2D) and a.pools_in_one_pass(b))
@@ -342,15 +342,20 @@ class Sequential:
                 f'Input 0 of layer "{self.name}" is incompatible with the layer: expected '
                 f"shape={_shape_str(expected)}, found shape={_shape_str(x.shape)}")
 
-    def _forward(self, x, training):
+    def _forward(self, x, training, backward=None):
+        """The layers' outputs in turn; ``backward``: whether a backward pass follows (by
+        default in training only), for which the pools run with their convolution keep their
+        cells."""
         x = np.asarray(x, dtype=self.dtype)
         relu_pools = self._relu_pools
         conv_pools = self._conv_pools if self.fuse_conv_pool else ()
+        backward = training if backward is None else backward
         ls = self.layers
         i = 0
         while i < len(ls):
+            # (the one pass leaves the ReLU's gradient to the pool: only where _backward lets it)
             if i + 1 in conv_pools and i + 1 in relu_pools:
-                x = ls[i].forward_with_pool(x, ls[i + 1], training=training)
+                x = ls[i].forward_with_pool(x, ls[i + 1], cells=backward)
                 i += 2
                 continue
             x = _with_flag(ls[i], "_input_from_relu", i in relu_pools, ls[i].forward, x,
@@ -390,7 +395,7 @@ class Sequential:
                 layer.need_input_grad = True
             x = np.asarray(x, dtype=self.dtype)
             self._check_input(x)
-            y_pred = self._forward(x, training)
+            y_pred = self._forward(x, training, backward=True)
             logits_layer = self._logits_layer()
             value, grad = self.loss.value_and_grad(
                 y, y_pred, logits=None if logits_layer is None else logits_layer.logits)
