@@ -101,12 +101,10 @@ ALWAYS_INLINE T FN(hsum)(V v)
  * where its tile began (which a convolution run in bands moves).  Where FMA exists, say so. */
 ALWAYS_INLINE T FN(madd)(T a, T b, T c)
 {
-#if CYC_X86_512 || CYC_X86_256 || defined(__FP_FAST_FMA)
-#if defined(CYC_T_IS_DOUBLE)
+#if defined(CYC_T_IS_DOUBLE) && (CYC_X86_512 || CYC_X86_256 || defined(__FP_FAST_FMA))
     return __builtin_fma(a, b, c);
-#else
+#elif !defined(CYC_T_IS_DOUBLE) && (CYC_X86_512 || CYC_X86_256 || defined(__FP_FAST_FMAF))
     return __builtin_fmaf(a, b, c);
-#endif
 #else
     return a * b + c;
 #endif

@@ -14,8 +14,8 @@ import pytest
 from hypothesis import assume, given
 
 from cyconv import _args, _kernels, ops, reference
-from helpers import (assert_bitwise_equal, assert_close, check_against_reference,
-                     in_memory_layout, on_every_path, random_array, to_layout, unchanged, weights_to_layout)
+from helpers import (assert_bitwise_equal, assert_close, assert_results_close,
+                     check_against_reference, in_memory_layout, on_every_path, random_array, to_layout, unchanged, weights_to_layout)
 from strategies import (conv_cases, conv_pool_cases, depthwise_cases, global_cases, pool_cases,
                         winograd_cases)
 
@@ -717,6 +717,28 @@ def test_weight_gradient_through_a_max_pool_is_the_two_steps_to_the_bit(kernel, 
     apart = ops.conv2d_backward(dyc, x, w, compute_dx=False, activation="relu" if relu else None,
                                 y=y if relu else None, **kwargs)[1:]
     assert_bitwise_equal(fused, apart, "dw, db")
+
+
+@pytest.mark.parametrize("x_shape, w_shape, groups, route", [
+    ((2, 16, 16, 16), (3, 3, 16, 16), 1, "winograd"),
+    ((2, 16, 16, 3), (3, 3, 1, 12), 3, "depthwise"),
+], ids=["winograd", "depthwise"])
+def test_weight_gradient_through_a_max_pool_runs_the_direct_kernel(dtype, x_shape, w_shape,
+                                                                   groups, route):
+    # where conv2d_backward would take Winograd or the depthwise kernels, the weight gradient
+    # through the pool's cells still runs the direct one: the same gradient within rounding
+    rng = np.random.default_rng(8)
+    x, w = random_array(rng, x_shape, dtype), random_array(rng, w_shape, dtype)
+    y = ops.conv2d(x, w, groups=groups)
+    g = nhwc_geometry(x_shape, w_shape, {"groups": groups})
+    assert _kernels.conv2d_backward_filter_route(g, dtype) == route
+    assert _kernels.conv2d_backward_filter_route(g, dtype, through_pool=True) == "direct"
+    p, cells = ops.max_pool2d(y, 2, return_indices=True, index_format="window")
+    dy = random_array(rng, p.shape, dtype)
+    fused = ops._conv2d_weight_grad_through_max_pool(dy, cells, 2, 2, x, w, groups=groups)
+    apart = ops.conv2d_backward(ops.max_pool2d_backward(dy, y, 2, indices=cells), x, w,
+                                groups=groups, compute_dx=False)[1:]
+    assert_results_close(fused, apart, "dw, db")
 
 
 @pytest.mark.parametrize("shape", [(3, 16, 16), (2, 37, 53), (4, 64, 48), (1, 17, 16),
