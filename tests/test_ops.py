@@ -15,7 +15,8 @@ from hypothesis import assume, given
 
 from cyconv import _args, _kernels, ops, reference
 from helpers import (assert_bitwise_equal, assert_close, assert_results_close,
-                     check_against_reference, in_memory_layout, on_every_path, random_array, to_layout, unchanged, weights_to_layout)
+                     check_against_reference, in_memory_layout, on_every_path, random_array,
+                     to_layout, unchanged, weights_to_layout)
 from strategies import (conv_cases, conv_pool_cases, depthwise_cases, global_cases, pool_cases,
                         winograd_cases)
 

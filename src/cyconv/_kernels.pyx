@@ -486,7 +486,8 @@ def conv2d_forward_max_pool(const floating[:, :, :, ::1] x, const floating[:, :,
     cdef Py_ssize_t band_len = (<Py_ssize_t>(rows_per_band - 1) * pg.sh + pg.kh) * g.ow * g.cout
     cdef int transposed = _packing(kind)
     cdef floating *packed = <floating *>cyc_scratch(
-        CYC_SCRATCH_PACKED, cyc_conv_packed_len(&g, transposed, sizeof(floating)) * sizeof(floating))
+        CYC_SCRATCH_PACKED,
+        cyc_conv_packed_len(&g, transposed, sizeof(floating)) * sizeof(floating))
     cdef const floating *zeros = <const floating *>cyc_scratch(
         CYC_SCRATCH_ZEROS, cyc_conv_zeros_len(&g) * sizeof(floating))
     cdef const floating *bp = &b[0] if b is not None else NULL
