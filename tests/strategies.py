@@ -186,9 +186,10 @@ def global_cases(draw):
 @st.composite
 def conv_pool_cases(draw):
     """A convolution with a ReLU and a max-pool over its output (ops._conv2d_relu_max_pool):
-    NHWC; plain, grouped or depthwise, or 3x3 with channels enough for Winograd; a pool window
-    and stride that fit the convolution's output.  Inputs are often small integers (exact ties,
-    and windows of zeros after the ReLU), sometimes with NaN."""
+    either layout; plain, grouped or depthwise, or 3x3 with channels enough for Winograd; a pool
+    window and stride that fit the convolution's output.  Inputs are often small integers (exact
+    ties, and windows of zeros after the ReLU), sometimes with NaN."""
+    fmt = draw(st.sampled_from(LAYOUTS))
     dtype = draw(st.sampled_from(DTYPES))
     n = draw(st.integers(0, 3))
     grouping = draw(st.sampled_from(["plain", "winograd", "grouped", "depthwise"]))
@@ -217,10 +218,12 @@ def conv_pool_cases(draw):
     if draw(st.integers(0, 4)) == 0:
         x = sprinkle(rng, x, np.nan)
     return {
-        "x": in_memory_layout(x, *draw(memory_form())),
-        "w": in_memory_layout(wt, *draw(memory_form())),
+        "x": in_memory_layout(to_layout(x, fmt), *draw(memory_form())),
+        "w": in_memory_layout(weights_to_layout(wt, fmt), *draw(memory_form())),
         "b": draw(st.sampled_from([None, b])),
         "pool": (pool_size, pool_stride),
         "cells": draw(st.booleans()),
-        "kwargs": dict(stride=stride, padding=padding, dilation=dilation, groups=groups),
+        "kwargs": dict(stride=stride, padding=padding, dilation=dilation, groups=groups,
+                       data_format=fmt),
+        "nhwc_shapes": ((n, h, w, cin), (kh, kw, cin // groups, cout)),
     }

@@ -231,15 +231,36 @@ def test_first_conv_takes_the_pool_gradient_only_where_it_may(case, monkeypatch)
         assert np.array_equal(wa, wb)
 
 
-def test_conv_and_pool_in_one_pass_train_and_predict_to_the_bit(monkeypatch):
-    # The seed model's Conv2D + MaxPooling2D pairs run in one pass (the convolution's output is
-    # never written); a training step and predictions are those of the layers one by one.
+def _seed_model_in(fmt):
     from cyconv.cli import seed_model
 
+    if fmt == "channels_last":
+        return seed_model()
+    m = models.Sequential([
+        layers.Input(shape=(1, 28, 28)),
+        layers.Conv2D(32, 3, activation="relu", data_format=fmt),
+        layers.MaxPooling2D(2, data_format=fmt),
+        layers.Conv2D(64, 3, activation="relu", data_format=fmt),
+        layers.MaxPooling2D(2, data_format=fmt),
+        layers.Conv2D(64, 3, activation="relu", data_format=fmt),
+        layers.Flatten(data_format=fmt),
+        layers.Dense(64, activation="relu"),
+        layers.Dense(10),
+    ])
+    m.compile("adam", losses.SparseCategoricalCrossentropy(from_logits=True),
+              metrics=["accuracy"])
+    return m
+
+
+@pytest.mark.parametrize("fmt", ["channels_last", "channels_first"])
+def test_conv_and_pool_in_one_pass_train_and_predict_to_the_bit(monkeypatch, fmt):
+    # The seed model's Conv2D + MaxPooling2D pairs run in one pass (the convolution's output is
+    # never written); a training step and predictions are those of the layers one by one.
     backend.set_floatx("float32")
     rng = np.random.default_rng(5)
-    x, y = rng.random((32, 28, 28, 1), np.float32), rng.integers(0, 10, 32)
-    one, apart = seed_model(), seed_model()
+    shape = (28, 28, 1) if fmt == "channels_last" else (1, 28, 28)
+    x, y = rng.random((32,) + shape, np.float32), rng.integers(0, 10, 32)
+    one, apart = _seed_model_in(fmt), _seed_model_in(fmt)
     apart.set_weights(one.get_weights())
     apart.fuse_conv_pool = False
     calls = []
@@ -255,22 +276,25 @@ def test_conv_and_pool_in_one_pass_train_and_predict_to_the_bit(monkeypatch):
         assert np.array_equal(a, b)
     pool = one.layers[1]
     assert pool.relu_grad_applied and pool._indices.dtype == np.uint8
-    assert pool._x.shape == (32, 26, 26, 32) and pool._x.strides == (0, 0, 0, 0)
+    conv_out = (32, 26, 26, 32) if fmt == "channels_last" else (32, 32, 26, 26)
+    assert pool._x.shape == conv_out and pool._x.strides == (0, 0, 0, 0)
 
 
-@pytest.mark.parametrize("case", ["linear", "channels_first", "pool same padding",
+@pytest.mark.parametrize("case", ["linear", "two formats", "pool same padding",
                                   "big pool window"])
 def test_conv_and_pool_run_apart_where_one_pass_does_not_apply(case):
     backend.set_floatx("float32")
-    fmt = "channels_first" if case == "channels_first" else "channels_last"
+    fmt = "channels_first" if case == "two formats" else "channels_last"
     shape = (1, 20, 20) if fmt == "channels_first" else (20, 20, 1)
     pool = {"pool same padding": dict(pool_size=2, padding="same"),
-            "big pool window": dict(pool_size=16)}.get(case, dict(pool_size=2))
+            "big pool window": dict(pool_size=16),
+            "two formats": dict(pool_size=2, data_format="channels_last")}.get(
+                case, dict(pool_size=2, data_format=fmt))
     m = models.Sequential([
         layers.Input(shape=shape),
         layers.Conv2D(4, 3, activation="linear" if case == "linear" else "relu",
                       data_format=fmt),
-        layers.MaxPooling2D(data_format=fmt, **pool),
+        layers.MaxPooling2D(**pool),
     ])
     m.build((None,) + shape)
     assert not m._conv_pools

@@ -756,10 +756,11 @@ def test_layout_transpose_kernel(kernel, dtype, shape):
 
 def conv_then_pool(x, w, b, pool, cells, kwargs):
     """What ops._conv2d_relu_max_pool stands for: the two calls."""
+    fmt = kwargs.get("data_format", "NHWC")
     z = ops.conv2d(x, w, b, activation="relu", **kwargs)
     if cells:
-        return ops._max_pool2d_after_relu(z, *pool, "valid", "NHWC")
-    return ops.max_pool2d(z, *pool), None
+        return ops._max_pool2d_after_relu(z, *pool, "valid", fmt)
+    return ops.max_pool2d(z, *pool, data_format=fmt), None
 
 
 def check_conv_pool(x, w, b, pool, cells, kwargs):
@@ -774,7 +775,8 @@ def check_conv_pool(x, w, b, pool, cells, kwargs):
 
 @given(conv_pool_cases())
 def test_conv_relu_max_pool_in_one_pass_is_the_two_calls_to_the_bit(case):
-    g = nhwc_geometry(case["x"].shape, case["w"].shape, case["kwargs"])
+    kwargs = {k: v for k, v in case["kwargs"].items() if k != "data_format"}
+    g = nhwc_geometry(*case["nhwc_shapes"], kwargs)
     assume(g.oh >= case["pool"][0][0] and g.ow >= case["pool"][0][1])
     check_conv_pool(case["x"], case["w"], case["b"], case["pool"], case["cells"],
                     case["kwargs"])
@@ -793,11 +795,12 @@ def test_conv_relu_max_pool_in_one_pass_is_the_two_calls_to_the_bit(case):
 ], ids=["seed conv1", "seed conv2", "odd stride", "overlapping", "padding row", "depthwise",
         "3 outputs", "2 outputs per group"])
 @pytest.mark.parametrize("cells", [True, False], ids=["cells", "no cells"])
-def test_conv_relu_max_pool_named_cases(dtype, x_shape, w_shape, kwargs, pool, cells):
-    rng = np.random.default_rng(11)
-    x, w, b = (random_array(rng, s, dtype) for s in (x_shape, w_shape, (w_shape[3],)))
+def test_conv_relu_max_pool_named_cases(dtype, fmt, x_shape, w_shape, kwargs, pool, cells):
+    x, w, b = conv_arrays(x_shape, w_shape, fmt, dtype, seed=11)
+    kwargs = dict(kwargs, data_format=fmt)
     check_conv_pool(x, w, b, pool, cells, kwargs)
-    want = reference.max_pool2d(reference.conv2d(x, w, b, activation="relu", **kwargs), *pool)
+    want = reference.max_pool2d(reference.conv2d(x, w, b, activation="relu", **kwargs), *pool,
+                                data_format=fmt)
     assert_close(ops._conv2d_relu_max_pool(x, w, b, *pool, cells=cells, **kwargs)[0], want)
 
 

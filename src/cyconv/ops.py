@@ -205,17 +205,18 @@ def _pool_rows_per_band(g, pg, itemsize, n_threads):
 
 
 def _conv2d_relu_max_pool(x, w, b, pool_size, pool_stride=None, *, stride=1, padding="valid",
-                          dilation=1, groups=1, cells=True):
-    """``max_pool2d(conv2d(x, w, b, activation="relu"), pool_size, pool_stride)`` (NHWC, valid
-    pool) without writing out the convolution's output: each thread convolves a band of rows
-    into its scratch and pools it from there.  For a Conv2D layer with a ReLU and the
-    MaxPooling2D after it (see keras.Sequential).  With ``cells``, also the window cells as
+                          dilation=1, groups=1, data_format="NHWC", cells=True):
+    """``max_pool2d(conv2d(x, w, b, activation="relu"), pool_size, pool_stride)`` (valid pool)
+    without writing out the convolution's output: each thread convolves a band of rows into its
+    scratch and pools it there.  For a Conv2D layer with a ReLU and the MaxPooling2D after it
+    (see keras.Sequential).  With ``cells``, also the window cells as
     :func:`_max_pool2d_after_relu` records them.  Returns ``(y, cells or None)``: to the bit what
     the two calls give, for finite weights (a tile of pixels skips the kernel rows that lie in
     the padding for all of its pixels, and bands group pixels into tiles differently, so an
     infinite weight may meet a padded 0 in one and not in the other: NaN or not)."""
-    x, w, b, g = _args.conv_call(x, w, b, stride, padding, dilation, groups, "NHWC")
-    pg = _args.pool_geometry(g.y_shape_nhwc, pool_size, pool_stride, "valid", 1, False, "NHWC")
+    x, w, b, g = _args.conv_call(x, w, b, stride, padding, dilation, groups, data_format)
+    fmt = g.data_format
+    pg = _args.pool_geometry(g.y_shape, pool_size, pool_stride, "valid", 1, False, fmt)
     cells = _args.bool_arg(cells, "cells")
     if cells:
         _args.index_format("window", pg)
@@ -224,17 +225,18 @@ def _conv2d_relu_max_pool(x, w, b, pool_size, pool_stride=None, *, stride=1, pad
             or g.pad_top > reach or g.pad_bottom > reach):
         # rows wholly in the padding, or the depthwise kernels' own loops: the two calls
         z = conv2d(x, w, b, stride=stride, padding=padding, dilation=dilation, groups=groups,
-                   activation="relu")
+                   data_format=fmt, activation="relu")
         if cells:
-            return _max_pool2d_after_relu(z, pool_size, pool_stride, "valid", "NHWC")
-        return max_pool2d(z, pool_size, pool_stride), None
-    y = np.empty(pg.y_shape_nhwc, dtype=x.dtype)
-    cell = np.empty(pg.y_shape_nhwc, dtype=np.uint8) if cells else None
+            return _max_pool2d_after_relu(z, pool_size, pool_stride, "valid", fmt)
+        return max_pool2d(z, pool_size, pool_stride, data_format=fmt), None
+    kpg = _pool_nhwc_geometry(pg)
+    y = np.empty(kpg.y_shape_nhwc, dtype=x.dtype)
+    cell = np.empty(kpg.y_shape_nhwc, dtype=np.uint8) if cells else None
     threads = _threads(_args.flops_conv(g) // 2)
-    _kernels.conv2d_forward_max_pool(_c(x), _c(w), _c(b), g, pg,
-                                     _pool_rows_per_band(g, pg, x.itemsize, threads), y, cell,
+    _kernels.conv2d_forward_max_pool(_nhwc(x, fmt), _c(_args.hwio(w, fmt)), _c(b), g, kpg,
+                                     _pool_rows_per_band(g, kpg, x.itemsize, threads), y, cell,
                                      threads)
-    return y, cell
+    return _out(y, fmt), (None if cell is None else _out(cell, fmt))
 
 
 def _pool_threads(kg):

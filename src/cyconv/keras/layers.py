@@ -458,10 +458,10 @@ class Conv2D(_BaseConv):
 
     def pools_in_one_pass(self, pool):
         """Whether forward_with_pool may stand for ``pool.forward(self.forward(x))``: a ReLU
-        activation, both NHWC, a max-pool without padding whose windows fit uint8 cells, and
-        neither layer's forward replaced by a subclass."""
-        return (self.activation is activations.relu and self._fmt == "NHWC"
-                and isinstance(pool, MaxPooling2D) and pool._fmt == "NHWC"
+        activation, one data format, a max-pool without padding whose windows fit uint8 cells,
+        and neither layer's forward replaced by a subclass."""
+        return (self.activation is activations.relu
+                and isinstance(pool, MaxPooling2D) and pool._fmt == self._fmt
                 and pool.padding == "valid"
                 and pool.pool_size[0] * pool.pool_size[1] <= _args.NO_CELL
                 and type(self).forward is Conv2D.forward
@@ -474,9 +474,10 @@ class Conv2D(_BaseConv):
         gradient needs them, and this layer's ReLU mask is not kept) the pool keeps its cells,
         which also carry this ReLU's gradient, as MaxPooling2D.forward's after a ReLU do."""
         y, cells = ops._conv2d_relu_max_pool(
-            x, self.kernel, self.bias if self.use_bias else None, pool.pool_size, pool.strides,
-            stride=self.strides, padding=self.padding, dilation=self.dilation_rate,
-            groups=self.groups, cells=bool(cells))
+            x, self._ops_kernel(self.kernel), self.bias if self.use_bias else None,
+            pool.pool_size, pool.strides, stride=self.strides, padding=self.padding,
+            dilation=self.dilation_rate, groups=self.groups, data_format=self._fmt,
+            cells=bool(cells))
         self._x = x
         self._y = self._z = None
         pool._pooled_in_conv(self._out_shape(x.shape, self.filters, self.kernel.shape,
