@@ -3,6 +3,9 @@ model's two pairs on their own, then a training epoch and inference of the whole
 Sequential.fuse_conv_pool on and off.  Both sides alternate within one process; medians.
 
     python benchmarks/conv_pool.py [--images 12000] [--rounds 4] [--budget 1.0]
+                                   [--data-format channels_last|channels_first]
+
+--data-format builds the model in that layout (the layer pairs above are timed in NHWC).
 
 The one pass (ops._conv2d_relu_max_pool) never writes the convolution's output: each thread
 convolves a band of rows into its scratch and pools it there.  Its results are the two calls'
@@ -49,12 +52,14 @@ def layers(budget):
         print(f"{name:28s} {t1 * 1e6:8.0f}us {t2 * 1e6:8.0f}us {ratio:6.2f}")
 
 
-def model(images, rounds):
+def model(images, rounds, data_format):
     from cyconv.cli import seed_model
     from cyconv.keras import models
 
     x, y, xt, _ = load(images)
-    m = seed_model()
+    if data_format == "channels_first":
+        x, xt = x.transpose(0, 3, 1, 2).copy(), xt.transpose(0, 3, 1, 2).copy()
+    m = seed_model(data_format=data_format)
     m.fit(x[:640], y[:640], batch_size=32, epochs=1, verbose=0)   # warm up
     runs = {True: [], False: []}
     for _ in range(rounds):
@@ -68,8 +73,8 @@ def model(images, rounds):
             runs[fused].append((epoch, len(xt) / (time.perf_counter() - t0)))
     models.Sequential.fuse_conv_pool = True
     one, two = np.array(runs[True]), np.array(runs[False])
-    print(f"\nseed model, {images} training images at batch 32, {len(xt)} test images at 256, "
-          f"{rounds} alternating rounds")
+    print(f"\nseed model ({data_format}), {images} training images at batch 32, {len(xt)} test "
+          f"images at 256, {rounds} alternating rounds")
     print(f"{'':10s} {'epoch':>9s} {'inference':>14s}")
     for label, r in (("one pass", one), ("two calls", two)):
         print(f"{label:10s} {np.median(r[:, 0]):8.3f}s {np.median(r[:, 1]):10.0f} img/s")
@@ -82,9 +87,11 @@ def main():
     parser.add_argument("--images", type=int, default=12000)
     parser.add_argument("--rounds", type=int, default=4)
     parser.add_argument("--budget", type=float, default=1.0)
+    parser.add_argument("--data-format", default="channels_last",
+                        choices=["channels_last", "channels_first"])
     args = parser.parse_args()
     layers(args.budget)
-    model(args.images, args.rounds)
+    model(args.images, args.rounds, args.data_format)
 
 
 if __name__ == "__main__":

@@ -231,6 +231,188 @@ def test_first_conv_takes_the_pool_gradient_only_where_it_may(case, monkeypatch)
         assert np.array_equal(wa, wb)
 
 
+@pytest.mark.parametrize("fmt", ["channels_last", "channels_first"])
+def test_conv_pool_dense_model(fmt):
+    rng = np.random.default_rng(0)
+    shape = (7, 8, 2) if fmt == "channels_last" else (2, 7, 8)
+    model = models.Sequential([
+        layers.Input(shape=shape),
+        layers.ZeroPadding2D(((1, 0), (0, 1)), data_format=fmt),
+        layers.Conv2D(3, 3, activation="relu", data_format=fmt),
+        layers.MaxPooling2D(2, padding="same", data_format=fmt),
+        layers.DepthwiseConv2D(2, depth_multiplier=2, activation="tanh", padding="same",
+                               data_format=fmt),
+        layers.AveragePooling2D(2, strides=1, padding="same", data_format=fmt),
+        layers.Conv2D(4, 1, groups=2, activation="sigmoid", data_format=fmt),
+        layers.Flatten(data_format=fmt),
+        layers.Dense(5, activation="relu"),
+        layers.Dropout(0.5),
+        layers.Dense(3),
+    ])
+    _random_biases(model, rng)
+    model.compile("sgd", losses.SparseCategoricalCrossentropy(from_logits=True))
+    assert_gradients_match(model, rng.random((3,) + shape), rng.integers(0, 3, 3))
+
+
+def test_global_pools_and_fused_softmax_output():
+    rng = np.random.default_rng(1)
+    model = models.Sequential([
+        layers.Input(shape=(5, 6, 3)),
+        layers.Conv2D(4, 2, strides=2, padding="same", activation="tanh"),
+        layers.GlobalMaxPooling2D(keepdims=True),
+        layers.Flatten(),
+        layers.ReLU(max_value=0.8, negative_slope=0.1, threshold=-0.05),
+        layers.Dense(4, activation="softmax"),
+    ])
+    _random_biases(model, rng)
+    model.compile("sgd", "sparse_categorical_crossentropy")
+    assert_gradients_match(model, rng.normal(size=(3, 5, 6, 3)), rng.integers(0, 4, 3))
+
+    avg = models.Sequential([layers.Input(shape=(3, 4, 5)),
+                             layers.GlobalAveragePooling2D(data_format="channels_first"),
+                             layers.Dense(2), layers.Softmax()])
+    avg.compile("sgd", "categorical_crossentropy")
+    assert_gradients_match(avg, rng.normal(size=(2, 3, 4, 5)), np.eye(2)[[0, 1]])
+
+
+@pytest.mark.parametrize("loss, last, targets", [
+    ("categorical_crossentropy", layers.Activation("softmax"), "onehot"),
+    (losses.CategoricalCrossentropy(label_smoothing=0.1), layers.Softmax(), "onehot"),
+    ("binary_crossentropy", layers.Activation("sigmoid"), "binary"),
+    (losses.BinaryCrossentropy(from_logits=True), layers.Activation("linear"), "binary"),
+    ("mse", layers.Activation("tanh"), "binary"),
+    # Probabilities that are not a softmax's: the clipped-probability formulas.
+    (losses.SparseCategoricalCrossentropy(), layers.Activation("sigmoid"), "sparse"),
+    (losses.CategoricalCrossentropy(), layers.Activation("sigmoid"), "onehot"),
+    (losses.BinaryCrossentropy(), layers.Softmax(), "binary"),
+])
+def test_losses_and_output_activations(loss, last, targets):
+    rng = np.random.default_rng(2)
+    model = models.Sequential([layers.Input(shape=(4,)), layers.Dense(5, activation="tanh"),
+                               layers.Dense(3), last])
+    _random_biases(model, rng)
+    model.compile("sgd", loss)
+    y = {"onehot": np.eye(3)[rng.integers(0, 3, 4)],
+         "binary": rng.integers(0, 2, (4, 3)).astype(float),
+         "sparse": rng.integers(0, 3, 4)}[targets]
+    assert_gradients_match(model, rng.normal(size=(4, 4)), y)
+
+
+def test_first_layer_skips_its_input_gradient_in_training():
+    model = models.Sequential([layers.Input(shape=(6, 6, 1)), layers.MaxPooling2D(),
+                               layers.Conv2D(2, 2), layers.Flatten(), layers.Dense(2)])
+    assert [layer.need_input_grad for layer in model.layers] == [False, False, True, True]
+
+
+def relu_pool_model(fmt="channels_last"):
+    shape = (7, 8, 2) if fmt == "channels_last" else (2, 7, 8)
+    return shape, models.Sequential([
+        layers.Input(shape=shape),
+        layers.Conv2D(3, 3, activation="relu", padding="same", data_format=fmt),
+        layers.MaxPooling2D(2, strides=1, data_format=fmt),          # overlapping windows
+        layers.Conv2D(4, 1, data_format=fmt),
+        layers.Activation("relu"),
+        layers.MaxPooling2D(2, padding="same", data_format=fmt),
+        layers.Flatten(data_format=fmt),
+        layers.Dense(3),
+    ])
+
+
+@pytest.mark.parametrize("fmt", ["channels_last", "channels_first"])
+def test_max_pools_after_relus_carry_their_gradient_in_training(fmt):
+    # In a training step each max-pool after a ReLU records no cell for windows whose maximum
+    # is 0, and the ReLU before it skips its own mask; the oracle is the same.
+    rng = np.random.default_rng(1)
+    shape, model = relu_pool_model(fmt)
+    _random_biases(model, rng)
+    model.compile("sgd", losses.SparseCategoricalCrossentropy(from_logits=True))
+    x, y = rng.random((3,) + shape) - 0.3, rng.integers(0, 3, 3)
+    assert_gradients_match(model, x, y, training=True)
+    pools = [layer for layer in model.layers if isinstance(layer, layers.MaxPooling2D)]
+    assert all(pool.relu_grad_applied for pool in pools)
+
+
+def test_relu_pool_gradient_is_the_same_to_the_bit_as_the_two_apart():
+    backend.set_floatx("float32")
+    rng = np.random.default_rng(2)
+    from cyconv.cli import seed_model
+
+    model = seed_model()
+    x, y = rng.random((16, 28, 28, 1), np.float32), rng.integers(0, 10, 16)
+    model.build((None, 28, 28, 1))
+    fused = model._gradients(x, y, training=True)
+    assert model.layers[1].relu_grad_applied
+    model._relu_pools = frozenset()          # each layer its own gradient
+    apart = model._gradients(x, y, training=True)
+    assert not model.layers[1].relu_grad_applied
+    # the flags that carried the fusion were for those calls only
+    assert not model.layers[0]._relu_grad_done_downstream
+    assert not model.layers[1]._input_from_relu
+    assert fused[0] == apart[0]
+    for a, b in zip(fused[1] + [fused[2]], apart[1] + [apart[2]]):
+        assert np.array_equal(a, b)
+
+
+def test_first_conv_reads_the_pool_gradient_through_its_cells_to_the_bit(monkeypatch):
+    # A training step of the seed model: its first convolution's weight gradient is read
+    # through the first pool's cells (the pool's input gradient is never written); the weights
+    # after the step are those of the two steps apart.
+    from cyconv.cli import seed_model
+
+    backend.set_floatx("float32")
+    rng = np.random.default_rng(3)
+    x, y = rng.random((32, 28, 28, 1), np.float32), rng.integers(0, 10, 32)
+    fused = seed_model()
+    apart = seed_model()
+    apart.set_weights(fused.get_weights())
+    calls = []
+    real = layers.Conv2D.backward_through_pool
+    monkeypatch.setattr(layers.Conv2D, "backward_through_pool",
+                        lambda self, dy, pool: calls.append(1) or real(self, dy, pool))
+    fused.train_on_batch(x, y)
+    assert calls == [1]
+    monkeypatch.setattr(layers.Conv2D, "takes_gradient_through", lambda self, pool: False)
+    apart.train_on_batch(x, y)
+    assert calls == [1]
+    for a, b in zip(fused.get_weights(), apart.get_weights()):
+        assert np.array_equal(a, b)
+
+
+@pytest.mark.parametrize("case", ["pool same padding", "overlapping pool", "channels_first",
+                                  "frozen conv"])
+def test_first_conv_takes_the_pool_gradient_only_where_it_may(case, monkeypatch):
+    backend.set_floatx("float32")
+    fmt = "channels_first" if case == "channels_first" else "channels_last"
+    shape = (1, 9, 9) if fmt == "channels_first" else (9, 9, 1)
+    pool = {"pool same padding": dict(pool_size=2, padding="same"),
+            "overlapping pool": dict(pool_size=3, strides=2)}.get(case, dict(pool_size=2))
+
+    def model():
+        m = models.Sequential([
+            layers.Input(shape=shape),
+            layers.Conv2D(4, 3, activation="relu", padding="same", data_format=fmt,
+                          trainable=case != "frozen conv"),
+            layers.MaxPooling2D(data_format=fmt, **pool),
+            layers.Conv2D(3, 2, data_format=fmt),
+            layers.Flatten(data_format=fmt),
+            layers.Dense(2),
+        ])
+        m.compile("sgd", losses.SparseCategoricalCrossentropy(from_logits=True))
+        return m
+
+    rng = np.random.default_rng(4)
+    x, y = rng.random((4,) + shape, np.float32) - 0.5, rng.integers(0, 2, 4)
+    a, b = model(), model()
+    b.set_weights(a.get_weights())
+    monkeypatch.setattr(layers.Conv2D, "backward_through_pool",
+                        lambda *args: pytest.fail("took the pool's gradient through its cells"))
+    a.train_on_batch(x, y)
+    monkeypatch.setattr(layers.Conv2D, "takes_gradient_through", lambda self, pool: False)
+    b.train_on_batch(x, y)
+    for wa, wb in zip(a.get_weights(), b.get_weights()):
+        assert np.array_equal(wa, wb)
+
+
 def _seed_model_in(fmt):
     from cyconv.cli import seed_model
 
@@ -256,11 +438,13 @@ def _seed_model_in(fmt):
 def test_conv_and_pool_in_one_pass_train_and_predict_to_the_bit(monkeypatch, fmt):
     # The seed model's Conv2D + MaxPooling2D pairs run in one pass (the convolution's output is
     # never written); a training step and predictions are those of the layers one by one.
+    from cyconv.cli import seed_model
+
     backend.set_floatx("float32")
     rng = np.random.default_rng(5)
     shape = (28, 28, 1) if fmt == "channels_last" else (1, 28, 28)
     x, y = rng.random((32,) + shape, np.float32), rng.integers(0, 10, 32)
-    one, apart = _seed_model_in(fmt), _seed_model_in(fmt)
+    one, apart = seed_model(data_format=fmt), seed_model(data_format=fmt)
     apart.set_weights(one.get_weights())
     apart.fuse_conv_pool = False
     calls = []

@@ -268,6 +268,16 @@ cdef inline void _tiles(int kind, const cyc_geom_t *g, const floating *src,
                                           scratch)
 
 
+cdef inline void _pack(const cyc_geom_t *g, const floating *w, const floating *bias,
+                       int transposed, floating *packed, Py_ssize_t k0,
+                       Py_ssize_t k1) noexcept nogil:
+    """Rows [k0, k1) of the packed weights (see cyc_conv_pack), so that threads share it."""
+    if floating is float:
+        cyc_conv_pack_f32(g, w, bias, transposed, packed, k0, k1)
+    else:
+        cyc_conv_pack_f64(g, w, bias, transposed, packed, k0, k1)
+
+
 cdef int _run_tiles(int kind, const cyc_geom_t *g, const floating *w, const floating *bias,
                     floating *packed, const floating *src, bint relu, const floating *zeros,
                     floating *dst, Py_ssize_t total, Py_ssize_t chunk, size_t sbytes,
@@ -287,11 +297,7 @@ cdef int _run_tiles(int kind, const cyc_geom_t *g, const floating *w, const floa
     with parallel(num_threads=n_threads):
         for t in prange(_n_chunks(K, kchunk), schedule="static"):
             m0 = t * kchunk
-            m1 = min(K, m0 + kchunk)
-            if floating is float:
-                cyc_conv_pack_f32(g, w, bias, transposed, packed, m0, m1)
-            else:
-                cyc_conv_pack_f64(g, w, bias, transposed, packed, m0, m1)
+            _pack(g, w, bias, transposed, packed, m0, min(K, m0 + kchunk))
         scratch = cyc_scratch(CYC_SCRATCH_TILES, sbytes)
         # every thread takes part in the worksharing loop, with or without its scratch
         for t in prange(nch, schedule="dynamic"):
@@ -474,13 +480,10 @@ def conv2d_forward_max_pool(const floating[:, :, :, ::1] x, const floating[:, :,
     cdef cyc_geom_t g = _geom(geom)
     cdef cyc_geom_t pg = _geom(pool_geom)
     cdef int kind = _forward_kind(&g, sizeof(floating))
-    cdef size_t sbytes
-    cdef Py_ssize_t unused_m, unused_chunk
-    if kind == WINOGRAD:
-        _winograd_work(&g, CYC_WINO_FWD, sizeof(floating), 1, &unused_m, &sbytes, &unused_chunk)
-    else:
-        sbytes = cyc_conv_scratch_bytes(&g, 0, sizeof(floating))
-    sbytes = (sbytes + 63) // 64 * 64
+    cdef size_t sbytes = (cyc_conv_winograd_scratch_bytes(&g, CYC_WINO_FWD, sizeof(floating))
+                          if kind == WINOGRAD else
+                          cyc_conv_scratch_bytes(&g, 0, sizeof(floating)))
+    sbytes = (sbytes + 63) // 64 * 64   # the band after the tiles' scratch, on a cache line
     cdef int bands_per_image = (pg.oh + rows_per_band - 1) // rows_per_band
     cdef Py_ssize_t units = <Py_ssize_t>g.n * bands_per_image
     cdef Py_ssize_t band_len = (<Py_ssize_t>(rows_per_band - 1) * pg.sh + pg.kh) * g.ow * g.cout
@@ -494,7 +497,7 @@ def conv2d_forward_max_pool(const floating[:, :, :, ::1] x, const floating[:, :,
     cdef uint8_t *cp = &cell[0, 0, 0, 0] if cell is not None else NULL
     cdef Py_ssize_t K = cyc_conv_rows(&g, transposed)
     cdef Py_ssize_t kchunk = _chunk(K, n_threads, 1)
-    cdef Py_ssize_t t, u, m0, m1, x_off, out_off, band_work
+    cdef Py_ssize_t t, u, m0, x_off, out_off, band_work
     cdef int n, p0, p1
     cdef cyc_geom_t cb, pb
     cdef void *scratch
@@ -506,11 +509,7 @@ def conv2d_forward_max_pool(const floating[:, :, :, ::1] x, const floating[:, :,
         with nogil, parallel(num_threads=n_threads):
             for t in prange(_n_chunks(K, kchunk), schedule="static"):
                 m0 = t * kchunk
-                m1 = min(K, m0 + kchunk)
-                if floating is float:
-                    cyc_conv_pack_f32(&g, &w[0, 0, 0, 0], bp, transposed, packed, m0, m1)
-                else:
-                    cyc_conv_pack_f64(&g, &w[0, 0, 0, 0], bp, transposed, packed, m0, m1)
+                _pack(&g, &w[0, 0, 0, 0], bp, transposed, packed, m0, min(K, m0 + kchunk))
             scratch = cyc_scratch(CYC_SCRATCH_TILES, sbytes + sizeof(floating) * band_len)
             band = <floating *>(<char *>scratch + sbytes)
             for u in prange(units, schedule="dynamic"):

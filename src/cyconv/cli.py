@@ -67,20 +67,23 @@ def _writable_folder(path, what):
 
 # --- train ------------------------------------------------------------------------------------
 
-def seed_model(dataset=None):
+def seed_model(dataset=None, data_format=None):
     """The model of the seed program, compiled as it compiles it.
 
     Its name records the dataset (saved with the model), so that predict knows the class names.
+    ``data_format="channels_first"`` builds the same model on (1, 28, 28) images.
     """
     from .keras import layers, losses, models
 
+    fmt = {"data_format": data_format}
+    shape = (1, 28, 28) if data_format == "channels_first" else (28, 28, 1)
     model = models.Sequential(name=_MODEL_NAME.format(dataset) if dataset else None, layers=[
-        layers.Conv2D(32, (3, 3), activation="relu", input_shape=(28, 28, 1)),
-        layers.MaxPooling2D((2, 2)),
-        layers.Conv2D(64, (3, 3), activation="relu"),
-        layers.MaxPooling2D((2, 2)),
-        layers.Conv2D(64, (3, 3), activation="relu"),
-        layers.Flatten(),
+        layers.Conv2D(32, (3, 3), activation="relu", input_shape=shape, **fmt),
+        layers.MaxPooling2D((2, 2), **fmt),
+        layers.Conv2D(64, (3, 3), activation="relu", **fmt),
+        layers.MaxPooling2D((2, 2), **fmt),
+        layers.Conv2D(64, (3, 3), activation="relu", **fmt),
+        layers.Flatten(**fmt),
         layers.Dense(64, activation="relu"),
         layers.Dense(10),
     ])
