@@ -1,4 +1,7 @@
-/* Facts about this build that cyconv.show_config() reports. */
+/* Facts about this build and machine that cyconv.show_config() reports, and the one OpenMP
+ * setting the kernels change as they run (the schedule of their memory-bound loops). */
+#include <unistd.h>
+
 #include "cyconv.h"
 
 #ifdef _OPENMP
@@ -33,5 +36,26 @@ const char *cyc_compiler(void)
     return CYCONV_COMPILER " " __VERSION__;
 #else
     return CYCONV_COMPILER;
+#endif
+}
+
+size_t cyc_l2_cache_bytes(void)
+{
+#ifdef _SC_LEVEL2_CACHE_SIZE
+    long bytes = sysconf(_SC_LEVEL2_CACHE_SIZE);
+    return bytes > 0 ? (size_t)bytes : 0;
+#else
+    return 0;
+#endif
+}
+
+void cyc_omp_keep_shares(int keep)
+{
+#ifdef _OPENMP
+    /* for the loops declared schedule(runtime) that this thread starts next */
+    if (keep) omp_set_schedule(omp_sched_static, 0);
+    else omp_set_schedule(omp_sched_dynamic, 1);
+#else
+    (void)keep;
 #endif
 }

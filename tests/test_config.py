@@ -38,7 +38,7 @@ def test_show_config_prints_and_returns_the_facts():
     out = io.StringIO()
     info = cyconv.show_config(file=out)
     for key in ("version", "compiler", "openmp", "threads", "numpy", "simd", "winograd",
-                "omp_idle_spin"):
+                "omp_idle_spin", "l2_cache"):
         assert key in info
         assert f"{key}" in out.getvalue()
     assert info["version"] == cyconv.__version__
@@ -46,6 +46,7 @@ def test_show_config_prints_and_returns_the_facts():
     assert info["threads"] == cyconv.get_num_threads()
     assert info["simd"] == _kernels.isa_get() and info["simd"] in ("portable", "avx2", "avx512")
     assert info["compiler"] and info["compiler"] != "unknown"
+    assert info["l2_cache"] == f"{cyconv._config.l2_cache_bytes() // 1024} KB per core"
     printed = dict(line.split(" : ", 1) for line in out.getvalue().splitlines())
     assert {k.strip(): v for k, v in printed.items()}["version"] == cyconv.__version__
 

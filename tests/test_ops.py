@@ -15,8 +15,8 @@ from hypothesis import assume, given
 
 from cyconv import _args, _kernels, ops, reference
 from helpers import (assert_bitwise_equal, assert_close, assert_results_close,
-                     check_against_reference, in_memory_layout, on_every_path, random_array,
-                     to_layout, unchanged, weights_to_layout)
+                     check_against_reference, in_memory_layout, kernel_path, on_every_path,
+                     random_array, to_layout, unchanged, weights_to_layout)
 from strategies import (conv_cases, conv_pool_cases, depthwise_cases, global_cases, pool_cases,
                         winograd_cases)
 
@@ -190,6 +190,36 @@ def test_big_pools(dtype, fmt):
     check_max_pool(x, {"pool_size": 2, "data_format": fmt})
     check_avg_pool(x, {"pool_size": 3, "stride": 2, "padding": 1, "data_format": fmt})
     check_global(x, fmt)
+
+
+@pytest.mark.parametrize("keep", [True, False], ids=["shares-kept", "chunks-as-free"])
+def test_pools_on_either_schedule(monkeypatch, keep):
+    """The pools' threads keep their shares of the images (a static schedule) where the input
+    fits in the L2s, else take chunks as they free up: both schedules, forced here on shapes
+    that do not divide evenly among the threads, give the reference's results and the same bits
+    as one thread."""
+    monkeypatch.setattr(ops, "l2_cache_bytes", lambda: 1 << 40 if keep else 0)
+    rng = np.random.default_rng(RNG_SEED)
+    for shape in [(7, 11, 11, 5), (3, 9, 13, 17)]:
+        x = random_array(rng, shape, np.float32)
+        with kernel_path(_kernels.isa_get(), 2):
+            kg = _args.pool_geometry(shape, 2, None, "valid", 1, False, "NHWC")
+            assert ops._pool_threads(kg, 4) == (2, keep)
+        check_max_pool(x, {"pool_size": 2})
+        check_max_pool(x, {"pool_size": 3, "stride": 2, "padding": 1})
+        check_avg_pool(x, {"pool_size": 2})
+
+
+@pytest.mark.parametrize("shape, threads, kept", [
+    ((32, 11, 11, 64), 2, True),     # the seed's pool2 at batch 32: 1 MB
+    ((256, 26, 26, 32), 2, False),   # its pool1 at batch 256: 22 MB
+    ((32, 11, 11, 64), 1, False),    # one thread has nothing to share out
+])
+def test_pools_keep_shares_where_the_input_fits_in_the_l2s(monkeypatch, shape, threads, kept):
+    monkeypatch.setattr(ops, "l2_cache_bytes", lambda: 2 << 20)
+    monkeypatch.setattr(ops, "get_num_threads", lambda: threads)
+    kg = _args.pool_geometry(shape, 2, None, "valid", 1, False, "NHWC")
+    assert ops._pool_threads(kg, 4) == (threads, kept)
 
 
 @pytest.mark.parametrize("fmt", ["NHWC", "NCHW"])

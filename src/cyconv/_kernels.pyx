@@ -31,6 +31,8 @@ cdef extern from "cyconv.h" nogil:
     int cyc_openmp_enabled()
     int cyc_omp_max_threads()
     const char *cyc_compiler()
+    size_t cyc_l2_cache_bytes()
+    void cyc_omp_keep_shares(int keep)
 
     enum:
         CYC_SCRATCH_TILES
@@ -172,6 +174,11 @@ def omp_max_threads():
 
 def compiler():
     return cyc_compiler().decode()
+
+
+def l2_cache_bytes():
+    """A core's L2 cache in bytes as the C library reports it; 0 where it cannot say."""
+    return cyc_l2_cache_bytes()
 
 
 def isa_best():
@@ -796,17 +803,20 @@ def conv2d_backward_filter(const floating[:, :, :, ::1] x, const floating[:, :, 
 
 def max_pool(const floating[:, :, :, ::1] x, object geom, floating[:, :, :, ::1] y,
              int64_t[:, :, :, ::1] idx, uint8_t[:, :, :, ::1] cell, int n_threads,
-             bint relu_in=False):
+             bint keep_shares, bint relu_in=False):
     """y and the record of every window's first maximum: its flat index in the H*W plane
     (idx) or its cell in the window (cell); both may be None, at most one is not.  relu_in:
-    windows whose maximum is not positive record none (see cyconv.h)."""
+    windows whose maximum is not positive record none (see cyconv.h).  keep_shares: each
+    thread takes the same contiguous share of the rows in every call (cyc_omp_keep_shares), as
+    do the other pool kernels."""
     cdef cyc_geom_t g = _geom(geom)
     cdef Py_ssize_t rows = <Py_ssize_t>g.n * g.oh
     cdef Py_ssize_t chunk = _chunk(rows, n_threads, 1)
     cdef Py_ssize_t nch = _n_chunks(rows, chunk), t, r0, r1
     cdef int64_t *ip = &idx[0, 0, 0, 0] if idx is not None else NULL
     cdef uint8_t *cp = &cell[0, 0, 0, 0] if cell is not None else NULL
-    for t in prange(nch, nogil=True, num_threads=n_threads, schedule="dynamic"):
+    cyc_omp_keep_shares(keep_shares)
+    for t in prange(nch, nogil=True, num_threads=n_threads, schedule="runtime"):
         r0 = t * chunk
         r1 = min(rows, r0 + chunk)
         if floating is float:
@@ -817,7 +827,7 @@ def max_pool(const floating[:, :, :, ::1] x, object geom, floating[:, :, :, ::1]
 
 def max_pool_backward(const floating[:, :, :, ::1] dy, const int64_t[:, :, :, ::1] idx,
                       const uint8_t[:, :, :, ::1] cell, object geom, floating[:, :, :, ::1] dx,
-                      int n_threads):
+                      int n_threads, bint keep_shares):
     """dx: each output's gradient placed where its record (idx or cell: exactly one is not
     None) says (images are independent).  Returns the number of records that could not be
     placed (see cyconv.h)."""
@@ -829,7 +839,8 @@ def max_pool_backward(const floating[:, :, :, ::1] dy, const int64_t[:, :, :, ::
     cdef const uint8_t *cp = &cell[0, 0, 0, 0] if cell is not None else NULL
     if (ip == NULL) == (cp == NULL):
         raise ValueError("max_pool_backward takes exactly one of idx and cell")
-    for t in prange(nch, nogil=True, num_threads=n_threads, schedule="dynamic"):
+    cyc_omp_keep_shares(keep_shares)
+    for t in prange(nch, nogil=True, num_threads=n_threads, schedule="runtime"):
         n0 = t * chunk
         n1 = min(<Py_ssize_t>g.n, n0 + chunk)
         if floating is float:
@@ -883,12 +894,13 @@ def relu_backward(const floating[::1] dy, const floating[::1] y, floating[::1] o
 
 
 def avg_pool(const floating[:, :, :, ::1] x, object geom, floating[:, :, :, ::1] y,
-             bint count_include_pad, int n_threads):
+             bint count_include_pad, int n_threads, bint keep_shares):
     cdef cyc_geom_t g = _geom(geom)
     cdef Py_ssize_t rows = <Py_ssize_t>g.n * g.oh
     cdef Py_ssize_t chunk = _chunk(rows, n_threads, 1)
     cdef Py_ssize_t nch = _n_chunks(rows, chunk), t, r0, r1
-    for t in prange(nch, nogil=True, num_threads=n_threads, schedule="dynamic"):
+    cyc_omp_keep_shares(keep_shares)
+    for t in prange(nch, nogil=True, num_threads=n_threads, schedule="runtime"):
         r0 = t * chunk
         r1 = min(rows, r0 + chunk)
         if floating is float:
@@ -898,11 +910,12 @@ def avg_pool(const floating[:, :, :, ::1] x, object geom, floating[:, :, :, ::1]
 
 
 def avg_pool_backward(const floating[:, :, :, ::1] dy, object geom, floating[:, :, :, ::1] dx,
-                      bint count_include_pad, int n_threads):
+                      bint count_include_pad, int n_threads, bint keep_shares):
     cdef cyc_geom_t g = _geom(geom)
     cdef Py_ssize_t chunk = _chunk(g.n, n_threads, 1)
     cdef Py_ssize_t nch = _n_chunks(g.n, chunk), t, n0, n1
-    for t in prange(nch, nogil=True, num_threads=n_threads, schedule="dynamic"):
+    cyc_omp_keep_shares(keep_shares)
+    for t in prange(nch, nogil=True, num_threads=n_threads, schedule="runtime"):
         n0 = t * chunk
         n1 = min(<Py_ssize_t>g.n, n0 + chunk)
         if floating is float:
