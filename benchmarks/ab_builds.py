@@ -18,7 +18,8 @@ process the quartiles of a change that cannot matter stay within about 2% (a cas
 when the change is in the threaded schedule).
 
 A cases file defines ``make(ops, cyconv)``, which returns {name: function of no arguments}; it
-is called once per build with that build's modules.
+is called once per build with that build's modules, just after loading it, so that what it
+imports from cyconv (``cyconv.keras``, ``cyconv.cli``) comes from that build too.
 """
 
 from __future__ import annotations
@@ -90,10 +91,13 @@ def main(argv=None):
     spec = {}
     with open(args.cases) as f:
         exec(compile(f.read(), args.cases, "exec"), spec)
-    modules = {"old": load(args.old), "new": load(args.new)}
+    modules, cases = {}, {}
+    for side in ("old", "new"):
+        # the cases are made while the build is the one `import cyconv...` finds
+        modules[side] = load(getattr(args, side))
+        cases[side] = spec["make"](modules[side].ops, modules[side])
     if modules["old"]._kernels is modules["new"]._kernels:
         sys.exit("both folders gave the same extension module")
-    cases = {side: spec["make"](m.ops, m) for side, m in modules.items()}
     if args.only:
         cases = {side: {k: f for k, f in c.items() if any(t in k for t in args.only)}
                  for side, c in cases.items()}

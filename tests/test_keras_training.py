@@ -22,7 +22,7 @@ import numpy as np
 import pytest
 
 import cyconv
-from cyconv import keras
+from cyconv import _kernels, keras, ops
 from cyconv.keras import callbacks, layers, losses, metrics, models, optimizers
 
 from keras_data import fashion_subset
@@ -138,21 +138,42 @@ def test_adam_bias_correction_over_two_steps():
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_adam_fused_kernel_matches_the_numpy_steps_bit_for_bit(dtype, kernel, monkeypatch):
+    """All the fusable weights go through the kernel in one call per dtype, in pieces spread
+    over the threads (the kernel fixture runs 1 and 2 threads, every SIMD level): the same bits
+    as the numpy passes, weight by weight."""
     rng = np.random.default_rng(3)
-    # an odd size: vector body and scalar tail both run
-    w0 = rng.standard_normal((3, 3, 8, 17)).astype(dtype)
-    grads = [rng.standard_normal(w0.shape).astype(dtype) for _ in range(4)]
+    other = np.float64 if dtype == np.float32 else np.float32
+    # odd sizes (vector body and scalar tail), one of several pieces, a single element, a
+    # weight of the other dtype, and a non-contiguous one that only numpy can take
+    w0 = [rng.standard_normal(shape).astype(dt) for shape, dt in [
+        ((3, 3, 8, 17), dtype), ((2 * _kernels.ADAM_PIECE + 5,), dtype), ((1,), dtype),
+        ((7, 3), other), ((33,), dtype)]]
 
     def run():
-        w, opt = w0.copy(), optimizers.Adam(learning_rate=0.01)
-        for g in grads:
-            opt.apply([g], [w])
-        return w
+        ws = [w.copy() for w in w0]
+        ws[-1] = np.repeat(ws[-1], 2)[::2]   # strided: not fusable
+        opt = optimizers.Adam(learning_rate=0.01)
+        for step in range(4):
+            opt.apply([rng_g.standard_normal(w.shape).astype(w.dtype) for w in ws], ws)
+        return ws
 
+    rng_g = np.random.default_rng(4)
     fused = run()
     monkeypatch.setattr(optimizers, "_fusable", lambda *arrays: False)
-    assert np.array_equal(fused, run())
-    assert not np.array_equal(fused, w0)
+    rng_g = np.random.default_rng(4)
+    apart = run()
+    for a, b, w in zip(fused, apart, w0):
+        assert a.dtype == w.dtype and np.array_equal(a, b)
+        assert not np.array_equal(a, w)
+
+
+def test_adam_updates_the_fusable_weights_in_one_call(monkeypatch):
+    calls = []
+    real = ops._adam_update
+    monkeypatch.setattr(ops, "_adam_update", lambda *a: calls.append(len(a[0])) or real(*a))
+    ws = [np.ones(5, np.float32), np.ones((2, 3), np.float32), np.ones(4)]
+    optimizers.Adam().apply([np.ones_like(w) for w in ws], ws)
+    assert sorted(calls) == [1, 2]   # the float32 pair together, the float64 one apart
 
 
 def test_rmsprop_puts_epsilon_inside_the_square_root():

@@ -10,6 +10,7 @@ the parallel region, never inside the loops.
 from cython cimport floating
 from cython.parallel cimport parallel, prange
 from libc.stdint cimport int64_t, uint8_t
+from libc.stdlib cimport free, malloc
 from libc.string cimport memset
 
 import numpy as np
@@ -866,16 +867,80 @@ def transpose(const floating[:, :, ::1] src, floating[:, :, ::1] dst, int n_thre
             cyc_transpose_f64(&src[0, 0, 0], &dst[0, 0, 0], rows, cols, k0, k1)
 
 
-def adam_update(floating[::1] var, const floating[::1] g, floating[::1] m, floating[::1] v,
-                double alpha, double one_minus_b1, double one_minus_b2, double eps):
-    """One Adam step in place over contiguous 1-D views (see cyc_adam)."""
-    with nogil:
+cdef void _adam_pieces(floating **ptr, const Py_ssize_t *piece, Py_ssize_t n_pieces,
+                       floating alpha, floating one_minus_b1, floating one_minus_b2, floating eps,
+                       int n_threads) noexcept nogil:
+    """cyc_adam over pieces (array k, start, end): ptr holds var, g, m and v of each array."""
+    cdef Py_ssize_t t, k, i0
+    for t in prange(n_pieces, num_threads=n_threads, schedule="dynamic"):
+        k = piece[3 * t]
+        i0 = piece[3 * t + 1]
         if floating is float:
-            cyc_adam_f32(&var[0], &g[0], &m[0], &v[0], var.shape[0], <float>alpha,
-                         <float>one_minus_b1, <float>one_minus_b2, <float>eps)
-        else:
-            cyc_adam_f64(&var[0], &g[0], &m[0], &v[0], var.shape[0], alpha, one_minus_b1,
+            cyc_adam_f32(ptr[4 * k] + i0, ptr[4 * k + 1] + i0, ptr[4 * k + 2] + i0,
+                         ptr[4 * k + 3] + i0, piece[3 * t + 2] - i0, alpha, one_minus_b1,
                          one_minus_b2, eps)
+        else:
+            cyc_adam_f64(ptr[4 * k] + i0, ptr[4 * k + 1] + i0, ptr[4 * k + 2] + i0,
+                         ptr[4 * k + 3] + i0, piece[3 * t + 2] - i0, alpha, one_minus_b1,
+                         one_minus_b2, eps)
+
+
+# An Adam piece: elements one thread updates at a time (64 KB of float32 weights).
+ADAM_PIECE = 16384
+
+
+cdef _adam_many(list var, list g, list m, list v, floating alpha, floating one_minus_b1,
+                floating one_minus_b2, floating eps, int n_threads):
+    cdef Py_ssize_t n = len(var), k, i0, n_pieces = 0, size
+    cdef floating[::1] mv
+    cdef const floating[::1] gv
+    cdef floating **ptr
+    cdef Py_ssize_t *piece
+    for k in range(n):
+        n_pieces += (var[k].shape[0] + ADAM_PIECE - 1) // ADAM_PIECE
+    ptr = <floating **>malloc(4 * n * sizeof(floating *))
+    piece = <Py_ssize_t *>malloc(3 * n_pieces * sizeof(Py_ssize_t))
+    if ptr == NULL or piece == NULL:
+        free(ptr)
+        free(piece)
+        raise MemoryError("adam_update: could not allocate its work list")
+    n_pieces = 0
+    try:
+        for k in range(n):
+            # the arrays stay alive in the caller's lists while the pointers are used
+            mv = var[k]
+            ptr[4 * k] = &mv[0]
+            size = mv.shape[0]
+            gv = g[k]
+            ptr[4 * k + 1] = <floating *>&gv[0]
+            mv = m[k]
+            ptr[4 * k + 2] = &mv[0]
+            mv = v[k]
+            ptr[4 * k + 3] = &mv[0]
+            for i0 in range(0, size, ADAM_PIECE):
+                piece[3 * n_pieces] = k
+                piece[3 * n_pieces + 1] = i0
+                piece[3 * n_pieces + 2] = min(size, i0 + ADAM_PIECE)
+                n_pieces += 1
+        with nogil:
+            _adam_pieces(ptr, piece, n_pieces, alpha, one_minus_b1, one_minus_b2, eps,
+                         <int>min(n_threads, n_pieces))
+    finally:
+        free(ptr)
+        free(piece)
+
+
+def adam_update(list var, list g, list m, list v, double alpha, double one_minus_b1,
+                double one_minus_b2, double eps, int n_threads):
+    """One Adam step in place (see cyc_adam) over several contiguous 1-D arrays of one dtype,
+    each with its g, m and v of its size (ops checks): all of a model's weights in one call,
+    in pieces spread over the threads.  Each element's arithmetic is the same however the
+    pieces fall."""
+    if var[0].dtype == np.float32:
+        _adam_many(var, g, m, v, <float>alpha, <float>one_minus_b1, <float>one_minus_b2,
+                   <float>eps, n_threads)
+    else:
+        _adam_many(var, g, m, v, alpha, one_minus_b1, one_minus_b2, eps, n_threads)
 
 
 def relu_backward(const floating[::1] dy, const floating[::1] y, floating[::1] out,

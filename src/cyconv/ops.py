@@ -31,6 +31,8 @@ _POOL_VISIT = 2
 # ReLU's gradient: a second thread pays from about 20,000 elements (one thread streams 250,000
 # in 115 us, two in 27: each core's L2 then holds its half).
 _RELU_VISIT = 10
+# An Adam update of an element (a square root and a division among seven reads and writes).
+_ADAM_VISIT = 20
 
 
 def _threads(work):
@@ -404,3 +406,13 @@ def relu_backward(dy, y, out=None):
         _kernels.relu_backward(_c(dy).reshape(-1), _c(y).reshape(-1), out.reshape(-1),
                                _threads(_RELU_VISIT * dy.size))
     return out
+
+
+def _adam_update(variables, grads, ms, vs, alpha, one_minus_b1, one_minus_b2, eps):
+    """One Adam step in place over several weights at once (see cyc_adam), for the layers'
+    optimizer: C-contiguous arrays of one float dtype, each weight's gradient, m and v of its
+    shape (the optimizer checks)."""
+    flat = [[a.reshape(-1) for a in arrays] for arrays in (variables, grads, ms, vs)]
+    n = sum(a.size for a in flat[0])
+    _kernels.adam_update(*flat, alpha, one_minus_b1, one_minus_b2, eps,
+                         _threads(_ADAM_VISIT * n))
