@@ -93,6 +93,24 @@ def _pick(a, labels):
     return np.take_along_axis(a, labels[..., None], axis=-1)[..., 0]
 
 
+def _sparse_xent_from_logits(z, labels, want_grad):
+    """(per-sample log_sum_exp(z) - z[label], and softmax(z) - one_hot(label) or None): the
+    exponentials computed once for both, rows picked by indexing (a training step's loss,
+    where every numpy call counts: its caches are cold after the kernels)."""
+    k = z.shape[-1]
+    z2 = z.reshape(-1, k)
+    rows, lab = np.arange(z2.shape[0]), labels.reshape(-1)
+    m = np.max(z2, axis=-1, keepdims=True)
+    e = np.exp(z2 - m)
+    s = np.sum(e, axis=-1, keepdims=True)
+    losses = ((m + np.log(s))[:, 0] - z2[rows, lab]).reshape(labels.shape)
+    if not want_grad:
+        return losses, None
+    e /= s
+    e[rows, lab] -= 1
+    return losses, e.reshape(z.shape)
+
+
 def _clip(p):
     eps = p.dtype.type(backend.epsilon())
     return np.clip(p, eps, 1 - eps), (p >= eps) & (p <= 1 - eps)
@@ -200,12 +218,7 @@ class SparseCategoricalCrossentropy(Loss):
             raise ValueError(f"Argument `output` must be at least rank 1, got {y_pred.shape}")
         labels = _sparse_labels(y_true, y_pred)
         if from_logits:
-            losses = _log_sum_exp(y_pred) - _pick(y_pred, labels)
-            if not want_grad:
-                return losses, None
-            grad = _softmax(y_pred)
-            np.put_along_axis(grad, labels[..., None], _pick(grad, labels)[..., None] - 1, -1)
-            return losses, grad
+            return _sparse_xent_from_logits(y_pred, labels, want_grad)
         c, inside = _clip(y_pred)
         total = np.sum(c, axis=-1)
         c_y = _pick(c, labels)
