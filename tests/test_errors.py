@@ -315,3 +315,9 @@ def test_remembered_geometry_still_tells_true_from_1(impl):
         impl.max_pool2d(X, True)
     with pytest.raises(TypeError, match="ceil_mode"):
         impl.max_pool2d(X, 2, ceil_mode=0)
+    # nor inside a pair (the shapes' ints are not looked into: arrays give them)
+    impl.conv2d(X, W, stride=(1, 1))
+    with pytest.raises(TypeError, match="stride"):
+        impl.conv2d(X, W, stride=(1.0, 1))
+    with pytest.raises(TypeError, match="stride"):
+        impl.conv2d(X, W, stride=(1, True))

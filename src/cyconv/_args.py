@@ -282,11 +282,13 @@ def _spatial(h, w, kh, kw, stride, pad, dilation, ceil_mode, what):
 _PLAIN = (int, str, bool, type(None))
 
 
-def _typed_key(args):
+def _typed_key(args, n_shapes=0):
     """A cache key that tells 1 from True and 1.0 (equal, same hash, not the same argument),
     or None unless every argument is a plain int, string, bool or None, or a tuple of ints
-    (shapes, strides; nested padding pairs are simply not cached)."""
-    for a in args:
+    (shapes, strides; nested padding pairs are simply not cached).  The first n_shapes
+    arguments are array shapes, tuples of ints by construction (ndarray.shape, or the layers'
+    shapes, which they build with int()): not looked into, at 16 keys per training step."""
+    for a in args[n_shapes:]:
         if type(a) is tuple:
             if not all(type(v) is int for v in a):
                 return None
@@ -295,27 +297,31 @@ def _typed_key(args):
     return args, tuple(map(type, args))
 
 
-def _remembered(fn):
-    """Cache a geometry by its arguments: a training step asks the same questions every batch,
-    and the answer costs more than the smallest kernels.  Errors are not cached (they raise)."""
-    cache = {}
+def _remembered(n_shapes):
+    """Cache a geometry by its arguments (the first n_shapes of them array shapes): a training
+    step asks the same questions every batch, and the answer costs more than the smallest
+    kernels.  Errors are not cached (they raise)."""
+    def decorate(fn):
+        cache = {}
 
-    @functools.wraps(fn)
-    def geometry(*args):
-        key = _typed_key(args)
-        if key is None:
-            return fn(*args)
-        g = cache.get(key)
-        if g is None:
-            if len(cache) >= 256:
-                cache.clear()
-            g = cache[key] = fn(*args)
-        return g
+        @functools.wraps(fn)
+        def geometry(*args):
+            key = _typed_key(args, n_shapes)
+            if key is None:
+                return fn(*args)
+            g = cache.get(key)
+            if g is None:
+                if len(cache) >= 256:
+                    cache.clear()
+                g = cache[key] = fn(*args)
+            return g
 
-    return geometry
+        return geometry
+
+    return decorate
 
 
-@_remembered
+@_remembered(n_shapes=2)
 def conv_geometry(x_shape, w_shape, stride, padding_, dilation, groups, fmt):
     """Validate a convolution's shapes and arguments and return its Geometry.
 
@@ -354,7 +360,7 @@ def conv_geometry(x_shape, w_shape, stride, padding_, dilation, groups, fmt):
                     pad[0][0], pad[0][1], pad[1][0], pad[1][1], oh, ow, cout, groups, fmt)
 
 
-@_remembered
+@_remembered(n_shapes=1)
 def pool_geometry(x_shape, pool_size, stride, padding_, dilation, ceil_mode, fmt):
     """Validate a pooling call's arguments and return its Geometry (cout = 0: channels kept)."""
     if len(x_shape) != 4:
