@@ -410,9 +410,7 @@ def relu_backward(dy, y, out=None):
 
 def _adam_update(variables, grads, ms, vs, alpha, one_minus_b1, one_minus_b2, eps):
     """One Adam step in place over several weights at once (see cyc_adam), for the layers'
-    optimizer: C-contiguous arrays of one float dtype, each weight's gradient, m and v of its
-    shape (the optimizer checks)."""
-    flat = [[a.reshape(-1) for a in arrays] for arrays in (variables, grads, ms, vs)]
-    n = sum(a.size for a in flat[0])
-    _kernels.adam_update(*flat, alpha, one_minus_b1, one_minus_b2, eps,
-                         _threads(_ADAM_VISIT * n))
+    optimizer: lists of contiguous 1-D arrays of one float dtype, each weight's gradient, m and
+    v of its size (the optimizer checks)."""
+    _kernels.adam_update(variables, grads, ms, vs, alpha, one_minus_b1, one_minus_b2, eps,
+                         _threads(_ADAM_VISIT * sum(a.size for a in variables)))

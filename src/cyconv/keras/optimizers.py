@@ -230,13 +230,15 @@ class Adam(Optimizer):
         # keep their layout; the gradients are checked at each step)
         self._fused = [not self.amsgrad and _fusable(var, m, v) for var, m, v in
                        zip(self._vars, self._slots["momentum"], self._slots["velocity"])]
+        # flat views of them, as the kernel takes them
+        self._flat = [[a.reshape(-1) for a in arrays] for arrays in
+                      zip(self._vars, self._slots["momentum"], self._slots["velocity"])]
 
     def _update_weights(self, grads):
         # The weights the fused kernel takes, all in one call per dtype, split over the
         # threads; the rest by update_step.  Against a kernel call per weight, the seed
         # model's update took 0.69 of the time (86 against 126 us) and its training step
         # 0.96 (benchmarks/ab_builds.py).
-        ms, vs = self._slots["momentum"], self._slots["velocity"]
         fused = collections.defaultdict(list)
         for i, (g, var) in enumerate(zip(grads, self._vars)):
             if (self._fused[i] and g.dtype == var.dtype and g.shape == var.shape
@@ -245,8 +247,8 @@ class Adam(Optimizer):
             else:
                 self.update_step(i, g, var)
         for dt, idx in fused.items():
-            ops._adam_update([self._vars[i] for i in idx], [grads[i] for i in idx],
-                             [ms[i] for i in idx], [vs[i] for i in idx],
+            var, m, v = zip(*(self._flat[i] for i in idx))
+            ops._adam_update(list(var), [grads[i].reshape(-1) for i in idx], list(m), list(v),
                              *map(float, self._constants(dt)))
 
     def update_step(self, i, g, var):
