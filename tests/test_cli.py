@@ -10,6 +10,7 @@ import re
 import socket
 import subprocess
 import sys
+import types
 
 import numpy as np
 import pytest
@@ -283,6 +284,7 @@ def test_bench_prints_a_table_and_writes_json_and_plot(tmp_path):
     assert len(rows) == 4, r.stdout                     # 2 layers x (fwd, bwd)
     assert re.search(r"GEMM peak \(float32.*\): \d+ GFLOP/s", r.stdout)
     data = json.loads(out.read_text())
+    assert data["timing"] == "steady"
     assert {res["case"] for res in data["results"]} == {"seed conv3 b32", "seed pool2 b32"}
     conv = [res for res in data["results"] if res["case"] == "seed conv3 b32"]
     assert all(res["seconds"] > 0 and res["ratio_vs_torch"] > 0 for res in conv)
@@ -317,3 +319,23 @@ def test_steady_pairs_time_each_call_after_one_of_its_own():
     calls.clear()
     bench.time_pairs(lambda: calls.append("a"), lambda: calls.append("b"), budget=0)
     assert set("".join(calls).split("ab")) == {""}, calls
+
+
+@pytest.mark.parametrize("interleaved", [False, True])
+def test_bench_times_each_library_after_a_call_of_its_own_unless_interleaved(monkeypatch,
+                                                                              interleaved):
+    from cyconv import bench
+
+    seen = []
+    monkeypatch.setattr(bench, "_torch", lambda: types.SimpleNamespace(set_num_threads=int))
+    monkeypatch.setattr(bench, "_torch_fns", lambda *a: (lambda: None, lambda: None))
+    monkeypatch.setattr(bench, "gemm_peak", lambda *a, **k: 1.0)
+
+    def time_pairs(fa, fb, budget=1.0, steady=False):
+        seen.append(steady)
+        return 1e-3, 2e-3, 0.5
+
+    monkeypatch.setattr(bench, "time_pairs", time_pairs)
+    case = [c for c in bench.default_cases() if c.name == "seed pool2 b32"]
+    results = bench.run(case, interleaved=interleaved)[0]
+    assert seen == [not interleaved] * 2 and [r.ratio_vs_torch for r in results] == [0.5] * 2

@@ -5,7 +5,11 @@ pools at batch 32 and 256, a ResNet-style 56x56x64 block and an ImageNet-style f
 forward and backward, beside a GEMM peak measured in the same run and, when importable, PyTorch
 (channels_last for NHWC, contiguous for NCHW) on the same data.  The machine is shared and
 noisy: each figure is a median, and the ratio to PyTorch is the median of per-pair ratios of
-runs that alternate between the two libraries.
+runs that alternate between the two libraries.  Each timed run follows an untimed run of the
+same library's call, as in a training loop, where a layer's call follows its own previous
+one: so neither library is timed starting from the caches that the other one's call left
+(``interleaved=True``, `cyconv bench --interleaved`, times single calls straight after each
+other instead).
 """
 
 from __future__ import annotations
@@ -245,8 +249,11 @@ def _on_threads(fn, n):
 
 
 def run(cases=None, *, threads=None, layouts=("NHWC",), dtypes=("float32",), directions=("fwd", "bwd"),
-        budget=0.6, with_torch=True, scaling=False, log=None):
+        budget=0.6, with_torch=True, scaling=False, interleaved=False, log=None):
     """Time each case; returns a list of Result.  `log` gets one line per result as it comes.
+
+    interleaved: time single calls of the two libraries straight after each other (see the
+    module docstring), not each after an untimed call of its own.
 
     With scaling, each kernel also runs on one thread, alternating with the full thread count,
     each timed run after an untimed one on the same count (a stream's throughput), and the
@@ -274,7 +281,8 @@ def run(cases=None, *, threads=None, layouts=("NHWC",), dtypes=("float32",), dir
                         # backward = dx and dw, each as much work as the forward pass
                         flops = case.flops() * (1 if direction == "fwd" else 2)
                         if theirs is not None:
-                            t, tt, ratio = time_pairs(mine[d], theirs[d], budget)
+                            t, tt, ratio = time_pairs(mine[d], theirs[d], budget,
+                                                      steady=not interleaved)
                         else:
                             t, tt, ratio = time_median(mine[d], budget), None, None
                         gf = flops / t / 1e9
@@ -315,9 +323,10 @@ def format_row(r):
             f"{speedup:>6}")
 
 
-def save_json(path, results, peaks):
+def save_json(path, results, peaks, timing="steady"):
     payload = {
         "config": _config.config(),
+        "timing": timing,
         "gemm_peak_gflops": peaks,
         "results": [asdict(r) for r in results],
     }
@@ -364,13 +373,14 @@ def main(args, out=sys.stdout):
     results, peaks = run(cases, threads=args.threads, layouts=tuple(args.layout),
                          dtypes=tuple(args.dtype), budget=args.budget,
                          with_torch=not args.no_torch, scaling=args.scaling,
+                         interleaved=args.interleaved,
                          log=lambda s: print(s, file=out, flush=True))
     for dt, p in peaks.items():
         print(f"GEMM peak ({dt}, numpy matmul, same threads): {p:.0f} GFLOP/s", file=out)
     print("GFLOP/s counts a direct convolution's multiply-adds; 3x3 layers with unit stride run "
           "by Winograd, with fewer, and may pass 100% of the peak", file=out)
     if args.json:
-        save_json(args.json, results, peaks)
+        save_json(args.json, results, peaks, "interleaved" if args.interleaved else "steady")
     if args.plot:
         plot_ratios(args.plot, results)
     return results
@@ -388,5 +398,8 @@ def add_arguments(parser):
     parser.add_argument("--scaling", action="store_true",
                         help="also time each kernel on 1 thread, alternating, and print the "
                              "speedup of the full thread count (column x1thr)")
+    parser.add_argument("--interleaved", action="store_true",
+                        help="time single calls of cyconv and PyTorch straight after each other "
+                             "(default: each timed call after an untimed one of its own)")
     parser.add_argument("--json", metavar="FILE", help="write all figures as JSON")
     parser.add_argument("--plot", metavar="FILE.png", help="bar chart of the ratios to PyTorch")
