@@ -241,11 +241,12 @@ void cyc_avg_pool_bwd_f64(const cyc_geom_t *g, const double *dy, double *dx,
                           int count_include_pad, ptrdiff_t n0, ptrdiff_t n1);
 
 /* ---- layout ---- */
-/* Matrices [k0, k1) of rows x cols, each transposed into dst (NCHW <-> NHWC per image). */
-void cyc_transpose_f32(const float *src, float *dst, ptrdiff_t rows, ptrdiff_t cols,
-                       ptrdiff_t k0, ptrdiff_t k1);
-void cyc_transpose_f64(const double *src, double *dst, ptrdiff_t rows, ptrdiff_t cols,
-                       ptrdiff_t k0, ptrdiff_t k1);
+/* A rows x cols matrix (row i at src + i * src_ld) transposed into dst (row j at
+ * dst + j * dst_ld): NCHW <-> NHWC per image, or a block of NHWC pixels into NCHW planes. */
+void cyc_transpose_f32(const float *src, ptrdiff_t src_ld, float *dst, ptrdiff_t dst_ld,
+                       ptrdiff_t rows, ptrdiff_t cols);
+void cyc_transpose_f64(const double *src, ptrdiff_t src_ld, double *dst, ptrdiff_t dst_ld,
+                       ptrdiff_t rows, ptrdiff_t cols);
 
 /* ---- elementwise ---- */
 /* One Adam step over n weights (Keras's formula; alpha includes the bias correction). */

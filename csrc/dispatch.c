@@ -371,10 +371,10 @@ CYC_DW_FINISH_WINOGRAD(f64, double)
     {                                                                                          \
         CYC_PICK_RET(cyc_max_pool_bwd, SUF, g, dy, idx, cell, dx, n0, n1);                     \
     }                                                                                          \
-    void cyc_transpose_##SUF(const T *src, T *dst, ptrdiff_t rows, ptrdiff_t cols,             \
-                             ptrdiff_t k0, ptrdiff_t k1)                                       \
+    void cyc_transpose_##SUF(const T *src, ptrdiff_t src_ld, T *dst, ptrdiff_t dst_ld,         \
+                             ptrdiff_t rows, ptrdiff_t cols)                                   \
     {                                                                                          \
-        CYC_PICK(cyc_transpose, SUF, src, dst, rows, cols, k0, k1);                            \
+        CYC_PICK(cyc_transpose, SUF, src, src_ld, dst, dst_ld, rows, cols);                    \
     }                                                                                          \
     void cyc_adam_##SUF(T *var, const T *g, T *m, T *v, ptrdiff_t n, T alpha, T c1, T c2,      \
                         T eps)                                                                 \

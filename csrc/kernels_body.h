@@ -1997,30 +1997,26 @@ ALWAYS_INLINE void FN(transpose_block)(const T *s, ptrdiff_t ss, T *d, ptrdiff_t
 #undef CYC_L
 #endif
 
-void FN(cyc_transpose)(const T *src, T *dst, ptrdiff_t rows, ptrdiff_t cols, ptrdiff_t k0,
-                       ptrdiff_t k1)
+void FN(cyc_transpose)(const T *src, ptrdiff_t src_ld, T *dst, ptrdiff_t dst_ld, ptrdiff_t rows,
+                       ptrdiff_t cols)
 {
     enum { B = 16 };
-    for (ptrdiff_t k = k0; k < k1; k++) {
-        const T *s = src + k * rows * cols;
-        T *d = dst + k * rows * cols;
-        for (ptrdiff_t i0 = 0; i0 < rows; i0 += B) {
-            const ptrdiff_t i1 = i0 + B < rows ? i0 + B : rows;
-            for (ptrdiff_t j0 = 0; j0 < cols; j0 += B) {
-                const ptrdiff_t j1 = j0 + B < cols ? j0 + B : cols;
+    for (ptrdiff_t i0 = 0; i0 < rows; i0 += B) {
+        const ptrdiff_t i1 = i0 + B < rows ? i0 + B : rows;
+        for (ptrdiff_t j0 = 0; j0 < cols; j0 += B) {
+            const ptrdiff_t j1 = j0 + B < cols ? j0 + B : cols;
 #if MR >= 12
-                if (i1 - i0 == B && j1 - j0 == B) {
-                    /* whole blocks in registers: VLEN x VLEN at a time */
-                    for (int bi = 0; bi < B; bi += VLEN)
-                        for (int bj = 0; bj < B; bj += VLEN)
-                            FN(transpose_block)(s + (i0 + bi) * cols + j0 + bj, cols,
-                                                d + (j0 + bj) * rows + i0 + bi, rows);
-                    continue;
-                }
-#endif
-                for (ptrdiff_t i = i0; i < i1; i++)
-                    for (ptrdiff_t j = j0; j < j1; j++) d[j * rows + i] = s[i * cols + j];
+            if (i1 - i0 == B && j1 - j0 == B) {
+                /* whole blocks in registers: VLEN x VLEN at a time */
+                for (int bi = 0; bi < B; bi += VLEN)
+                    for (int bj = 0; bj < B; bj += VLEN)
+                        FN(transpose_block)(src + (i0 + bi) * src_ld + j0 + bj, src_ld,
+                                            dst + (j0 + bj) * dst_ld + i0 + bi, dst_ld);
+                continue;
             }
+#endif
+            for (ptrdiff_t i = i0; i < i1; i++)
+                for (ptrdiff_t j = j0; j < j1; j++) dst[j * dst_ld + i] = src[i * src_ld + j];
         }
     }
 }

@@ -186,7 +186,7 @@ static inline int cyc_wino_block(const cyc_wino_t *q, int elem_size, int dw)
                                              const uint8_t *, T *, ptrdiff_t, ptrdiff_t);       \
     void cyc_relu_bwd_##SUF##_##ISA(const T *, const T *, T *, ptrdiff_t);                      \
     void cyc_adam_##SUF##_##ISA(T *, const T *, T *, T *, ptrdiff_t, T, T, T, T);               \
-    void cyc_transpose_##SUF##_##ISA(const T *, T *, ptrdiff_t, ptrdiff_t, ptrdiff_t,           \
+    void cyc_transpose_##SUF##_##ISA(const T *, ptrdiff_t, T *, ptrdiff_t, ptrdiff_t,           \
                                      ptrdiff_t);                                                \
     void cyc_avg_pool_##SUF##_##ISA(const cyc_geom_t *, const T *, T *, int, ptrdiff_t,         \
                                     ptrdiff_t);                                                 \

@@ -139,10 +139,10 @@ cdef extern from "cyconv.h" nogil:
                                    const uint8_t *cell, float *dx, ptrdiff_t n0, ptrdiff_t n1)
     ptrdiff_t cyc_max_pool_bwd_f64(const cyc_geom_t *g, const double *dy, const int64_t *idx,
                                    const uint8_t *cell, double *dx, ptrdiff_t n0, ptrdiff_t n1)
-    void cyc_transpose_f32(const float *src, float *dst, ptrdiff_t rows, ptrdiff_t cols,
-                           ptrdiff_t k0, ptrdiff_t k1)
-    void cyc_transpose_f64(const double *src, double *dst, ptrdiff_t rows, ptrdiff_t cols,
-                           ptrdiff_t k0, ptrdiff_t k1)
+    void cyc_transpose_f32(const float *src, ptrdiff_t src_ld, float *dst, ptrdiff_t dst_ld,
+                           ptrdiff_t rows, ptrdiff_t cols)
+    void cyc_transpose_f64(const double *src, ptrdiff_t src_ld, double *dst, ptrdiff_t dst_ld,
+                           ptrdiff_t rows, ptrdiff_t cols)
     void cyc_adam_f32(float *var, const float *g, float *m, float *v, ptrdiff_t n, float alpha,
                       float c1, float c2, float eps)
     void cyc_adam_f64(double *var, const double *g, double *m, double *v, ptrdiff_t n,
@@ -851,20 +851,24 @@ def max_pool_backward(const floating[:, :, :, ::1] dy, const int64_t[:, :, :, ::
     return stray
 
 
+cdef inline void _transpose(const floating *src, Py_ssize_t src_ld, floating *dst,
+                            Py_ssize_t dst_ld, Py_ssize_t rows, Py_ssize_t cols) noexcept nogil:
+    if floating is float:
+        cyc_transpose_f32(src, src_ld, dst, dst_ld, rows, cols)
+    else:
+        cyc_transpose_f64(src, src_ld, dst, dst_ld, rows, cols)
+
+
 def transpose(const floating[:, :, ::1] src, floating[:, :, ::1] dst, int n_threads):
     """dst[k] = src[k].T for each matrix k (dst has shape (n, cols, rows))."""
-    cdef Py_ssize_t n = src.shape[0], rows = src.shape[1], cols = src.shape[2], t, k0, k1
+    cdef Py_ssize_t n = src.shape[0], rows = src.shape[1], cols = src.shape[2], t, k
     cdef Py_ssize_t per = max(1, n // (4 * n_threads)) if n_threads > 1 else n
     cdef Py_ssize_t nch = _n_chunks(n, per)
     if n == 0 or rows == 0 or cols == 0:
         return
     for t in prange(nch, nogil=True, num_threads=n_threads, schedule="dynamic"):
-        k0 = t * per
-        k1 = min(n, k0 + per)
-        if floating is float:
-            cyc_transpose_f32(&src[0, 0, 0], &dst[0, 0, 0], rows, cols, k0, k1)
-        else:
-            cyc_transpose_f64(&src[0, 0, 0], &dst[0, 0, 0], rows, cols, k0, k1)
+        for k in range(t * per, min(n, t * per + per)):
+            _transpose(&src[k, 0, 0], cols, &dst[k, 0, 0], rows, rows, cols)
 
 
 cdef void _adam_pieces(floating **ptr, const Py_ssize_t *piece, Py_ssize_t n_pieces,
