@@ -50,7 +50,8 @@ enum {
     CYC_SCRATCH_PACKED = 1,   /* packed weights, shared by a call's threads */
     CYC_SCRATCH_ZEROS = 2,    /* the zero row that padded taps read */
     CYC_SCRATCH_PARTIAL = 3,  /* the weight gradient's partial sums */
-    CYC_SCRATCH_SLOTS = 4
+    CYC_SCRATCH_STAGE = 4,    /* NHWC output pixels on their way into NCHW planes */
+    CYC_SCRATCH_SLOTS = 5
 };
 void *cyc_scratch(int slot, size_t bytes);
 void cyc_scratch_done(int slot, void *block);

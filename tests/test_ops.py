@@ -413,6 +413,47 @@ def test_avg_pool_ceil_mode_with_padding_clips_divisor_to_padded_input(kernel):
                                [1.5, 3, 4.5], rtol=1e-12)
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
+@pytest.mark.parametrize("x_shape, w_shape, kwargs", [
+    # a stage holds many small images (one image's planes get runs from several stages)
+    ((40, 9, 11, 3), (3, 3, 3, 5), {"padding": "same"}),
+    # several stages per image, and per chunk on one thread (64 float32 channels: 512 pixels a
+    # stage, 3,600 an image)
+    ((2, 62, 62, 8), (3, 3, 8, 64), {}),
+    # strided, grouped, dilated, odd padding, the first layer's single input channel
+    ((5, 17, 13, 6), (3, 2, 2, 12), {"stride": (2, 3), "groups": 3, "dilation": (1, 2),
+                                     "padding": ((0, 2), (1, 0))}),
+    ((33, 28, 28, 1), (3, 3, 1, 32), {}),
+])
+def test_nchw_forward_writes_planes_from_the_direct_tiles(monkeypatch, dtype, x_shape, w_shape,
+                                                          kwargs):
+    """In NCHW the direct route's tiles go through a per-thread stage into the planes: the same
+    bits as the NHWC forward pass transposed, on every path."""
+    x, w, b = conv_arrays(x_shape, w_shape, "NHWC", dtype)
+    assert _kernels.conv2d_forward_route(nhwc_geometry(x_shape, w_shape, kwargs),
+                                         dtype) == "direct"
+    want = on_every_path(lambda: ops.conv2d(x, w, b, activation="relu", **kwargs))
+    planes = []
+    real = _kernels.conv2d_forward
+    monkeypatch.setattr(_kernels, "conv2d_forward",
+                        lambda *a: planes.append(a[-1]) or real(*a))
+    xc, wc = to_layout(x, "NCHW"), weights_to_layout(w, "NCHW")
+    got = on_every_path(lambda: ops.conv2d(xc, wc, b, activation="relu", data_format="NCHW",
+                                           **kwargs))
+    assert planes and all(planes)
+    for isa in want:
+        assert_bitwise_equal(got[isa], np.ascontiguousarray(to_layout(want[isa], "NCHW")), isa)
+
+
+def test_nchw_planes_are_for_the_direct_route_only():
+    x, w, b = conv_arrays((2, 8, 8, 16), (3, 3, 16, 16), "NHWC", np.float32)
+    g = nhwc_geometry(x.shape, w.shape, {})
+    assert _kernels.conv2d_forward_route(g, np.float32) == "winograd"
+    y = np.empty((2, 16, 6, 6), np.float32)
+    with pytest.raises(ValueError, match="direct route only"):
+        _kernels.conv2d_forward(x, w, b, g, False, y, 1, True)
+
+
 def test_big_layer_same_bits_on_1_and_2_threads_with_the_shipped_threshold():
     """Without the lowered threshold of kernel_path: a layer this big is split across 2 threads
     by ops itself, and must still match 1 thread bit for bit."""

@@ -104,12 +104,17 @@ def conv2d(x, w, b=None, *, stride=1, padding="valid", dilation=1, groups=1,
     """
     x, w, b, g = _args.conv_call(x, w, b, stride, padding, dilation, groups, data_format)
     relu = _args.activation(activation) == "relu"
-    y = np.empty(g.y_shape_nhwc, dtype=x.dtype)
+    # NCHW output straight from the direct tiles, each block transposed while in cache (else
+    # a pass of its own; nothing to do where a channel or a pixel per image is all there is)
+    planes = (g.data_format == "NCHW" and g.n and g.cout > 1 and g.oh * g.ow > 1
+              and _kernels.conv2d_forward_route(g, x.dtype) == "direct")
+    y = np.empty(g.y_shape if planes else g.y_shape_nhwc, dtype=x.dtype)
     if g.n:
         xk = _nhwc(x, g.data_format)
         wk = _c(_args.hwio(w, g.data_format))
-        _kernels.conv2d_forward(xk, wk, _c(b), g, relu, y, _threads(_args.flops_conv(g) // 2))
-    return _out(y, g.data_format)
+        _kernels.conv2d_forward(xk, wk, _c(b), g, relu, y, _threads(_args.flops_conv(g) // 2),
+                                planes)
+    return y if planes else _out(y, g.data_format)
 
 
 def conv2d_backward(dy, x, w, *, stride=1, padding="valid", dilation=1, groups=1,
