@@ -19,7 +19,9 @@ when the change is in the threaded schedule).
 
 A cases file defines ``make(ops, cyconv)``, which returns {name: function of no arguments}; it
 is called once per build with that build's modules, just after loading it, so that what it
-imports from cyconv (``cyconv.keras``, ``cyconv.cli``) comes from that build too.
+imports from cyconv (``cyconv.keras``, ``cyconv.cli``) comes from that build too.  An import
+that cyconv's own code makes only when a function runs resolves to the build loaded last:
+import such modules in ``make``.
 """
 
 from __future__ import annotations

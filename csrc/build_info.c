@@ -1,6 +1,7 @@
-/* Facts about this build and machine that cyconv.show_config() reports, and the one OpenMP
- * setting the kernels change as they run (the schedule of their memory-bound loops). */
+/* Facts about this build and machine that cyconv.show_config() reports. */
+#if !defined(_WIN32)
 #include <unistd.h>
+#endif
 
 #include "cyconv.h"
 
@@ -46,16 +47,5 @@ size_t cyc_l2_cache_bytes(void)
     return bytes > 0 ? (size_t)bytes : 0;
 #else
     return 0;
-#endif
-}
-
-void cyc_omp_keep_shares(int keep)
-{
-#ifdef _OPENMP
-    /* for the loops declared schedule(runtime) that this thread starts next */
-    if (keep) omp_set_schedule(omp_sched_static, 0);
-    else omp_set_schedule(omp_sched_dynamic, 1);
-#else
-    (void)keep;
 #endif
 }

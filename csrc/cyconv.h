@@ -61,9 +61,6 @@ int cyc_openmp_enabled(void);      /* 1 if compiled with OpenMP */
 int cyc_omp_max_threads(void);     /* omp_get_max_threads(), or 1 without OpenMP */
 const char *cyc_compiler(void);    /* the compiler that built the kernels, with its version */
 size_t cyc_l2_cache_bytes(void);   /* a core's L2 cache as the C library reports it, else 0 */
-/* The schedule of the next schedule(runtime) loops this thread starts: each thread the same
- * contiguous share of the iterations in every call (keep), or chunks taken as threads free up. */
-void cyc_omp_keep_shares(int keep);
 
 /* ---- convolution ----
  * Weights are repacked once per call into the micro-kernel's order (cyc_conv_pack_*).

@@ -290,6 +290,10 @@ def test_bench_prints_a_table_and_writes_json_and_plot(tmp_path):
     assert all(res["seconds"] > 0 and res["ratio_vs_torch"] > 0 for res in conv)
     assert all(res["peak_percent"] > 0 for res in conv)
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    r = run("bench", "--only", "pool2 b32", "--budget", "0.02", "--threads", "1",
+            "--interleaved", "--json", out, home=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert json.loads(out.read_text())["timing"] == "interleaved"
 
 
 def test_bench_errors(tmp_path):
@@ -304,8 +308,10 @@ def test_bench_scaling_column(tmp_path):
             "--scaling", "--json", out, home=tmp_path)
     assert r.returncode == 0, r.stderr
     assert "x1thr" in r.stdout.splitlines()[0]
-    speedups = [res["speedup_vs_1_thread"] for res in json.loads(out.read_text())["results"]]
+    data = json.loads(out.read_text())
+    speedups = [res["speedup_vs_1_thread"] for res in data["results"]]
     assert len(speedups) == 2 and all(s > 0 for s in speedups)
+    assert data["timing"] is None   # nothing was timed against PyTorch
 
 
 def test_steady_pairs_time_each_call_after_one_of_its_own():

@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from cyconv import ops
+from cyconv import keras, ops
 from cyconv import reference as ref
 from helpers import assert_results_close, check_against_reference, unchanged
 
@@ -321,3 +321,15 @@ def test_remembered_geometry_still_tells_true_from_1(impl):
         impl.conv2d(X, W, stride=(1.0, 1))
     with pytest.raises(TypeError, match="stride"):
         impl.conv2d(X, W, stride=(1, True))
+
+
+def test_a_layer_given_a_float_dimension_leaves_the_geometry_cache_as_it_was():
+    # The cache keys do not look into shapes: a float one must raise before it is cached, or
+    # a later call with the equal int shape would get its geometry back.
+    x = np.ones((1, 6, 6, 1), np.float32)
+    with pytest.raises(TypeError, match="integer dimensions"):
+        keras.layers.MaxPooling2D((3, 3)).compute_output_shape((None, 6.0, 6, 1))
+    assert ops.max_pool2d(x, (3, 3)).shape == (1, 2, 2, 1)
+    with pytest.raises(TypeError, match="integer dimensions"):
+        keras.layers.Conv2D(2, (5, 5)).compute_output_shape((None, 6.0, 6, 1))
+    assert ops.conv2d(x, np.ones((5, 5, 1, 2), np.float32)).shape == (1, 2, 2, 2)

@@ -167,6 +167,17 @@ def test_adam_fused_kernel_matches_the_numpy_steps_bit_for_bit(dtype, kernel, mo
         assert not np.array_equal(a, w)
 
 
+def test_adam_refuses_a_weight_made_read_only_after_it_was_built():
+    w = np.ones(5, np.float32)
+    opt = optimizers.Adam()
+    opt.apply([np.ones(5, np.float32)], [w])
+    w.flags.writeable = False
+    before = w.copy()
+    with pytest.raises(ValueError, match="read-only"):
+        opt.apply([np.ones(5, np.float32)], [w])
+    assert np.array_equal(w, before)
+
+
 def test_adam_updates_the_fusable_weights_in_one_call(monkeypatch):
     calls = []
     real = ops._adam_update

@@ -282,6 +282,16 @@ def _spatial(h, w, kh, kw, stride, pad, dilation, ceil_mode, what):
 _PLAIN = (int, str, bool, type(None))
 
 
+def _dims(shape, name):
+    """A shape's dimensions as ints, or TypeError: array shapes are ints already, but the
+    layers pass on their users' input shapes, and the geometry cache does not look into
+    shapes (_typed_key), so a float must not get that far."""
+    for d in shape:
+        if isinstance(d, (bool, np.bool_)) or not isinstance(d, (int, np.integer)):
+            raise TypeError(f"{name} must have integer dimensions, got shape {tuple(shape)}")
+    return tuple(int(d) for d in shape)
+
+
 def _typed_key(args, n_shapes=0):
     """A cache key that tells 1 from True and 1.0 (equal, same hash, not the same argument),
     or None unless every argument is a plain int, string, bool or None, or a tuple of ints
@@ -327,6 +337,7 @@ def conv_geometry(x_shape, w_shape, stride, padding_, dilation, groups, fmt):
 
     Weights are HWIO ``(kh, kw, cin // groups, cout)`` for NHWC, OIHW for NCHW.
     """
+    x_shape, w_shape = _dims(x_shape, "x"), _dims(w_shape, "w")
     if len(x_shape) != 4:
         raise ValueError(f"x must be 4-D ({'N, H, W, C' if fmt == 'NHWC' else 'N, C, H, W'}), "
                          f"got shape {tuple(x_shape)}")
@@ -363,6 +374,7 @@ def conv_geometry(x_shape, w_shape, stride, padding_, dilation, groups, fmt):
 @_remembered(n_shapes=1)
 def pool_geometry(x_shape, pool_size, stride, padding_, dilation, ceil_mode, fmt):
     """Validate a pooling call's arguments and return its Geometry (cout = 0: channels kept)."""
+    x_shape = _dims(x_shape, "x")
     if len(x_shape) != 4:
         raise ValueError(f"x must be 4-D ({'N, H, W, C' if fmt == 'NHWC' else 'N, C, H, W'}), "
                          f"got shape {tuple(x_shape)}")

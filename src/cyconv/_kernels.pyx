@@ -9,7 +9,7 @@ the parallel region, never inside the loops.
 
 from cython cimport floating
 from cython.parallel cimport parallel, prange
-from libc.stdint cimport int64_t, uint8_t
+from libc.stdint cimport int64_t, uint8_t, uintptr_t
 from libc.stdlib cimport free, malloc
 from libc.string cimport memset
 
@@ -33,7 +33,6 @@ cdef extern from "cyconv.h" nogil:
     int cyc_omp_max_threads()
     const char *cyc_compiler()
     size_t cyc_l2_cache_bytes()
-    void cyc_omp_keep_shares(int keep)
 
     enum:
         CYC_SCRATCH_TILES
@@ -301,12 +300,16 @@ cdef void _tiles_into_planes(const cyc_geom_t *g, const floating *src, const flo
     """The forward tiles of output pixels [m0, m1), written into NCHW planes: stage_px pixels
     at a time into this thread's stage block (NHWC rows, as the tiles write them), then
     transposed out while the block is in cache, instead of a second pass over the whole
-    output.  The forward pass's pixels run in row-major order, so the tiles of [a, b) write
-    stage[(m - a) * cout] for each pixel m."""
+    output.  The forward pass's pixels run in row-major order, and the tiles write pixel m at
+    dst + m * cout: given the stage's address less a * cout, they write pixel m of [a, b) at
+    stage[(m - a) * cout].  (That base lies outside the block and is never read or written
+    itself, so it is computed as an integer.)"""
     cdef Py_ssize_t ch = g.cout, plane = <Py_ssize_t>g.oh * g.ow, a = m0, b, p, e, n
+    cdef floating *base
     while a < m1:
         b = min(m1, a + stage_px)
-        _tiles(FORWARD, g, src, packed, relu, zeros, stage - a * ch, a, b, scratch)
+        base = <floating *>(<uintptr_t>stage - <uintptr_t>(a * ch) * sizeof(floating))
+        _tiles(FORWARD, g, src, packed, relu, zeros, base, a, b, scratch)
         p = a
         while p < b:
             # the stage's pixels of one image: a run of each of its channel planes
@@ -849,28 +852,48 @@ def conv2d_backward_filter(const floating[:, :, :, ::1] x, const floating[:, :, 
         raise MemoryError("conv2d_backward: could not allocate per-thread scratch memory")
 
 
+cdef inline void _max_pool_rows(const cyc_geom_t *g, const floating *x, floating *y,
+                                int64_t *ip, uint8_t *cp, bint relu_in, Py_ssize_t t,
+                                Py_ssize_t chunk, Py_ssize_t rows) noexcept nogil:
+    cdef Py_ssize_t r0 = t * chunk
+    if floating is float:
+        cyc_max_pool_f32(g, x, y, ip, cp, relu_in, r0, min(rows, r0 + chunk))
+    else:
+        cyc_max_pool_f64(g, x, y, ip, cp, relu_in, r0, min(rows, r0 + chunk))
+
+
 def max_pool(const floating[:, :, :, ::1] x, object geom, floating[:, :, :, ::1] y,
              int64_t[:, :, :, ::1] idx, uint8_t[:, :, :, ::1] cell, int n_threads,
              bint keep_shares, bint relu_in=False):
     """y and the record of every window's first maximum: its flat index in the H*W plane
     (idx) or its cell in the window (cell); both may be None, at most one is not.  relu_in:
     windows whose maximum is not positive record none (see cyconv.h).  keep_shares: each
-    thread takes the same contiguous share of the rows in every call (cyc_omp_keep_shares), as
-    do the other pool kernels."""
+    thread takes the same contiguous share of the rows in every call (a static schedule), else
+    chunks as threads free up; as in the other pool kernels."""
     cdef cyc_geom_t g = _geom(geom)
     cdef Py_ssize_t rows = <Py_ssize_t>g.n * g.oh
     cdef Py_ssize_t chunk = _chunk(rows, n_threads, 1)
-    cdef Py_ssize_t nch = _n_chunks(rows, chunk), t, r0, r1
+    cdef Py_ssize_t nch = _n_chunks(rows, chunk), t
+    cdef const floating *xp = &x[0, 0, 0, 0]
+    cdef floating *yp = &y[0, 0, 0, 0]
     cdef int64_t *ip = &idx[0, 0, 0, 0] if idx is not None else NULL
     cdef uint8_t *cp = &cell[0, 0, 0, 0] if cell is not None else NULL
-    cyc_omp_keep_shares(keep_shares)
-    for t in prange(nch, nogil=True, num_threads=n_threads, schedule="runtime"):
-        r0 = t * chunk
-        r1 = min(rows, r0 + chunk)
-        if floating is float:
-            cyc_max_pool_f32(&g, &x[0, 0, 0, 0], &y[0, 0, 0, 0], ip, cp, relu_in, r0, r1)
-        else:
-            cyc_max_pool_f64(&g, &x[0, 0, 0, 0], &y[0, 0, 0, 0], ip, cp, relu_in, r0, r1)
+    if keep_shares:
+        for t in prange(nch, nogil=True, num_threads=n_threads, schedule="static"):
+            _max_pool_rows(&g, xp, yp, ip, cp, relu_in, t, chunk, rows)
+    else:
+        for t in prange(nch, nogil=True, num_threads=n_threads, schedule="dynamic"):
+            _max_pool_rows(&g, xp, yp, ip, cp, relu_in, t, chunk, rows)
+
+
+cdef inline ptrdiff_t _max_pool_bwd_images(const cyc_geom_t *g, const floating *dy,
+                                           const int64_t *ip, const uint8_t *cp, floating *dx,
+                                           Py_ssize_t t, Py_ssize_t chunk) noexcept nogil:
+    cdef Py_ssize_t n0 = t * chunk
+    if floating is float:
+        return cyc_max_pool_bwd_f32(g, dy, ip, cp, dx, n0, min(<Py_ssize_t>g.n, n0 + chunk))
+    else:
+        return cyc_max_pool_bwd_f64(g, dy, ip, cp, dx, n0, min(<Py_ssize_t>g.n, n0 + chunk))
 
 
 def max_pool_backward(const floating[:, :, :, ::1] dy, const int64_t[:, :, :, ::1] idx,
@@ -881,20 +904,20 @@ def max_pool_backward(const floating[:, :, :, ::1] dy, const int64_t[:, :, :, ::
     placed (see cyconv.h)."""
     cdef cyc_geom_t g = _geom(geom)
     cdef Py_ssize_t chunk = _chunk(g.n, n_threads, 1)
-    cdef Py_ssize_t nch = _n_chunks(g.n, chunk), t, n0, n1
+    cdef Py_ssize_t nch = _n_chunks(g.n, chunk), t
     cdef Py_ssize_t stray = 0
+    cdef const floating *dyp = &dy[0, 0, 0, 0]
+    cdef floating *dxp = &dx[0, 0, 0, 0]
     cdef const int64_t *ip = &idx[0, 0, 0, 0] if idx is not None else NULL
     cdef const uint8_t *cp = &cell[0, 0, 0, 0] if cell is not None else NULL
     if (ip == NULL) == (cp == NULL):
         raise ValueError("max_pool_backward takes exactly one of idx and cell")
-    cyc_omp_keep_shares(keep_shares)
-    for t in prange(nch, nogil=True, num_threads=n_threads, schedule="runtime"):
-        n0 = t * chunk
-        n1 = min(<Py_ssize_t>g.n, n0 + chunk)
-        if floating is float:
-            stray += cyc_max_pool_bwd_f32(&g, &dy[0, 0, 0, 0], ip, cp, &dx[0, 0, 0, 0], n0, n1)
-        else:
-            stray += cyc_max_pool_bwd_f64(&g, &dy[0, 0, 0, 0], ip, cp, &dx[0, 0, 0, 0], n0, n1)
+    if keep_shares:
+        for t in prange(nch, nogil=True, num_threads=n_threads, schedule="static"):
+            stray += _max_pool_bwd_images(&g, dyp, ip, cp, dxp, t, chunk)
+    else:
+        for t in prange(nch, nogil=True, num_threads=n_threads, schedule="dynamic"):
+            stray += _max_pool_bwd_images(&g, dyp, ip, cp, dxp, t, chunk)
     return stray
 
 
@@ -948,7 +971,11 @@ cdef _adam_many(list var, list g, list m, list v, floating alpha, floating one_m
     cdef floating **ptr
     cdef Py_ssize_t *piece
     for k in range(n):
+        if not var[k].shape[0] == g[k].shape[0] == m[k].shape[0] == v[k].shape[0]:
+            raise ValueError("adam_update: each weight's g, m and v must have its size")
         n_pieces += (var[k].shape[0] + ADAM_PIECE - 1) // ADAM_PIECE
+    if n_pieces == 0:
+        return
     ptr = <floating **>malloc(4 * n * sizeof(floating *))
     piece = <Py_ssize_t *>malloc(3 * n_pieces * sizeof(Py_ssize_t))
     if ptr == NULL or piece == NULL:
@@ -984,9 +1011,8 @@ cdef _adam_many(list var, list g, list m, list v, floating alpha, floating one_m
 def adam_update(list var, list g, list m, list v, double alpha, double one_minus_b1,
                 double one_minus_b2, double eps, int n_threads):
     """One Adam step in place (see cyc_adam) over several contiguous 1-D arrays of one dtype,
-    each with its g, m and v of its size (ops checks): all of a model's weights in one call,
-    in pieces spread over the threads.  Each element's arithmetic is the same however the
-    pieces fall."""
+    each with its g, m and v of its size: all of a model's weights in one call, in pieces
+    spread over the threads.  Each element's arithmetic is the same however the pieces fall."""
     if var[0].dtype == np.float32:
         _adam_many(var, g, m, v, <float>alpha, <float>one_minus_b1, <float>one_minus_b2,
                    <float>eps, n_threads)
@@ -1009,32 +1035,50 @@ def relu_backward(const floating[::1] dy, const floating[::1] y, floating[::1] o
             cyc_relu_bwd_f64(&dy[i0], &y[i0], &out[i0], i1 - i0)
 
 
+cdef inline void _avg_pool_rows(const cyc_geom_t *g, const floating *x, floating *y, bint cip,
+                                Py_ssize_t t, Py_ssize_t chunk, Py_ssize_t rows) noexcept nogil:
+    cdef Py_ssize_t r0 = t * chunk
+    if floating is float:
+        cyc_avg_pool_f32(g, x, y, cip, r0, min(rows, r0 + chunk))
+    else:
+        cyc_avg_pool_f64(g, x, y, cip, r0, min(rows, r0 + chunk))
+
+
 def avg_pool(const floating[:, :, :, ::1] x, object geom, floating[:, :, :, ::1] y,
              bint count_include_pad, int n_threads, bint keep_shares):
     cdef cyc_geom_t g = _geom(geom)
     cdef Py_ssize_t rows = <Py_ssize_t>g.n * g.oh
     cdef Py_ssize_t chunk = _chunk(rows, n_threads, 1)
-    cdef Py_ssize_t nch = _n_chunks(rows, chunk), t, r0, r1
-    cyc_omp_keep_shares(keep_shares)
-    for t in prange(nch, nogil=True, num_threads=n_threads, schedule="runtime"):
-        r0 = t * chunk
-        r1 = min(rows, r0 + chunk)
-        if floating is float:
-            cyc_avg_pool_f32(&g, &x[0, 0, 0, 0], &y[0, 0, 0, 0], count_include_pad, r0, r1)
-        else:
-            cyc_avg_pool_f64(&g, &x[0, 0, 0, 0], &y[0, 0, 0, 0], count_include_pad, r0, r1)
+    cdef Py_ssize_t nch = _n_chunks(rows, chunk), t
+    cdef const floating *xp = &x[0, 0, 0, 0]
+    cdef floating *yp = &y[0, 0, 0, 0]
+    if keep_shares:
+        for t in prange(nch, nogil=True, num_threads=n_threads, schedule="static"):
+            _avg_pool_rows(&g, xp, yp, count_include_pad, t, chunk, rows)
+    else:
+        for t in prange(nch, nogil=True, num_threads=n_threads, schedule="dynamic"):
+            _avg_pool_rows(&g, xp, yp, count_include_pad, t, chunk, rows)
+
+
+cdef inline void _avg_pool_bwd_images(const cyc_geom_t *g, const floating *dy, floating *dx,
+                                      bint cip, Py_ssize_t t, Py_ssize_t chunk) noexcept nogil:
+    cdef Py_ssize_t n0 = t * chunk
+    if floating is float:
+        cyc_avg_pool_bwd_f32(g, dy, dx, cip, n0, min(<Py_ssize_t>g.n, n0 + chunk))
+    else:
+        cyc_avg_pool_bwd_f64(g, dy, dx, cip, n0, min(<Py_ssize_t>g.n, n0 + chunk))
 
 
 def avg_pool_backward(const floating[:, :, :, ::1] dy, object geom, floating[:, :, :, ::1] dx,
                       bint count_include_pad, int n_threads, bint keep_shares):
     cdef cyc_geom_t g = _geom(geom)
     cdef Py_ssize_t chunk = _chunk(g.n, n_threads, 1)
-    cdef Py_ssize_t nch = _n_chunks(g.n, chunk), t, n0, n1
-    cyc_omp_keep_shares(keep_shares)
-    for t in prange(nch, nogil=True, num_threads=n_threads, schedule="runtime"):
-        n0 = t * chunk
-        n1 = min(<Py_ssize_t>g.n, n0 + chunk)
-        if floating is float:
-            cyc_avg_pool_bwd_f32(&g, &dy[0, 0, 0, 0], &dx[0, 0, 0, 0], count_include_pad, n0, n1)
-        else:
-            cyc_avg_pool_bwd_f64(&g, &dy[0, 0, 0, 0], &dx[0, 0, 0, 0], count_include_pad, n0, n1)
+    cdef Py_ssize_t nch = _n_chunks(g.n, chunk), t
+    cdef const floating *dyp = &dy[0, 0, 0, 0]
+    cdef floating *dxp = &dx[0, 0, 0, 0]
+    if keep_shares:
+        for t in prange(nch, nogil=True, num_threads=n_threads, schedule="static"):
+            _avg_pool_bwd_images(&g, dyp, dxp, count_include_pad, t, chunk)
+    else:
+        for t in prange(nch, nogil=True, num_threads=n_threads, schedule="dynamic"):
+            _avg_pool_bwd_images(&g, dyp, dxp, count_include_pad, t, chunk)

@@ -324,6 +324,7 @@ def format_row(r):
 
 
 def save_json(path, results, peaks, timing="steady"):
+    """timing: how the pairs with PyTorch were timed ('steady' or 'interleaved'; None: none)."""
     payload = {
         "config": _config.config(),
         "timing": timing,
@@ -380,7 +381,9 @@ def main(args, out=sys.stdout):
     print("GFLOP/s counts a direct convolution's multiply-adds; 3x3 layers with unit stride run "
           "by Winograd, with fewer, and may pass 100% of the peak", file=out)
     if args.json:
-        save_json(args.json, results, peaks, "interleaved" if args.interleaved else "steady")
+        compared = any(r.torch_seconds is not None for r in results)
+        save_json(args.json, results, peaks,
+                  ("interleaved" if args.interleaved else "steady") if compared else None)
     if args.plot:
         plot_ratios(args.plot, results)
     return results

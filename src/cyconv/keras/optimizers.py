@@ -228,11 +228,10 @@ class Adam(Optimizer):
         super().build(var_list)
         # the weights whose arrays the fused kernel takes (checked once: they and their slots
         # keep their layout; the gradients are checked at each step)
-        self._fused = [not self.amsgrad and _fusable(var, m, v) for var, m, v in
-                       zip(self._vars, self._slots["momentum"], self._slots["velocity"])]
-        # flat views of them, as the kernel takes them
-        self._flat = [[a.reshape(-1) for a in arrays] for arrays in
-                      zip(self._vars, self._slots["momentum"], self._slots["velocity"])]
+        slots = zip(self._vars, self._slots["momentum"], self._slots["velocity"])
+        # flat views of them, as the kernel takes them (None: update_step's numpy passes)
+        self._flat = [[a.reshape(-1) for a in arrays]
+                      if not self.amsgrad and _fusable(*arrays) else None for arrays in slots]
 
     def _update_weights(self, grads):
         # The weights the fused kernel takes, all in one call per dtype, split over the
@@ -241,8 +240,9 @@ class Adam(Optimizer):
         # 0.96 (benchmarks/ab_builds.py).
         fused = collections.defaultdict(list)
         for i, (g, var) in enumerate(zip(grads, self._vars)):
-            if (self._fused[i] and g.dtype == var.dtype and g.shape == var.shape
-                    and g.flags.c_contiguous):
+            # a weight made read-only since is refused by update_step, as numpy refuses it
+            if (self._flat[i] is not None and var.flags.writeable and g.dtype == var.dtype
+                    and g.shape == var.shape and g.flags.c_contiguous):
                 fused[var.dtype.type].append(i)
             else:
                 self.update_step(i, g, var)
