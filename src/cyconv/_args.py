@@ -296,8 +296,8 @@ def _typed_key(args, n_shapes=0):
     """A cache key that tells 1 from True and 1.0 (equal, same hash, not the same argument),
     or None unless every argument is a plain int, string, bool or None, or a tuple of ints
     (shapes, strides; nested padding pairs are simply not cached).  The first n_shapes
-    arguments are array shapes, tuples of ints by construction (ndarray.shape, or the layers'
-    shapes, which they build with int()): not looked into, at 16 keys per training step."""
+    arguments are array shapes, not looked into (16 keys per training step): the geometry
+    functions check them with _dims before anything is cached."""
     for a in args[n_shapes:]:
         if type(a) is tuple:
             if not all(type(v) is int for v in a):

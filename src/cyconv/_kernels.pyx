@@ -366,22 +366,32 @@ cdef int _run_tiles(int kind, const cyc_geom_t *g, const floating *w, const floa
     return failed
 
 
+cdef inline int _take_blocks(const cyc_geom_t *g, int transposed, size_t elem, void **packed,
+                             void **zeros) noexcept nogil:
+    """The packed weights' block and the zero row, in this thread's kept memory (give them
+    back with _give_blocks).  Returns 1 if memory ran out."""
+    packed[0] = cyc_scratch(CYC_SCRATCH_PACKED, cyc_conv_packed_len(g, transposed, elem) * elem)
+    zeros[0] = cyc_scratch(CYC_SCRATCH_ZEROS, cyc_conv_zeros_len(g) * elem)
+    return packed[0] == NULL or zeros[0] == NULL
+
+
+cdef inline void _give_blocks(void *packed, void *zeros) noexcept nogil:
+    cyc_scratch_done(CYC_SCRATCH_PACKED, packed)
+    cyc_scratch_done(CYC_SCRATCH_ZEROS, zeros)
+
+
 cdef int _run_conv(int kind, const cyc_geom_t *g, const floating *w, const floating *bias,
                    const floating *src, bint relu, floating *dst, bint planes, Py_ssize_t total,
                    Py_ssize_t chunk, size_t sbytes, int n_threads) noexcept nogil:
     """_run_tiles with the packed weights and the zero row in this thread's kept blocks.
     Returns 1 if memory ran out."""
-    cdef int transposed = _packing(kind)
-    cdef floating *packed = <floating *>cyc_scratch(
-        CYC_SCRATCH_PACKED, cyc_conv_packed_len(g, transposed, sizeof(floating)) * sizeof(floating))
-    cdef const floating *zeros = <const floating *>cyc_scratch(
-        CYC_SCRATCH_ZEROS, cyc_conv_zeros_len(g) * sizeof(floating))
-    cdef int failed = 1
-    if packed != NULL and zeros != NULL:
-        failed = _run_tiles(kind, g, w, bias, packed, src, relu, zeros, dst, planes, total,
-                            chunk, sbytes, n_threads)
-    cyc_scratch_done(CYC_SCRATCH_PACKED, packed)
-    cyc_scratch_done(CYC_SCRATCH_ZEROS, <void *>zeros)
+    cdef void *packed
+    cdef void *zeros
+    cdef int failed = _take_blocks(g, _packing(kind), sizeof(floating), &packed, &zeros)
+    if not failed:
+        failed = _run_tiles(kind, g, w, bias, <floating *>packed, src, relu,
+                            <const floating *>zeros, dst, planes, total, chunk, sbytes, n_threads)
+    _give_blocks(packed, zeros)
     return failed
 
 
@@ -546,11 +556,9 @@ def conv2d_forward_max_pool(const floating[:, :, :, ::1] x, const floating[:, :,
     cdef Py_ssize_t units = <Py_ssize_t>g.n * bands_per_image
     cdef Py_ssize_t band_len = (<Py_ssize_t>(rows_per_band - 1) * pg.sh + pg.kh) * g.ow * g.cout
     cdef int transposed = _packing(kind)
-    cdef floating *packed = <floating *>cyc_scratch(
-        CYC_SCRATCH_PACKED,
-        cyc_conv_packed_len(&g, transposed, sizeof(floating)) * sizeof(floating))
-    cdef const floating *zeros = <const floating *>cyc_scratch(
-        CYC_SCRATCH_ZEROS, cyc_conv_zeros_len(&g) * sizeof(floating))
+    cdef void *packed
+    cdef void *zeros
+    cdef int failed = _take_blocks(&g, transposed, sizeof(floating), &packed, &zeros)
     cdef const floating *bp = &b[0] if b is not None else NULL
     cdef uint8_t *cp = &cell[0, 0, 0, 0] if cell is not None else NULL
     cdef Py_ssize_t K = cyc_conv_rows(&g, transposed)
@@ -560,14 +568,14 @@ def conv2d_forward_max_pool(const floating[:, :, :, ::1] x, const floating[:, :,
     cdef cyc_geom_t cb, pb
     cdef void *scratch
     cdef floating *band
-    cdef int failed = packed == NULL or zeros == NULL
     cdef int *failp = &failed
     n_threads = <int>min(<Py_ssize_t>n_threads, units)
     if not failed:
         with nogil, parallel(num_threads=n_threads):
             for t in prange(_n_chunks(K, kchunk), schedule="static"):
                 m0 = t * kchunk
-                _pack(&g, &w[0, 0, 0, 0], bp, transposed, packed, m0, min(K, m0 + kchunk))
+                _pack(&g, &w[0, 0, 0, 0], bp, transposed, <floating *>packed, m0,
+                      min(K, m0 + kchunk))
             scratch = cyc_scratch(CYC_SCRATCH_TILES, sbytes + sizeof(floating) * band_len)
             band = <floating *>(<char *>scratch + sbytes)
             for u in prange(units, schedule="dynamic"):
@@ -583,23 +591,18 @@ def conv2d_forward_max_pool(const floating[:, :, :, ::1] x, const floating[:, :,
                 band_work = <Py_ssize_t>cb.oh * cb.ow
                 if kind == WINOGRAD:
                     band_work = cyc_conv_winograd_tiles(&cb, CYC_WINO_FWD)
-                _tiles(kind, &cb, &x[0, 0, 0, 0] + x_off, packed, 1, zeros, band, 0,
-                       band_work, scratch)
+                _tiles(kind, &cb, &x[0, 0, 0, 0] + x_off, <floating *>packed, 1,
+                       <const floating *>zeros, band, 0, band_work, scratch)
                 # the band is an image of its own to the pool, whose rows [p0, p1) it gives
                 pb = pg
                 pb.n = 1
                 pb.h = cb.oh
                 pb.oh = p1 - p0
                 out_off = (<Py_ssize_t>n * pg.oh + p0) * pg.ow * pg.c
-                if floating is float:
-                    cyc_max_pool_f32(&pb, band, &y[0, 0, 0, 0] + out_off, NULL,
-                                     cp + out_off if cp != NULL else NULL, 1, 0, pb.oh)
-                else:
-                    cyc_max_pool_f64(&pb, band, &y[0, 0, 0, 0] + out_off, NULL,
-                                     cp + out_off if cp != NULL else NULL, 1, 0, pb.oh)
+                _max_pool_rows(&pb, band, &y[0, 0, 0, 0] + out_off, NULL,
+                               cp + out_off if cp != NULL else NULL, 1, 0, pb.oh, pb.oh)
             cyc_scratch_done(CYC_SCRATCH_TILES, scratch)
-    cyc_scratch_done(CYC_SCRATCH_PACKED, packed)
-    cyc_scratch_done(CYC_SCRATCH_ZEROS, <void *>zeros)
+    _give_blocks(packed, zeros)
     if failed:
         raise MemoryError("conv2d with max_pool2d: could not allocate scratch memory")
 

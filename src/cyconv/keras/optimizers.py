@@ -226,10 +226,9 @@ class Adam(Optimizer):
 
     def build(self, var_list):
         super().build(var_list)
-        # the weights whose arrays the fused kernel takes (checked once: they and their slots
-        # keep their layout; the gradients are checked at each step)
+        # flat views of each weight and its slots where the fused kernel takes them (checked
+        # once: their layout stays; the gradients are checked at each step), else None
         slots = zip(self._vars, self._slots["momentum"], self._slots["velocity"])
-        # flat views of them, as the kernel takes them (None: update_step's numpy passes)
         self._flat = [[a.reshape(-1) for a in arrays]
                       if not self.amsgrad and _fusable(*arrays) else None for arrays in slots]
 
