@@ -245,6 +245,9 @@ void cyc_transpose_f32(const float *src, ptrdiff_t src_ld, float *dst, ptrdiff_t
                        ptrdiff_t rows, ptrdiff_t cols);
 void cyc_transpose_f64(const double *src, ptrdiff_t src_ld, double *dst, ptrdiff_t dst_ld,
                        ptrdiff_t rows, ptrdiff_t cols);
+/* The same for bytes: a max-pool's window cells. */
+void cyc_transpose_u8(const uint8_t *src, ptrdiff_t src_ld, uint8_t *dst, ptrdiff_t dst_ld,
+                      ptrdiff_t rows, ptrdiff_t cols);
 
 /* ---- elementwise ---- */
 /* One Adam step over n weights (Keras's formula; alpha includes the bias correction). */

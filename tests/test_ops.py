@@ -210,6 +210,53 @@ def test_pools_on_either_schedule(monkeypatch, keep):
         check_avg_pool(x, {"pool_size": 2})
 
 
+@pytest.mark.parametrize("l2, threads, block", [
+    (1 << 40, 1, 40),   # a whole image per unit
+    (0, 1, 16),         # units past the stage budget: blocks of 16 channels (16, 16, 8)
+    (1 << 40, 2, 16),   # three images, too few units for two threads: blocks of 16
+])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
+def test_nchw_pools_run_in_units_of_channels(monkeypatch, l2, threads, block, dtype):
+    """NCHW pools transpose a unit of an image's channels at a time into a per-thread stage
+    and pool it there in NHWC: whole images where they fit the stage budget and share out
+    among the threads, else blocks of 16 channels, the last one short.  Against the reference,
+    and the same bits as the NHWC call transposed."""
+    monkeypatch.setattr(ops, "l2_cache_bytes", lambda: l2)
+    rng = np.random.default_rng(RNG_SEED)
+    x = random_array(rng, (3, 9, 11, 40), dtype)
+    xc = to_layout(x, "NCHW")
+    g = _args.pool_geometry(xc.shape, 3, 2, 1, 1, False, "NCHW")
+    assert ops._plane_block(g, x.itemsize, 1, threads) == block
+    with kernel_path(_kernels.isa_get(), threads):
+        for kwargs in [{"pool_size": 3, "stride": 2, "padding": 1}, {"pool_size": 2}]:
+            check_max_pool(xc, dict(kwargs, data_format="NCHW"))
+            check_avg_pool(xc, dict(kwargs, data_format="NCHW", count_include_pad=True))
+            y, cells = ops.max_pool2d(xc, return_indices=True, index_format="window",
+                                      data_format="NCHW", **kwargs)
+            y_nhwc, cells_nhwc = ops.max_pool2d(x, return_indices=True, index_format="window",
+                                                **kwargs)
+            assert_bitwise_equal(y, to_layout(y_nhwc, "NCHW"), "NCHW maxima")
+            assert_bitwise_equal(cells, to_layout(cells_nhwc, "NCHW"), "NCHW cells")
+            dy = random_array(rng, y.shape, dtype)
+            assert_bitwise_equal(
+                ops.max_pool2d_backward(dy, xc, indices=cells, data_format="NCHW", **kwargs),
+                to_layout(ops.max_pool2d_backward(np.ascontiguousarray(dy.transpose(0, 2, 3, 1)),
+                                                  x, indices=cells_nhwc, **kwargs), "NCHW"),
+                "NCHW max-pool gradient")
+
+
+@pytest.mark.parametrize("index_format", ["flat", "window"])
+def test_nchw_max_pool_backward_rejects_indices_out_of_their_windows(index_format):
+    """The NCHW units count the records they cannot place, as the NHWC kernel does."""
+    x = random_array(np.random.default_rng(RNG_SEED), (2, 20, 6, 6), np.float32)
+    y, idx = ops.max_pool2d(x, 2, return_indices=True, index_format=index_format,
+                            data_format="NCHW")
+    bad = idx.copy()
+    bad[1, 17, 2, 0] = 4 if index_format == "window" else 0   # not a cell of that window
+    with pytest.raises(ValueError, match="indices must"):
+        ops.max_pool2d_backward(np.ones_like(y), x, 2, indices=bad, data_format="NCHW")
+
+
 @pytest.mark.parametrize("shape, threads, kept", [
     ((32, 11, 11, 64), 2, True),     # the seed's pool2 at batch 32: 1 MB
     ((256, 26, 26, 32), 2, False),   # its pool1 at batch 256: 22 MB

@@ -2,9 +2,10 @@
 
 Each function validates and normalises its arguments (through :mod:`cyconv._args`, shared with
 :mod:`cyconv.reference`, which has the same signatures), computes the output shape, brings the
-inputs to C-contiguous NHWC once, allocates the outputs, decides how many threads the call is
-worth and calls :mod:`cyconv._kernels`.  Inputs are never modified; any strides and read-only
-arrays are accepted.
+inputs to C-contiguous NHWC once (pools take NCHW arrays as they are, a block of an image's
+planes at a time), allocates the outputs, decides how many threads the call is worth and calls
+:mod:`cyconv._kernels`.  Inputs are never modified; any strides and read-only arrays are
+accepted.
 
 Layouts: ``data_format="NHWC"`` (Keras) takes HWIO weights ``(kh, kw, cin // groups, cout)``;
 ``"NCHW"`` (PyTorch) takes OIHW weights ``(cout, cin // groups, kh, kw)``.  Results come back in
@@ -13,7 +14,6 @@ the input's layout.
 
 from __future__ import annotations
 
-import dataclasses
 
 import numpy as np
 
@@ -236,12 +236,11 @@ def _conv2d_relu_max_pool(x, w, b, pool_size, pool_stride=None, *, stride=1, pad
         if cells:
             return _max_pool2d_after_relu(z, pool_size, pool_stride, "valid", fmt)
         return max_pool2d(z, pool_size, pool_stride, data_format=fmt), None
-    kpg = _pool_nhwc_geometry(pg)
-    y = np.empty(kpg.y_shape_nhwc, dtype=x.dtype)
-    cell = np.empty(kpg.y_shape_nhwc, dtype=np.uint8) if cells else None
+    y = np.empty(pg.y_shape_nhwc, dtype=x.dtype)
+    cell = np.empty(pg.y_shape_nhwc, dtype=np.uint8) if cells else None
     threads = _threads(_args.flops_conv(g) // 2)
-    _kernels.conv2d_forward_max_pool(_nhwc(x, fmt), _c(_args.hwio(w, fmt)), _c(b), g, kpg,
-                                     _pool_rows_per_band(g, kpg, x.itemsize, threads), y, cell,
+    _kernels.conv2d_forward_max_pool(_nhwc(x, fmt), _c(_args.hwio(w, fmt)), _c(b), g, pg,
+                                     _pool_rows_per_band(g, pg, x.itemsize, threads), y, cell,
                                      threads)
     return _out(y, fmt), (None if cell is None else _out(cell, fmt))
 
@@ -260,20 +259,32 @@ def _pool_threads(kg, itemsize, visits=None):
     return n, n > 1 and kg.n * kg.h * kg.w * kg.c * itemsize <= n * l2_cache_bytes()
 
 
-def _pool_nhwc_geometry(g):
-    """Pools run in NHWC (channels in vectors); NCHW arrays are transposed on the way."""
-    return dataclasses.replace(g, data_format="NHWC") if g.data_format == "NCHW" else g
+def _plane_block(g, itemsize, record_bytes, n_threads):
+    """Channels per unit of a pool over NCHW arrays (see _kernels._pool_planes), 0 for NHWC:
+    all of an image's, unless the unit's stage would not fit in half a core's L2 or there
+    would be too few units to share out (4 per thread); then a multiple of 16 (a cache line
+    of float32)."""
+    if g.data_format != "NCHW":
+        return 0
+    block = g.c
+    while block > 16 and (
+            _kernels.plane_stage_bytes(g, block, itemsize, record_bytes) > l2_cache_bytes() // 2
+            or n_threads > 1 and g.n * -(-g.c // block) < 4 * n_threads):
+        block = max(16, -(-(block // 2) // 16) * 16)
+    return block
 
 
-def _max_pool_indices(x, g, kg, index_format=None, relu_in=False):
-    """Maxima (NHWC) and the indices of the first maxima in index_format (None: no indices,
-    nothing written); relu_in: see _max_pool2d_after_relu."""
-    y = np.empty(kg.y_shape_nhwc, dtype=x.dtype)
-    idx = np.empty(kg.y_shape_nhwc, dtype=np.int64) if index_format == "flat" else None
-    cell = np.empty(kg.y_shape_nhwc, dtype=np.uint8) if index_format == "window" else None
+def _max_pool_indices(x, g, index_format=None, relu_in=False):
+    """Maxima and the indices of the first maxima in index_format (None: no indices, nothing
+    written), in g's layout; relu_in: see _max_pool2d_after_relu."""
+    y = np.empty(g.y_shape, dtype=x.dtype)
+    idx = np.empty(g.y_shape, dtype=np.int64) if index_format == "flat" else None
+    cell = np.empty(g.y_shape, dtype=np.uint8) if index_format == "window" else None
     if g.n:
-        _kernels.max_pool(_nhwc(x, g.data_format), kg, y, idx, cell,
-                          *_pool_threads(kg, x.itemsize), relu_in)
+        n, keep = _pool_threads(g, x.itemsize)
+        record = idx if cell is None else cell
+        block = _plane_block(g, x.itemsize, 0 if record is None else record.itemsize, n)
+        _kernels.max_pool(_c(x), g, y, idx, cell, n, keep, relu_in, block)
     return y, (cell if idx is None else idx)
 
 
@@ -285,8 +296,7 @@ def _max_pool2d_after_relu(x, pool_size, stride, padding, data_format):
     fewer.  For the layers (see keras.Sequential); windows of at most 255 cells."""
     x, g = _args.pool_call(x, pool_size, stride, padding, 1, False, data_format)
     _args.index_format("window", g)
-    y, cells = _max_pool_indices(x, g, _pool_nhwc_geometry(g), "window", relu_in=True)
-    return _out(y, g.data_format), _out(cells, g.data_format)
+    return _max_pool_indices(x, g, "window", relu_in=True)
 
 
 def max_pool2d(x, pool_size=2, stride=None, padding="valid", *, dilation=1, ceil_mode=False,
@@ -305,11 +315,8 @@ def max_pool2d(x, pool_size=2, stride=None, padding="valid", *, dilation=1, ceil
     x, g = _args.pool_call(x, pool_size, stride, padding, dilation, ceil_mode, data_format)
     return_indices = _args.bool_arg(return_indices, "return_indices")
     index_format = _args.index_format(index_format, g)
-    kg = _pool_nhwc_geometry(g)
-    y, idx = _max_pool_indices(x, g, kg, index_format if return_indices else None)
-    if return_indices:
-        return _out(y, g.data_format), _out(idx, g.data_format)
-    return _out(y, g.data_format)
+    y, idx = _max_pool_indices(x, g, index_format if return_indices else None)
+    return (y, idx) if return_indices else y
 
 
 def max_pool2d_backward(dy, x, pool_size=2, stride=None, padding="valid", *, dilation=1,
@@ -319,23 +326,23 @@ def max_pool2d_backward(dy, x, pool_size=2, stride=None, padding="valid", *, dil
     dtype tells which) skips the search."""
     dy, x, g = _args.pool_backward_call(dy, x, pool_size, stride, padding, dilation, ceil_mode,
                                         data_format)
-    kg = _pool_nhwc_geometry(g)
     if indices is None:
         index_format = "window" if g.kh * g.kw <= _args.NO_CELL else "flat"
-        _, idx = _max_pool_indices(x, g, kg, index_format)
+        _, idx = _max_pool_indices(x, g, index_format)
     else:
         indices = np.asarray(indices)
         index_format = _args.check_indices(indices, g)
-        idx = _nhwc(indices, g.data_format)
-    dx = np.empty(kg.x_shape, dtype=x.dtype)
+        idx = _c(indices)
+    dx = np.empty(g.x_shape, dtype=x.dtype)
     if g.n:
         flat = index_format == "flat"
-        threads = _pool_threads(kg, x.itemsize, visits=kg.n * kg.h * kg.w * kg.c)
-        stray = _kernels.max_pool_backward(_nhwc(dy, g.data_format), idx if flat else None,
-                                           None if flat else idx, kg, dx, *threads)
+        n, keep = _pool_threads(g, x.itemsize, visits=g.n * g.h * g.w * g.c)
+        block = _plane_block(g, x.itemsize, idx.itemsize, n)
+        stray = _kernels.max_pool_backward(_c(dy), idx if flat else None,
+                                           None if flat else idx, g, dx, n, keep, block)
         if stray:
             raise _args.indices_range_error(g, index_format)
-    return _out(dx, g.data_format)
+    return dx
 
 
 def avg_pool2d(x, pool_size=2, stride=None, padding="valid", *, ceil_mode=False,
@@ -344,11 +351,11 @@ def avg_pool2d(x, pool_size=2, stride=None, padding="valid", *, ceil_mode=False,
     (Keras); ``True`` by the window clipped to the padded input (PyTorch's default)."""
     x, g = _args.pool_call(x, pool_size, stride, padding, 1, ceil_mode, data_format)
     cip = _args.bool_arg(count_include_pad, "count_include_pad")
-    kg = _pool_nhwc_geometry(g)
-    y = np.empty(kg.y_shape_nhwc, dtype=x.dtype)
+    y = np.empty(g.y_shape, dtype=x.dtype)
     if g.n:
-        _kernels.avg_pool(_nhwc(x, g.data_format), kg, y, cip, *_pool_threads(kg, x.itemsize))
-    return _out(y, g.data_format)
+        n, keep = _pool_threads(g, x.itemsize)
+        _kernels.avg_pool(_c(x), g, y, cip, n, keep, _plane_block(g, x.itemsize, 0, n))
+    return y
 
 
 def avg_pool2d_backward(dy, x, pool_size=2, stride=None, padding="valid", *, ceil_mode=False,
@@ -357,12 +364,12 @@ def avg_pool2d_backward(dy, x, pool_size=2, stride=None, padding="valid", *, cei
     dy, x, g = _args.pool_backward_call(dy, x, pool_size, stride, padding, 1, ceil_mode,
                                         data_format)
     cip = _args.bool_arg(count_include_pad, "count_include_pad")
-    kg = _pool_nhwc_geometry(g)
-    dx = np.empty(kg.x_shape, dtype=x.dtype)
+    dx = np.empty(g.x_shape, dtype=x.dtype)
     if g.n:
-        _kernels.avg_pool_backward(_nhwc(dy, g.data_format), kg, dx, cip,
-                                   *_pool_threads(kg, x.itemsize))
-    return _out(dx, g.data_format)
+        n, keep = _pool_threads(g, x.itemsize)
+        _kernels.avg_pool_backward(_c(dy), g, dx, cip, n, keep,
+                                   _plane_block(g, x.itemsize, 0, n))
+    return dx
 
 
 def global_max_pool2d(x, data_format="NHWC"):
