@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from cyconv import reference
-from cyconv.keras import activations, backend, initializers, layers, models, utils
+from cyconv.keras import activations, backend, initializers, layers, losses, models, utils
 
 
 def seed_model():
@@ -116,6 +116,60 @@ def test_output_shape_and_params_follow_keras(make, in_shape, out_shape, params)
     y = layer(np.random.default_rng(0).random((2,) + in_shape[1:]))
     assert y.shape == (2,) + out_shape[1:]
     assert y.dtype == np.float32
+
+
+# Keras 3's compute_output_shape on these (checked with TensorFlow 2.21's Keras): an unknown
+# image size stays unknown through the layer, the known one is computed as usual.
+ANY_SIZE_CASES = [
+    (lambda: layers.Conv2D(8, 3, strides=2, padding="same"), (None, None, 7, 3),
+     (None, None, 4, 8)),
+    (lambda: layers.DepthwiseConv2D(3, depth_multiplier=2), (None, 8, None, 3),
+     (None, 6, None, 6)),
+    (lambda: layers.MaxPooling2D(3, strides=2, padding="same"), (None, None, None, 4),
+     (None, None, None, 4)),
+    (lambda: layers.AveragePooling2D((2, 3), data_format="channels_first"), (None, 5, None, 9),
+     (None, 5, None, 3)),
+    (lambda: layers.Conv2D(6, 3, groups=3, data_format="channels_first"), (None, 6, None, None),
+     (None, 6, None, None)),
+]
+
+
+@pytest.mark.parametrize("make, in_shape, out_shape", ANY_SIZE_CASES)
+def test_layers_take_images_of_any_size(make, in_shape, out_shape):
+    layer = make()
+    layer.build(in_shape)
+    assert layer.output_shape == out_shape
+    x = np.random.default_rng(0).random(tuple(9 if d is None else d for d in (2,) + in_shape[1:]))
+    y = layer(x)
+    concrete = make()
+    concrete.build((None,) + x.shape[1:])
+    assert y.shape == (2,) + concrete.output_shape[1:]
+    assert all(got == want for got, want in zip(y.shape, out_shape) if want is not None)
+
+
+def test_a_fully_convolutional_model_trains_predicts_and_reloads_at_any_size(tmp_path):
+    model = models.Sequential([
+        layers.Input(shape=(None, None, 1)),
+        layers.Conv2D(4, 3, activation="relu"),
+        layers.MaxPooling2D(),
+        layers.Conv2D(5, 3, padding="same"),
+        layers.GlobalAveragePooling2D(),
+        layers.Dense(3),
+    ])
+    assert model.output_shape == (None, 3)
+    model.compile(optimizer="adam",
+                  loss=losses.SparseCategoricalCrossentropy(from_logits=True))
+    rng = np.random.default_rng(0)
+    model.fit(rng.random((4, 12, 10, 1), dtype=np.float32), np.array([0, 1, 2, 0]), epochs=1,
+              verbose=0)
+    path = tmp_path / "any_size.keras"
+    model.save(path)
+    again = models.load_model(path)
+    for size in [(12, 10), (7, 19)]:
+        x = rng.random((3,) + size + (1,), dtype=np.float32)
+        y = model.predict(x, verbose=0)
+        assert y.shape == (3, 3)
+        np.testing.assert_array_equal(again.predict(x, verbose=0), y)
 
 
 def test_weight_layouts_and_order_are_keras():

@@ -56,6 +56,28 @@ def _shape_str(shape):
     return "(" + ", ".join(str(d) for d in shape) + ("," if len(shape) == 1 else "") + ")"
 
 
+# An input size every window fits in: what an unknown image size (None) stands for while the
+# shared rule computes the sizes it does know.
+_ANY_SIZE = 1 << 15   # (H*W must stay below 2**31 for the pools)
+
+
+def _window_output_size(layer, input_shape, geometry, what):
+    """(oh, ow) of a convolution or pooling layer by the shared rule in cyconv._args
+    (geometry: a (1, ...) input shape to its Geometry); an unknown input size (None: images of
+    any size, as Keras allows) gives an unknown output size."""
+    axes = (1, 2) if layer.data_format == "channels_last" else (2, 3)
+    shape = [1] + list(input_shape[1:])
+    unknown = [shape[a] is None for a in axes]
+    for a in axes:
+        shape[a] = _ANY_SIZE if shape[a] is None else shape[a]
+    try:
+        g = geometry(tuple(shape))
+    except ValueError as exc:
+        raise ValueError(f"Layer '{layer.name}': input shape {_shape_str(input_shape)} is "
+                         f"too small for this {what}: {exc}") from None
+    return (None if unknown[0] else g.oh), (None if unknown[1] else g.ow)
+
+
 def _int_tuple(value, n, name, allow_zero=False):
     """Keras's standardize_tuple: an int or n ints, all positive (or >= 0)."""
     if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
@@ -347,23 +369,16 @@ class _BaseConv(_ActivationMixin, Layer):
                              f"should be defined. Found shape {_shape_str(input_shape)}")
         return c
 
-    def _geometry(self, input_shape, w_shape_hwio, groups):
-        """Output size by the one shared rule (cyconv._args), batch of 1 for unknown."""
-        shape = (1,) + tuple(input_shape[1:])
+    def _out_shape(self, input_shape, cout, w_shape_hwio, groups):
         w_shape = w_shape_hwio if self._fmt == "NHWC" else (
             w_shape_hwio[3], w_shape_hwio[2], w_shape_hwio[0], w_shape_hwio[1])
-        try:
-            return _args.conv_geometry(shape, w_shape, self.strides, self.padding,
-                                       self.dilation_rate, groups, self._fmt)
-        except ValueError as exc:
-            raise ValueError(f"Layer '{self.name}': input shape {_shape_str(input_shape)} is "
-                             f"too small for this convolution: {exc}") from None
-
-    def _out_shape(self, input_shape, cout, w_shape_hwio, groups):
-        g = self._geometry(input_shape, w_shape_hwio, groups)
+        oh, ow = _window_output_size(
+            self, input_shape, lambda shape: _args.conv_geometry(
+                shape, w_shape, self.strides, self.padding, self.dilation_rate, groups,
+                self._fmt), "convolution")
         if self.data_format == "channels_last":
-            return (input_shape[0], g.oh, g.ow, cout)
-        return (input_shape[0], cout, g.oh, g.ow)
+            return (input_shape[0], oh, ow, cout)
+        return (input_shape[0], cout, oh, ow)
 
     def _ops_kernel(self, k):
         # ops wants OIHW with NCHW: a transposed view, which ops turns back into this very
@@ -577,16 +592,13 @@ class _Pooling2D(Layer):
         self._fmt = _ops_format(self.data_format)
 
     def compute_output_shape(self, input_shape):
-        shape = (1,) + tuple(input_shape[1:])
-        try:
-            g = _args.pool_geometry(shape, self.pool_size, self.strides, self.padding, 1,
-                                    False, self._fmt)
-        except ValueError as exc:
-            raise ValueError(f"Layer '{self.name}': input shape {_shape_str(input_shape)} is "
-                             f"too small for this pooling: {exc}") from None
+        oh, ow = _window_output_size(
+            self, input_shape, lambda shape: _args.pool_geometry(
+                shape, self.pool_size, self.strides, self.padding, 1, False, self._fmt),
+            "pooling")
         if self.data_format == "channels_last":
-            return (input_shape[0], g.oh, g.ow, input_shape[3])
-        return (input_shape[0], input_shape[1], g.oh, g.ow)
+            return (input_shape[0], oh, ow, input_shape[3])
+        return (input_shape[0], input_shape[1], oh, ow)
 
     def get_config(self):
         config = super().get_config()
