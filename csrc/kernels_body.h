@@ -1997,28 +1997,42 @@ ALWAYS_INLINE void FN(transpose_block)(const T *s, ptrdiff_t ss, T *d, ptrdiff_t
 #undef CYC_L
 #endif
 
+/* One B x B block (or the edge's part of one) of cyc_transpose. */
+ALWAYS_INLINE void FN(transpose_tile)(const T *src, ptrdiff_t src_ld, T *dst, ptrdiff_t dst_ld,
+                                      ptrdiff_t i0, ptrdiff_t i1, ptrdiff_t j0, ptrdiff_t j1,
+                                      const int B)
+{
+#if MR >= 12
+    if (i1 - i0 == B && j1 - j0 == B) {
+        /* whole blocks in registers: VLEN x VLEN at a time */
+        for (int bi = 0; bi < B; bi += VLEN)
+            for (int bj = 0; bj < B; bj += VLEN)
+                FN(transpose_block)(src + (i0 + bi) * src_ld + j0 + bj, src_ld,
+                                    dst + (j0 + bj) * dst_ld + i0 + bi, dst_ld);
+        return;
+    }
+#endif
+    for (ptrdiff_t i = i0; i < i1; i++)
+        for (ptrdiff_t j = j0; j < j1; j++) dst[j * dst_ld + i] = src[i * src_ld + j];
+}
+
 void FN(cyc_transpose)(const T *src, ptrdiff_t src_ld, T *dst, ptrdiff_t dst_ld, ptrdiff_t rows,
                        ptrdiff_t cols)
 {
     enum { B = 16 };
-    for (ptrdiff_t i0 = 0; i0 < rows; i0 += B) {
-        const ptrdiff_t i1 = i0 + B < rows ? i0 + B : rows;
-        for (ptrdiff_t j0 = 0; j0 < cols; j0 += B) {
-            const ptrdiff_t j1 = j0 + B < cols ? j0 + B : cols;
-#if MR >= 12
-            if (i1 - i0 == B && j1 - j0 == B) {
-                /* whole blocks in registers: VLEN x VLEN at a time */
-                for (int bi = 0; bi < B; bi += VLEN)
-                    for (int bj = 0; bj < B; bj += VLEN)
-                        FN(transpose_block)(src + (i0 + bi) * src_ld + j0 + bj, src_ld,
-                                            dst + (j0 + bj) * dst_ld + i0 + bi, dst_ld);
-                continue;
-            }
-#endif
-            for (ptrdiff_t i = i0; i < i1; i++)
-                for (ptrdiff_t j = j0; j < j1; j++) dst[j * dst_ld + i] = src[i * src_ld + j];
-        }
+    if (dst_ld > src_ld) {
+        /* dst's rows lie further apart (an NHWC block going out into NCHW planes): B of them at
+         * a time, each written in one run, rather than a line of each of all of them in turn */
+        for (ptrdiff_t j0 = 0; j0 < cols; j0 += B)
+            for (ptrdiff_t i0 = 0; i0 < rows; i0 += B)
+                FN(transpose_tile)(src, src_ld, dst, dst_ld, i0, i0 + B < rows ? i0 + B : rows,
+                                   j0, j0 + B < cols ? j0 + B : cols, B);
+        return;
     }
+    for (ptrdiff_t i0 = 0; i0 < rows; i0 += B)
+        for (ptrdiff_t j0 = 0; j0 < cols; j0 += B)
+            FN(transpose_tile)(src, src_ld, dst, dst_ld, i0, i0 + B < rows ? i0 + B : rows, j0,
+                               j0 + B < cols ? j0 + B : cols, B);
 }
 
 /* One Adam step over n weights, in one pass and in the order Keras computes it (so that the
