@@ -2118,8 +2118,15 @@ ALWAYS_INLINE IV FN(load_pos)(const int64_t *io)
     return *(const FN(ul8) *)io;
 #else
     typedef int32_t IH __attribute__((vector_size(CYC_VBYTES / 2)));
-    IH lo = __builtin_convertvector(*(const FN(ul8) *)io, IH);
-    IH hi = __builtin_convertvector(*(const FN(ul8) *)(io + CYC_HALF), IH);
+    const FN(l8) a = *(const FN(ul8) *)io, b = *(const FN(ul8) *)(io + CYC_HALF);
+    IH lo = __builtin_convertvector(a, IH);
+    IH hi = __builtin_convertvector(b, IH);
+    /* A position that int32 cannot hold (a caller's bad index) becomes -2, which names no
+     * cell, so the backward pass counts it as unplaced instead of placing it at its low bits. */
+    const IH bad_lo = __builtin_convertvector(__builtin_convertvector(lo, FN(l8)) != a, IH);
+    const IH bad_hi = __builtin_convertvector(__builtin_convertvector(hi, FN(l8)) != b, IH);
+    lo = (lo & ~bad_lo) | ((IH){0} - 2 & bad_lo);
+    hi = (hi & ~bad_hi) | ((IH){0} - 2 & bad_hi);
     IV v;
     memcpy(&v, &lo, sizeof(lo));
     memcpy((char *)&v + sizeof(lo), &hi, sizeof(hi));

@@ -172,6 +172,33 @@ def test_a_fully_convolutional_model_trains_predicts_and_reloads_at_any_size(tmp
         np.testing.assert_array_equal(again.predict(x, verbose=0), y)
 
 
+def test_a_model_whose_output_size_is_open_predicts_fits_and_evaluates():
+    # a segmentation-like model: its output is as large as its input, whatever that is
+    model = models.Sequential([layers.Input(shape=(None, None, 1)),
+                               layers.Conv2D(3, 3, padding="same")])
+    assert model.output_shape == (None, None, None, 3)
+    rng = np.random.default_rng(1)
+    for size in [(8, 8), (5, 11)]:
+        x = rng.random((2,) + size + (1,), dtype=np.float32)
+        assert model.predict(x, verbose=0).shape == (2,) + size + (3,)
+    assert model.predict(np.zeros((0, 4, 4, 1), np.float32), verbose=0).shape[0] == 0
+    model.compile(optimizer="adam", loss=losses.SparseCategoricalCrossentropy(from_logits=True))
+    x = rng.random((2, 5, 7, 1), dtype=np.float32)
+    labels = rng.integers(0, 3, (2, 5, 7))
+    model.fit(x, labels, epochs=1, verbose=0)
+    assert np.isfinite(model.evaluate(x, labels, verbose=0))
+    model.compile(optimizer="adam", loss="mse")
+    with pytest.raises(ValueError, match="must have the same shape"):
+        model.fit(x, np.zeros((2, 5, 7, 4), np.float32), verbose=0)
+
+
+def test_a_large_known_size_beside_an_unknown_one():
+    # the unknown side stands in as the window's own extent, not as a large size
+    model = models.Sequential([layers.Input(shape=(None, 65536, 1)), layers.MaxPooling2D((1, 2)),
+                               layers.Conv2D(2, (50000, 3))])
+    assert model.output_shape == (None, None, 32766, 2)
+
+
 def test_weight_layouts_and_order_are_keras():
     conv = layers.Conv2D(6, (3, 2), groups=2)
     conv.build((None, 9, 9, 4))

@@ -210,6 +210,18 @@ def test_pools_on_either_schedule(monkeypatch, keep):
         check_avg_pool(x, {"pool_size": 2})
 
 
+@pytest.mark.parametrize("bad", [2**32, 2**32 - 1, -2**32 - 1], ids=["2**32+i", "2**32-1",
+                                                                    "-2**32-1"])
+def test_max_pool_backward_rejects_flat_indices_past_int32(kernel, dtype, fmt, bad):
+    """The float32 kernels carry positions in int32 lanes: an int64 index that int32 cannot
+    hold must raise, not land on its low 32 bits (2**32 + i on i; 2**32 - 1 read as -1, none)."""
+    x = to_layout(random_array(np.random.default_rng(RNG_SEED), (2, 4, 4, 16), dtype), fmt)
+    y, idx = ops.max_pool2d(x, 2, return_indices=True, data_format=fmt)
+    bad_idx = idx + 2**32 if bad == 2**32 else np.full_like(idx, bad)
+    with pytest.raises(ValueError, match="indices must lie in"):
+        ops.max_pool2d_backward(np.ones_like(y), x, 2, indices=bad_idx, data_format=fmt)
+
+
 @pytest.mark.parametrize("l2, threads, block", [
     (1 << 40, 1, 40),   # a whole image per unit
     (0, 1, 16),         # units past the stage budget: blocks of 16 channels (16, 16, 8)

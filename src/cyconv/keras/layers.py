@@ -56,20 +56,16 @@ def _shape_str(shape):
     return "(" + ", ".join(str(d) for d in shape) + ("," if len(shape) == 1 else "") + ")"
 
 
-# An input size every window fits in: what an unknown image size (None) stands for while the
-# shared rule computes the sizes it does know.
-_ANY_SIZE = 1 << 15   # (H*W must stay below 2**31 for the pools)
-
-
-def _window_output_size(layer, input_shape, geometry, what):
+def _window_output_size(layer, input_shape, geometry, what, window):
     """(oh, ow) of a convolution or pooling layer by the shared rule in cyconv._args
     (geometry: a (1, ...) input shape to its Geometry); an unknown input size (None: images of
-    any size, as Keras allows) gives an unknown output size."""
+    any size, as Keras allows) gives an unknown output size.  window: the window's extent
+    (after dilation), which stands in for an unknown size while the rule computes the other."""
     axes = (1, 2) if layer.data_format == "channels_last" else (2, 3)
     shape = [1] + list(input_shape[1:])
     unknown = [shape[a] is None for a in axes]
-    for a in axes:
-        shape[a] = _ANY_SIZE if shape[a] is None else shape[a]
+    for a, extent in zip(axes, window):
+        shape[a] = extent if shape[a] is None else shape[a]
     try:
         g = geometry(tuple(shape))
     except ValueError as exc:
@@ -375,7 +371,8 @@ class _BaseConv(_ActivationMixin, Layer):
         oh, ow = _window_output_size(
             self, input_shape, lambda shape: _args.conv_geometry(
                 shape, w_shape, self.strides, self.padding, self.dilation_rate, groups,
-                self._fmt), "convolution")
+                self._fmt), "convolution",
+            [(k - 1) * d + 1 for k, d in zip(w_shape_hwio[:2], self.dilation_rate)])
         if self.data_format == "channels_last":
             return (input_shape[0], oh, ow, cout)
         return (input_shape[0], cout, oh, ow)
@@ -595,7 +592,7 @@ class _Pooling2D(Layer):
         oh, ow = _window_output_size(
             self, input_shape, lambda shape: _args.pool_geometry(
                 shape, self.pool_size, self.strides, self.padding, 1, False, self._fmt),
-            "pooling")
+            "pooling", self.pool_size)
         if self.data_format == "channels_last":
             return (input_shape[0], oh, ow, input_shape[3])
         return (input_shape[0], input_shape[1], oh, ow)

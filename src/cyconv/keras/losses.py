@@ -174,9 +174,12 @@ class Loss:
     def check_targets(self, y_true, output_shape):
         """Refuse, before any training, targets that do not fit the model's output shape
         (and, for sparse labels, labels outside [0, classes))."""
-        dummy = np.broadcast_to(np.zeros((), np.float32),
-                                (len(y_true),) + tuple(output_shape[1:]))
-        self._check_targets(np.asarray(y_true), dummy)
+        y_true = np.asarray(y_true)
+        # an output size the model leaves open (images of any size) is the targets' own
+        shape = [len(y_true)] + [
+            d if d is not None else y_true.shape[i] if i < y_true.ndim else 1
+            for i, d in enumerate(output_shape[1:], start=1)]
+        self._check_targets(y_true, np.broadcast_to(np.zeros((), np.float32), tuple(shape)))
 
     def _check_targets(self, y_true, dummy):
         _check_same_shape(_match_rank(y_true, dummy), dummy)

@@ -587,7 +587,9 @@ class Sequential:
         x = _as_data(x, "x")
         self._check_input(x)
         n = len(x)
-        out = np.empty((n,) + tuple(self.output_shape[1:]), dtype=self.dtype)
+        # the output's size may depend on the input's (a model built for images of any size)
+        out = None if n else np.empty(
+            (0,) + tuple(0 if d is None else d for d in self.output_shape[1:]), self.dtype)
         n_steps = -(-n // batch_size)
         cbs = callbacks_module.CallbackList(callbacks, add_progbar=verbose != 0, model=self,
                                             verbose=verbose, epochs=1, steps=n_steps)
@@ -595,7 +597,10 @@ class Sequential:
         for step in range(n_steps):
             cbs.on_predict_batch_begin(step)
             batch = slice(step * batch_size, (step + 1) * batch_size)
-            out[batch] = self._forward(x[batch], training=False)
+            y = self._forward(x[batch], training=False)
+            if out is None:
+                out = np.empty((n,) + y.shape[1:], dtype=self.dtype)
+            out[batch] = y
             cbs.on_predict_batch_end(step)
         cbs.on_predict_end()
         return out
