@@ -131,6 +131,7 @@ ANY_SIZE_CASES = [
      (None, 5, None, 3)),
     (lambda: layers.Conv2D(6, 3, groups=3, data_format="channels_first"), (None, 6, None, None),
      (None, 6, None, None)),
+    (lambda: layers.MaxPooling2D(), (None, 8, 8, None), (None, 4, 4, None)),
 ]
 
 

@@ -66,6 +66,9 @@ def _window_output_size(layer, input_shape, geometry, what, window):
     unknown = [shape[a] is None for a in axes]
     for a, extent in zip(axes, window):
         shape[a] = extent if shape[a] is None else shape[a]
+    # (an unknown channel count leaves a pool's sizes as they are; a convolution's build has
+    # already asked for it)
+    shape = [1 if d is None else d for d in shape]
     try:
         g = geometry(tuple(shape))
     except ValueError as exc:
