@@ -194,6 +194,17 @@ typedef struct {
  * relu_y, when not NULL, is the forward output of a fused ReLU: dy counts only where it is > 0.
  * pool, when not NULL, gives dy instead of the dy argument (see cyc_unpool_t). */
 size_t cyc_conv_dw_acc_len(const cyc_geom_t *g, int elem_size);
+/* Whether the weight gradient through a pool (without a ReLU mask) goes by the pool's windows,
+ * cyc_conv_bwd_filter_by_windows: one group, a few weights per output channel (a first
+ * layer).  That kernel takes windows [w0, w1) of the flattened (n, wy, wx) of the pool's
+ * output, into the same accumulators as cyc_conv_bwd_filter. */
+int cyc_conv_dw_by_windows(const cyc_geom_t *g);
+void cyc_conv_bwd_filter_by_windows_f32(const cyc_geom_t *g, const float *x,
+                                        const cyc_unpool_t *pool, float *dw_acc, float *db_acc,
+                                        ptrdiff_t w0, ptrdiff_t w1);
+void cyc_conv_bwd_filter_by_windows_f64(const cyc_geom_t *g, const double *x,
+                                        const cyc_unpool_t *pool, double *dw_acc,
+                                        double *db_acc, ptrdiff_t w0, ptrdiff_t w1);
 size_t cyc_conv_dw_scratch_bytes(const cyc_geom_t *g, int elem_size);
 void cyc_conv_bwd_filter_f32(const cyc_geom_t *g, const float *x, const float *dy,
                              const float *relu_y, const cyc_unpool_t *pool, float *dw_acc,

@@ -245,6 +245,11 @@ size_t cyc_conv_winograd_dw_scratch_bytes(const cyc_geom_t *g, int elem_size)
            (size_t)elem_size * (opad + 16 * (block * (cpad + opad) + cpad));
 }
 
+int cyc_conv_dw_by_windows(const cyc_geom_t *g)
+{
+    return g->groups == 1 && g->kh * g->kw * g->c <= CYC_WIN_K;
+}
+
 size_t cyc_conv_dw_acc_len(const cyc_geom_t *g, int elem_size)
 {
     int vlen = 64 / elem_size;
@@ -401,6 +406,12 @@ CYC_DW_FINISH_WINOGRAD(f64, double)
                                    ptrdiff_t m0, ptrdiff_t m1, void *s)                        \
     {                                                                                          \
         CYC_PICK(cyc_conv_bwd_filter, SUF, g, x, dy, ry, up, dw, db, m0, m1, s);               \
+    }                                                                                          \
+    void cyc_conv_bwd_filter_by_windows_##SUF(const cyc_geom_t *g, const T *x,               \
+                                              const cyc_unpool_t *up, T *dw, T *db,            \
+                                              ptrdiff_t w0, ptrdiff_t w1)                      \
+    {                                                                                          \
+        CYC_PICK(cyc_conv_bwd_filter_by_windows, SUF, g, x, up, dw, db, w0, w1);               \
     }                                                                                          \
     void cyc_max_pool_##SUF(const cyc_geom_t *g, const T *x, T *y, int64_t *idx,              \
                             uint8_t *cell, int relu_in, ptrdiff_t r0, ptrdiff_t r1)            \

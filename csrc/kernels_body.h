@@ -1434,6 +1434,111 @@ void FN(cyc_conv_bwd_filter)(const cyc_geom_t *g, const T *x, const T *dy, const
     for (int co = 0; co < g->cout; co++) db_acc[co] += dbl[co];
 }
 
+/* The weight gradient through a max-pool by its windows (see cyc_conv_dw_by_windows): windows
+ * [w0, w1) of the flattened (n, wy, wx), into one thread's accumulators as
+ * cyc_conv_bwd_filter's.  Each window's gradient reaches one pixel per channel, the recorded
+ * cell, so per window and vector of channels the pool's gradient is masked once per cell and
+ * multiplied into the K weights' sums, which stay in registers over the windows: per pixel, the
+ * pixel-by-pixel kernel rebuilt the whole gradient row and its pointers (most of a first
+ * layer's weight gradient through its pool).  NK, a compile-time multiple of 3 from K up,
+ * unrolls the sums; those past K read the pixel's first value and are never stored. */
+ALWAYS_INLINE void FN(dw_windows)(const int NK, const cyc_geom_t *g, const T *x,
+                                  const cyc_unpool_t *up, T *dw_acc, T *db_acc, ptrdiff_t w0,
+                                  ptrdiff_t w1, const ptrdiff_t *off, const int *qi,
+                                  const int *qj, const int *qc)
+{
+    const int C = g->c, cout = g->cout, K = g->kh * g->kw * C;
+    const int opad = cyc_round_up(cout, CYC_L64), pk = up->kh * up->kw;
+    const ptrdiff_t plane = (ptrdiff_t)up->oh * up->ow;
+    const T *dy = (const T *)up->dy;
+    for (int co0 = 0; co0 < cout; co0 += VLEN) {
+        const int nl = cout - co0 < VLEN ? cout - co0 : VLEN;
+        V acc[CYC_WIN_K], dbv = (V){0};
+        for (int q = 0; q < NK; q++) acc[q] = (V){0};
+        ptrdiff_t n = w0 / plane;
+        int wy = (int)(w0 % plane / up->ow), wx = (int)(w0 % up->ow);
+        for (ptrdiff_t wi = w0; wi < w1; wi++) {
+            const ptrdiff_t o = wi * cout + co0;
+            const V d = FN(load_n)(dy + o, nl);
+            IV cells;
+            if (nl == VLEN) {
+                cells = FN(widen_cells)(up->cell + o);
+            } else {
+                uint8_t part[VLEN];
+                memset(part, CYC_POOL_NO_CELL, sizeof(part));
+                memcpy(part, up->cell + o, (size_t)nl);
+                cells = FN(widen_cells)(part);
+            }
+            const T *xn = x + n * g->h * g->w * C;
+            /* cell k = (ki, kj) of the window, stepped along */
+            for (int k = 0, ki = 0, kj = 0; k < pk; k++) {
+                const V dk = (V)((IV)d & (cells == (CYC_IT)k));
+                dbv += dk;
+                const int qy = (wy * up->sh + ki) * g->sh - g->pad_top;
+                const int qx = (wx * up->sw + kj) * g->sw - g->pad_left;
+                if (qy >= 0 && qy + (g->kh - 1) * g->dh < g->h && qx >= 0 &&
+                    qx + (g->kw - 1) * g->dw < g->w) {
+                    const T *xp = xn + ((ptrdiff_t)qy * g->w + qx) * C;
+                    for (int q = 0; q < NK; q++) acc[q] += xp[off[q]] * dk;
+                } else {
+                    /* the pixel's window crosses the image's edge: zeros there (and for the
+                     * sums past K, whose rows lie far outside; a loop to the run-time K would
+                     * keep the sums in memory instead of registers) */
+                    for (int q = 0; q < NK; q++) {
+                        const int iy = qy + qi[q], ix = qx + qj[q];
+                        const T v = iy >= 0 && iy < g->h && ix >= 0 && ix < g->w
+                                        ? xn[((ptrdiff_t)iy * g->w + ix) * C + qc[q]]
+                                        : (T)0;
+                        acc[q] += v * dk;
+                    }
+                }
+                if (++kj == up->kw) {
+                    kj = 0;
+                    ki++;
+                }
+            }
+            if (++wx == up->ow) {
+                wx = 0;
+                if (++wy == up->oh) {
+                    wy = 0;
+                    n++;
+                }
+            }
+        }
+        for (int q = 0; q < NK; q++) {
+            if (q >= K) break;
+            T *a = dw_acc + (ptrdiff_t)q * opad + co0;
+            STOREV(a, LOADV(a) + acc[q]);
+        }
+        for (int l = 0; l < nl; l++) db_acc[co0 + l] += dbv[l];
+    }
+}
+
+void FN(cyc_conv_bwd_filter_by_windows)(const cyc_geom_t *g, const T *x, const cyc_unpool_t *up,
+                                        T *dw_acc, T *db_acc, ptrdiff_t w0, ptrdiff_t w1)
+{
+    /* where weight q = (i, j, c) reads its pixel's input: from the window's first value, or by
+     * row and column where the window crosses the image's edge */
+    ptrdiff_t off[CYC_WIN_K] = {0};
+    int qi[CYC_WIN_K], qj[CYC_WIN_K] = {0}, qc[CYC_WIN_K] = {0};
+    for (int q = 0; q < CYC_WIN_K; q++) qi[q] = INT_MIN / 2;
+    const int C = g->c, K = g->kh * g->kw * C;
+    for (int i = 0, q = 0; i < g->kh; i++)
+        for (int j = 0; j < g->kw; j++)
+            for (int c = 0; c < C; c++, q++) {
+                off[q] = ((ptrdiff_t)i * g->dh * g->w + (ptrdiff_t)j * g->dw) * C + c;
+                qi[q] = i * g->dh;
+                qj[q] = j * g->dw;
+                qc[q] = c;
+            }
+    switch ((K + 2) / 3) {
+    case 1: FN(dw_windows)(3, g, x, up, dw_acc, db_acc, w0, w1, off, qi, qj, qc); break;
+    case 2: FN(dw_windows)(6, g, x, up, dw_acc, db_acc, w0, w1, off, qi, qj, qc); break;
+    case 3: FN(dw_windows)(9, g, x, up, dw_acc, db_acc, w0, w1, off, qi, qj, qc); break;
+    default: FN(dw_windows)(12, g, x, up, dw_acc, db_acc, w0, w1, off, qi, qj, qc); break;
+    }
+}
+
 /* The weight gradient by Winograd, tiles [t0, t1) of the forward pass (see cyc_conv_winograd):
  * y = A^T M A with M = U * V makes dM = A dy A^T per tile, and dU[xi] = sum over tiles of
  * V[xi] (x) dM[xi], C x K per xi: 16 reductions over the tiles, run on the direct weight

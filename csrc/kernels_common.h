@@ -2,6 +2,7 @@
 #ifndef CYCONV_KERNELS_COMMON_H
 #define CYCONV_KERNELS_COMMON_H
 
+#include <limits.h>
 #include <math.h>
 #include <stdint.h>
 #include <string.h>
@@ -13,6 +14,9 @@
 #define CYC_NBLK 2
 /* The largest MR of any instruction set (sizes scratch buffers). */
 #define CYC_MR_MAX 16
+/* The most weights per output channel whose sums the weight gradient through a pool's windows
+ * keeps in registers (a 3x3 first layer has 9; 12 leave AVX2 room for the rest). */
+#define CYC_WIN_K 12
 /* Computed channels per group at or below which a convolution reduces with vectors along its
  * input (a dot product per output channel) instead of vectors across output channels. */
 #define CYC_DOT_MAX_OUT 4

@@ -829,11 +829,13 @@ def test_wide_outputs_take_double_blocks_and_their_remainders(cout, groups):
 @pytest.mark.parametrize("relu", [False, True], ids=["linear", "relu"])
 @pytest.mark.parametrize("pool", [(2, None), ((2, 3), (3, 3)), (3, 4)],
                          ids=["2x2", "2x3 stride 3", "3x3 stride 4"])
-def test_weight_gradient_through_a_max_pool_is_the_two_steps_to_the_bit(kernel, dtype, pool,
-                                                                        relu, cin, groups):
+def test_weight_gradient_through_a_max_pool_is_the_two_steps(kernel, dtype, pool, relu, cin,
+                                                             groups):
     # The first layer's weight gradient read through the pool's cells (odd sizes leave rows
     # and columns that no window covers; with a ReLU its mask comes from the conv's output;
-    # one input channel takes the small-window path, whose border pixels are gathered).
+    # one input channel without that mask goes by the pool's windows, whose border pixels read
+    # zeros past the padding).  By the direct kernel, the same bits as the two steps; by the
+    # windows, their sums in another order: the same within rounding.
     rng = np.random.default_rng(6)
     x = random_array(rng, (3, 15, 14, cin), dtype)
     w = random_array(rng, (3, 3, cin // groups, 20), dtype)
@@ -847,7 +849,42 @@ def test_weight_gradient_through_a_max_pool_is_the_two_steps_to_the_bit(kernel, 
     dyc = ops.max_pool2d_backward(dy, y, size, stride, indices=cells)
     apart = ops.conv2d_backward(dyc, x, w, compute_dx=False, activation="relu" if relu else None,
                                 y=y if relu else None, **kwargs)[1:]
-    assert_bitwise_equal(fused, apart, "dw, db")
+    g = nhwc_geometry(x.shape, w.shape, kwargs)
+    route = _kernels.conv2d_backward_filter_route(g, dtype, through_pool=True, relu_mask=relu)
+    assert route == ("pool windows" if cin == 1 and not relu else "direct")
+    if route == "direct":
+        assert_bitwise_equal(fused, apart, "dw, db")
+    else:
+        assert_results_close(fused, apart, "dw, db")
+
+
+@pytest.mark.parametrize("x_shape, w_shape, kwargs, pool", [
+    ((4, 28, 28, 1), (3, 3, 1, 32), {}, (2, None)),                      # the seed's first layer
+    ((3, 11, 10, 1), (3, 3, 1, 20), {"padding": "same"}, (2, None)),     # tail lanes, borders
+    ((2, 13, 12, 3), (2, 2, 3, 17), {"padding": 1}, (3, None)),          # 12 weights, 3x3 pool
+    ((2, 15, 16, 1), (1, 3, 1, 8), {"dilation": (1, 2)}, ((2, 1), (3, 2))),  # gaps between windows
+    ((2, 17, 17, 2), (2, 1, 2, 40), {"stride": 2, "padding": 2}, (2, None)),
+    ((5, 6, 5, 1), (1, 1, 1, 3), {}, (1, None)),                         # one weight, 1x1 pool
+], ids=["seed", "same", "rgb 2x2", "dilated", "strided", "1x1"])
+def test_weight_gradient_by_the_pool_windows(dtype, x_shape, w_shape, kwargs, pool):
+    """Layers with at most 12 weights per output channel (one group, no ReLU mask) take their
+    weight gradient through a pool by its windows: on every path and thread count (the same bits
+    with 1 and 2 threads), the two steps' gradient and the reference's within rounding."""
+    rng = np.random.default_rng(9)
+    x, w = random_array(rng, x_shape, dtype), random_array(rng, w_shape, dtype)
+    size, stride = pool
+    y = ops.conv2d(x, w, **kwargs)
+    g = nhwc_geometry(x_shape, w_shape, kwargs)
+    assert _kernels.conv2d_backward_filter_route(g, dtype, through_pool=True) == "pool windows"
+    _, cells = ops.max_pool2d(y, size, stride, return_indices=True, index_format="window")
+    dy = random_array(rng, cells.shape, dtype)
+    dyc = reference.max_pool2d_backward(dy, y, size, stride, indices=cells)
+    want = reference.conv2d_backward(dyc, x, w, compute_dx=False, **kwargs)[1:]
+    with unchanged(x, w, dy, cells):
+        got = on_every_path(lambda: ops._conv2d_weight_grad_through_max_pool(
+            dy, cells, size, stride, x, w, **kwargs))
+    for isa, result in got.items():
+        assert_results_close(result, want, f"[{isa}] dw, db")
 
 
 @pytest.mark.parametrize("x_shape, w_shape, groups, route", [

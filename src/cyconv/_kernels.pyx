@@ -126,6 +126,13 @@ cdef extern from "cyconv.h" nogil:
     void cyc_conv_bwd_filter_f64(const cyc_geom_t *g, const double *x, const double *dy,
                                  const double *ry, const cyc_unpool_t *up, double *dw,
                                  double *db, ptrdiff_t m0, ptrdiff_t m1, void *s)
+    int cyc_conv_dw_by_windows(const cyc_geom_t *g)
+    void cyc_conv_bwd_filter_by_windows_f32(const cyc_geom_t *g, const float *x,
+                                            const cyc_unpool_t *up, float *dw, float *db,
+                                            ptrdiff_t w0, ptrdiff_t w1)
+    void cyc_conv_bwd_filter_by_windows_f64(const cyc_geom_t *g, const double *x,
+                                            const cyc_unpool_t *up, double *dw, double *db,
+                                            ptrdiff_t w0, ptrdiff_t w1)
     void cyc_conv_dw_finish_f32(const cyc_geom_t *g, const float *accs, int n, float *dw,
                                 ptrdiff_t k0, ptrdiff_t k1)
     void cyc_conv_dw_finish_f64(const cyc_geom_t *g, const double *accs, int n, double *dw,
@@ -234,10 +241,13 @@ cdef enum:
     # the depthwise kernels (any pass), and the direct weight gradient
     DEPTHWISE = 6
     DIRECT_DW = 7
+    # the weight gradient through a max-pool, by the pool's windows
+    POOL_WINDOWS_DW = 8
 
 ROUTE_NAMES = {FORWARD: "direct", DIRECT_DW: "direct", WINOGRAD: "winograd",
                WINOGRAD_DX: "winograd", DEPTHWISE: "depthwise", GATHER_DX: "gather",
-               SCATTER_DX: "scatter taps", SCATTER_ROWS_DX: "scatter rows"}
+               SCATTER_DX: "scatter taps", SCATTER_ROWS_DX: "scatter rows",
+               POOL_WINDOWS_DW: "pool windows"}
 
 
 cdef inline int _packing(int kind) noexcept nogil:
@@ -421,11 +431,12 @@ cdef inline int _input_grad_kind(const cyc_geom_t *g, int elem_size) noexcept no
             SCATTER_ROWS_DX if route == CYC_SCATTER_ROWS else SCATTER_DX)
 
 
-cdef inline int _weight_grad_kind(const cyc_geom_t *g, int elem_size,
-                                  bint through_pool) noexcept nogil:
-    """The weight gradient's route; through a pool, always the direct kernel."""
+cdef inline int _weight_grad_kind(const cyc_geom_t *g, int elem_size, bint through_pool,
+                                  bint relu_mask) noexcept nogil:
+    """The weight gradient's route; through a pool, by its windows where they apply (see
+    cyc_conv_dw_by_windows; not with a ReLU's mask), else the direct kernel."""
     if through_pool:
-        return DIRECT_DW
+        return POOL_WINDOWS_DW if not relu_mask and cyc_conv_dw_by_windows(g) else DIRECT_DW
     if _depthwise(g):
         return DEPTHWISE
     return WINOGRAD if cyc_conv_winograd(g, 2, elem_size) else DIRECT_DW
@@ -624,11 +635,13 @@ def conv2d_forward_route(object geom, object dtype):
     return ROUTE_NAMES[_forward_kind(&g, np.dtype(dtype).itemsize)]
 
 
-def conv2d_backward_filter_route(object geom, object dtype, bint through_pool=False):
+def conv2d_backward_filter_route(object geom, object dtype, bint through_pool=False,
+                                 bint relu_mask=False):
     """How conv2d_backward_filter computes dw: 'depthwise' or 'winograd' (never through a pool),
-    or 'direct'."""
+    'pool windows' (only through a pool, without relu_mask), or 'direct'."""
     cdef cyc_geom_t g = _geom(geom)
-    return ROUTE_NAMES[_weight_grad_kind(&g, np.dtype(dtype).itemsize, through_pool)]
+    return ROUTE_NAMES[_weight_grad_kind(&g, np.dtype(dtype).itemsize, through_pool,
+                                         relu_mask)]
 
 
 def conv2d_backward_data_route(object geom, object dtype):
@@ -701,11 +714,19 @@ def conv2d_backward_data(const floating[:, :, :, ::1] dy, const floating[:, :, :
         raise MemoryError("conv2d_backward: could not allocate scratch memory")
 
 
-cdef inline void _dw_partial(bint wino, const cyc_geom_t *g, const floating *x,
+cdef inline void _dw_partial(int kind, const cyc_geom_t *g, const floating *x,
                              const floating *dy, const floating *ry, const cyc_unpool_t *up,
                              floating *acc, floating *db, Py_ssize_t m0, Py_ssize_t m1,
                              void *scratch) noexcept nogil:
-    """One partial sum of the weight gradient: pixels [m0, m1), or by Winograd tiles."""
+    """One partial sum of the weight gradient: pixels [m0, m1), Winograd tiles or the pool's
+    windows, by kind."""
+    cdef bint wino = kind == WINOGRAD
+    if kind == POOL_WINDOWS_DW:
+        if floating is float:
+            cyc_conv_bwd_filter_by_windows_f32(g, x, up, acc, db, m0, m1)
+        else:
+            cyc_conv_bwd_filter_by_windows_f64(g, x, up, acc, db, m0, m1)
+        return
     if floating is float:
         if wino:
             cyc_conv_bwd_filter_winograd_f32(g, x, dy, ry, acc, db, m0, m1, scratch)
@@ -789,7 +810,7 @@ def conv2d_backward_filter(const floating[:, :, :, ::1] x, const floating[:, :, 
         unpool.kh, unpool.kw = pool_geom.kh, pool_geom.kw
         unpool.sh, unpool.sw = pool_geom.sh, pool_geom.sw
         up = &unpool
-    cdef int kind = _weight_grad_kind(&g, sizeof(floating), up != NULL)
+    cdef int kind = _weight_grad_kind(&g, sizeof(floating), up != NULL, ry != NULL)
     # By Winograd, the partial sums run over tiles of 2x2 pixels and hold the 16 products'
     # gradients, which the final pass turns into dw.
     cdef bint wino = kind == WINOGRAD
@@ -801,6 +822,9 @@ def conv2d_backward_filter(const floating[:, :, :, ::1] x, const floating[:, :, 
         return
     cdef Py_ssize_t M = (cyc_conv_winograd_tiles(&g, CYC_WINO_FWD) if wino
                          else <Py_ssize_t>g.n * g.oh * g.ow)
+    # the pool's windows: as many partial sums as over the pixels, each over whole windows
+    cdef Py_ssize_t units = (<Py_ssize_t>g.n * unpool.oh * unpool.ow if kind == POOL_WINDOWS_DW
+                             else M)
     cdef Py_ssize_t acc_len = (cyc_conv_winograd_dw_acc_len(&g, sizeof(floating)) if wino
                                else cyc_conv_dw_acc_len(&g, sizeof(floating)))
     cdef Py_ssize_t db_len = (g.cout + 15) // 16 * 16
@@ -836,11 +860,11 @@ def conv2d_backward_filter(const floating[:, :, :, ::1] x, const floating[:, :, 
                 if scratch == NULL:
                     failp[0] = 1
                     continue
-                m0 = M * t // n_acc
-                m1 = M * (t + 1) // n_acc
+                m0 = units * t // n_acc
+                m1 = units * (t + 1) // n_acc
                 memset(accs + t * acc_len, 0, acc_len * sizeof(floating))
                 memset(dbs + t * db_len, 0, db_len * sizeof(floating))
-                _dw_partial(wino, &g, &x[0, 0, 0, 0], &dy[0, 0, 0, 0], ry, up,
+                _dw_partial(kind, &g, &x[0, 0, 0, 0], &dy[0, 0, 0, 0], ry, up,
                             accs + t * acc_len, dbs + t * db_len, m0, m1, scratch)
             cyc_scratch_done(CYC_SCRATCH_TILES, scratch)
             for t in prange(_n_chunks(K, kchunk), schedule="static"):

@@ -169,9 +169,12 @@ def _conv2d_weight_grad_through_max_pool(dy_pool, cells, pool_size, pool_stride,
     index_format="window")`` (which returned ``cells``), from that pool's output gradient: what
     ``conv2d_backward(max_pool2d_backward(dy_pool, conv_out, ..., indices=cells), x, w,
     compute_dx=False)`` gives, without writing out the pool's input gradient and reading it
-    back (for a network's first layer).  It always runs the direct weight-gradient kernel: to
-    the bit what conv2d_backward gives where that takes the direct kernel too, within rounding
-    where it would take Winograd or the depthwise kernels (conv2d_backward_filter_route).
+    back (for a network's first layer).  A layer of one group with at most 12 weights per
+    output channel and no ``y`` goes by the pool's windows (each window's gradient masked once
+    per cell, the weights' sums in registers): the same within rounding.  Others run the direct
+    weight-gradient kernel: to the bit what conv2d_backward gives where that takes the direct
+    kernel too, within rounding where it would take Winograd or the depthwise kernels
+    (conv2d_backward_filter_route says which).
     ``y``: the output of a fused ReLU, as in :func:`conv2d_backward`.  The pool's windows must
     not overlap; it has no padding."""
     x, w, _, g = _args.conv_call(x, w, None, stride, padding, dilation, groups, "NHWC")
