@@ -1442,7 +1442,7 @@ void FN(cyc_conv_bwd_filter)(const cyc_geom_t *g, const T *x, const T *dy, const
  * pixel-by-pixel kernel rebuilt the whole gradient row and its pointers (most of a first
  * layer's weight gradient through its pool).  NK, a compile-time multiple of 3 from K up,
  * unrolls the sums; those past K read the pixel's first value and are never stored. */
-ALWAYS_INLINE void FN(dw_windows)(const int NK, const cyc_geom_t *g, const T *x,
+ALWAYS_INLINE void FN(dw_windows)(const int NK, const int NV, const cyc_geom_t *g, const T *x,
                                   const cyc_unpool_t *up, T *dw_acc, T *db_acc, ptrdiff_t w0,
                                   ptrdiff_t w1, const ptrdiff_t *off, const int *qi,
                                   const int *qj, const int *qc)
@@ -1451,35 +1451,54 @@ ALWAYS_INLINE void FN(dw_windows)(const int NK, const cyc_geom_t *g, const T *x,
     const int opad = cyc_round_up(cout, CYC_L64), pk = up->kh * up->kw;
     const ptrdiff_t plane = (ptrdiff_t)up->oh * up->ow;
     const T *dy = (const T *)up->dy;
-    for (int co0 = 0; co0 < cout; co0 += VLEN) {
-        const int nl = cout - co0 < VLEN ? cout - co0 : VLEN;
-        V acc[CYC_WIN_K], dbv = (V){0};
-        for (int q = 0; q < NK; q++) acc[q] = (V){0};
+    /* NV vectors of channels at a time: each input value read serves them all */
+    for (int co0 = 0; co0 < cout; co0 += NV * VLEN) {
+        int nl[2];
+        for (int b = 0; b < NV; b++) {
+            const int left = cout - co0 - b * VLEN;
+            nl[b] = left < 0 ? 0 : left < VLEN ? left : VLEN;
+        }
+        V acc[2][CYC_WIN_K], dbv[2];
+        for (int b = 0; b < NV; b++) {
+            dbv[b] = (V){0};
+            for (int q = 0; q < NK; q++) acc[b][q] = (V){0};
+        }
         ptrdiff_t n = w0 / plane;
         int wy = (int)(w0 % plane / up->ow), wx = (int)(w0 % up->ow);
         for (ptrdiff_t wi = w0; wi < w1; wi++) {
-            const ptrdiff_t o = wi * cout + co0;
-            const V d = FN(load_n)(dy + o, nl);
-            IV cells;
-            if (nl == VLEN) {
-                cells = FN(widen_cells)(up->cell + o);
-            } else {
-                uint8_t part[VLEN];
-                memset(part, CYC_POOL_NO_CELL, sizeof(part));
-                memcpy(part, up->cell + o, (size_t)nl);
-                cells = FN(widen_cells)(part);
+            V d[2];
+            IV cells[2];
+            for (int b = 0; b < NV; b++) {
+                const ptrdiff_t o = wi * cout + co0 + b * VLEN;
+                if (nl[b] == VLEN) {
+                    d[b] = LOADV(dy + o);
+                    cells[b] = FN(widen_cells)(up->cell + o);
+                } else {
+                    /* past the channels: no gradient, no cell */
+                    uint8_t part[VLEN];
+                    memset(part, CYC_POOL_NO_CELL, sizeof(part));
+                    if (nl[b]) memcpy(part, up->cell + o, (size_t)nl[b]);
+                    d[b] = nl[b] ? FN(load_n)(dy + o, nl[b]) : (V){0};
+                    cells[b] = FN(widen_cells)(part);
+                }
             }
             const T *xn = x + n * g->h * g->w * C;
             /* cell k = (ki, kj) of the window, stepped along */
             for (int k = 0, ki = 0, kj = 0; k < pk; k++) {
-                const V dk = (V)((IV)d & (cells == (CYC_IT)k));
-                dbv += dk;
+                V dk[2];
+                for (int b = 0; b < NV; b++) {
+                    dk[b] = (V)((IV)d[b] & (cells[b] == (CYC_IT)k));
+                    dbv[b] += dk[b];
+                }
                 const int qy = (wy * up->sh + ki) * g->sh - g->pad_top;
                 const int qx = (wx * up->sw + kj) * g->sw - g->pad_left;
                 if (qy >= 0 && qy + (g->kh - 1) * g->dh < g->h && qx >= 0 &&
                     qx + (g->kw - 1) * g->dw < g->w) {
                     const T *xp = xn + ((ptrdiff_t)qy * g->w + qx) * C;
-                    for (int q = 0; q < NK; q++) acc[q] += xp[off[q]] * dk;
+                    for (int q = 0; q < NK; q++) {
+                        const T v = xp[off[q]];
+                        for (int b = 0; b < NV; b++) acc[b][q] += v * dk[b];
+                    }
                 } else {
                     /* the pixel's window crosses the image's edge: zeros there (and for the
                      * sums past K, whose rows lie far outside; a loop to the run-time K would
@@ -1489,7 +1508,7 @@ ALWAYS_INLINE void FN(dw_windows)(const int NK, const cyc_geom_t *g, const T *x,
                         const T v = iy >= 0 && iy < g->h && ix >= 0 && ix < g->w
                                         ? xn[((ptrdiff_t)iy * g->w + ix) * C + qc[q]]
                                         : (T)0;
-                        acc[q] += v * dk;
+                        for (int b = 0; b < NV; b++) acc[b][q] += v * dk[b];
                     }
                 }
                 if (++kj == up->kw) {
@@ -1505,12 +1524,14 @@ ALWAYS_INLINE void FN(dw_windows)(const int NK, const cyc_geom_t *g, const T *x,
                 }
             }
         }
-        for (int q = 0; q < NK; q++) {
-            if (q >= K) break;
-            T *a = dw_acc + (ptrdiff_t)q * opad + co0;
-            STOREV(a, LOADV(a) + acc[q]);
+        for (int b = 0; b < NV; b++) {
+            for (int q = 0; q < NK; q++) {
+                if (q >= K || !nl[b]) break;
+                T *a = dw_acc + (ptrdiff_t)q * opad + co0 + b * VLEN;
+                STOREV(a, LOADV(a) + acc[b][q]);
+            }
+            for (int l = 0; l < nl[b]; l++) db_acc[co0 + b * VLEN + l] += dbv[b][l];
         }
-        for (int l = 0; l < nl; l++) db_acc[co0 + l] += dbv[l];
     }
 }
 
@@ -1531,12 +1552,16 @@ void FN(cyc_conv_bwd_filter_by_windows)(const cyc_geom_t *g, const T *x, const c
                 qj[q] = j * g->dw;
                 qc[q] = c;
             }
+    /* two vectors of channels at a time where their sums fit in registers (AVX-512's 32) */
+#define CYC_WIN(NK, NV) FN(dw_windows)(NK, NV, g, x, up, dw_acc, db_acc, w0, w1, off, qi, qj, qc)
+    const int two = MR >= 12 && g->cout > VLEN;
     switch ((K + 2) / 3) {
-    case 1: FN(dw_windows)(3, g, x, up, dw_acc, db_acc, w0, w1, off, qi, qj, qc); break;
-    case 2: FN(dw_windows)(6, g, x, up, dw_acc, db_acc, w0, w1, off, qi, qj, qc); break;
-    case 3: FN(dw_windows)(9, g, x, up, dw_acc, db_acc, w0, w1, off, qi, qj, qc); break;
-    default: FN(dw_windows)(12, g, x, up, dw_acc, db_acc, w0, w1, off, qi, qj, qc); break;
+    case 1: if (two) CYC_WIN(3, 2); else CYC_WIN(3, 1); break;
+    case 2: if (two) CYC_WIN(6, 2); else CYC_WIN(6, 1); break;
+    case 3: if (two) CYC_WIN(9, 2); else CYC_WIN(9, 1); break;
+    default: if (two) CYC_WIN(12, 2); else CYC_WIN(12, 1); break;
     }
+#undef CYC_WIN
 }
 
 /* The weight gradient by Winograd, tiles [t0, t1) of the forward pass (see cyc_conv_winograd):
