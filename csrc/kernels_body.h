@@ -1500,9 +1500,9 @@ ALWAYS_INLINE void FN(dw_windows)(const int NK, const int NV, const cyc_geom_t *
                         for (int b = 0; b < NV; b++) acc[b][q] += v * dk[b];
                     }
                 } else {
-                    /* the pixel's window crosses the image's edge: zeros there (and for the
-                     * sums past K, whose rows lie far outside; a loop to the run-time K would
-                     * keep the sums in memory instead of registers) */
+                    /* the pixel's window crosses the image's edge: zeros there (the sums
+                     * past K read the pixel's own corner, in bounds too; a loop to the
+                     * run-time K would keep the sums in memory instead of registers) */
                     for (int q = 0; q < NK; q++) {
                         const int iy = qy + qi[q], ix = qx + qj[q];
                         const T v = iy >= 0 && iy < g->h && ix >= 0 && ix < g->w
@@ -1541,8 +1541,7 @@ void FN(cyc_conv_bwd_filter_by_windows)(const cyc_geom_t *g, const T *x, const c
     /* where weight q = (i, j, c) reads its pixel's input: from the window's first value, or by
      * row and column where the window crosses the image's edge */
     ptrdiff_t off[CYC_WIN_K] = {0};
-    int qi[CYC_WIN_K], qj[CYC_WIN_K] = {0}, qc[CYC_WIN_K] = {0};
-    for (int q = 0; q < CYC_WIN_K; q++) qi[q] = INT_MIN / 2;
+    int qi[CYC_WIN_K] = {0}, qj[CYC_WIN_K] = {0}, qc[CYC_WIN_K] = {0};
     const int C = g->c, K = g->kh * g->kw * C;
     for (int i = 0, q = 0; i < g->kh; i++)
         for (int j = 0; j < g->kw; j++)

@@ -2,7 +2,6 @@
 #ifndef CYCONV_KERNELS_COMMON_H
 #define CYCONV_KERNELS_COMMON_H
 
-#include <limits.h>
 #include <math.h>
 #include <stdint.h>
 #include <string.h>

@@ -844,6 +844,7 @@ def conv2d_backward_filter(const floating[:, :, :, ::1] x, const floating[:, :, 
         raise MemoryError("conv2d_backward: could not allocate the partial sums")
     cdef floating *dbs = accs + n_acc * acc_len
     cdef size_t sbytes = (cyc_conv_winograd_dw_scratch_bytes(&g, sizeof(floating)) if wino
+                          else 0 if kind == POOL_WINDOWS_DW
                           else cyc_conv_dw_scratch_bytes(&g, sizeof(floating)))
     # rows of the final pass: dw's, or by Winograd its input channels
     cdef Py_ssize_t K = g.c if wino else <Py_ssize_t>g.kh * g.kw * (g.c // g.groups)
