@@ -14,7 +14,6 @@ the input's layout.
 
 from __future__ import annotations
 
-
 import numpy as np
 
 from . import _args, _kernels
@@ -248,7 +247,7 @@ def _conv2d_relu_max_pool(x, w, b, pool_size, pool_stride=None, *, stride=1, pad
     return _out(y, fmt), (None if cell is None else _out(cell, fmt))
 
 
-def _pool_threads(kg, itemsize, visits=None):
+def _pool_threads(g, itemsize, visits=None):
     """Threads for a pass over every window's cells (or over `visits` elements), and whether
     each thread keeps the same share of the images from call to call: where a thread's share
     of the input fits in its core's L2, the next pass over the same images (the backward pass
@@ -257,9 +256,9 @@ def _pool_threads(kg, itemsize, visits=None):
     of the time with the shares kept; pool1 at batch 256 (22 MB, far past the L2s) 1.04, so
     larger inputs go out in chunks as threads free up (the machine is shared)."""
     if visits is None:
-        visits = kg.n * kg.oh * kg.ow * kg.c * kg.kh * kg.kw
+        visits = g.n * g.oh * g.ow * g.c * g.kh * g.kw
     n = _threads(_POOL_VISIT * visits)
-    return n, n > 1 and kg.n * kg.h * kg.w * kg.c * itemsize <= n * l2_cache_bytes()
+    return n, n > 1 and g.n * g.h * g.w * g.c * itemsize <= n * l2_cache_bytes()
 
 
 def _plane_block(g, itemsize, record_bytes, n_threads):
@@ -277,6 +276,13 @@ def _plane_block(g, itemsize, record_bytes, n_threads):
     return block
 
 
+def _pool_schedule(g, itemsize, record_bytes=0, visits=None):
+    """A pool kernel's threads, keep_shares and NCHW channel block (see _pool_threads and
+    _plane_block)."""
+    n, keep = _pool_threads(g, itemsize, visits)
+    return n, keep, _plane_block(g, itemsize, record_bytes, n)
+
+
 def _max_pool_indices(x, g, index_format=None, relu_in=False):
     """Maxima and the indices of the first maxima in index_format (None: no indices, nothing
     written), in g's layout; relu_in: see _max_pool2d_after_relu."""
@@ -284,9 +290,9 @@ def _max_pool_indices(x, g, index_format=None, relu_in=False):
     idx = np.empty(g.y_shape, dtype=np.int64) if index_format == "flat" else None
     cell = np.empty(g.y_shape, dtype=np.uint8) if index_format == "window" else None
     if g.n:
-        n, keep = _pool_threads(g, x.itemsize)
         record = idx if cell is None else cell
-        block = _plane_block(g, x.itemsize, 0 if record is None else record.itemsize, n)
+        n, keep, block = _pool_schedule(g, x.itemsize,
+                                        0 if record is None else record.itemsize)
         _kernels.max_pool(_c(x), g, y, idx, cell, n, keep, relu_in, block)
     return y, (cell if idx is None else idx)
 
@@ -339,10 +345,9 @@ def max_pool2d_backward(dy, x, pool_size=2, stride=None, padding="valid", *, dil
     dx = np.empty(g.x_shape, dtype=x.dtype)
     if g.n:
         flat = index_format == "flat"
-        n, keep = _pool_threads(g, x.itemsize, visits=g.n * g.h * g.w * g.c)
-        block = _plane_block(g, x.itemsize, idx.itemsize, n)
-        stray = _kernels.max_pool_backward(_c(dy), idx if flat else None,
-                                           None if flat else idx, g, dx, n, keep, block)
+        stray = _kernels.max_pool_backward(
+            _c(dy), idx if flat else None, None if flat else idx, g, dx,
+            *_pool_schedule(g, x.itemsize, idx.itemsize, visits=g.n * g.h * g.w * g.c))
         if stray:
             raise _args.indices_range_error(g, index_format)
     return dx
@@ -356,8 +361,7 @@ def avg_pool2d(x, pool_size=2, stride=None, padding="valid", *, ceil_mode=False,
     cip = _args.bool_arg(count_include_pad, "count_include_pad")
     y = np.empty(g.y_shape, dtype=x.dtype)
     if g.n:
-        n, keep = _pool_threads(g, x.itemsize)
-        _kernels.avg_pool(_c(x), g, y, cip, n, keep, _plane_block(g, x.itemsize, 0, n))
+        _kernels.avg_pool(_c(x), g, y, cip, *_pool_schedule(g, x.itemsize))
     return y
 
 
@@ -369,9 +373,7 @@ def avg_pool2d_backward(dy, x, pool_size=2, stride=None, padding="valid", *, cei
     cip = _args.bool_arg(count_include_pad, "count_include_pad")
     dx = np.empty(g.x_shape, dtype=x.dtype)
     if g.n:
-        n, keep = _pool_threads(g, x.itemsize)
-        _kernels.avg_pool_backward(_c(dy), g, dx, cip, n, keep,
-                                   _plane_block(g, x.itemsize, 0, n))
+        _kernels.avg_pool_backward(_c(dy), g, dx, cip, *_pool_schedule(g, x.itemsize))
     return dx
 
 
