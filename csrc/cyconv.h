@@ -261,7 +261,9 @@ void cyc_transpose_u8(const uint8_t *src, ptrdiff_t src_ld, uint8_t *dst, ptrdif
                       ptrdiff_t rows, ptrdiff_t cols);
 
 /* ---- elementwise ---- */
-/* One Adam step over n weights (Keras's formula; alpha includes the bias correction). */
+/* One Adam step over n weights (Keras's formula; alpha includes the bias correction).  It runs
+ * with subnormal numbers flushed to zero (x86 and ARM; the calling thread's modes come back
+ * after), as TensorFlow's kernels do: a moment that would become subnormal becomes 0. */
 void cyc_adam_f32(float *var, const float *g, float *m, float *v, ptrdiff_t n, float alpha,
                   float one_minus_b1, float one_minus_b2, float eps);
 void cyc_adam_f64(double *var, const double *g, double *m, double *v, ptrdiff_t n, double alpha,

@@ -330,6 +330,39 @@ CYC_DW_FINISH(f64, double)
 CYC_DW_FINISH_WINOGRAD(f32, float)
 CYC_DW_FINISH_WINOGRAD(f64, double)
 
+/* Subnormal numbers flushed to zero for the calling thread, as results and as inputs (x86's
+ * MXCSR FTZ and DAZ bits, ARM's FPCR FZ bit), until cyc_restore_fp_modes gets the returned
+ * state back.  Adam's first moment decays by beta_1 at each step where a weight's gradient is
+ * 0 (a dead unit) and passes through the subnormals: on the seed model, 10,000 to 20,000 of
+ * its 93,000 moments from the 900th step of the first epoch, which made the update 4x slower
+ * (111 against 469 us per step).  TensorFlow's CPU kernels run with these modes set. */
+static unsigned long cyc_flush_subnormals(void)
+{
+#if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__)) && defined(__SSE2__)
+    unsigned int csr = __builtin_ia32_stmxcsr();
+    __builtin_ia32_ldmxcsr(csr | 0x8040u);   /* FTZ (bit 15) and DAZ (bit 6) */
+    return csr;
+#elif defined(__GNUC__) && defined(__aarch64__)
+    unsigned long fpcr;
+    __asm__ __volatile__("mrs %0, fpcr" : "=r"(fpcr));
+    __asm__ __volatile__("msr fpcr, %0" : : "r"(fpcr | (1ul << 24)));   /* FZ */
+    return fpcr;
+#else
+    return 0;
+#endif
+}
+
+static void cyc_restore_fp_modes(unsigned long modes)
+{
+#if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__)) && defined(__SSE2__)
+    __builtin_ia32_ldmxcsr((unsigned int)modes);
+#elif defined(__GNUC__) && defined(__aarch64__)
+    __asm__ __volatile__("msr fpcr, %0" : : "r"(modes));
+#else
+    (void)modes;
+#endif
+}
+
 #ifdef CYC_HAVE_X86_ISAS
 #define CYC_PICK(name, SUF, ...)                                                               \
     do {                                                                                       \
@@ -431,7 +464,10 @@ CYC_DW_FINISH_WINOGRAD(f64, double)
     void cyc_adam_##SUF(T *var, const T *g, T *m, T *v, ptrdiff_t n, T alpha, T c1, T c2,      \
                         T eps)                                                                 \
     {                                                                                          \
-        CYC_PICK(cyc_adam, SUF, var, g, m, v, n, alpha, c1, c2, eps);                          \
+        /* the kernel is called from here, another file: no arithmetic crosses the switch */   \
+        unsigned long fp_modes = cyc_flush_subnormals();                                       \
+        cyc_adam_picked_##SUF(var, g, m, v, n, alpha, c1, c2, eps);                            \
+        cyc_restore_fp_modes(fp_modes);                                                        \
     }                                                                                          \
     void cyc_relu_bwd_##SUF(const T *dy, const T *y, T *out, ptrdiff_t n)                      \
     {                                                                                          \
@@ -447,6 +483,15 @@ CYC_DW_FINISH_WINOGRAD(f64, double)
     {                                                                                          \
         CYC_PICK(cyc_avg_pool_bwd, SUF, g, dy, dx, cip, n0, n1);                               \
     }
+
+#define CYC_ADAM_PICKED(SUF, T)                                                                \
+    static void cyc_adam_picked_##SUF(T *var, const T *g, T *m, T *v, ptrdiff_t n, T alpha,    \
+                                      T c1, T c2, T eps)                                       \
+    {                                                                                          \
+        CYC_PICK(cyc_adam, SUF, var, g, m, v, n, alpha, c1, c2, eps);                          \
+    }
+CYC_ADAM_PICKED(f32, float)
+CYC_ADAM_PICKED(f64, double)
 
 CYC_ENTRY_POINTS(f32, float)
 CYC_ENTRY_POINTS(f64, double)

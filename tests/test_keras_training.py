@@ -22,7 +22,7 @@ import numpy as np
 import pytest
 
 import cyconv
-from cyconv import _kernels, keras, ops
+from cyconv import _args, _kernels, keras, ops
 from cyconv.keras import callbacks, layers, losses, metrics, models, optimizers
 
 from keras_data import fashion_subset
@@ -165,6 +165,46 @@ def test_adam_fused_kernel_matches_the_numpy_steps_bit_for_bit(dtype, kernel, mo
     for a, b, w in zip(fused, apart, w0):
         assert a.dtype == w.dtype and np.array_equal(a, b)
         assert not np.array_equal(a, w)
+
+
+def test_adam_momentum_of_a_dead_weight_stops_where_tensorflow_stops_it(kernel):
+    """TensorFlow runs its CPU kernels with subnormal numbers flushed to zero.  Keras's Adam on
+    TF 2.21, one step with gradient 1e-3 then 900 with 0: the momentum (x 0.9 per step) stops
+    at 1.1339839e-37, where its decay (a tenth of it) would be subnormal, and velocity is
+    4.0638692e-10.  The fused kernel runs so too: the subnormals had made it 4x slower once
+    dead units' moments decayed into them."""
+    w = np.ones(1, np.float32)
+    opt = optimizers.Adam()
+    opt.apply([np.full(1, 1e-3, np.float32)], [w])
+    for _ in range(900):
+        opt.apply([np.zeros(1, np.float32)], [w])
+    np.testing.assert_allclose(opt._slots["momentum"][0], [1.1339839e-37], rtol=1e-4)
+    np.testing.assert_allclose(opt._slots["velocity"][0], [4.0638692e-10], rtol=1e-4)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_adam_kernel_flushes_subnormals_and_gives_the_threads_modes_back(dtype, kernel):
+    tiny = np.finfo(dtype).tiny   # the smallest normal number
+    n = 3 * _kernels.ADAM_PIECE + 7   # pieces for both threads
+    var, g = np.ones(n, dtype), np.zeros(n, dtype)
+    m, v = np.full(n, tiny * 1.05, dtype), np.full(n, 1e-6, dtype)
+    m[1::3] = tiny / 4    # subnormal: read as 0
+    m[2::3] = 0.5         # normal throughout: numpy's arithmetic
+    expect = m[2::3] + (g[2::3] - m[2::3]) * dtype(0.1)
+    ops._adam_update([var], [g], [m], [v], 1e-3, 0.1, 0.001, 1e-7)
+    assert np.all(m[0::3] == dtype(tiny * 1.05))   # a tenth of it is subnormal: 0
+    assert not m[1::3].any()
+    assert np.array_equal(m[2::3], expect)
+    # the modes came back: numpy on this thread and the convolutions on every thread still
+    # make subnormals (256 pixels: chunks for both threads where the fixture runs 2)
+    assert dtype(tiny) * dtype(0.5) > 0
+    half = np.sqrt(tiny, dtype=dtype)
+    x = np.full((1, 16, 16, 4), half, dtype)
+    w = np.full((1, 1, 4, 8), half / 8, dtype)
+    y = np.empty((1, 16, 16, 8), dtype)
+    geom = _args.conv_geometry(x.shape, w.shape, 1, "valid", 1, 1, "NHWC")
+    _kernels.conv2d_forward(x, w, None, geom, False, y, cyconv.get_num_threads())
+    assert np.all(y == dtype(tiny) / 2)
 
 
 def test_adam_refuses_a_weight_made_read_only_after_it_was_built():

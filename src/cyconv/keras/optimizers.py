@@ -252,7 +252,8 @@ class Adam(Optimizer):
 
     def update_step(self, i, g, var):
         """The update of one weight in numpy passes: the arithmetic of the fused kernel
-        (cyc_adam), in the same order."""
+        (cyc_adam), in the same order; except that the kernel flushes subnormal numbers to
+        zero (as TensorFlow's kernels do) and numpy does not."""
         alpha, one_minus_b1, one_minus_b2, eps = self._constants(var.dtype.type)
         m = self._slots["momentum"][i]
         v = self._slots["velocity"][i]
