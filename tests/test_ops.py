@@ -792,6 +792,53 @@ def test_depthwise_convolutions_match_reference(name, dtype, fmt):
     check_conv(x, w, b, kwargs, activation="relu", compute_dx=False)
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
+@pytest.mark.parametrize("x_shape, k, kwargs", [
+    ((3, 9, 11, 64), 3, {"padding": "same"}),
+    ((2, 12, 10, 40), 3, {"stride": 2, "padding": 1}),    # dx gathered per row
+    ((4, 7, 8, 72), 5, {"padding": ((2, 1), (0, 3)), "dilation": (1, 2)}),
+    ((2, 1, 1, 33), 1, {}),
+], ids=["same", "stride 2", "5x5 dilated", "1x1 pixel"])
+def test_nchw_depthwise_goes_through_planes(monkeypatch, dtype, x_shape, k, kwargs):
+    """In NCHW a depthwise convolution without a multiplier takes a block of an image's
+    planes at a time through each thread's stage, transposed there for the NHWC kernels: the
+    forward pass and the input gradient give the same bits as the NHWC calls transposed, with
+    units of all of an image's channels or of blocks of 128 bytes with a short last one; the
+    weight gradient, summed over groups of images, is close to the NHWC one and the same bits
+    on every thread count and block."""
+    c = x_shape[3]
+    x, w, b = conv_arrays(x_shape, (k, k, 1, c), "NHWC", dtype)
+    kwargs = dict(kwargs, groups=c)
+    y = ops.conv2d(x, w, b, **kwargs)
+    dy = np.random.default_rng(5).standard_normal(y.shape).astype(dtype)
+    want_y = on_every_path(lambda: ops.conv2d(x, w, b, activation="relu", **kwargs))
+    want_g = on_every_path(lambda: ops.conv2d_backward(dy, x, w, activation="relu", y=y,
+                                                       **kwargs))
+    xc, wc, dyc, yc = (to_layout(x, "NCHW"), weights_to_layout(w, "NCHW"),
+                       to_layout(dy, "NCHW"), to_layout(y, "NCHW"))
+    blocks = []
+    real = _kernels.depthwise_planes
+    monkeypatch.setattr(_kernels, "depthwise_planes", lambda *a: blocks.append(a[-2]) or real(*a))
+    by_block = []
+    unit = 128 // np.dtype(dtype).itemsize
+    for block in (None, unit):
+        if block:
+            monkeypatch.setattr(ops, "_depthwise_block", lambda *a: block)
+        got_y = on_every_path(lambda: ops.conv2d(xc, wc, b, activation="relu",
+                                                 data_format="NCHW", **kwargs))
+        got_g = on_every_path(lambda: ops.conv2d_backward(
+            dyc, xc, wc, activation="relu", y=yc, data_format="NCHW", **kwargs))
+        for isa in want_y:
+            assert_bitwise_equal(got_y[isa], to_layout(want_y[isa], "NCHW"), isa)
+            assert_bitwise_equal(got_g[isa][0], to_layout(want_g[isa][0], "NCHW"), isa)
+            assert_close(got_g[isa][1], weights_to_layout(want_g[isa][1], "NCHW"), isa)
+            assert_close(got_g[isa][2], want_g[isa][2], isa)
+        by_block.append(got_g)
+    assert set(blocks) >= {c, unit} if c > unit else set(blocks) == {c}
+    for isa in by_block[0]:
+        assert_bitwise_equal(by_block[0][isa][1:], by_block[1][isa][1:], isa)
+
+
 @given(depthwise_cases())
 def test_depthwise_convolutions_of_drawn_shapes_match_reference(case):
     check_conv(case["x"], case["w"], case["b"], case["kwargs"], case["activation"],

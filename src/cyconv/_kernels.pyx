@@ -479,6 +479,160 @@ cdef void _run_depthwise(int kind, const cyc_geom_t *g, const floating *src, con
                 cyc_depthwise_bwd_data_f64(g, src, w, dst, r0, r1)
 
 
+cdef void _depthwise_plane_unit(bint input_grad, const cyc_geom_t *g, int block, Py_ssize_t u,
+                                const floating *src, const floating *wblocks,
+                                const floating *bias, bint relu, floating *dst,
+                                char *stage) noexcept nogil:
+    """Unit u of _depthwise_planes: channels [c0, c0 + block) of one image, transposed into
+    this thread's stage as NHWC, convolved there by the depthwise kernel and transposed back
+    (as _pool_plane_unit does for the pools): the forward pass (src x, dst y) or, with
+    input_grad, the input gradient gathered per dx row (src dy, dst dx).  wblocks: each
+    block's weights as (kh * kw, its channels), one block after another."""
+    cdef int blocks = (g.c + block - 1) // block
+    cdef Py_ssize_t n = u // blocks
+    cdef int c0 = <int>(u % blocks) * block
+    cdef cyc_geom_t s = g[0]
+    s.n = 1
+    s.c = s.cout = s.groups = min(block, g.c - c0)
+    cdef Py_ssize_t hw = <Py_ssize_t>g.h * g.w, ohw = <Py_ssize_t>g.oh * g.ow
+    cdef Py_ssize_t src_len = ohw if input_grad else hw, dst_len = hw if input_grad else ohw
+    cdef floating *a = <floating *>stage
+    cdef floating *b = <floating *>(stage + _line_up(max(hw, ohw) * block * sizeof(floating)))
+    cdef const floating *w = wblocks + <Py_ssize_t>c0 * g.kh * g.kw
+    cdef const floating *bb = bias + c0 if bias != NULL else NULL
+    cdef Py_ssize_t first = n * g.c + c0   # the unit's first plane
+    _transpose(src + first * src_len, src_len, a, s.c, s.c, src_len)
+    if floating is float:
+        if input_grad:
+            cyc_depthwise_bwd_data_f32(&s, a, w, b, 0, s.h)
+        else:
+            cyc_depthwise_fwd_f32(&s, a, w, bb, relu, b, 0, s.oh)
+    else:
+        if input_grad:
+            cyc_depthwise_bwd_data_f64(&s, a, w, b, 0, s.h)
+        else:
+            cyc_depthwise_fwd_f64(&s, a, w, bb, relu, b, 0, s.oh)
+    _transpose(b, s.c, dst + first * dst_len, dst_len, dst_len, s.c)
+
+
+def depthwise_planes(const floating[:, :, :, ::1] src, const floating[::1] wblocks,
+                     const floating[::1] b, object geom, bint relu, floating[:, :, :, ::1] dst,
+                     int n_threads, int block, bint input_grad):
+    """A depthwise convolution (one channel per group, no multiplier) over NCHW arrays in
+    units of `block` channels of one image (see _depthwise_plane_unit), spread over the
+    threads: the forward pass (src x, dst y, bias b or None), or with input_grad dx from dy
+    (b None).  A forward pass with the flipped weights and the geometry of dy's padding is
+    the input gradient of a unit-stride convolution, as in conv2d_backward_data."""
+    cdef cyc_geom_t g = _geom(geom)
+    cdef cyc_geom_t gf
+    if input_grad and g.sh == 1 and g.sw == 1:
+        gf = g
+        gf.h, gf.w, gf.oh, gf.ow = g.oh, g.ow, g.h, g.w
+        gf.pad_top = (g.kh - 1) * g.dh - g.pad_top
+        gf.pad_left = (g.kw - 1) * g.dw - g.pad_left
+        g = gf
+        input_grad = False
+    cdef Py_ssize_t units = <Py_ssize_t>g.n * ((g.c + block - 1) // block), u
+    cdef size_t sbytes = _plane_stage_bytes(&g, block, sizeof(floating), 0)
+    cdef const floating *bp = &b[0] if b is not None else NULL
+    cdef void *stage
+    cdef int failed = 0
+    cdef int *failp = &failed   # written inside the loop, so shared through a pointer
+    if units == 0:
+        return
+    for u in prange(units, nogil=True, num_threads=n_threads, schedule="dynamic"):
+        stage = cyc_scratch(CYC_SCRATCH_STAGE, sbytes)
+        if stage == NULL:
+            failp[0] = 1
+        else:
+            _depthwise_plane_unit(input_grad, &g, block, u, &src[0, 0, 0, 0], &wblocks[0], bp,
+                                  relu, &dst[0, 0, 0, 0], <char *>stage)
+        cyc_scratch_done(CYC_SCRATCH_STAGE, stage)
+    if failed:
+        raise MemoryError("conv2d: could not allocate scratch memory")
+
+
+cdef void _depthwise_dw_item(const cyc_geom_t *g, int block, int n_acc, Py_ssize_t item,
+                             const floating *x, const floating *dy, floating *acc,
+                             char *stage) noexcept nogil:
+    """Item (group, block) of depthwise_weight_grads_planes: the weight and bias gradients of
+    channels [c0, c0 + block) summed over the images of one group into acc ((kh * kw, its
+    channels) then its channels), each image's planes of x and dy transposed into this
+    thread's stage as NHWC for the depthwise kernel."""
+    cdef int blocks = (g.c + block - 1) // block
+    cdef Py_ssize_t gi = item // blocks, n
+    cdef int c0 = <int>(item % blocks) * block
+    cdef cyc_geom_t s = g[0]
+    s.n = 1
+    s.c = s.cout = s.groups = min(block, g.c - c0)
+    cdef Py_ssize_t hw = <Py_ssize_t>g.h * g.w, ohw = <Py_ssize_t>g.oh * g.ow, first
+    cdef Py_ssize_t taps = <Py_ssize_t>g.kh * g.kw
+    cdef floating *xa = <floating *>stage
+    cdef floating *da = <floating *>(stage + _line_up(max(hw, ohw) * block * sizeof(floating)))
+    memset(acc, 0, (taps + 1) * s.c * sizeof(floating))
+    for n in range(g.n * gi // n_acc, g.n * (gi + 1) // n_acc):
+        first = n * g.c + c0
+        _transpose(x + first * hw, hw, xa, s.c, s.c, hw)
+        _transpose(dy + first * ohw, ohw, da, s.c, s.c, ohw)
+        if floating is float:
+            cyc_depthwise_bwd_filter_f32(&s, xa, da, NULL, acc, acc + taps * s.c, 0, s.oh, NULL)
+        else:
+            cyc_depthwise_bwd_filter_f64(&s, xa, da, NULL, acc, acc + taps * s.c, 0, s.oh, NULL)
+
+
+def depthwise_weight_grads_planes(const floating[:, :, :, ::1] x,
+                                  const floating[:, :, :, ::1] dy, object geom,
+                                  floating[::1] dw, floating[::1] db, int n_threads, int block):
+    """dw ((kh * kw, c), the HWIO layout) and db of a depthwise convolution (no multiplier)
+    from NCHW x and dy (a fused ReLU's mask already applied), in units of `block` channels of
+    the images of a group (see _depthwise_dw_item).  The images fall into groups that depend
+    on the problem only, whose partial sums are added in a fixed order: the same bits on any
+    thread count and block."""
+    cdef cyc_geom_t g = _geom(geom)
+    cdef int blocks = (g.c + block - 1) // block
+    cdef int n_acc = <int>min(8, g.n)
+    cdef Py_ssize_t taps = <Py_ssize_t>g.kh * g.kw, item_len = (taps + 1) * block
+    cdef Py_ssize_t items = <Py_ssize_t>n_acc * blocks, item, k, t, c, cb
+    cdef size_t sbytes = _plane_stage_bytes(&g, block, sizeof(floating), 0)
+    cdef floating *accs = <floating *>cyc_scratch(CYC_SCRATCH_PARTIAL,
+                                                  items * item_len * sizeof(floating))
+    cdef floating *a
+    cdef void *stage
+    cdef int failed = 0
+    cdef int *failp = &failed   # written inside the loop, so shared through a pointer
+    if accs == NULL:
+        raise MemoryError("conv2d_backward: could not allocate the partial sums")
+    with nogil:
+        for item in prange(items, num_threads=min(n_threads, items), schedule="dynamic"):
+            stage = cyc_scratch(CYC_SCRATCH_STAGE, sbytes)
+            if stage == NULL:
+                failp[0] = 1
+            else:
+                _depthwise_dw_item(&g, block, n_acc, item, &x[0, 0, 0, 0], &dy[0, 0, 0, 0],
+                                   accs + item * item_len, <char *>stage)
+            cyc_scratch_done(CYC_SCRATCH_STAGE, stage)
+        if not failed:
+            for k in range(blocks):
+                cb = min(block, g.c - k * block)
+                # item (group t, block k) holds (taps + 1) rows of cb values
+                for c in range((taps + 1) * cb):
+                    a = accs + k * item_len + c
+                    if c < taps * cb:
+                        dw[(c // cb) * g.c + k * block + c % cb] = a[0]
+                    else:
+                        db[k * block + c - taps * cb] = a[0]
+                for t in range(1, n_acc):
+                    for c in range((taps + 1) * cb):
+                        a = accs + (t * blocks + k) * item_len + c
+                        if c < taps * cb:
+                            dw[(c // cb) * g.c + k * block + c % cb] += a[0]
+                        else:
+                            db[k * block + c - taps * cb] += a[0]
+    cyc_scratch_done(CYC_SCRATCH_PARTIAL, accs)
+    if failed:
+        raise MemoryError("conv2d_backward: could not allocate per-thread scratch memory")
+
+
 cdef inline void _winograd_work(const cyc_geom_t *g, int mode, int elem_size, int n_threads,
                                 Py_ssize_t *M, size_t *sbytes, Py_ssize_t *chunk) noexcept nogil:
     """A Winograd run's work: its tiles, each thread's scratch, and chunks of whole blocks."""

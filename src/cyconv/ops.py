@@ -2,10 +2,10 @@
 
 Each function validates and normalises its arguments (through :mod:`cyconv._args`, shared with
 :mod:`cyconv.reference`, which has the same signatures), computes the output shape, brings the
-inputs to C-contiguous NHWC once (pools take NCHW arrays as they are, a block of an image's
-planes at a time), allocates the outputs, decides how many threads the call is worth and calls
-:mod:`cyconv._kernels`.  Inputs are never modified; any strides and read-only arrays are
-accepted.
+inputs to C-contiguous NHWC once (pools and depthwise convolutions take NCHW arrays as they
+are, a block of an image's planes at a time), allocates the outputs, decides how many threads
+the call is worth and calls :mod:`cyconv._kernels`.  Inputs are never modified; any strides and
+read-only arrays are accepted.
 
 Layouts: ``data_format="NHWC"`` (Keras) takes HWIO weights ``(kh, kw, cin // groups, cout)``;
 ``"NCHW"`` (PyTorch) takes OIHW weights ``(cout, cin // groups, kh, kw)``.  Results come back in
@@ -103,6 +103,10 @@ def conv2d(x, w, b=None, *, stride=1, padding="valid", dilation=1, groups=1,
     """
     x, w, b, g = _args.conv_call(x, w, b, stride, padding, dilation, groups, data_format)
     relu = _args.activation(activation) == "relu"
+    if _depthwise_in_planes(g, x.dtype):
+        y = np.empty(g.y_shape, dtype=x.dtype)
+        _depthwise_planes(_c(x), w, _c(b), g, relu, y, input_grad=False)
+        return y
     # NCHW output straight from the direct tiles, each block transposed while in cache (else
     # a pass of its own; nothing to do where a channel or a pixel per image is all there is)
     planes = (g.data_format == "NCHW" and g.n and g.cout > 1 and g.oh * g.ow > 1
@@ -128,6 +132,8 @@ def conv2d_backward(dy, x, w, *, stride=1, padding="valid", dilation=1, groups=1
     dy, x, w, g, y = _args.conv_backward_call(dy, x, w, stride, padding, dilation, groups,
                                               data_format, activation, y)
     compute_dx = _args.bool_arg(compute_dx, "compute_dx")
+    if _depthwise_in_planes(g, x.dtype):
+        return _depthwise_backward_in_planes(dy, x, w, g, y, compute_dx)
     fmt = g.data_format
     dyk = _nhwc(dy, fmt)
     yk = None if y is None else _nhwc(y, fmt)
@@ -144,6 +150,52 @@ def conv2d_backward(dy, x, w, *, stride=1, padding="valid", dilation=1, groups=1
     dw, db = _weight_grads(g, _nhwc(x, fmt), dyk, yk)
     dw = dw if fmt == "NHWC" else np.ascontiguousarray(_args.from_hwio(dw, fmt))
     return (_out(dx, fmt) if compute_dx else None), dw, db
+
+
+def _depthwise_in_planes(g, dtype):
+    """Whether an NCHW convolution goes through _depthwise_planes: a depthwise one without a
+    channel multiplier, on a non-empty batch."""
+    return (g.data_format == "NCHW" and g.n and g.cout == g.c
+            and _kernels.conv2d_forward_route(g, dtype) == "depthwise")
+
+
+def _depthwise_planes(src, w, b, g, relu, dst, input_grad):
+    """A depthwise convolution's forward pass (src x, dst y) or input gradient (src dy, dst
+    dx) over NCHW arrays, a block of an image's channel planes at a time through each thread's
+    cache (see _kernels.depthwise_planes); w is OIHW (c, 1, kh, kw).  In-process A/B against
+    the whole arrays transposed to NHWC and back (benchmarks/ab_builds.py, 2 threads): the
+    forward pass took 0.49 to 0.61 of the time and the backward 0.59 to 0.69 (MobileNet's
+    56x56x64 at batch 8, 28x28x128 stride 2 at 8, 14x14x256 at 32)."""
+    n_threads = _threads(_args.flops_conv(g) // 2)
+    block = _depthwise_block(g, src.itemsize, n_threads)
+    unit_stride = g.sh == 1 and g.sw == 1
+    # the input gradient of a unit-stride layer is a forward pass with the flipped weights
+    taps = (w[:, 0, ::-1, ::-1] if input_grad and unit_stride else w[:, 0]).reshape(g.c, -1)
+    wblocks = np.concatenate([taps[c0:c0 + block].T.ravel() for c0 in range(0, g.c, block)])
+    _kernels.depthwise_planes(src, wblocks, b, g, relu, dst, n_threads, block, input_grad)
+
+
+def _depthwise_backward_in_planes(dy, x, w, g, y, compute_dx):
+    """conv2d_backward for _depthwise_in_planes: (dx, dw, db), NCHW and OIHW, each pass a block
+    of an image's planes at a time through each thread's cache."""
+    dy = _c(dy) if y is None else relu_backward(dy, y)
+    dx = None
+    if compute_dx:
+        dx = np.empty(x.shape, dtype=x.dtype)
+        _depthwise_planes(dy, w, None, g, False, dx, input_grad=True)
+    dw = np.empty(g.kh * g.kw * g.c, dtype=x.dtype)
+    db = np.empty(g.c, dtype=x.dtype)
+    n_threads = _threads(_args.flops_conv(g) // 2)
+    block = _depthwise_block(g, x.itemsize, n_threads)
+    _kernels.depthwise_weight_grads_planes(_c(x), dy, g, dw, db, n_threads, block)
+    dw = np.ascontiguousarray(dw.reshape(g.kh, g.kw, 1, g.c).transpose(3, 2, 0, 1))
+    return dx, dw, db
+
+
+def _depthwise_block(g, itemsize, n_threads):
+    """Channels per unit of the NCHW depthwise passes (see _plane_block): a multiple of the
+    depthwise kernels' channel block on AVX-512, two vectors (128 bytes)."""
+    return _plane_block(g, itemsize, 0, n_threads, unit=128 // itemsize)
 
 
 def _empty_or_zeros(g, shape, dtype):
@@ -261,18 +313,18 @@ def _pool_threads(g, itemsize, visits=None):
     return n, n > 1 and g.n * g.h * g.w * g.c * itemsize <= n * l2_cache_bytes()
 
 
-def _plane_block(g, itemsize, record_bytes, n_threads):
-    """Channels per unit of a pool over NCHW arrays (see _kernels._pool_planes), 0 for NHWC:
+def _plane_block(g, itemsize, record_bytes, n_threads, unit=16):
+    """Channels per unit of a pass over NCHW arrays (see _kernels._pool_planes), 0 for NHWC:
     all of an image's, unless the unit's stage would not fit in half a core's L2 or there
-    would be too few units to share out (4 per thread); then a multiple of 16 (a cache line
-    of float32)."""
+    would be too few units to share out (4 per thread); then a multiple of `unit` (for the
+    pools 16, a cache line of float32)."""
     if g.data_format != "NCHW":
         return 0
     block = g.c
-    while block > 16 and (
+    while block > unit and (
             _kernels.plane_stage_bytes(g, block, itemsize, record_bytes) > l2_cache_bytes() // 2
             or n_threads > 1 and g.n * -(-g.c // block) < 4 * n_threads):
-        block = max(16, -(-(block // 2) // 16) * 16)
+        block = max(unit, -(-(block // 2) // unit) * unit)
     return block
 
 
