@@ -6,6 +6,9 @@
  */
 #include <stdlib.h>
 #include <string.h>
+#if defined(_MSC_VER) && (defined(_M_X64) || defined(_M_IX86))
+#include <xmmintrin.h>
+#endif
 
 #include "kernels_common.h"
 
@@ -335,12 +338,18 @@ CYC_DW_FINISH_WINOGRAD(f64, double)
  * state back.  Adam's first moment decays by beta_1 at each step where a weight's gradient is
  * 0 (a dead unit) and passes through the subnormals: on the seed model, 10,000 to 20,000 of
  * its 93,000 moments from the 900th step of the first epoch, which made the update 4x slower
- * (111 against 469 us per step).  TensorFlow's CPU kernels run with these modes set. */
+ * (111 against 469 us per step).  TensorFlow's CPU kernels run with these modes set.  The
+ * compiler does not order arithmetic against the mode switch: the kernels it brackets must stay
+ * calls into other files (no link-time inlining). */
 static unsigned long cyc_flush_subnormals(void)
 {
 #if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__)) && defined(__SSE2__)
     unsigned int csr = __builtin_ia32_stmxcsr();
     __builtin_ia32_ldmxcsr(csr | 0x8040u);   /* FTZ (bit 15) and DAZ (bit 6) */
+    return csr;
+#elif defined(_MSC_VER) && (defined(_M_X64) || defined(_M_IX86))
+    unsigned int csr = _mm_getcsr();
+    _mm_setcsr(csr | 0x8040u);
     return csr;
 #elif defined(__GNUC__) && defined(__aarch64__)
     unsigned long fpcr;
@@ -356,6 +365,8 @@ static void cyc_restore_fp_modes(unsigned long modes)
 {
 #if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__)) && defined(__SSE2__)
     __builtin_ia32_ldmxcsr((unsigned int)modes);
+#elif defined(_MSC_VER) && (defined(_M_X64) || defined(_M_IX86))
+    _mm_setcsr((unsigned int)modes);
 #elif defined(__GNUC__) && defined(__aarch64__)
     __asm__ __volatile__("msr fpcr, %0" : : "r"(modes));
 #else

@@ -839,6 +839,17 @@ def test_nchw_depthwise_goes_through_planes(monkeypatch, dtype, x_shape, k, kwar
         assert_bitwise_equal(by_block[0][isa][1:], by_block[1][isa][1:], isa)
 
 
+def test_nchw_depthwise_with_too_few_units_transposes_the_whole_arrays():
+    """Fewer than 4 units (here 3 images of a 32-channel float32 block) would leave threads
+    idle, so the whole arrays go to NHWC and back (their rows shared out)."""
+    x, w, b = conv_arrays((3, 20, 20, 32), (3, 3, 1, 32), "NCHW", np.float32)
+    assert not ops._depthwise_in_planes(
+        _args.conv_geometry(x.shape, w.shape, 1, 1, 1, 32, "NCHW"), np.float32)
+    assert ops._depthwise_in_planes(
+        _args.conv_geometry((4,) + x.shape[1:], w.shape, 1, 1, 1, 32, "NCHW"), np.float32)
+    check_conv(x, w, b, {"padding": 1, "groups": 32, "data_format": "NCHW"}, activation="relu")
+
+
 @given(depthwise_cases())
 def test_depthwise_convolutions_of_drawn_shapes_match_reference(case):
     check_conv(case["x"], case["w"], case["b"], case["kwargs"], case["activation"],

@@ -587,7 +587,9 @@ def depthwise_weight_grads_planes(const floating[:, :, :, ::1] x,
     from NCHW x and dy (a fused ReLU's mask already applied), in units of `block` channels of
     the images of a group (see _depthwise_dw_item).  The images fall into groups that depend
     on the problem only, whose partial sums are added in a fixed order: the same bits on any
-    thread count and block."""
+    thread count, and on any block that is a multiple of the kernels' channel block (the 3x3
+    kernel sums whole blocks of channels and the rest apart) or all the channels, as
+    ops._depthwise_block gives."""
     cdef cyc_geom_t g = _geom(geom)
     cdef int blocks = (g.c + block - 1) // block
     cdef int n_acc = <int>min(8, g.n)
