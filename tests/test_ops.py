@@ -504,6 +504,39 @@ def test_nchw_forward_writes_planes_from_the_direct_tiles(monkeypatch, dtype, x_
         assert_bitwise_equal(got[isa], np.ascontiguousarray(to_layout(want[isa], "NCHW")), isa)
 
 
+@pytest.mark.parametrize("x_shape, w_shape, kwargs, dx_route", [
+    ((9, 13, 13, 32), (3, 3, 32, 64), {}, "scatter taps"),
+    ((9, 9, 7, 12), (3, 3, 6, 20), {"stride": 2, "padding": 1, "groups": 2}, "gather"),
+    ((9, 11, 11, 3), (5, 5, 3, 8), {"padding": 2}, "scatter rows"),
+    ((6, 10, 10, 16), (3, 3, 16, 24), {"padding": 1}, "winograd"),
+], ids=["scatter taps", "gather", "scatter rows", "winograd"])
+@pytest.mark.parametrize("l2", [0, None], ids=["1 image", "L2's worth"])
+def test_nchw_backward_goes_a_few_images_at_a_time(monkeypatch, x_shape, w_shape, kwargs,
+                                                   dx_route, l2):
+    """An NCHW backward pass (not depthwise, 4+ images of small arrays) transposes as many
+    images as half a core's L2 holds at a time into each thread's stage for the NHWC kernels,
+    in groups of images whose partial sums of dw add up in a fixed order: the reference's
+    results and the same bits on every thread count, one image or several per stage, on
+    every input-gradient route and with either weight-gradient route."""
+    g = nhwc_geometry(x_shape, w_shape, kwargs)
+    assert _kernels.conv2d_backward_data_route(g, np.float32) == dx_route
+    if l2 == 0:
+        # the smallest L2 that a stage of one image fits half of
+        monkeypatch.setattr(ops, "l2_cache_bytes",
+                            lambda: 2 * _kernels.image_stage_bytes(g, 1, 4))
+    units = []
+    real = _kernels.conv2d_backward_images
+    monkeypatch.setattr(_kernels, "conv2d_backward_images",
+                        lambda *a: units.append(a[-1]) or real(*a))
+    x, w, b = conv_arrays(x_shape, w_shape, "NCHW", np.float32)
+    check_conv(x, w, b, dict(kwargs, data_format="NCHW"), activation="relu")
+    check_conv(x, w, b, dict(kwargs, data_format="NCHW"), activation="relu", compute_dx=False)
+    if l2 == 0:
+        assert set(units) == {1}
+    else:
+        assert units and min(units) > 1
+
+
 def test_nchw_planes_are_for_the_direct_route_only():
     x, w, b = conv_arrays((2, 8, 8, 16), (3, 3, 16, 16), "NHWC", np.float32)
     g = nhwc_geometry(x.shape, w.shape, {})

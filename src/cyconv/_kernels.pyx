@@ -947,6 +947,17 @@ cdef void _depthwise_weight_grads(const cyc_geom_t *g, const floating *x, const 
     cyc_scratch_done(CYC_SCRATCH_PARTIAL, accs)
 
 
+cdef inline void _add_up(floating *out, const floating *parts, Py_ssize_t count, int n_parts,
+                         Py_ssize_t stride) noexcept nogil:
+    """out[k] = the sum of parts[t * stride + k] over t in order (partial sums to one)."""
+    cdef Py_ssize_t k
+    cdef int t
+    for k in range(count):
+        out[k] = 0
+        for t in range(n_parts):
+            out[k] += parts[t * stride + k]
+
+
 def conv2d_backward_filter(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] dy,
                            object geom, floating[:, :, :, ::1] dw, floating[::1] db,
                            int n_threads, const floating[:, :, :, ::1] relu_y=None,
@@ -1029,11 +1040,158 @@ def conv2d_backward_filter(const floating[:, :, :, ::1] x, const floating[:, :, 
                 m1 = min(K, m0 + kchunk)
                 _dw_finish(wino, &g, accs, n_acc, &dw[0, 0, 0, 0], m0, m1)
         if not failed:
-            for m0 in range(g.cout):
-                db[m0] = 0
-                for t in range(n_acc):
-                    db[m0] += dbs[t * db_len + m0]
+            _add_up(&db[0], dbs, g.cout, n_acc, db_len)
     cyc_scratch_done(CYC_SCRATCH_PARTIAL, accs)
+    if failed:
+        raise MemoryError("conv2d_backward: could not allocate per-thread scratch memory")
+
+
+cdef inline Py_ssize_t _dx_units(int kind, const cyc_geom_t *g) noexcept nogil:
+    """The units [0, units) an input-gradient kernel of kind covers for all of g's images:
+    images (scatter), Winograd tiles, or dx pixels (gather)."""
+    if kind == SCATTER_DX or kind == SCATTER_ROWS_DX:
+        return g.n
+    if kind == WINOGRAD_DX:
+        return cyc_conv_winograd_tiles(g, CYC_WINO_DX)
+    return <Py_ssize_t>g.n * g.h * g.w
+
+
+cdef inline size_t _dx_scratch_bytes(int kind, const cyc_geom_t *g, size_t elem) noexcept nogil:
+    if kind == SCATTER_DX or kind == SCATTER_ROWS_DX:
+        return cyc_conv_scatter_scratch_bytes(g, kind == SCATTER_ROWS_DX, elem)
+    if kind == WINOGRAD_DX:
+        return cyc_conv_winograd_scratch_bytes(g, CYC_WINO_DX, elem)
+    return cyc_conv_scratch_bytes(g, 1, elem)
+
+
+cdef inline size_t _image_stage_bytes(const cyc_geom_t *g, Py_ssize_t images,
+                                      size_t elem) noexcept nogil:
+    """A thread's stage in conv2d_backward_images: x, dx and dy of this many images, NHWC."""
+    return (2 * _line_up(<size_t>images * g.h * g.w * g.c * elem) +
+            _line_up(<size_t>images * g.oh * g.ow * g.cout * elem))
+
+
+def image_stage_bytes(object geom, int images, int itemsize):
+    cdef cyc_geom_t g = _geom(geom)
+    return _image_stage_bytes(&g, images, itemsize)
+
+
+cdef void _backward_image_group(int dx_kind, int dw_kind, const cyc_geom_t *g, int n_acc,
+                                Py_ssize_t t, Py_ssize_t per_unit, const floating *dy,
+                                const floating *x, const floating *packed,
+                                const floating *zeros, floating *dx, floating *acc,
+                                floating *dbacc, char *stage, void *scratch) noexcept nogil:
+    """Group t of conv2d_backward_images, per_unit images at a time: their x and dy
+    transposed from NCHW into this thread's stage, dx computed there (dx_kind, if dx is not
+    NULL) and transposed out into its planes, and the weight gradient (dw_kind) added into the
+    group's partial sums acc and dbacc (zeroed here)."""
+    cdef cyc_geom_t s = g[0]
+    cdef Py_ssize_t hw = <Py_ssize_t>g.h * g.w, ohw = <Py_ssize_t>g.oh * g.ow, n, n0, n1, i
+    cdef size_t xb = _line_up(per_unit * hw * g.c * sizeof(floating))
+    cdef floating *xa = <floating *>stage
+    cdef floating *dxa = <floating *>(stage + xb)
+    cdef floating *da = <floating *>(stage + 2 * xb)
+    cdef bint wino = dw_kind == WINOGRAD
+    cdef Py_ssize_t end = g.n * (t + 1) // n_acc
+    memset(acc, 0, (cyc_conv_winograd_dw_acc_len(g, sizeof(floating)) if wino
+                    else cyc_conv_dw_acc_len(g, sizeof(floating))) * sizeof(floating))
+    memset(dbacc, 0, g.cout * sizeof(floating))
+    n0 = g.n * t // n_acc
+    while n0 < end:
+        n1 = min(end, n0 + per_unit)
+        s.n = <int>(n1 - n0)
+        for n in range(n0, n1):
+            i = n - n0
+            _transpose(dy + n * ohw * g.cout, ohw, da + i * ohw * g.cout, g.cout, g.cout, ohw)
+            _transpose(x + n * hw * g.c, hw, xa + i * hw * g.c, g.c, g.c, hw)
+        if dx != NULL:
+            _tiles(dx_kind, &s, da, packed, False, zeros, dxa, 0, _dx_units(dx_kind, &s),
+                   scratch)
+            for n in range(n0, n1):
+                _transpose(dxa + (n - n0) * hw * g.c, g.c, dx + n * hw * g.c, hw, hw, g.c)
+        _dw_partial(dw_kind, &s, xa, da, NULL, NULL, acc, dbacc, 0,
+                    cyc_conv_winograd_tiles(&s, CYC_WINO_FWD) if wino else s.n * ohw, scratch)
+        n0 = n1
+
+
+def conv2d_backward_images(const floating[:, :, :, ::1] dy, const floating[:, :, :, ::1] x,
+                           const floating[:, :, :, ::1] w, object geom, floating[:, :, :, ::1] dx,
+                           floating[:, :, :, ::1] dw, floating[::1] db, int n_threads,
+                           Py_ssize_t per_unit):
+    """The backward pass of an NCHW convolution (not depthwise) a few images at a time: dx
+    (NCHW, or None), dw (HWIO) and db from NCHW dy (any fused ReLU's mask applied) and x and
+    the HWIO weights, per_unit images' arrays at a time transposed into a thread's stage for
+    the NHWC kernels of conv2d_backward_data and conv2d_backward_filter, instead of whole-array
+    transposes.  The weight gradient's partial sums go over groups of images that depend on
+    the problem only, each group per_unit images at a time, as is dx: the same bits on any
+    thread count."""
+    cdef cyc_geom_t g = _geom(geom)
+    cdef int dx_kind = _input_grad_kind(&g, sizeof(floating))
+    cdef int dw_kind = _weight_grad_kind(&g, sizeof(floating), False, False)
+    if dx_kind == DEPTHWISE or dw_kind == DEPTHWISE:
+        raise ValueError("conv2d_backward_images: not for depthwise convolutions")
+    cdef bint wino = dw_kind == WINOGRAD
+    cdef int n_acc = <int>min(4 if wino else 8, g.n)
+    per_unit = max(1, min(per_unit, (g.n + n_acc - 1) // n_acc))
+    cdef cyc_geom_t s = g
+    s.n = <int>per_unit
+    cdef Py_ssize_t acc_len = (cyc_conv_winograd_dw_acc_len(&g, sizeof(floating)) if wino
+                               else cyc_conv_dw_acc_len(&g, sizeof(floating)))
+    cdef Py_ssize_t db_len = (g.cout + 15) // 16 * 16
+    cdef size_t sbytes = (cyc_conv_winograd_dw_scratch_bytes(&s, sizeof(floating)) if wino
+                          else cyc_conv_dw_scratch_bytes(&s, sizeof(floating)))
+    cdef size_t stage_bytes = _image_stage_bytes(&g, per_unit, sizeof(floating))
+    cdef int transposed = _packing(dx_kind)
+    cdef Py_ssize_t K = cyc_conv_rows(&g, transposed), kchunk, fchunk, t, m0
+    cdef Py_ssize_t KW = g.c if wino else <Py_ssize_t>g.kh * g.kw * (g.c // g.groups)
+    cdef void *packed = NULL
+    cdef void *zeros = NULL
+    cdef void *scratch
+    cdef void *stage
+    cdef floating *dxp = &dx[0, 0, 0, 0] if dx is not None else NULL
+    cdef int failed = 0
+    cdef int *failp = &failed   # written inside the parallel block, so shared through a pointer
+    if dx is not None:
+        sbytes = max(sbytes, _dx_scratch_bytes(dx_kind, &s, sizeof(floating)))
+        if _take_blocks(&g, transposed, sizeof(floating), &packed, &zeros):
+            _give_blocks(packed, zeros)
+            raise MemoryError("conv2d_backward: could not allocate scratch memory")
+    cdef floating *accs = <floating *>cyc_scratch(
+        CYC_SCRATCH_PARTIAL, n_acc * (acc_len + db_len) * sizeof(floating))
+    if accs == NULL:
+        _give_blocks(packed, zeros)
+        raise MemoryError("conv2d_backward: could not allocate the partial sums")
+    cdef floating *dbs = accs + n_acc * acc_len
+    n_threads = min(n_threads, n_acc)
+    kchunk = _chunk(K, n_threads, 1)
+    fchunk = _chunk(KW, n_threads, 1)
+    with nogil:
+        with parallel(num_threads=n_threads):
+            if dxp != NULL:
+                for t in prange(_n_chunks(K, kchunk), schedule="static"):
+                    m0 = t * kchunk
+                    _pack(&g, &w[0, 0, 0, 0], NULL, transposed, <floating *>packed, m0,
+                          min(K, m0 + kchunk))
+            scratch = cyc_scratch(CYC_SCRATCH_TILES, sbytes)
+            stage = cyc_scratch(CYC_SCRATCH_STAGE, stage_bytes)
+            # every thread takes part in every worksharing loop, with or without its memory
+            for t in prange(n_acc, schedule="dynamic"):
+                if scratch == NULL or stage == NULL:
+                    failp[0] = 1
+                    continue
+                _backward_image_group(dx_kind, dw_kind, &g, n_acc, t, per_unit,
+                                      &dy[0, 0, 0, 0], &x[0, 0, 0, 0], <const floating *>packed,
+                                      <const floating *>zeros, dxp, accs + t * acc_len,
+                                      dbs + t * db_len, <char *>stage, scratch)
+            cyc_scratch_done(CYC_SCRATCH_TILES, scratch)
+            cyc_scratch_done(CYC_SCRATCH_STAGE, stage)
+            for t in prange(_n_chunks(KW, fchunk), schedule="static"):
+                m0 = t * fchunk
+                _dw_finish(wino, &g, accs, n_acc, &dw[0, 0, 0, 0], m0, min(KW, m0 + fchunk))
+        if not failed:
+            _add_up(&db[0], dbs, g.cout, n_acc, db_len)
+    cyc_scratch_done(CYC_SCRATCH_PARTIAL, accs)
+    _give_blocks(packed, zeros)
     if failed:
         raise MemoryError("conv2d_backward: could not allocate per-thread scratch memory")
 
