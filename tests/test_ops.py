@@ -486,12 +486,14 @@ def test_avg_pool_ceil_mode_with_padding_clips_divisor_to_padded_input(kernel):
 ])
 def test_nchw_forward_writes_planes_from_the_direct_tiles(monkeypatch, dtype, x_shape, w_shape,
                                                           kwargs):
-    """In NCHW the direct route's tiles go through a per-thread stage into the planes: the same
-    bits as the NHWC forward pass transposed, on every path."""
+    """In NCHW the direct route's tiles go through a per-thread stage into the planes (where
+    an image's arrays do not fit half an L2, else see the next test): the same bits as the
+    NHWC forward pass transposed, on every path."""
     x, w, b = conv_arrays(x_shape, w_shape, "NHWC", dtype)
     assert _kernels.conv2d_forward_route(nhwc_geometry(x_shape, w_shape, kwargs),
                                          dtype) == "direct"
     want = on_every_path(lambda: ops.conv2d(x, w, b, activation="relu", **kwargs))
+    monkeypatch.setattr(ops, "_images_per_stage", lambda *a: 0)
     planes = []
     real = _kernels.conv2d_forward
     monkeypatch.setattr(_kernels, "conv2d_forward",
@@ -502,6 +504,40 @@ def test_nchw_forward_writes_planes_from_the_direct_tiles(monkeypatch, dtype, x_
     assert planes and all(planes)
     for isa in want:
         assert_bitwise_equal(got[isa], np.ascontiguousarray(to_layout(want[isa], "NCHW")), isa)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
+@pytest.mark.parametrize("x_shape, w_shape, kwargs, route", [
+    ((9, 13, 13, 32), (3, 3, 32, 64), {}, "winograd"),
+    ((11, 9, 7, 12), (3, 3, 6, 20), {"stride": 2, "padding": 1, "groups": 2}, "direct"),
+    ((12, 28, 28, 1), (3, 3, 1, 32), {}, "direct"),
+], ids=["winograd", "direct", "one channel"])
+@pytest.mark.parametrize("l2", [0, None], ids=["1 image", "L2's worth"])
+def test_nchw_forward_goes_a_few_images_at_a_time(monkeypatch, dtype, x_shape, w_shape, kwargs,
+                                                  route, l2):
+    """An NCHW forward pass whose images' arrays fit half an L2 transposes a few images at a
+    time into each thread's stage for the direct tiles or Winograd and their output back: the
+    same bits as the NHWC pass transposed, on every path, one image or several per stage."""
+    g = nhwc_geometry(x_shape, w_shape, kwargs)
+    assert _kernels.conv2d_forward_route(g, dtype) == route
+    x, w, b = conv_arrays(x_shape, w_shape, "NHWC", dtype)
+    want = on_every_path(lambda: ops.conv2d(x, w, b, activation="relu", **kwargs))
+    if l2 == 0:
+        monkeypatch.setattr(ops, "l2_cache_bytes",
+                            lambda: 2 * _kernels.image_stage_bytes(g, 1, x.itemsize, False))
+    units = []
+    real = _kernels.conv2d_forward_images
+    monkeypatch.setattr(_kernels, "conv2d_forward_images",
+                        lambda *a: units.append(a[-1]) or real(*a))
+    xc, wc = to_layout(x, "NCHW"), weights_to_layout(w, "NCHW")
+    got = on_every_path(lambda: ops.conv2d(xc, wc, b, activation="relu", data_format="NCHW",
+                                           **kwargs))
+    for isa in want:
+        assert_bitwise_equal(got[isa], np.ascontiguousarray(to_layout(want[isa], "NCHW")), isa)
+    if l2 == 0:
+        assert set(units) == {1}
+    else:
+        assert units and max(units) > 1
 
 
 @pytest.mark.parametrize("x_shape, w_shape, kwargs, dx_route", [
@@ -523,7 +559,7 @@ def test_nchw_backward_goes_a_few_images_at_a_time(monkeypatch, x_shape, w_shape
     if l2 == 0:
         # the smallest L2 that a stage of one image fits half of
         monkeypatch.setattr(ops, "l2_cache_bytes",
-                            lambda: 2 * _kernels.image_stage_bytes(g, 1, 4))
+                            lambda: 2 * _kernels.image_stage_bytes(g, 1, 4, True))
     units = []
     real = _kernels.conv2d_backward_images
     monkeypatch.setattr(_kernels, "conv2d_backward_images",

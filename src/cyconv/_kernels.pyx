@@ -1064,16 +1064,90 @@ cdef inline size_t _dx_scratch_bytes(int kind, const cyc_geom_t *g, size_t elem)
     return cyc_conv_scratch_bytes(g, 1, elem)
 
 
-cdef inline size_t _image_stage_bytes(const cyc_geom_t *g, Py_ssize_t images,
-                                      size_t elem) noexcept nogil:
-    """A thread's stage in conv2d_backward_images: x, dx and dy of this many images, NHWC."""
-    return (2 * _line_up(<size_t>images * g.h * g.w * g.c * elem) +
+cdef inline size_t _image_stage_bytes(const cyc_geom_t *g, Py_ssize_t images, size_t elem,
+                                      bint backward) noexcept nogil:
+    """A thread's stage for this many images, NHWC: x and y (conv2d_forward_images), or x, dx
+    and dy (conv2d_backward_images)."""
+    return ((2 if backward else 1) * _line_up(<size_t>images * g.h * g.w * g.c * elem) +
             _line_up(<size_t>images * g.oh * g.ow * g.cout * elem))
 
 
-def image_stage_bytes(object geom, int images, int itemsize):
+def image_stage_bytes(object geom, int images, int itemsize, bint backward):
     cdef cyc_geom_t g = _geom(geom)
-    return _image_stage_bytes(&g, images, itemsize)
+    return _image_stage_bytes(&g, images, itemsize, backward)
+
+
+cdef void _forward_image_unit(int kind, const cyc_geom_t *g, Py_ssize_t u, Py_ssize_t per_unit,
+                              const floating *x, const floating *packed, bint relu,
+                              const floating *zeros, floating *y, char *stage,
+                              void *scratch) noexcept nogil:
+    """Unit u of conv2d_forward_images: images [u * per_unit, ...) transposed from NCHW into
+    this thread's stage, convolved there by the direct tiles or Winograd (kind), and their
+    output transposed out into its planes."""
+    cdef cyc_geom_t s = g[0]
+    cdef Py_ssize_t hw = <Py_ssize_t>g.h * g.w, ohw = <Py_ssize_t>g.oh * g.ow, n
+    cdef Py_ssize_t n0 = u * per_unit, n1 = min(g.n, n0 + per_unit)
+    cdef floating *xa = <floating *>stage
+    cdef floating *ya = <floating *>(stage + _line_up(per_unit * hw * g.c * sizeof(floating)))
+    s.n = <int>(n1 - n0)
+    for n in range(n0, n1):
+        _transpose(x + n * hw * g.c, hw, xa + (n - n0) * hw * g.c, g.c, g.c, hw)
+    _tiles(kind, &s, xa, packed, relu, zeros, ya, 0,
+           cyc_conv_winograd_tiles(&s, CYC_WINO_FWD) if kind == WINOGRAD else s.n * ohw, scratch)
+    for n in range(n0, n1):
+        _transpose(ya + (n - n0) * ohw * g.cout, g.cout, y + n * ohw * g.cout, ohw, ohw, g.cout)
+
+
+def conv2d_forward_images(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] w,
+                          const floating[::1] b, object geom, bint relu,
+                          floating[:, :, :, ::1] y, int n_threads, Py_ssize_t per_unit):
+    """y = conv(x, w) + b (+ ReLU) for NCHW x and y and HWIO weights (not depthwise), per_unit
+    images at a time transposed into a thread's stage for the direct tiles or Winograd, and
+    their output transposed out while in cache: no whole-array transposes.  Each output pixel
+    (or Winograd tile) is computed whole by one tile: the NHWC pass's bits, on any grouping."""
+    cdef cyc_geom_t g = _geom(geom)
+    cdef int kind = _forward_kind(&g, sizeof(floating))
+    if kind == DEPTHWISE:
+        raise ValueError("conv2d_forward_images: not for depthwise convolutions")
+    per_unit = max(1, min(per_unit, g.n))
+    cdef cyc_geom_t s = g
+    s.n = <int>per_unit
+    cdef Py_ssize_t units = (g.n + per_unit - 1) // per_unit, u, t, m0
+    cdef size_t sbytes = (cyc_conv_winograd_scratch_bytes(&s, CYC_WINO_FWD, sizeof(floating))
+                          if kind == WINOGRAD else cyc_conv_scratch_bytes(&s, 0, sizeof(floating)))
+    cdef size_t stage_bytes = _image_stage_bytes(&g, per_unit, sizeof(floating), False)
+    cdef int transposed = _packing(kind)
+    cdef Py_ssize_t K = cyc_conv_rows(&g, transposed), kchunk
+    cdef const floating *bp = &b[0] if b is not None else NULL
+    cdef void *packed
+    cdef void *zeros
+    cdef void *scratch
+    cdef void *stage
+    cdef int failed = _take_blocks(&g, transposed, sizeof(floating), &packed, &zeros)
+    cdef int *failp = &failed   # written inside the parallel block, so shared through a pointer
+    n_threads = <int>min(n_threads, units)
+    kchunk = _chunk(K, n_threads, 1)
+    if not failed:
+        with nogil, parallel(num_threads=n_threads):
+            for t in prange(_n_chunks(K, kchunk), schedule="static"):
+                m0 = t * kchunk
+                _pack(&g, &w[0, 0, 0, 0], bp, transposed, <floating *>packed, m0,
+                      min(K, m0 + kchunk))
+            scratch = cyc_scratch(CYC_SCRATCH_TILES, sbytes)
+            stage = cyc_scratch(CYC_SCRATCH_STAGE, stage_bytes)
+            # every thread takes part in the worksharing loop, with or without its memory
+            for u in prange(units, schedule="dynamic"):
+                if scratch == NULL or stage == NULL:
+                    failp[0] = 1
+                    continue
+                _forward_image_unit(kind, &g, u, per_unit, &x[0, 0, 0, 0],
+                                    <const floating *>packed, relu, <const floating *>zeros,
+                                    &y[0, 0, 0, 0], <char *>stage, scratch)
+            cyc_scratch_done(CYC_SCRATCH_TILES, scratch)
+            cyc_scratch_done(CYC_SCRATCH_STAGE, stage)
+    _give_blocks(packed, zeros)
+    if failed:
+        raise MemoryError("conv2d: could not allocate scratch memory")
 
 
 cdef void _backward_image_group(int dx_kind, int dw_kind, const cyc_geom_t *g, int n_acc,
@@ -1140,7 +1214,7 @@ def conv2d_backward_images(const floating[:, :, :, ::1] dy, const floating[:, :,
     cdef Py_ssize_t db_len = (g.cout + 15) // 16 * 16
     cdef size_t sbytes = (cyc_conv_winograd_dw_scratch_bytes(&s, sizeof(floating)) if wino
                           else cyc_conv_dw_scratch_bytes(&s, sizeof(floating)))
-    cdef size_t stage_bytes = _image_stage_bytes(&g, per_unit, sizeof(floating))
+    cdef size_t stage_bytes = _image_stage_bytes(&g, per_unit, sizeof(floating), True)
     cdef int transposed = _packing(dx_kind)
     cdef Py_ssize_t K = cyc_conv_rows(&g, transposed), kchunk, fchunk, t, m0
     cdef Py_ssize_t KW = g.c if wino else <Py_ssize_t>g.kh * g.kw * (g.c // g.groups)
