@@ -487,8 +487,8 @@ def test_avg_pool_ceil_mode_with_padding_clips_divisor_to_padded_input(kernel):
 def test_nchw_forward_writes_planes_from_the_direct_tiles(monkeypatch, dtype, x_shape, w_shape,
                                                           kwargs):
     """In NCHW the direct route's tiles go through a per-thread stage into the planes (where
-    an image's arrays do not fit half an L2, else see the next test): the same bits as the
-    NHWC forward pass transposed, on every path."""
+    images do not go a few at a time, see the next test): the same bits as the NHWC forward
+    pass transposed, on every path."""
     x, w, b = conv_arrays(x_shape, w_shape, "NHWC", dtype)
     assert _kernels.conv2d_forward_route(nhwc_geometry(x_shape, w_shape, kwargs),
                                          dtype) == "direct"
@@ -512,19 +512,21 @@ def test_nchw_forward_writes_planes_from_the_direct_tiles(monkeypatch, dtype, x_
     ((11, 9, 7, 12), (3, 3, 6, 20), {"stride": 2, "padding": 1, "groups": 2}, "direct"),
     ((12, 28, 28, 1), (3, 3, 1, 32), {}, "direct"),
 ], ids=["winograd", "direct", "one channel"])
-@pytest.mark.parametrize("l2", [0, None], ids=["1 image", "L2's worth"])
+@pytest.mark.parametrize("one", [True, False], ids=["1 image", "a stage's worth"])
 def test_nchw_forward_goes_a_few_images_at_a_time(monkeypatch, dtype, x_shape, w_shape, kwargs,
-                                                  route, l2):
-    """An NCHW forward pass whose images' arrays fit half an L2 transposes a few images at a
-    time into each thread's stage for the direct tiles or Winograd and their output back: the
-    same bits as the NHWC pass transposed, on every path, one image or several per stage."""
+                                                  route, one):
+    """An NCHW forward pass whose images' arrays fit a stage (1 MB), with 4 images per thread
+    or more, transposes a few images at a time into each thread's stage for the direct tiles
+    or Winograd and their output back: the same bits as the NHWC pass transposed, on every
+    path, one image or several per stage."""
     g = nhwc_geometry(x_shape, w_shape, kwargs)
     assert _kernels.conv2d_forward_route(g, dtype) == route
     x, w, b = conv_arrays(x_shape, w_shape, "NHWC", dtype)
     want = on_every_path(lambda: ops.conv2d(x, w, b, activation="relu", **kwargs))
-    if l2 == 0:
-        monkeypatch.setattr(ops, "l2_cache_bytes",
-                            lambda: 2 * _kernels.image_stage_bytes(g, 1, x.itemsize, False))
+    if one:
+        # a stage of one image's arrays
+        monkeypatch.setattr(ops, "_IMAGES_STAGE_BYTES",
+                            _kernels.image_stage_bytes(g, 1, x.itemsize, False))
     units = []
     real = _kernels.conv2d_forward_images
     monkeypatch.setattr(_kernels, "conv2d_forward_images",
@@ -534,7 +536,7 @@ def test_nchw_forward_goes_a_few_images_at_a_time(monkeypatch, dtype, x_shape, w
                                            **kwargs))
     for isa in want:
         assert_bitwise_equal(got[isa], np.ascontiguousarray(to_layout(want[isa], "NCHW")), isa)
-    if l2 == 0:
+    if one:
         assert set(units) == {1}
     else:
         assert units and max(units) > 1
@@ -546,20 +548,19 @@ def test_nchw_forward_goes_a_few_images_at_a_time(monkeypatch, dtype, x_shape, w
     ((9, 11, 11, 3), (5, 5, 3, 8), {"padding": 2}, "scatter rows"),
     ((6, 10, 10, 16), (3, 3, 16, 24), {"padding": 1}, "winograd"),
 ], ids=["scatter taps", "gather", "scatter rows", "winograd"])
-@pytest.mark.parametrize("l2", [0, None], ids=["1 image", "L2's worth"])
+@pytest.mark.parametrize("one", [True, False], ids=["1 image", "a stage's worth"])
 def test_nchw_backward_goes_a_few_images_at_a_time(monkeypatch, x_shape, w_shape, kwargs,
-                                                   dx_route, l2):
+                                                   dx_route, one):
     """An NCHW backward pass (not depthwise, 4+ images of small arrays) transposes as many
-    images as half a core's L2 holds at a time into each thread's stage for the NHWC kernels,
+    images as a stage (1 MB) holds at a time into each thread's stage for the NHWC kernels,
     in groups of images whose partial sums of dw add up in a fixed order: the reference's
     results and the same bits on every thread count, one image or several per stage, on
     every input-gradient route and with either weight-gradient route."""
     g = nhwc_geometry(x_shape, w_shape, kwargs)
     assert _kernels.conv2d_backward_data_route(g, np.float32) == dx_route
-    if l2 == 0:
-        # the smallest L2 that a stage of one image fits half of
-        monkeypatch.setattr(ops, "l2_cache_bytes",
-                            lambda: 2 * _kernels.image_stage_bytes(g, 1, 4, True))
+    if one:
+        # a stage of one image's arrays
+        monkeypatch.setattr(ops, "_IMAGES_STAGE_BYTES", _kernels.image_stage_bytes(g, 1, 4, True))
     units = []
     real = _kernels.conv2d_backward_images
     monkeypatch.setattr(_kernels, "conv2d_backward_images",
@@ -567,10 +568,23 @@ def test_nchw_backward_goes_a_few_images_at_a_time(monkeypatch, x_shape, w_shape
     x, w, b = conv_arrays(x_shape, w_shape, "NCHW", np.float32)
     check_conv(x, w, b, dict(kwargs, data_format="NCHW"), activation="relu")
     check_conv(x, w, b, dict(kwargs, data_format="NCHW"), activation="relu", compute_dx=False)
-    if l2 == 0:
+    if one:
         assert set(units) == {1}
     else:
         assert units and min(units) > 1
+
+
+def test_nchw_backward_bits_do_not_depend_on_the_l2_cache_size(monkeypatch):
+    """How many images the backward pass stages at a time orders its sums: that count comes
+    from a fixed budget, not from the L2 size the machine reports."""
+    x, w, b = conv_arrays((12, 13, 13, 32), (3, 3, 32, 64), "NCHW", np.float32)
+    dy = random_array(np.random.default_rng(7), (12, 64, 11, 11), np.float32)
+    runs = []
+    for l2 in (256 << 10, 2 << 20, 32 << 20):
+        monkeypatch.setattr(ops, "l2_cache_bytes", lambda: l2)
+        runs.append(ops.conv2d_backward(dy, x, w, data_format="NCHW"))
+    assert_bitwise_equal(runs[0], runs[1])
+    assert_bitwise_equal(runs[0], runs[2])
 
 
 def test_nchw_planes_are_for_the_direct_route_only():

@@ -1198,7 +1198,7 @@ def conv2d_backward_images(const floating[:, :, :, ::1] dy, const floating[:, :,
     the NHWC kernels of conv2d_backward_data and conv2d_backward_filter, instead of whole-array
     transposes.  The weight gradient's partial sums go over groups of images that depend on
     the problem only, each group per_unit images at a time, as is dx: the same bits on any
-    thread count."""
+    thread count (and on any machine, for a per_unit that depends on the problem only)."""
     cdef cyc_geom_t g = _geom(geom)
     cdef int dx_kind = _input_grad_kind(&g, sizeof(floating))
     cdef int dw_kind = _weight_grad_kind(&g, sizeof(floating), False, False)

@@ -2,9 +2,10 @@
 
 Each function validates and normalises its arguments (through :mod:`cyconv._args`, shared with
 :mod:`cyconv.reference`, which has the same signatures), computes the output shape, brings the
-inputs to C-contiguous NHWC once (pools and depthwise convolutions take NCHW arrays as they
-are, a block of an image's planes at a time), allocates the outputs, decides how many threads
-the call is worth and calls :mod:`cyconv._kernels`.  Inputs are never modified; any strides and
+inputs to C-contiguous NHWC (NCHW convolutions and pools mostly transpose a few images or a
+block of an image's planes at a time into each thread's cache instead of whole arrays),
+allocates the outputs, decides how many threads the call is worth and calls
+:mod:`cyconv._kernels`.  Inputs are never modified; any strides and
 read-only arrays are accepted.
 
 Layouts: ``data_format="NHWC"`` (Keras) takes HWIO weights ``(kh, kw, cin // groups, cout)``;
@@ -107,7 +108,10 @@ def conv2d(x, w, b=None, *, stride=1, padding="valid", dilation=1, groups=1,
         y = np.empty(g.y_shape, dtype=x.dtype)
         _depthwise_planes(_c(x), w, _c(b), g, relu, y, input_grad=False)
         return y
-    per_stage = _images_per_stage(g, x.dtype, False) if g.n else 0
+    n_threads = _threads(_args.flops_conv(g) // 2)
+    # at least 4 images per thread: fewer units leave a thread idle (a batch of one took 1.7x
+    # as long as the whole input transposed, whose pixels are shared out)
+    per_stage = _images_per_stage(g, x.dtype, False) if g.n >= 4 * n_threads else 0
     if per_stage:
         # a few images at a time through each thread's stage, 4 units per thread at least.
         # In-process A/B against the whole input transposed (and the output written into the
@@ -115,7 +119,6 @@ def conv2d(x, w, b=None, *, stride=1, padding="valid", dilation=1, groups=1,
         # conv2 and conv3 at batch 32 0.79 and 0.84 of the time, at 256 0.96 and 0.86, conv1
         # 0.94 and 1.01.
         y = np.empty(g.y_shape, dtype=x.dtype)
-        n_threads = _threads(_args.flops_conv(g) // 2)
         _kernels.conv2d_forward_images(_c(x), _c(_args.hwio(w, "NCHW")), _c(b), g, relu, y,
                                        n_threads, min(per_stage, -(-g.n // (4 * n_threads))))
         return y
@@ -139,7 +142,8 @@ def conv2d_backward(dy, x, w, *, stride=1, padding="valid", dilation=1, groups=1
     ``dy`` has the forward output's shape; ``dw`` has ``w``'s layout.  With ``compute_dx=False``
     the input gradient is skipped and ``dx`` is None (a network's first layer never needs it).
     ``activation="relu"`` with ``y``, the forward output, takes dy as the gradient after a fused
-    ReLU (it passes only where y > 0); without dx the mask costs nothing extra.
+    ReLU (it passes only where y > 0); without dx the mask costs nothing extra in NHWC (NCHW
+    arrays that go a few images at a time are masked in a pass of their own first).
     """
     dy, x, w, g, y = _args.conv_backward_call(dy, x, w, stride, padding, dilation, groups,
                                               data_format, activation, y)
@@ -220,28 +224,36 @@ def _depthwise_block(g, itemsize, n_threads):
     return _plane_block(g, itemsize, 0, n_threads, unit=_DEPTHWISE_BLOCK_BYTES // itemsize)
 
 
+# A thread's stage for an NCHW convolution a few images at a time: half the 2 MB L2 of the
+# machine this was measured on (a quarter took as long).  A constant rather than the L2 the
+# machine reports: how many images the backward pass takes at a time orders its sums, whose
+# bits then depend on the problem only.
+_IMAGES_STAGE_BYTES = 1 << 20
+
+
 def _images_per_stage(g, dtype, backward):
-    """How many images' arrays (see _kernels.image_stage_bytes) half a core's L2 holds, for an
-    NCHW convolution a few images at a time (_kernels.conv2d_forward_images and
+    """How many images' arrays (see _kernels.image_stage_bytes) a stage holds, for an NCHW
+    convolution a few images at a time (_kernels.conv2d_forward_images and
     conv2d_backward_images): 0 for NHWC, or where not one image's fit, or for the depthwise
     kernels (see _depthwise_planes)."""
     if g.data_format != "NCHW" or _kernels.conv2d_forward_route(g, dtype) == "depthwise":
         return 0
     stage = _kernels.image_stage_bytes(g, 1, np.dtype(dtype).itemsize, backward)
-    return l2_cache_bytes() // 2 // stage
+    return _IMAGES_STAGE_BYTES // stage
 
 
 def _backward_by_images(g, dtype):
     """Whether an NCHW convolution's backward pass goes a few images at a time: at least 4
-    images (the groups of its weight gradient), not depthwise, one image's arrays within half
-    a core's L2."""
+    images (the groups of its weight gradient), not depthwise, one image's arrays within a
+    stage."""
     return g.n >= 4 and _images_per_stage(g, dtype, True) > 0
 
 
 def _backward_in_images(dy, x, w, g, y, compute_dx):
-    """conv2d_backward for _backward_by_images: (dx, dw, db), NCHW and OIHW, a stage of as
-    many images as half a core's L2 holds at a time.  In-process A/B against the whole arrays
-    transposed to NHWC and back (benchmarks/ab_builds.py, 2 threads): 0.80, 0.87 and 0.88 of
+    """conv2d_backward for _backward_by_images: (dx, dw, db), NCHW and OIHW, as many images at
+    a time as a stage holds (at most a group's: 4 or 8 groups, see the kernel).  In-process
+    A/B against the whole arrays transposed to NHWC and back (benchmarks/ab_builds.py, 2
+    threads, with half of this machine's 2 MB L2 per stage): 0.80, 0.87 and 0.88 of
     the time for the seed's three layers at batch 32, 0.95 and 0.87 for conv2 and conv3 at
     256, 0.82 for a 16x16x32 layer by Winograd at 16 (a quarter of L2 per stage: the same)."""
     dy = _c(dy) if y is None else relu_backward(dy, y)
