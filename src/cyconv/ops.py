@@ -5,8 +5,8 @@ Each function validates and normalises its arguments (through :mod:`cyconv._args
 inputs to C-contiguous NHWC (NCHW convolutions and pools mostly transpose a few images or a
 block of an image's planes at a time into each thread's cache instead of whole arrays),
 allocates the outputs, decides how many threads the call is worth and calls
-:mod:`cyconv._kernels`.  Inputs are never modified; any strides and
-read-only arrays are accepted.
+:mod:`cyconv._kernels`.  Inputs are never modified; any strides and read-only arrays are
+accepted.
 
 Layouts: ``data_format="NHWC"`` (Keras) takes HWIO weights ``(kh, kw, cin // groups, cout)``;
 ``"NCHW"`` (PyTorch) takes OIHW weights ``(cout, cin // groups, kh, kw)``.  Results come back in
@@ -108,11 +108,11 @@ def conv2d(x, w, b=None, *, stride=1, padding="valid", dilation=1, groups=1,
         y = np.empty(g.y_shape, dtype=x.dtype)
         _depthwise_planes(_c(x), w, _c(b), g, relu, y, input_grad=False)
         return y
-    n_threads = _threads(_args.flops_conv(g) // 2)
+    per_stage = _images_per_stage(g, x.dtype, False) if g.n else 0
+    n_threads = _threads(_args.flops_conv(g) // 2) if per_stage else 0
     # at least 4 images per thread: fewer units leave a thread idle (a batch of one took 1.7x
     # as long as the whole input transposed, whose pixels are shared out)
-    per_stage = _images_per_stage(g, x.dtype, False) if g.n >= 4 * n_threads else 0
-    if per_stage:
+    if per_stage and g.n >= 4 * n_threads:
         # a few images at a time through each thread's stage, 4 units per thread at least.
         # In-process A/B against the whole input transposed (and the output written into the
         # planes from the tiles, or transposed whole after Winograd), 2 threads: the seed's
