@@ -333,19 +333,29 @@ cdef void _tiles_into_planes(const cyc_geom_t *g, const floating *src, const flo
         a = b
 
 
+# Where _run_tiles's chunks put their output: NHWC dst; NCHW planes of dst through a stage of
+# output pixels (_tiles_into_planes); or NCHW images, a chunk being images of NCHW src and dst
+# through a stage (_forward_image_unit, the forward pass only).
+cdef enum:
+    OUT_NHWC = 0
+    OUT_PLANES = 1
+    OUT_IMAGES = 2
+
+
 cdef int _run_tiles(int kind, const cyc_geom_t *g, const floating *w, const floating *bias,
                     floating *packed, const floating *src, bint relu, const floating *zeros,
-                    floating *dst, bint planes, Py_ssize_t total, Py_ssize_t chunk, size_t sbytes,
+                    floating *dst, int out, Py_ssize_t total, Py_ssize_t chunk, size_t sbytes,
                     int n_threads) noexcept nogil:
     """Pack the weights, then run chunks of [0, total), both spread over the threads (each
-    thread with its own scratch).  planes: dst is NCHW (the forward pass only, see
-    _tiles_into_planes).  Returns 1 if a thread could not allocate its scratch (the results
-    are then incomplete)."""
+    thread with its own scratch, and a stage where out is not OUT_NHWC).  Returns 1 if a
+    thread could not allocate its memory (the results are then incomplete)."""
     cdef int transposed = _packing(kind)
     cdef Py_ssize_t K = cyc_conv_rows(g, transposed)
     cdef Py_ssize_t kchunk = _chunk(K, n_threads, 1)
     cdef Py_ssize_t nch = _n_chunks(total, chunk), t, m0, m1
     cdef Py_ssize_t stage_px = max(48, _STAGE_BYTES // (g.cout * sizeof(floating)) // 48 * 48)
+    cdef size_t stage_bytes = (stage_px * g.cout * sizeof(floating) if out == OUT_PLANES
+                               else _image_stage_bytes(g, chunk, sizeof(floating), False))
     cdef void *scratch
     cdef void *stage
     cdef int failed = 0
@@ -358,22 +368,25 @@ cdef int _run_tiles(int kind, const cyc_geom_t *g, const floating *w, const floa
             _pack(g, w, bias, transposed, packed, m0, min(K, m0 + kchunk))
         scratch = cyc_scratch(CYC_SCRATCH_TILES, sbytes)
         stage = NULL
-        if planes:
-            stage = cyc_scratch(CYC_SCRATCH_STAGE, stage_px * g.cout * sizeof(floating))
-        # every thread takes part in the worksharing loop, with or without its scratch
+        if out != OUT_NHWC:
+            stage = cyc_scratch(CYC_SCRATCH_STAGE, stage_bytes)
+        # every thread takes part in the worksharing loop, with or without its memory
         for t in prange(nch, schedule="dynamic"):
-            if scratch == NULL or (planes and stage == NULL):
+            if scratch == NULL or (out != OUT_NHWC and stage == NULL):
                 failp[0] = 1
                 continue
             m0 = t * chunk
             m1 = min(total, m0 + chunk)
-            if planes:
+            if out == OUT_PLANES:
                 _tiles_into_planes(g, src, packed, relu, zeros, <floating *>stage, stage_px,
                                    dst, m0, m1, scratch)
+            elif out == OUT_IMAGES:
+                _forward_image_unit(kind, g, t, chunk, src, packed, relu, zeros, dst,
+                                    <char *>stage, scratch)
             else:
                 _tiles(kind, g, src, packed, relu, zeros, dst, m0, m1, scratch)
         cyc_scratch_done(CYC_SCRATCH_TILES, scratch)
-        if planes:
+        if out != OUT_NHWC:
             cyc_scratch_done(CYC_SCRATCH_STAGE, stage)
     return failed
 
@@ -393,7 +406,7 @@ cdef inline void _give_blocks(void *packed, void *zeros) noexcept nogil:
 
 
 cdef int _run_conv(int kind, const cyc_geom_t *g, const floating *w, const floating *bias,
-                   const floating *src, bint relu, floating *dst, bint planes, Py_ssize_t total,
+                   const floating *src, bint relu, floating *dst, int out, Py_ssize_t total,
                    Py_ssize_t chunk, size_t sbytes, int n_threads) noexcept nogil:
     """_run_tiles with the packed weights and the zero row in this thread's kept blocks.
     Returns 1 if memory ran out."""
@@ -402,7 +415,7 @@ cdef int _run_conv(int kind, const cyc_geom_t *g, const floating *w, const float
     cdef int failed = _take_blocks(g, _packing(kind), sizeof(floating), &packed, &zeros)
     if not failed:
         failed = _run_tiles(kind, g, w, bias, <floating *>packed, src, relu,
-                            <const floating *>zeros, dst, planes, total, chunk, sbytes, n_threads)
+                            <const floating *>zeros, dst, out, total, chunk, sbytes, n_threads)
     _give_blocks(packed, zeros)
     return failed
 
@@ -674,7 +687,8 @@ def conv2d_forward(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] 
     cdef int failed
     with nogil:
         failed = _run_conv(kind, &g, &w[0, 0, 0, 0], bp, &x[0, 0, 0, 0], relu,
-                           &y[0, 0, 0, 0], planes, M, chunk, sbytes, n_threads)
+                           &y[0, 0, 0, 0], OUT_PLANES if planes else OUT_NHWC, M, chunk, sbytes,
+                           n_threads)
     if failed:
         raise MemoryError("conv2d: could not allocate scratch memory")
 
@@ -865,7 +879,7 @@ def conv2d_backward_data(const floating[:, :, :, ::1] dy, const floating[:, :, :
     cdef int failed
     with nogil:
         failed = _run_conv(kind, &g, &w[0, 0, 0, 0], NULL, &dy[0, 0, 0, 0], False,
-                           &dx[0, 0, 0, 0], False, M, chunk, sbytes, n_threads)
+                           &dx[0, 0, 0, 0], OUT_NHWC, M, chunk, sbytes, n_threads)
     if failed:
         raise MemoryError("conv2d_backward: could not allocate scratch memory")
 
@@ -1112,40 +1126,13 @@ def conv2d_forward_images(const floating[:, :, :, ::1] x, const floating[:, :, :
     per_unit = max(1, min(per_unit, g.n))
     cdef cyc_geom_t s = g
     s.n = <int>per_unit
-    cdef Py_ssize_t units = (g.n + per_unit - 1) // per_unit, u, t, m0
     cdef size_t sbytes = (cyc_conv_winograd_scratch_bytes(&s, CYC_WINO_FWD, sizeof(floating))
                           if kind == WINOGRAD else cyc_conv_scratch_bytes(&s, 0, sizeof(floating)))
-    cdef size_t stage_bytes = _image_stage_bytes(&g, per_unit, sizeof(floating), False)
-    cdef int transposed = _packing(kind)
-    cdef Py_ssize_t K = cyc_conv_rows(&g, transposed), kchunk
     cdef const floating *bp = &b[0] if b is not None else NULL
-    cdef void *packed
-    cdef void *zeros
-    cdef void *scratch
-    cdef void *stage
-    cdef int failed = _take_blocks(&g, transposed, sizeof(floating), &packed, &zeros)
-    cdef int *failp = &failed   # written inside the parallel block, so shared through a pointer
-    n_threads = <int>min(n_threads, units)
-    kchunk = _chunk(K, n_threads, 1)
-    if not failed:
-        with nogil, parallel(num_threads=n_threads):
-            for t in prange(_n_chunks(K, kchunk), schedule="static"):
-                m0 = t * kchunk
-                _pack(&g, &w[0, 0, 0, 0], bp, transposed, <floating *>packed, m0,
-                      min(K, m0 + kchunk))
-            scratch = cyc_scratch(CYC_SCRATCH_TILES, sbytes)
-            stage = cyc_scratch(CYC_SCRATCH_STAGE, stage_bytes)
-            # every thread takes part in the worksharing loop, with or without its memory
-            for u in prange(units, schedule="dynamic"):
-                if scratch == NULL or stage == NULL:
-                    failp[0] = 1
-                    continue
-                _forward_image_unit(kind, &g, u, per_unit, &x[0, 0, 0, 0],
-                                    <const floating *>packed, relu, <const floating *>zeros,
-                                    &y[0, 0, 0, 0], <char *>stage, scratch)
-            cyc_scratch_done(CYC_SCRATCH_TILES, scratch)
-            cyc_scratch_done(CYC_SCRATCH_STAGE, stage)
-    _give_blocks(packed, zeros)
+    cdef int failed
+    with nogil:
+        failed = _run_conv(kind, &g, &w[0, 0, 0, 0], bp, &x[0, 0, 0, 0], relu, &y[0, 0, 0, 0],
+                           OUT_IMAGES, g.n, per_unit, sbytes, n_threads)
     if failed:
         raise MemoryError("conv2d: could not allocate scratch memory")
 
