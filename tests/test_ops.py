@@ -37,6 +37,15 @@ def check_conv(x, w, b, kwargs, activation=None, compute_dx=True, dy_form=("cont
                                 activation="relu", y=y, **kwargs)
 
 
+def record_kernel_calls(monkeypatch, name, arg):
+    """Let _kernels.<name> run as before, recording its positional argument `arg` of each
+    call in the list returned (which route a call took, with what units)."""
+    seen = []
+    real = getattr(_kernels, name)
+    monkeypatch.setattr(_kernels, name, lambda *a: seen.append(a[arg]) or real(*a))
+    return seen
+
+
 def nhwc_geometry(x_shape, w_shape, kwargs):
     """The Geometry of an NHWC conv2d call with these keyword arguments (for its routes)."""
     return _args.conv_geometry(x_shape, w_shape, kwargs.get("stride", 1),
@@ -494,10 +503,7 @@ def test_nchw_forward_writes_planes_from_the_direct_tiles(monkeypatch, dtype, x_
                                          dtype) == "direct"
     want = on_every_path(lambda: ops.conv2d(x, w, b, activation="relu", **kwargs))
     monkeypatch.setattr(ops, "_images_per_stage", lambda *a: 0)
-    planes = []
-    real = _kernels.conv2d_forward
-    monkeypatch.setattr(_kernels, "conv2d_forward",
-                        lambda *a: planes.append(a[-1]) or real(*a))
+    planes = record_kernel_calls(monkeypatch, "conv2d_forward", -1)
     xc, wc = to_layout(x, "NCHW"), weights_to_layout(w, "NCHW")
     got = on_every_path(lambda: ops.conv2d(xc, wc, b, activation="relu", data_format="NCHW",
                                            **kwargs))
@@ -527,10 +533,7 @@ def test_nchw_forward_goes_a_few_images_at_a_time(monkeypatch, dtype, x_shape, w
         # a stage of one image's arrays
         monkeypatch.setattr(ops, "_IMAGES_STAGE_BYTES",
                             _kernels.image_stage_bytes(g, 1, x.itemsize, False))
-    units = []
-    real = _kernels.conv2d_forward_images
-    monkeypatch.setattr(_kernels, "conv2d_forward_images",
-                        lambda *a: units.append(a[-1]) or real(*a))
+    units = record_kernel_calls(monkeypatch, "conv2d_forward_images", -1)
     xc, wc = to_layout(x, "NCHW"), weights_to_layout(w, "NCHW")
     got = on_every_path(lambda: ops.conv2d(xc, wc, b, activation="relu", data_format="NCHW",
                                            **kwargs))
@@ -561,10 +564,7 @@ def test_nchw_backward_goes_a_few_images_at_a_time(monkeypatch, x_shape, w_shape
     if one:
         # a stage of one image's arrays
         monkeypatch.setattr(ops, "_IMAGES_STAGE_BYTES", _kernels.image_stage_bytes(g, 1, 4, True))
-    units = []
-    real = _kernels.conv2d_backward_images
-    monkeypatch.setattr(_kernels, "conv2d_backward_images",
-                        lambda *a: units.append(a[-1]) or real(*a))
+    units = record_kernel_calls(monkeypatch, "conv2d_backward_images", -1)
     x, w, b = conv_arrays(x_shape, w_shape, "NCHW", np.float32)
     check_conv(x, w, b, dict(kwargs, data_format="NCHW"), activation="relu")
     check_conv(x, w, b, dict(kwargs, data_format="NCHW"), activation="relu", compute_dx=False)
@@ -899,9 +899,7 @@ def test_nchw_depthwise_goes_through_planes(monkeypatch, dtype, x_shape, k, kwar
                                                        **kwargs))
     xc, wc, dyc, yc = (to_layout(x, "NCHW"), weights_to_layout(w, "NCHW"),
                        to_layout(dy, "NCHW"), to_layout(y, "NCHW"))
-    blocks = []
-    real = _kernels.depthwise_planes
-    monkeypatch.setattr(_kernels, "depthwise_planes", lambda *a: blocks.append(a[-2]) or real(*a))
+    blocks = record_kernel_calls(monkeypatch, "depthwise_planes", -2)
     by_block = []
     unit = 128 // np.dtype(dtype).itemsize
     for block in (None, unit):
@@ -1115,10 +1113,7 @@ def test_conv_relu_max_pool_named_cases(dtype, fmt, x_shape, w_shape, kwargs, po
 def test_conv_relu_max_pool_runs_in_bands_where_it_can(monkeypatch):
     # the one-pass kernel for plain and Winograd convolutions; the two calls where a band
     # could start in rows wholly in the padding, and for depthwise convolutions
-    calls = []
-    real = _kernels.conv2d_forward_max_pool
-    monkeypatch.setattr(_kernels, "conv2d_forward_max_pool",
-                        lambda *a: calls.append(a[5]) or real(*a))
+    calls = record_kernel_calls(monkeypatch, "conv2d_forward_max_pool", 5)
     rng = np.random.default_rng(12)
     for x_shape, w_shape, kwargs, used in [
             ((2, 28, 28, 1), (3, 3, 1, 32), {}, True),

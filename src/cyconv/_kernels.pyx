@@ -612,6 +612,7 @@ def depthwise_weight_grads_planes(const floating[:, :, :, ::1] x,
     cdef floating *accs = <floating *>cyc_scratch(CYC_SCRATCH_PARTIAL,
                                                   items * item_len * sizeof(floating))
     cdef floating *a
+    cdef floating v
     cdef void *stage
     cdef int failed = 0
     cdef int *failp = &failed   # written inside the loop, so shared through a pointer
@@ -629,20 +630,16 @@ def depthwise_weight_grads_planes(const floating[:, :, :, ::1] x,
         if not failed:
             for k in range(blocks):
                 cb = min(block, g.c - k * block)
-                # item (group t, block k) holds (taps + 1) rows of cb values
+                # item (group t, block k) holds (taps + 1) rows of cb values: dw's taps, then db
                 for c in range((taps + 1) * cb):
                     a = accs + k * item_len + c
+                    v = a[0]
+                    for t in range(1, n_acc):
+                        v = v + a[t * blocks * item_len]
                     if c < taps * cb:
-                        dw[(c // cb) * g.c + k * block + c % cb] = a[0]
+                        dw[(c // cb) * g.c + k * block + c % cb] = v
                     else:
-                        db[k * block + c - taps * cb] = a[0]
-                for t in range(1, n_acc):
-                    for c in range((taps + 1) * cb):
-                        a = accs + (t * blocks + k) * item_len + c
-                        if c < taps * cb:
-                            dw[(c // cb) * g.c + k * block + c % cb] += a[0]
-                        else:
-                            db[k * block + c - taps * cb] += a[0]
+                        db[k * block + c - taps * cb] = v
     cyc_scratch_done(CYC_SCRATCH_PARTIAL, accs)
     if failed:
         raise MemoryError("conv2d_backward: could not allocate per-thread scratch memory")
