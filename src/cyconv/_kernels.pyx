@@ -492,6 +492,21 @@ cdef void _run_depthwise(int kind, const cyc_geom_t *g, const floating *src, con
                 cyc_depthwise_bwd_data_f64(g, src, w, dst, r0, r1)
 
 
+cdef inline cyc_geom_t _channel_block(const cyc_geom_t *g, int block, Py_ssize_t u,
+                                      Py_ssize_t *major, int *c0) noexcept nogil:
+    """Unit u of a pass over NCHW arrays in blocks of `block` channels (pools, depthwise
+    convolutions): its major index u // blocks (an image, or a group of images), its first
+    channel, and g for one image of the block's channels (as channels, outputs and groups:
+    the pools read the first only)."""
+    cdef int blocks = (g.c + block - 1) // block
+    major[0] = u // blocks
+    c0[0] = <int>(u % blocks) * block
+    cdef cyc_geom_t s = g[0]
+    s.n = 1
+    s.c = s.cout = s.groups = min(block, g.c - c0[0])
+    return s
+
+
 cdef void _depthwise_plane_unit(bint input_grad, const cyc_geom_t *g, int block, Py_ssize_t u,
                                 const floating *src, const floating *wblocks,
                                 const floating *bias, bint relu, floating *dst,
@@ -501,12 +516,9 @@ cdef void _depthwise_plane_unit(bint input_grad, const cyc_geom_t *g, int block,
     (as _pool_plane_unit does for the pools): the forward pass (src x, dst y) or, with
     input_grad, the input gradient gathered per dx row (src dy, dst dx).  wblocks: each
     block's weights as (kh * kw, its channels), one block after another."""
-    cdef int blocks = (g.c + block - 1) // block
-    cdef Py_ssize_t n = u // blocks
-    cdef int c0 = <int>(u % blocks) * block
-    cdef cyc_geom_t s = g[0]
-    s.n = 1
-    s.c = s.cout = s.groups = min(block, g.c - c0)
+    cdef Py_ssize_t n
+    cdef int c0
+    cdef cyc_geom_t s = _channel_block(g, block, u, &n, &c0)
     cdef Py_ssize_t hw = <Py_ssize_t>g.h * g.w, ohw = <Py_ssize_t>g.oh * g.ow
     cdef Py_ssize_t src_len = ohw if input_grad else hw, dst_len = hw if input_grad else ohw
     cdef floating *a = <floating *>stage
@@ -572,12 +584,9 @@ cdef void _depthwise_dw_item(const cyc_geom_t *g, int block, int n_acc, Py_ssize
     channels [c0, c0 + block) summed over the images of one group into acc ((kh * kw, its
     channels) then its channels), each image's planes of x and dy transposed into this
     thread's stage as NHWC for the depthwise kernel."""
-    cdef int blocks = (g.c + block - 1) // block
-    cdef Py_ssize_t gi = item // blocks, n
-    cdef int c0 = <int>(item % blocks) * block
-    cdef cyc_geom_t s = g[0]
-    s.n = 1
-    s.c = s.cout = s.groups = min(block, g.c - c0)
+    cdef Py_ssize_t gi, n
+    cdef int c0
+    cdef cyc_geom_t s = _channel_block(g, block, item, &gi, &c0)
     cdef Py_ssize_t hw = <Py_ssize_t>g.h * g.w, ohw = <Py_ssize_t>g.oh * g.ow, first
     cdef Py_ssize_t taps = <Py_ssize_t>g.kh * g.kw
     cdef floating *xa = <floating *>stage
@@ -1286,12 +1295,9 @@ cdef ptrdiff_t _pool_plane_unit(int pass_, const cyc_geom_t *g, int block, Py_ss
     dx); the records ip or cp (either may be NULL) are the forward's output, the backward's
     input.  flag: relu_in (max) or count_include_pad (avg).  Returns the records the backward
     pass could not place."""
-    cdef int blocks = (g.c + block - 1) // block
-    cdef Py_ssize_t n = u // blocks
-    cdef int c0 = <int>(u % blocks) * block
-    cdef cyc_geom_t s = g[0]
-    s.n = 1
-    s.c = min(block, g.c - c0)
+    cdef Py_ssize_t n
+    cdef int c0
+    cdef cyc_geom_t s = _channel_block(g, block, u, &n, &c0)
     cdef Py_ssize_t hw = <Py_ssize_t>g.h * g.w, ohw = <Py_ssize_t>g.oh * g.ow
     cdef bint forward = pass_ == MAX_POOL or pass_ == AVG_POOL
     cdef Py_ssize_t src_len = hw if forward else ohw, dst_len = ohw if forward else hw
