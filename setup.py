@@ -87,9 +87,11 @@ class BuildExt(build_ext):
             base = ["/O2"]
         else:
             # -g0: no debug info in the wheel (it would triple the extension's size);
-            # -fno-math-errno: sqrt is then one (vector) instruction; nothing reads errno
+            # -fno-math-errno: sqrt is then one (vector) instruction; nothing reads errno;
+            # -Werror=implicit-function-declaration: GCC 14 and clang 16 refuse such calls by
+            # default, so a missing prototype must fail on older compilers too
             base = ["-O3", "-g0", "-std=gnu11", "-fno-strict-aliasing", "-Wno-unused-function",
-                    "-fno-math-errno"]
+                    "-fno-math-errno", "-Werror=implicit-function-declaration"]
             if _env_flag("CYCONV_NATIVE"):
                 base.append("-march=native")
         for ext in self.extensions:

@@ -2254,8 +2254,8 @@ ALWAYS_INLINE IV FN(load_pos)(const int64_t *io)
      * cell, so the backward pass counts it as unplaced instead of placing it at its low bits. */
     const IH bad_lo = __builtin_convertvector(__builtin_convertvector(lo, FN(l8)) != a, IH);
     const IH bad_hi = __builtin_convertvector(__builtin_convertvector(hi, FN(l8)) != b, IH);
-    lo = (lo & ~bad_lo) | ((IH){0} - 2 & bad_lo);
-    hi = (hi & ~bad_hi) | ((IH){0} - 2 & bad_hi);
+    lo = (lo & ~bad_lo) | (((IH){0} - 2) & bad_lo);
+    hi = (hi & ~bad_hi) | (((IH){0} - 2) & bad_hi);
     IV v;
     memcpy(&v, &lo, sizeof(lo));
     memcpy((char *)&v + sizeof(lo), &hi, sizeof(hi));

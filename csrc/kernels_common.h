@@ -183,6 +183,9 @@ static inline int cyc_wino_block(const cyc_wino_t *q, int elem_size, int dw)
     void cyc_conv_bwd_filter_##SUF##_##ISA(const cyc_geom_t *, const T *, const T *, const T *, \
                                            const cyc_unpool_t *, T *, T *, ptrdiff_t,           \
                                            ptrdiff_t, void *);                                  \
+    void cyc_conv_bwd_filter_by_windows_##SUF##_##ISA(const cyc_geom_t *, const T *,            \
+                                                      const cyc_unpool_t *, T *, T *,           \
+                                                      ptrdiff_t, ptrdiff_t);                    \
     void cyc_max_pool_##SUF##_##ISA(const cyc_geom_t *, const T *, T *, int64_t *, uint8_t *,   \
                                     int, ptrdiff_t, ptrdiff_t);                                 \
     ptrdiff_t cyc_max_pool_bwd_##SUF##_##ISA(const cyc_geom_t *, const T *, const int64_t *,    \
