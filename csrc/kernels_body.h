@@ -191,7 +191,7 @@ static const T FN(zero_bias)[2 * CYC_NBLK * (64 / sizeof(T))] = {0};   /* any ti
  * address is one of four running bases plus 0, 1 or 2 steps, so 12 rows need 5 general registers
  * instead of 12 pointers (which spilled: a 12-pixel tile's inner loop moved pointers back from
  * vector registers on an FMA port). */
-ALWAYS_INLINE void FN(tile_segment)(const int mr, const int nv, V *acc,
+ALWAYS_INLINE void FN(tile_segment)(const int mr, const int nv, const int S, V *acc,
                                     const T *const *xs, ptrdiff_t off, const ptrdiff_t xstep,
                                     int len, const T *restrict ws, int bw, ptrdiff_t bstep)
 {
@@ -207,7 +207,7 @@ ALWAYS_INLINE void FN(tile_segment)(const int mr, const int nv, V *acc,
             wv[b] = LOADV(ws + (ptrdiff_t)i * bw + (b % CYC_NBLK) * VLEN + (b / CYC_NBLK) * bstep);
         for (int p = 0; p < mr; p++) {
             T x = xstep ? *(const T *)(xb[p / 3] + (p % 3) * xstep) : xr[p][i];
-            for (int b = 0; b < nv; b++) acc[p * nv + b] += x * wv[b];
+            for (int b = 0; b < nv; b++) acc[p * S + b] += x * wv[b];
         }
         if (xstep)
             for (int q = 0; q < (mr + 2) / 3; q++) xb[q] += sizeof(T);
@@ -217,20 +217,24 @@ ALWAYS_INLINE void FN(tile_segment)(const int mr, const int nv, V *acc,
 /* One register tile: acc[p][b] = bias[b] + sum over segments s and i of xp[s][p][off + i] * w.
  * mr and nv are compile-time constants after inlining (see FN(tile_any)); xstep, if not 0, says
  * that each segment's pixel rows lie xstep bytes apart (see FN(tile_segment)). */
-ALWAYS_INLINE void FN(tile)(const int mr, const int nv, const T *const *xp, ptrdiff_t off,
+ALWAYS_INLINE void FN(tile)(const int mr, const int nv, const int S, const T *const *xp,
+                            ptrdiff_t off,
                             ptrdiff_t xstep, int nseg, int len, const unsigned char *live,
                             const T *restrict w, int bw, ptrdiff_t bstep, const T *restrict bias,
                             int relu, T *const *outs, ptrdiff_t ooff, int nlast)
 {
     /* nv may span two packed blocks (nv > CYC_NBLK): the second starts bstep further on.  The
-     * tile's mr x nv vectors (at most MR x NBLK, or MR/2 x 2 NBLK) in one flat array: as
-     * acc[MR][2 * NBLK], twice that size, GCC kept them on the stack and moved them in and out
-     * of registers around each segment (a 3x3 first layer's tiles, 3 segments of 3 values, ran
-     * 1.4x slower; AVX2's and the portable build's tiles gained as much) */
+     * tile's mr x nv vectors (at most MR x NBLK, or MR/2 x 2 NBLK) in one flat array, pixel p's
+     * at p * S: as acc[MR][2 * NBLK], twice that size, GCC kept them on the stack and moved
+     * them in and out of registers around each segment (a 3x3 first layer's tiles, 3 segments
+     * of 3 values, ran 1.4x slower; AVX2's and the portable build's tiles gained as much).  S is
+     * nv where that is a constant; the generic tile takes a constant S >= nv too, since its
+     * sums live in memory anyway and p * nv at run time made a Dense layer's input gradient's
+     * last tiles 1.16x slower. */
     V acc[MR * CYC_NBLK];
     for (int b = 0; b < nv; b++) {
         V bv = LOADV(bias + b * VLEN);
-        for (int p = 0; p < mr; p++) acc[p * nv + b] = bv;
+        for (int p = 0; p < mr; p++) acc[p * S + b] = bv;
     }
     for (int s = 0; s < nseg; s++) {
         if (!live[s]) continue;
@@ -238,24 +242,24 @@ ALWAYS_INLINE void FN(tile)(const int mr, const int nv, const T *const *xp, ptrd
         const T *restrict ws = w + (ptrdiff_t)s * len * bw;
         /* two copies of the loop, one per addressing */
         if (xstep)
-            FN(tile_segment)(mr, nv, acc, xs, off, xstep, len, ws, bw, bstep);
+            FN(tile_segment)(mr, nv, S, acc, xs, off, xstep, len, ws, bw, bstep);
         else
-            FN(tile_segment)(mr, nv, acc, xs, off, 0, len, ws, bw, bstep);
+            FN(tile_segment)(mr, nv, S, acc, xs, off, 0, len, ws, bw, bstep);
     }
     /* relu: 1 applies a ReLU; CYC_ADD adds the tile to what the outputs hold */
     if (relu == 1) {
         for (int p = 0; p < mr; p++)
-            for (int b = 0; b < nv; b++) acc[p * nv + b] = FN(relu)(acc[p * nv + b]);
+            for (int b = 0; b < nv; b++) acc[p * S + b] = FN(relu)(acc[p * S + b]);
     }
     for (int p = 0; p < mr; p++) {
         T *o = outs[p] + ooff;
         if (relu == CYC_ADD) {
-            for (int b = 0; b < nv - 1; b++) acc[p * nv + b] += LOADV(o + b * VLEN);
+            for (int b = 0; b < nv - 1; b++) acc[p * S + b] += LOADV(o + b * VLEN);
             /* not past the row's end: it may be the array's */
-            acc[p * nv + nv - 1] += FN(load_n)(o + (nv - 1) * VLEN, nlast);
+            acc[p * S + nv - 1] += FN(load_n)(o + (nv - 1) * VLEN, nlast);
         }
-        for (int b = 0; b < nv - 1; b++) STOREV(o + b * VLEN, acc[p * nv + b]);
-        FN(store_n)(o + (nv - 1) * VLEN, acc[p * nv + nv - 1], nlast);
+        for (int b = 0; b < nv - 1; b++) STOREV(o + b * VLEN, acc[p * S + b]);
+        FN(store_n)(o + (nv - 1) * VLEN, acc[p * S + nv - 1], nlast);
     }
 }
 
@@ -266,19 +270,22 @@ static void FN(tile_any)(int mr, int nv, const T *const *xp, ptrdiff_t off, ptrd
                          int nlast)
 {
     if (mr == MR && nv == CYC_NBLK)
-        FN(tile)(MR, CYC_NBLK, xp, off, xstep, nseg, len, live, w, bw, bstep, bias, relu, outs,
-                 ooff, nlast);
+        FN(tile)(MR, CYC_NBLK, CYC_NBLK, xp, off, xstep, nseg, len, live, w, bw, bstep, bias,
+                 relu, outs, ooff, nlast);
     else if (mr == MR && nv == 1)
-        FN(tile)(MR, 1, xp, off, xstep, nseg, len, live, w, bw, bstep, bias, relu, outs, ooff,
+        FN(tile)(MR, 1, 1, xp, off, xstep, nseg, len, live, w, bw, bstep, bias, relu, outs, ooff,
                  nlast);
 #if MR >= 12
     else if (mr == MR / 2 && nv == 2 * CYC_NBLK)
-        FN(tile)(MR / 2, 2 * CYC_NBLK, xp, off, 0, nseg, len, live, w, bw, bstep, bias, relu,
-                 outs, ooff, nlast);
+        FN(tile)(MR / 2, 2 * CYC_NBLK, 2 * CYC_NBLK, xp, off, 0, nseg, len, live, w, bw, bstep,
+                 bias, relu, outs, ooff, nlast);
 #endif
+    else if (nv > CYC_NBLK)
+        FN(tile)(mr, nv, 2 * CYC_NBLK, xp, off, 0, nseg, len, live, w, bw, bstep, bias, relu,
+                 outs, ooff, nlast);
     else
-        FN(tile)(mr, nv, xp, off, 0, nseg, len, live, w, bw, bstep, bias, relu, outs, ooff,
-                 nlast);
+        FN(tile)(mr, nv, CYC_NBLK, xp, off, 0, nseg, len, live, w, bw, bstep, bias, relu, outs,
+                 ooff, nlast);
 }
 
 /* Dot mode: out[p][o] = bias[o] + sum over segments of xp[s][p][off + l] * w[o][s * len + l],
