@@ -3,7 +3,12 @@
 #include "kernels_common.h"
 
 #ifdef CYC_HAVE_X86_ISAS
+/* clang takes no "#pragma GCC target"; its own pragma gives every function below the target */
+#if defined(__clang__)
+#pragma clang attribute push(__attribute__((target("avx512f,avx512vl,avx512bw,avx512dq,avx2,fma"))), apply_to = function)
+#else
 #pragma GCC target("avx512f,avx512vl,avx512bw,avx512dq,avx2,fma")
+#endif
 
 /* 12 pixels x 2 zmm = 24 accumulators of 32 registers. */
 #define MR 12
@@ -19,4 +24,7 @@
 #define T double
 #define SUF f64
 #include "kernels_body.h"
+#if defined(__clang__)
+#pragma clang attribute pop
+#endif
 #endif

@@ -2189,11 +2189,16 @@ void FN(cyc_transpose)(const T *src, ptrdiff_t src_ld, T *dst, ptrdiff_t dst_ld,
 #define CYC_SQRT_T sqrtf
 #endif
 /* With -fno-math-errno, sqrt is one vector instruction (correctly rounded, as numpy's) and the
- * loop vectorises. */
+ * loop vectorises.  clang ignores the optimize attribute and takes its own pragma instead. */
+#if !defined(__clang__)
 __attribute__((optimize("fp-contract=off")))
+#endif
 void FN(cyc_adam)(T *var, const T *g, T *m, T *v, ptrdiff_t n, T alpha, T one_minus_b1,
                   T one_minus_b2, T eps)
 {
+#if defined(__clang__)
+#pragma clang fp contract(off)
+#endif
     for (ptrdiff_t i = 0; i < n; i++) {
         T gi = g[i];
         T mi = m[i] + (gi - m[i]) * one_minus_b1;

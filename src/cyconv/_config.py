@@ -29,54 +29,83 @@ from . import _args
 # and 1.5 ms.  Fewer rounds stop bridging the gaps between the kernel calls of a training step:
 # 3,000 made an epoch 8% slower, 10,000 2% (within the noise).
 IDLE_SPINS = 10000
-_SPIN_VARIABLES = ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")
+# LLVM's libomp (what clang builds link; Intel's libiomp5 reads the same variable) spins instead
+# for KMP_BLOCKTIME milliseconds, 200 by default: built with clang 14, an idle process burnt a
+# whole core (30 ms of CPU in each 30 ms sleep after a convolution; 1 ms with 1 ms).
+IDLE_BLOCKTIME_MS = 1
+_SPIN_VARIABLES = ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "KMP_BLOCKTIME")
+# what each runtime reads, by the start of its file's name
+_RUNTIME_SETTINGS = {"libgomp": ("GOMP_SPINCOUNT", IDLE_SPINS),
+                     "libomp": ("KMP_BLOCKTIME", IDLE_BLOCKTIME_MS),
+                     "libiomp": ("KMP_BLOCKTIME", IDLE_BLOCKTIME_MS)}
+
+
+def _runtime_kind(path):
+    name = os.path.basename(path)
+    return next((kind for kind in _RUNTIME_SETTINGS if name.startswith(kind)), None)
 
 
 def _mapped_openmp_runtimes():
     """Paths of the OpenMP runtimes mapped into this process (None where /proc cannot say)."""
     try:
         with open("/proc/self/maps") as maps:
-            return {line.split()[-1] for line in maps if "libgomp" in line}
+            return {path for path in (line.split()[-1] for line in maps if "/" in line)
+                    if _runtime_kind(path)}
     except OSError:
         return None
 
 
 @contextlib.contextmanager
 def _brief_idle_spin():
-    """Load the OpenMP runtime with GOMP_SPINCOUNT=IDLE_SPINS, unless the user chose a wait
-    policy or a spin count; libgomp reads them once, as it loads.  The variable is put back as
-    it was after, so that child processes and runtimes loaded later see the user's environment."""
+    """Load and start the OpenMP runtime with a short idle spin: GOMP_SPINCOUNT=IDLE_SPINS for
+    libgomp and KMP_BLOCKTIME=IDLE_BLOCKTIME_MS for libomp, each unless the user set it, and
+    neither if the user chose OMP_WAIT_POLICY (which both read).  libgomp reads its variables as
+    it loads, libomp at its first call (which the body of the with-block must make).  The
+    variables are put back as they were after, so that child processes and runtimes loaded
+    later see the user's environment."""
     global _idle_spin
-    if any(os.environ.get(v) for v in _SPIN_VARIABLES):
+    if os.environ.get("OMP_WAIT_POLICY"):
         _idle_spin = "from the environment: " + ", ".join(
             f"{v}={os.environ[v]}" for v in _SPIN_VARIABLES if os.environ.get(v))
         yield
         return
     before = _mapped_openmp_runtimes()
-    found = os.environ.get("GOMP_SPINCOUNT")   # set but empty: libgomp takes it as unset
-    os.environ["GOMP_SPINCOUNT"] = str(IDLE_SPINS)
+    # set but empty: the runtimes take it as unset, and so does cyconv
+    found = {variable: os.environ.get(variable) for variable, _ in _RUNTIME_SETTINGS.values()}
+    for variable, value in _RUNTIME_SETTINGS.values():
+        if not found[variable]:
+            os.environ[variable] = str(value)
     try:
         yield
     finally:
-        if found is None:
-            del os.environ["GOMP_SPINCOUNT"]
-        else:
-            os.environ["GOMP_SPINCOUNT"] = found
+        for variable, value in found.items():
+            if value is None:
+                del os.environ[variable]
+            else:
+                os.environ[variable] = value
+
+    def said(kind):
+        variable, value = _RUNTIME_SETTINGS[kind]
+        if found[variable]:
+            return f"from the environment: {variable}={found[variable]}"
+        return f"{variable}={value}"
+
     after = _mapped_openmp_runtimes()
     if before is None:
-        _idle_spin = f"GOMP_SPINCOUNT={IDLE_SPINS} (unverified: no /proc/self/maps)"
+        _idle_spin = f"{said('libgomp')}; {said('libomp')} (unverified: no /proc/self/maps)"
     elif after - before:
-        _idle_spin = f"GOMP_SPINCOUNT={IDLE_SPINS}"
+        _idle_spin = ", ".join(sorted({said(_runtime_kind(p)) for p in after - before}))
     elif not after:
-        _idle_spin = "not set: the OpenMP runtime is not libgomp"
+        _idle_spin = "not set: the OpenMP runtime is neither libgomp nor libomp"
     else:
-        # the runtime cyconv links was loaded before cyconv: it kept the spin count it read then
-        _idle_spin = "not set: libgomp was loaded before cyconv"
+        # the runtime cyconv links was loaded before cyconv: it kept what it read then
+        _idle_spin = "not set: the OpenMP runtime was loaded before cyconv"
 
 
 _idle_spin = None
 with _brief_idle_spin():
     from . import _kernels
+    _kernels.omp_max_threads()   # starts libomp, which reads its variables now
 
 _user_threads = None
 _default_threads = None   # from OMP_NUM_THREADS or the affinity mask, read once
