@@ -3,6 +3,7 @@ threadpoolctl, and the CYCONV_ISA and CYCONV_WINOGRAD overrides."""
 
 from __future__ import annotations
 
+import functools
 import io
 import os
 import subprocess
@@ -168,11 +169,16 @@ print(np.median(burnt), cyconv.show_config(file=io.StringIO())['omp_idle_spin'])
 OURS = {"GOMP_SPINCOUNT": "GOMP_SPINCOUNT=10000", "KMP_BLOCKTIME": "KMP_BLOCKTIME=1"}
 
 
+@functools.lru_cache(maxsize=None)
 def _runtime_variable():
     """The idle-spin variable of the OpenMP runtime this build links (GCC's libgomp, or LLVM's
-    libomp with clang), from the libraries mapped into this process, and its runtime default."""
-    with open("/proc/self/maps") as maps:
-        names = {os.path.basename(line.split()[-1]) for line in maps if "/" in line}
+    libomp with clang) and its runtime default, from the libraries a fresh interpreter maps when
+    it imports cyconv alone (this one may hold PyTorch's libgomp beside a clang build's libomp)."""
+    if not os.path.exists("/proc/self/maps"):
+        pytest.skip("needs /proc/self/maps to see which OpenMP runtime is loaded")
+    names = set(run_python(
+        "import os, cyconv; print(*{os.path.basename(line.split()[-1]) "
+        "for line in open('/proc/self/maps') if '/' in line})").split())
     if any(name.startswith("libgomp") for name in names):
         return "GOMP_SPINCOUNT", "300000"
     if any(name.startswith(("libomp", "libiomp")) for name in names):
