@@ -587,13 +587,12 @@ ALWAYS_INLINE int FN(row_of_inner_pixels)(const cyc_geom_t *g, const cyc_plan_t 
     const T *base = src + (((ptrdiff_t)cur->n * r->src_h + qy) * r->src_w + qx) * r->src_c;
     const ptrdiff_t step = (ptrdiff_t)g->dh * r->src_w * r->src_c;
     const ptrdiff_t pstep = (ptrdiff_t)g->sw * r->src_c;
-    /* by running sums: a first layer's tiles are short enough for this setup to count */
-    for (int s = 0; s < r->nseg; s++, base += step) {
-        const T *q = base;
-        for (int p = 0; p < mr; p++, q += pstep) ptrs[(ptrdiff_t)s * MR + p] = q;
-    }
+    /* offsets by running sums (a first layer's tiles are short enough for this setup to
+     * count), kept as integers so that no pointer steps past the arrays */
+    for (ptrdiff_t s = 0, so = 0; s < r->nseg; s++, so += step)
+        for (ptrdiff_t p = 0, po = so; p < mr; p++, po += pstep) ptrs[s * MR + p] = base + po;
     T *o = dst + (((ptrdiff_t)cur->n * r->out_h + cur->y) * r->out_w + cur->x) * r->out_c;
-    for (int p = 0; p < mr; p++, o += r->out_c) outs[p] = o;
+    for (ptrdiff_t p = 0, po = 0; p < mr; p++, po += r->out_c) outs[p] = o + po;
     /* the tile lies within its row: one step past its last pixel */
     cur->kx += mr - 1;
     FN(cursor_next)(cur);

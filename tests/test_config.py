@@ -170,20 +170,61 @@ OURS = {"GOMP_SPINCOUNT": "GOMP_SPINCOUNT=10000", "KMP_BLOCKTIME": "KMP_BLOCKTIM
 
 
 @functools.lru_cache(maxsize=None)
-def _runtime_variable():
-    """The idle-spin variable of the OpenMP runtime this build links (GCC's libgomp, or LLVM's
-    libomp with clang) and its runtime default, from the libraries a fresh interpreter maps when
-    it imports cyconv alone (this one may hold PyTorch's libgomp beside a clang build's libomp)."""
+def _runtime():
+    """The OpenMP runtime this build links (GCC's libgomp, or LLVM's libomp with clang): its
+    idle-spin variable, the runtime's default for it, and its path, from the libraries a fresh
+    interpreter maps as it imports cyconv after NumPy (this one may hold PyTorch's libgomp
+    beside a clang build's libomp, and NumPy's BLAS may bring an OpenMP runtime of its own)."""
     if not os.path.exists("/proc/self/maps"):
         pytest.skip("needs /proc/self/maps to see which OpenMP runtime is loaded")
-    names = set(run_python(
-        "import os, cyconv; print(*{os.path.basename(line.split()[-1]) "
-        "for line in open('/proc/self/maps') if '/' in line})").split())
-    if any(name.startswith("libgomp") for name in names):
-        return "GOMP_SPINCOUNT", "300000"
-    if any(name.startswith(("libomp", "libiomp")) for name in names):
-        return "KMP_BLOCKTIME", "200"
+    paths = run_python(
+        "import os, numpy\n"
+        "def mapped(): return {line.split()[-1] for line in open('/proc/self/maps') "
+        "if '/' in line}\n"
+        "before = mapped()\n"
+        "import cyconv\n"
+        "print(*(mapped() - before or mapped()))").split()
+    for path in paths:
+        kind = os.path.basename(path).split(".")[0].split("-")[0]
+        if kind == "libgomp":
+            return "GOMP_SPINCOUNT", "300000", path
+        if kind in ("libomp", "libiomp5"):
+            return "KMP_BLOCKTIME", "200", path
     pytest.skip("neither libgomp nor libomp is loaded")
+
+
+def _runtime_variable():
+    return _runtime()[:2]
+
+
+PRELOAD = """
+import ctypes, io
+runtime = ctypes.CDLL({path!r})
+if {start}:
+    runtime.omp_get_max_threads()
+import cyconv
+blocktime = runtime.kmp_get_blocktime() if hasattr(runtime, "kmp_get_blocktime") else None
+print(cyconv.show_config(file=io.StringIO())["omp_idle_spin"], blocktime, sep="|")
+"""
+
+
+@pytest.mark.parametrize("start", [False, True])
+def test_a_runtime_loaded_before_cyconv_is_reported_as_it_runs(start):
+    """libgomp reads its variables as it loads, so one loaded before cyconv keeps its own spin;
+    libomp reads them at its first call, so cyconv's setting holds unless the runtime started
+    before (started is started: the report says its block time)."""
+    if not _kernels.openmp_enabled():
+        pytest.skip("built without OpenMP: there is no runtime to configure")
+    variable, default, path = _runtime()
+    said, blocktime = run_python(PRELOAD.format(path=path, start=start)).split("|")
+    if variable == "GOMP_SPINCOUNT":
+        assert said == "not set: the OpenMP runtime was loaded before cyconv"
+    elif start:
+        assert (said, blocktime) == (
+            f"not set: the OpenMP runtime started before cyconv (KMP_BLOCKTIME={default})",
+            default)
+    else:
+        assert (said, blocktime) == ("KMP_BLOCKTIME=1", "1")
 
 
 def test_idle_openmp_threads_spin_briefly_unless_the_user_says_otherwise():

@@ -12,6 +12,7 @@ How long an idle OpenMP thread spins is set here too, as the runtime loads (see
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
 import platform
 import sys
@@ -34,15 +35,24 @@ IDLE_SPINS = 10000
 # whole core (30 ms of CPU in each 30 ms sleep after a convolution; 1 ms with 1 ms).
 IDLE_BLOCKTIME_MS = 1
 _SPIN_VARIABLES = ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "KMP_BLOCKTIME")
-# what each runtime reads, by the start of its file's name
+# what each runtime reads, by its file's name up to the first "." or "-" (PyTorch's wheel
+# brings libgomp-<hash>.so.1; libompd and libomptarget are not runtimes)
 _RUNTIME_SETTINGS = {"libgomp": ("GOMP_SPINCOUNT", IDLE_SPINS),
                      "libomp": ("KMP_BLOCKTIME", IDLE_BLOCKTIME_MS),
-                     "libiomp": ("KMP_BLOCKTIME", IDLE_BLOCKTIME_MS)}
+                     "libiomp5": ("KMP_BLOCKTIME", IDLE_BLOCKTIME_MS)}
 
 
 def _runtime_kind(path):
-    name = os.path.basename(path)
-    return next((kind for kind in _RUNTIME_SETTINGS if name.startswith(kind)), None)
+    kind = os.path.basename(path).split(".")[0].split("-")[0]
+    return kind if kind in _RUNTIME_SETTINGS else None
+
+
+def _blocktime(path):
+    """The block time (ms) a running libomp or libiomp5 uses, or None if it cannot say."""
+    try:
+        return int(ctypes.CDLL(path).kmp_get_blocktime())
+    except (OSError, AttributeError):
+        return None
 
 
 def _mapped_openmp_runtimes():
@@ -98,8 +108,23 @@ def _brief_idle_spin():
     elif not after:
         _idle_spin = "not set: the OpenMP runtime is neither libgomp nor libomp"
     else:
-        # the runtime cyconv links was loaded before cyconv: it kept what it read then
-        _idle_spin = "not set: the OpenMP runtime was loaded before cyconv"
+        # loaded before cyconv: libgomp kept what it read as it loaded; libomp reads at its first
+        # call, which may have been cyconv's
+        _idle_spin = "; ".join(sorted({_preloaded(p, said) for p in after}))
+
+
+def _preloaded(path, said):
+    """What an OpenMP runtime loaded before cyconv runs with, as show_config reports it."""
+    kind = _runtime_kind(path)
+    if kind != "libgomp":
+        variable, _ = _RUNTIME_SETTINGS[kind]
+        expected = said(kind)
+        ms = _blocktime(path)
+        if ms is not None and expected.endswith(f"{variable}={ms}"):
+            return expected
+        if ms is not None:
+            return f"not set: the OpenMP runtime started before cyconv ({variable}={ms})"
+    return "not set: the OpenMP runtime was loaded before cyconv"
 
 
 _idle_spin = None
