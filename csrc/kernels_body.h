@@ -311,8 +311,10 @@ ALWAYS_INLINE void FN(dot)(const int nb, const int nout, const T *const *xp, int
             for (int o = 0; o < nout; o++) wv[o] = LOADV(ws + (ptrdiff_t)o * K + l);
             for (int p = 0; p < nb; p++) {
                 V xv = LOADV(xr[p] + l);
-#if CYC_X86_512
-                /* keep xv in a register: folding its load into every FMA doubles the loads */
+#if CYC_X86_512 && !defined(__clang__)
+                /* keep xv in a register: folding its load into every FMA doubles the loads (not
+                 * under clang, which folds only a load with one use, and which from version 18
+                 * refuses a 64-byte "v" operand in a function whose target lacks evex512) */
                 __asm__("" : "+v"(xv));
 #endif
                 for (int o = 0; o < nout; o++) acc[p * nout + o] += xv * wv[o];
@@ -1783,8 +1785,9 @@ ALWAYS_INLINE void FN(dw_slide)(const int KW, const int SW, const int PX, const 
             V xv[NB];
             for (int b = 0; b < NB; b++) {
                 xv[b] = LOADV(s + b * VLEN);
-#if CYC_X86_512 || CYC_X86_256
-                /* in a register: GCC otherwise folds the load into each multiply-add */
+#if (CYC_X86_512 && !defined(__clang__)) || CYC_X86_256
+                /* in a register: GCC otherwise folds the load into each multiply-add (64-byte
+                 * operands not under clang: see FN(dot)) */
                 __asm__("" : "+v"(xv[b]));
 #endif
             }
