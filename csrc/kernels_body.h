@@ -95,6 +95,15 @@ ALWAYS_INLINE T FN(hsum)(V v)
 #define CYC_X86_256 0
 #endif
 
+/* Keeps a loaded vector in a register: GCC otherwise folds its load into every multiply-add that
+ * uses it, doubling the loads.  Not for 64-byte vectors under clang, which folds only a load
+ * with one use anyway, and whose version 18 refused a 64-byte "v" operand without evex512. */
+#if (CYC_X86_512 && !defined(__clang__)) || CYC_X86_256
+#define CYC_IN_REGISTER(v) __asm__("" : "+v"(v))
+#else
+#define CYC_IN_REGISTER(v) ((void)0)
+#endif
+
 /* A scalar multiply-add, rounded alike wherever it is inlined.  GCC contracts a * b + c into an
  * FMA where the target has one, but not in every copy of a loop alike: the dot kernel's blocks of
  * pixels and its last partial block differed in the last bit, so a pixel's value depended on
@@ -311,11 +320,8 @@ ALWAYS_INLINE void FN(dot)(const int nb, const int nout, const T *const *xp, int
             for (int o = 0; o < nout; o++) wv[o] = LOADV(ws + (ptrdiff_t)o * K + l);
             for (int p = 0; p < nb; p++) {
                 V xv = LOADV(xr[p] + l);
-#if CYC_X86_512 && !defined(__clang__)
-                /* keep xv in a register: folding its load into every FMA doubles the loads (not
-                 * under clang, which folds only a load with one use, and which from version 18
-                 * refuses a 64-byte "v" operand in a function whose target lacks evex512) */
-                __asm__("" : "+v"(xv));
+#if CYC_X86_512
+                CYC_IN_REGISTER(xv);
 #endif
                 for (int o = 0; o < nout; o++) acc[p * nout + o] += xv * wv[o];
             }
@@ -1785,11 +1791,7 @@ ALWAYS_INLINE void FN(dw_slide)(const int KW, const int SW, const int PX, const 
             V xv[NB];
             for (int b = 0; b < NB; b++) {
                 xv[b] = LOADV(s + b * VLEN);
-#if (CYC_X86_512 && !defined(__clang__)) || CYC_X86_256
-                /* in a register: GCC otherwise folds the load into each multiply-add (64-byte
-                 * operands not under clang: see FN(dot)) */
-                __asm__("" : "+v"(xv[b]));
-#endif
+                CYC_IN_REGISTER(xv[b]);
             }
             s += C;
 #pragma GCC unroll 16

@@ -199,6 +199,27 @@ static inline int cyc_wino_block(const cyc_wino_t *q, int elem_size, int dw)
     void cyc_avg_pool_bwd_##SUF##_##ISA(const cyc_geom_t *, const T *, T *, int, ptrdiff_t,     \
                                         ptrdiff_t);
 
+/* The instruction set of every function from CYC_TARGET_BEGIN(isa) to CYC_TARGET_END in an
+ * ISA file: gcc's pragma, or clang's attribute pragma (clang takes no "#pragma GCC target").
+ * CYC_EVEX512 goes after an AVX-512 target: clang 18 to 21 need evex512 for 64-byte vectors to
+ * cross calls (clang 18 refused them without it); clang 22 dropped the feature and ignores a
+ * whole target string that names it. */
+#define CYC_PRAGMA_(text) _Pragma(#text)
+#if defined(__clang__)
+#define CYC_TARGET_BEGIN(isa) \
+    CYC_PRAGMA_(clang attribute push(__attribute__((target(isa))), apply_to = function))
+#define CYC_TARGET_END _Pragma("clang attribute pop")
+#else
+#define CYC_TARGET_BEGIN(isa) CYC_PRAGMA_(GCC target(isa))
+#define CYC_TARGET_END
+#endif
+#if defined(__clang__) && !defined(__apple_build_version__) && __clang_major__ >= 18 && \
+    __clang_major__ < 22
+#define CYC_EVEX512 ",evex512"
+#else
+#define CYC_EVEX512 ""
+#endif
+
 CYC_DECLARE_ISA(f32, portable, float)
 CYC_DECLARE_ISA(f64, portable, double)
 #if defined(__GNUC__) && defined(__x86_64__)

@@ -185,16 +185,12 @@ def _runtime():
         "import cyconv\n"
         "print(*(mapped() - before or mapped()))").split()
     for path in paths:
-        kind = os.path.basename(path).split(".")[0].split("-")[0]
+        kind = cyconv._config._runtime_kind(path)
         if kind == "libgomp":
             return "GOMP_SPINCOUNT", "300000", path
         if kind in ("libomp", "libiomp5"):
             return "KMP_BLOCKTIME", "200", path
     pytest.skip("neither libgomp nor libomp is loaded")
-
-
-def _runtime_variable():
-    return _runtime()[:2]
 
 
 PRELOAD = """
@@ -234,7 +230,7 @@ def test_idle_openmp_threads_spin_briefly_unless_the_user_says_otherwise():
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     if not _kernels.openmp_enabled() or (cores or 1) < 2:
         pytest.skip("needs OpenMP and 2 usable cores to have an idle thread to watch")
-    variable, default = _runtime_variable()
+    variable, default, _ = _runtime()
     ours, ours_says = run_python(IDLE_CPU).split(" ", 1)
     theirs, theirs_say = run_python(IDLE_CPU, **{variable: default}).split(" ", 1)
     assert ours_says == OURS[variable]
@@ -258,7 +254,7 @@ def test_the_spin_setting_leaves_the_environment_as_it_found_it(env):
     other runtime does not count); OMP_WAIT_POLICY, which both read, leaves both alone."""
     if not _kernels.openmp_enabled():
         pytest.skip("built without OpenMP: there is no runtime to configure")
-    variable, _ = _runtime_variable()
+    variable, _, _ = _runtime()
     names = ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "KMP_BLOCKTIME")
     if env.get("OMP_WAIT_POLICY"):
         says = "from the environment: " + ", ".join(f"{v}={env[v]}" for v in names if env.get(v))
