@@ -150,8 +150,9 @@ def conv2d_backward(dy, x, w, *, stride=1, padding="valid", dilation=1, groups=1
     compute_dx = _args.bool_arg(compute_dx, "compute_dx")
     if _depthwise_in_planes(g, x.dtype):
         return _depthwise_backward_in_planes(dy, x, w, g, y, compute_dx)
-    if _backward_by_images(g, x.dtype):
-        return _backward_in_images(dy, x, w, g, y, compute_dx)
+    per_stage = _backward_images_per_stage(g, x.dtype)
+    if per_stage:
+        return _backward_in_images(dy, x, w, g, y, compute_dx, per_stage)
     fmt = g.data_format
     dyk = _nhwc(dy, fmt)
     yk = None if y is None else _nhwc(y, fmt)
@@ -242,27 +243,27 @@ def _images_per_stage(g, dtype, backward):
     return _IMAGES_STAGE_BYTES // stage
 
 
-def _backward_by_images(g, dtype):
-    """Whether an NCHW convolution's backward pass goes a few images at a time: at least 4
-    images (the groups of its weight gradient), not depthwise, one image's arrays within a
-    stage."""
-    return g.n >= 4 and _images_per_stage(g, dtype, True) > 0
+def _backward_images_per_stage(g, dtype):
+    """How many images at a time an NCHW convolution's backward pass takes, or 0 where it does
+    not go a few images at a time: it needs at least 4 images (the groups of its weight
+    gradient), not depthwise, one image's arrays within a stage."""
+    return _images_per_stage(g, dtype, True) if g.n >= 4 else 0
 
 
-def _backward_in_images(dy, x, w, g, y, compute_dx):
-    """conv2d_backward for _backward_by_images: (dx, dw, db), NCHW and OIHW, as many images at
-    a time as a stage holds (at most a group's: 4 or 8 groups, see the kernel).  In-process
-    A/B against the whole arrays transposed to NHWC and back (benchmarks/ab_builds.py, 2
-    threads, with half of this machine's 2 MB L2 per stage): 0.80, 0.87 and 0.88 of
-    the time for the seed's three layers at batch 32, 0.95 and 0.87 for conv2 and conv3 at
-    256, 0.82 for a 16x16x32 layer by Winograd at 16 (a quarter of L2 per stage: the same)."""
+def _backward_in_images(dy, x, w, g, y, compute_dx, per_stage):
+    """conv2d_backward a few images at a time (see _backward_images_per_stage): (dx, dw, db),
+    NCHW and OIHW, per_stage images at a time (at most a group's: 4 or 8 groups, see the
+    kernel).  In-process A/B against the whole arrays transposed to NHWC and back
+    (benchmarks/ab_builds.py, 2 threads, with half of this machine's 2 MB L2 per stage): 0.80,
+    0.87 and 0.88 of the time for the seed's three layers at batch 32, 0.95 and 0.87 for conv2
+    and conv3 at 256, 0.82 for a 16x16x32 layer by Winograd at 16 (a quarter of L2 per stage:
+    the same)."""
     dy = _c(dy) if y is None else relu_backward(dy, y)
     dx = np.empty(x.shape, dtype=x.dtype) if compute_dx else None
     dw = np.empty((g.kh, g.kw, g.c // g.groups, g.cout), dtype=x.dtype)
     db = np.empty(g.cout, dtype=x.dtype)
     _kernels.conv2d_backward_images(dy, _c(x), _c(_args.hwio(w, "NCHW")), g, dx, dw, db,
-                                    _threads(_args.flops_conv(g) // 2),
-                                    _images_per_stage(g, x.dtype, True))
+                                    _threads(_args.flops_conv(g) // 2), per_stage)
     return dx, np.ascontiguousarray(_args.from_hwio(dw, "NCHW")), db
 
 
