@@ -126,8 +126,10 @@ int cyc_conv_winograd(const cyc_geom_t *g, int what, int elem_size);
 int cyc_conv_winograd_set(int on);
 int cyc_conv_winograd_enabled(void);
 /* Tiles of the computed tensor, the kernel's unit of work, and how many it transforms at a time
- * (callers' ranges of tiles should be multiples of that); scratch per thread. */
+ * (callers' ranges of tiles should be multiples of that); scratch per thread.  A tile is m x m
+ * computed pixels, m = cyc_conv_winograd_tile (2 or 4, by the computed tensor's width). */
 ptrdiff_t cyc_conv_winograd_tiles(const cyc_geom_t *g, int mode);
+int cyc_conv_winograd_tile(const cyc_geom_t *g, int mode);
 int cyc_conv_winograd_block(const cyc_geom_t *g, int mode, int elem_size);
 size_t cyc_conv_winograd_scratch_bytes(const cyc_geom_t *g, int mode, int elem_size);
 /* Tiles [t0, t1) of the forward pass (mode CYC_WINO_FWD: x to y, with the bias and an optional
@@ -139,9 +141,12 @@ void cyc_conv_winograd_f64(const cyc_geom_t *g, int mode, const double *src,
                            ptrdiff_t t1, void *scratch);
 
 /* The weight gradient by Winograd (where cyc_conv_winograd(g, 2, ...) says; no pool, see
- * kernels_body.h): tiles [t0, t1) of the forward pass accumulated into one thread's du_acc, of
- * cyc_conv_winograd_dw_acc_len() elements (zeroed by the caller), and db_acc (cout); then rows
- * [c0, c1) (input channels) of dw_hwio from the sum of n_acc accumulators laid end to end. */
+ * kernels_body.h): tiles [t0, t1) of the forward pass (of cyc_conv_winograd_dw_tiles: the
+ * forward pass's, or F(2x2)'s where F(4x4)'s sums would not stay in cache) accumulated into one
+ * thread's du_acc, of cyc_conv_winograd_dw_acc_len() elements (zeroed by the caller), and
+ * db_acc (cout); then rows [c0, c1) (input channels) of dw_hwio from the sum of n_acc
+ * accumulators laid end to end. */
+ptrdiff_t cyc_conv_winograd_dw_tiles(const cyc_geom_t *g, int elem_size);
 size_t cyc_conv_winograd_dw_acc_len(const cyc_geom_t *g, int elem_size);
 size_t cyc_conv_winograd_dw_scratch_bytes(const cyc_geom_t *g, int elem_size);
 void cyc_conv_bwd_filter_winograd_f32(const cyc_geom_t *g, const float *x, const float *dy,

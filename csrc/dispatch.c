@@ -120,7 +120,7 @@ size_t cyc_conv_packed_len(const cyc_geom_t *g, int transposed, int elem_size)
     if (cyc_is_wino(transposed)) {
         cyc_wino_t q = cyc_wino(g, transposed);
         size_t opad = (size_t)cyc_round_up(q.k, 64 / elem_size);
-        return 16 * (size_t)q.c * opad + opad;
+        return (size_t)q.nx * (size_t)q.c * opad + opad;
     }
     cyc_plan_t r = cyc_plan(g, transposed);
     size_t ow = r.dot ? (size_t)r.out_cg : (size_t)cyc_round_up(r.out_cg, 64 / elem_size);
@@ -196,22 +196,34 @@ int cyc_conv_winograd(const cyc_geom_t *g, int what, int elem_size)
     if (!cyc_conv_winograd_enabled() || g->kh != 3 || g->kw != 3 || g->sh != 1 || g->sw != 1 ||
         g->dh != 1 || g->dw != 1 || g->groups != 1)
         return 0;
-    /* The weight gradient adds every block of tiles into its 16 x C x K sums: beyond L2 (256
+    /* The weight gradient adds every block of tiles into its nx x C x K sums: beyond L2 (256
      * channels in and out: 4 MB) they went through memory each time, 1.2x slower than direct. */
     size_t dw_bytes = cyc_conv_winograd_dw_acc_len(g, elem_size) * (size_t)elem_size;
     if (what == 2 && dw_bytes > CYC_WINO_DW_MAX_BYTES) return 0;
-    cyc_wino_t q = cyc_wino(g, what == 1 ? CYC_WINO_DX : CYC_WINO_FWD);
+    cyc_wino_t q = what == 2 ? cyc_wino_dw(g, elem_size)
+                             : cyc_wino(g, what == 1 ? CYC_WINO_DX : CYC_WINO_FWD);
     /* Few channels leave the GEMMs short and the transforms most of the work.  Tiles that
-     * overhang small outputs waste products: 16 per tile against the direct convolution's 9 per
+     * overhang small outputs waste products: nx per tile against the direct convolution's 9 per
      * output pixel of the forward pass (the scatter computes no more for the input gradient). */
     if (q.c < CYC_WINO_MIN_CHANNELS || q.k < CYC_WINO_MIN_CHANNELS) return 0;
-    return 16.0 * q.ty * q.tx <= CYC_WINO_MAX_SHARE * 9.0 * g->oh * g->ow;
+    return (double)q.nx * q.ty * q.tx <= CYC_WINO_MAX_SHARE * 9.0 * g->oh * g->ow;
 }
 
 ptrdiff_t cyc_conv_winograd_tiles(const cyc_geom_t *g, int mode)
 {
     cyc_wino_t q = cyc_wino(g, mode);
     return (ptrdiff_t)q.n * q.ty * q.tx;
+}
+
+ptrdiff_t cyc_conv_winograd_dw_tiles(const cyc_geom_t *g, int elem_size)
+{
+    cyc_wino_t q = cyc_wino_dw(g, elem_size);
+    return (ptrdiff_t)q.n * q.ty * q.tx;
+}
+
+int cyc_conv_winograd_tile(const cyc_geom_t *g, int mode)
+{
+    return cyc_wino(g, mode).m;
 }
 
 int cyc_conv_winograd_block(const cyc_geom_t *g, int mode, int elem_size)
@@ -228,24 +240,25 @@ size_t cyc_conv_winograd_scratch_bytes(const cyc_geom_t *g, int mode, int elem_s
     size_t cpad = (size_t)cyc_round_up(q.c, vlen), opad = (size_t)cyc_round_up(q.k, vlen);
     size_t block = (size_t)cyc_wino_block(&q, elem_size, 0), patch = cpad > opad ? cpad : opad;
     return 2 * sizeof(void *) * CYC_MR_MAX + 1 + 64 +
-           (size_t)elem_size * 16 * (block * (cpad + opad) + patch);
+           (size_t)elem_size * (size_t)q.nx * (block * (cpad + opad) + patch);
 }
 
 size_t cyc_conv_winograd_dw_acc_len(const cyc_geom_t *g, int elem_size)
 {
-    /* [16][C][K to 64 bytes]: whole cache lines */
-    return 16 * (size_t)g->c * (size_t)cyc_round_up(g->cout, 64 / elem_size);
+    /* [nx][C][K to 64 bytes]: whole cache lines */
+    return (size_t)cyc_wino_dw(g, elem_size).nx * (size_t)g->c *
+           (size_t)cyc_round_up(g->cout, 64 / elem_size);
 }
 
 size_t cyc_conv_winograd_dw_scratch_bytes(const cyc_geom_t *g, int elem_size)
 {
     /* the layout in FN(cyc_conv_bwd_filter_winograd) */
-    cyc_wino_t q = cyc_wino(g, CYC_WINO_FWD);
+    cyc_wino_t q = cyc_wino_dw(g, elem_size);
     int vlen = 64 / elem_size;
     size_t cpad = (size_t)cyc_round_up(q.c, vlen), opad = (size_t)cyc_round_up(q.k, vlen);
     size_t block = (size_t)cyc_wino_block(&q, elem_size, 1);
     return block * (sizeof(void *) + sizeof(int)) + CYC_MR_MAX * sizeof(ptrdiff_t) + 64 +
-           (size_t)elem_size * (opad + 16 * (block * (cpad + opad) + cpad));
+           (size_t)elem_size * (opad + (size_t)q.nx * (block * (cpad + opad) + cpad));
 }
 
 int cyc_conv_dw_by_windows(const cyc_geom_t *g)
@@ -295,6 +308,22 @@ size_t cyc_conv_dw_scratch_bytes(const cyc_geom_t *g, int elem_size)
 CYC_DW_FINISH(f32, float)
 CYC_DW_FINISH(f64, double)
 
+/* G^T u of one column of a values (a = 4 or 6) into 3: the weights' side of the Winograd
+ * transform, transposed. */
+#define CYC_WINO_GT(T, a, u, s0, s1, s2)                                                       \
+    do {                                                                                       \
+        if ((a) == 4) {                                                                        \
+            s0 = u[0] + (u[1] + u[2]) * (T)0.5;                                                \
+            s1 = (u[1] - u[2]) * (T)0.5;                                                       \
+            s2 = (u[1] + u[2]) * (T)0.5 + u[3];                                                \
+        } else {                                                                               \
+            const T e12 = u[1] + u[2], e34 = u[3] + u[4];                                      \
+            s0 = u[0] * (T)0.25 - e12 * (T)(1.0 / 6) + e34 * (T)(1.0 / 24);                   \
+            s1 = (u[2] - u[1]) * (T)(1.0 / 6) + (u[3] - u[4]) * (T)(1.0 / 12);                 \
+            s2 = (e34 - e12) * (T)(1.0 / 6) + u[5];                                            \
+        }                                                                                      \
+    } while (0)
+
 /* dw = G^T dU G (see FN(cyc_conv_bwd_filter_winograd)) for input channels [c0, c1), dU the sum
  * of the partial sums in a fixed order; 64 output channels at a time. */
 #define CYC_DW_FINISH_WINOGRAD(SUF, T)                                                         \
@@ -303,29 +332,27 @@ CYC_DW_FINISH(f64, double)
     {                                                                                          \
         const int C = g->c, K = g->cout, opad = cyc_round_up(K, 64 / (int)sizeof(T));          \
         const size_t acc_len = cyc_conv_winograd_dw_acc_len(g, (int)sizeof(T));                \
-        T u[16][64];                                                                           \
+        const cyc_wino_t q = cyc_wino_dw(g, (int)sizeof(T));                                   \
+        const int a = q.a;                                                                     \
+        T u[36][64];                                                                           \
         for (ptrdiff_t c = c0; c < c1; c++)                                                    \
             for (int k0 = 0; k0 < K; k0 += 64) {                                               \
                 const int nk = K - k0 < 64 ? K - k0 : 64;                                      \
-                for (int xi = 0; xi < 16; xi++) {                                              \
-                    const T *a = accs + ((size_t)xi * C + (size_t)c) * opad + k0;              \
-                    for (int k = 0; k < nk; k++) u[xi][k] = (T)0 + a[k];                       \
+                for (int xi = 0; xi < q.nx; xi++) {                                            \
+                    const T *acc = accs + ((size_t)xi * C + (size_t)c) * opad + k0;            \
+                    for (int k = 0; k < nk; k++) u[xi][k] = (T)0 + acc[k];                     \
                     for (int t = 1; t < n_acc; t++)                                            \
-                        for (int k = 0; k < nk; k++) u[xi][k] += a[t * acc_len + k];           \
+                        for (int k = 0; k < nk; k++) u[xi][k] += acc[t * acc_len + k];         \
                 }                                                                              \
                 for (int k = 0; k < nk; k++) {                                                 \
-                    T s[3][4];                                                                 \
-                    for (int e = 0; e < 4; e++) {                                              \
-                        T u0 = u[e][k], u1 = u[4 + e][k], u2 = u[8 + e][k], u3 = u[12 + e][k]; \
-                        s[0][e] = u0 + (u1 + u2) * (T)0.5;                                     \
-                        s[1][e] = (u1 - u2) * (T)0.5;                                          \
-                        s[2][e] = (u1 + u2) * (T)0.5 + u3;                                     \
+                    T s[3][6], col[6];                                                         \
+                    for (int e = 0; e < a; e++) {                                              \
+                        for (int r = 0; r < a; r++) col[r] = u[r * a + e][k];                  \
+                        CYC_WINO_GT(T, a, col, s[0][e], s[1][e], s[2][e]);                     \
                     }                                                                          \
                     for (int i = 0; i < 3; i++) {                                              \
                         T *d = dw + ((size_t)i * 3 * C + (size_t)c) * K + k0 + k;              \
-                        d[0] = s[i][0] + (s[i][1] + s[i][2]) * (T)0.5;                         \
-                        d[(size_t)C * K] = (s[i][1] - s[i][2]) * (T)0.5;                       \
-                        d[2 * (size_t)C * K] = (s[i][1] + s[i][2]) * (T)0.5 + s[i][3];         \
+                        CYC_WINO_GT(T, a, s[i], d[0], d[(size_t)C * K], d[2 * (size_t)C * K]); \
                     }                                                                          \
                 }                                                                              \
             }                                                                                  \

@@ -951,13 +951,34 @@ void FN(cyc_conv_bwd_data_scatter)(const cyc_geom_t *g, int rows, const T *dy, c
     }
 }
 
-/* ---- Winograd F(2x2, 3x3) (Lavin and Gray, 2016) ----
- * y = A^T [(G g G^T) * (B^T d B)] A per 4x4 input tile d and 2x2 output tile y.  The 16 elementwise
- * products, summed over input channels, are 16 GEMMs [tiles x C] x [C x K], which run on the
- * direct convolution's register tiles (one segment of C values); the transforms are additions
- * on vectors of channels. */
+/* ---- Winograd F(2x2, 3x3) and F(4x4, 3x3) (Lavin and Gray, 2016) ----
+ * y = A^T [(G g G^T) * (B^T d B)] A per a x a input tile d and m x m output tile y (a = m + 2).
+ * The nx = a^2 elementwise products, summed over input channels, are nx GEMMs [tiles x C] x
+ * [C x K], which run on the direct convolution's register tiles (one segment of C values); the
+ * transforms are additions on vectors of channels.  F(4x4)'s matrices use the points 0, +-1,
+ * +-2 (its B^T, G and A^T are written out below, by rows, in the 1-D transforms). */
 
-/* Packed weights: U[xi] = (G g G^T)[xi] for xi = 0..15, each laid out as the forward tiles'
+/* G g of one column of 3 weights (or rows of columns), a values. */
+ALWAYS_INLINE void FN(wino_g)(int m, const V *g, V *u)
+{
+    if (m == 2) {
+        u[0] = g[0];
+        u[1] = (g[0] + g[1] + g[2]) * (T)0.5;
+        u[2] = (g[0] - g[1] + g[2]) * (T)0.5;
+        u[3] = g[2];
+        return;
+    }
+    const V e = g[0] + g[2];
+    u[0] = g[0] * (T)0.25;
+    u[1] = (e + g[1]) * (T)(-1.0 / 6);
+    u[2] = (e - g[1]) * (T)(-1.0 / 6);
+    const V f = g[0] * (T)(1.0 / 24) + g[2] * (T)(1.0 / 6), h = g[1] * (T)(1.0 / 12);
+    u[3] = f + h;
+    u[4] = f - h;
+    u[5] = g[2];
+}
+
+/* Packed weights: U[xi] = (G g G^T)[xi] for xi = 0..nx-1, each laid out as the forward tiles'
  * weights with K = C (per block of NBLK vectors of computed channels, [C][block width]), then
  * the bias [opad].  Rows [k0, k1) are input channels of the computed problem; a vector of
  * computed channels at a time. */
@@ -969,7 +990,7 @@ static void FN(wino_pack)(const cyc_geom_t *g, int mode, const T *w, const T *bi
     for (ptrdiff_t c = k0; c < k1; c++)
         for (int kv = 0; kv < opad; kv += VLEN) {
             const int nl = K - kv < VLEN ? K - kv : VLEN;
-            V gg[3][3], t[4][3], u[16];
+            V gg[3][3], col[3], t[6][3], row[6], u[36];
             for (int i = 0; i < 3; i++)
                 for (int j = 0; j < 3; j++) {
                     if (mode == CYC_WINO_FWD) {
@@ -986,24 +1007,18 @@ static void FN(wino_pack)(const cyc_geom_t *g, int mode, const T *w, const T *bi
                     }
                 }
             for (int j = 0; j < 3; j++) {
-                t[0][j] = gg[0][j];
-                t[1][j] = (gg[0][j] + gg[1][j] + gg[2][j]) * (T)0.5;
-                t[2][j] = (gg[0][j] - gg[1][j] + gg[2][j]) * (T)0.5;
-                t[3][j] = gg[2][j];
+                for (int i = 0; i < 3; i++) col[i] = gg[i][j];
+                FN(wino_g)(q.m, col, row);
+                for (int a = 0; a < q.a; a++) t[a][j] = row[a];
             }
-            for (int a = 0; a < 4; a++) {
-                u[a * 4 + 0] = t[a][0];
-                u[a * 4 + 1] = (t[a][0] + t[a][1] + t[a][2]) * (T)0.5;
-                u[a * 4 + 2] = (t[a][0] - t[a][1] + t[a][2]) * (T)0.5;
-                u[a * 4 + 3] = t[a][2];
-            }
+            for (int a = 0; a < q.a; a++) FN(wino_g)(q.m, t[a], u + a * q.a);
             const int co0 = kv / blk * blk, bw = opad - co0 < blk ? opad - co0 : blk;
             T *dst = packed + (ptrdiff_t)co0 * C + c * bw + (kv - co0);
-            for (int xi = 0; xi < 16; xi++) STOREV(dst + (ptrdiff_t)xi * C * opad, u[xi]);
+            for (int xi = 0; xi < q.nx; xi++) STOREV(dst + (ptrdiff_t)xi * C * opad, u[xi]);
         }
     if (k0 == 0)
         for (int k = 0; k < opad; k++)
-            packed[(ptrdiff_t)16 * C * opad + k] =
+            packed[(ptrdiff_t)q.nx * C * opad + k] =
                 mode == CYC_WINO_FWD && bias && k < K ? bias[k] : (T)0;
 }
 
@@ -1036,6 +1051,78 @@ ALWAYS_INLINE void FN(wino_input)(const T *src, ptrdiff_t rs, ptrdiff_t cs, int 
     }
 }
 
+/* B^T d of one column of 6 values (F(4x4)). */
+ALWAYS_INLINE void FN(wino_bt4)(V d0, V d1, V d2, V d3, V d4, V d5, V *t)
+{
+    const V p = d4 - d2, q = d3 - d1;
+    t[0] = d0 * (T)4 - d2 * (T)5 + d4;
+    t[1] = (d3 + d4) - (d1 + d2) * (T)4;
+    t[2] = (d4 - d3) + (d1 - d2) * (T)4;
+    t[3] = p + q * (T)2;
+    t[4] = p - q * (T)2;
+    t[5] = d1 * (T)4 - d3 * (T)5 + d5;
+}
+
+/* F(4x4)'s B^T d B, as FN(wino_input): the columns' transforms go through a 6 x 6 block of
+ * vectors on the stack (36 vectors in registers at once would spill anyway). */
+ALWAYS_INLINE void FN(wino_input4)(const T *src, ptrdiff_t rs, ptrdiff_t cs, int C, T *v,
+                                   ptrdiff_t vstride)
+{
+    for (int c0 = 0; c0 < C; c0 += VLEN) {
+        const int nl = C - c0 < VLEN ? C - c0 : VLEN;
+        V t[6][6], o[6];
+        for (int e = 0; e < 6; e++) {
+            const T *p = src + e * cs + c0;
+            V col[6];
+            FN(wino_bt4)(FN(load_n)(p, nl), FN(load_n)(p + rs, nl), FN(load_n)(p + 2 * rs, nl),
+                         FN(load_n)(p + 3 * rs, nl), FN(load_n)(p + 4 * rs, nl),
+                         FN(load_n)(p + 5 * rs, nl), col);
+            for (int a = 0; a < 6; a++) t[a][e] = col[a];
+        }
+        T *vc = v + c0;
+        for (int a = 0; a < 6; a++) {
+            FN(wino_bt4)(t[a][0], t[a][1], t[a][2], t[a][3], t[a][4], t[a][5], o);
+            for (int e = 0; e < 6; e++) STOREV(vc + (a * 6 + e) * vstride, o[e]);
+        }
+    }
+}
+
+/* A^T m of one column of 6 values (F(4x4)). */
+ALWAYS_INLINE void FN(wino_at4)(V m0, V m1, V m2, V m3, V m4, V m5, V *o)
+{
+    const V s12 = m1 + m2, d12 = m1 - m2, s34 = m3 + m4, d34 = m3 - m4;
+    o[0] = m0 + s12 + s34;
+    o[1] = d12 + d34 * (T)2;
+    o[2] = s12 + s34 * (T)4;
+    o[3] = d12 + d34 * (T)8 + m5;
+}
+
+/* F(4x4)'s A^T m A plus the bias, optional ReLU, as FN(wino_output). */
+ALWAYS_INLINE void FN(wino_output4)(const T *m, ptrdiff_t mstride, const T *bias, int relu,
+                                    int K, T *dst, ptrdiff_t rs, ptrdiff_t cs)
+{
+    for (int k0 = 0; k0 < K; k0 += VLEN) {
+        const int nl = K - k0 < VLEN ? K - k0 : VLEN;
+        const T *mk = m + k0;
+        const V bv = LOADV(bias + k0);
+        V s[4][6], o[4];
+        for (int e = 0; e < 6; e++) {
+            const T *p = mk + e * mstride;
+            FN(wino_at4)(LOADV(p), LOADV(p + 6 * mstride), LOADV(p + 12 * mstride),
+                         LOADV(p + 18 * mstride), LOADV(p + 24 * mstride),
+                         LOADV(p + 30 * mstride), o);
+            for (int a = 0; a < 4; a++) s[a][e] = o[a];
+        }
+        for (int a = 0; a < 4; a++) {
+            FN(wino_at4)(s[a][0], s[a][1], s[a][2], s[a][3], s[a][4], s[a][5], o);
+            for (int e = 0; e < 4; e++) {
+                const V r = o[e] + bv;
+                FN(store_n)(dst + a * rs + e * cs + k0, relu ? FN(relu)(r) : r, nl);
+            }
+        }
+    }
+}
+
 /* A^T m A of one tile plus the bias, optional ReLU, for its K computed channels: m holds
  * product xi at m[xi * mstride + channel]; output pixel (a, e) goes to dst + a * rs + e * cs. */
 ALWAYS_INLINE void FN(wino_output)(const T *m, ptrdiff_t mstride, const T *bias, int relu, int K,
@@ -1064,7 +1151,7 @@ ALWAYS_INLINE void FN(wino_output)(const T *m, ptrdiff_t mstride, const T *bias,
 }
 
 /* B^T d B of tiles [tb, tb + nb) into v[xi * vstride + b * cpad + channel]; a tile that crosses
- * the border is first copied with its zeros into patch ([16][cpad]). */
+ * the border is first copied with its zeros into patch ([nx][cpad]). */
 static void FN(wino_inputs)(const cyc_wino_t *qp, const T *src, ptrdiff_t tb, int nb, T *v,
                             ptrdiff_t vstride, T *patch)
 {
@@ -1073,27 +1160,32 @@ static void FN(wino_inputs)(const cyc_wino_t *qp, const T *src, ptrdiff_t tb, in
     const ptrdiff_t per_image = (ptrdiff_t)q.ty * q.tx, src_rs = (ptrdiff_t)q.w * C;
     for (int b = 0; b < nb; b++) {
         const ptrdiff_t t = tb + b, n = t / per_image, r = t - n * per_image;
-        const int y0 = (int)(r / q.tx) * 2 - q.pad_top, x0 = (int)(r % q.tx) * 2 - q.pad_left;
+        const int y0 = (int)(r / q.tx) * q.m - q.pad_top, x0 = (int)(r % q.tx) * q.m - q.pad_left;
         const T *img = src + (ptrdiff_t)n * q.h * src_rs;
-        if (y0 >= 0 && x0 >= 0 && y0 + 4 <= q.h && x0 + 4 <= q.w) {
-            FN(wino_input)(img + y0 * src_rs + (ptrdiff_t)x0 * C, src_rs, C, C,
-                           v + (ptrdiff_t)b * cpad, vstride);
-            continue;
-        }
-        /* the tile with its zeros, whole vectors of channels */
-        for (int a = 0; a < 4; a++)
-            for (int e = 0; e < 4; e++) {
-                T *pp = patch + (ptrdiff_t)(a * 4 + e) * cpad;
-                const int yy = y0 + a, xx = x0 + e;
-                if (yy >= 0 && yy < q.h && xx >= 0 && xx < q.w) {
-                    memcpy(pp, img + yy * src_rs + (ptrdiff_t)xx * C, sizeof(T) * (size_t)C);
-                    memset(pp + C, 0, sizeof(T) * (size_t)(cpad - C));
-                } else {
-                    memset(pp, 0, sizeof(T) * (size_t)cpad);
+        const T *tile = patch;
+        ptrdiff_t rs = q.a * (ptrdiff_t)cpad, cs = cpad;
+        if (y0 >= 0 && x0 >= 0 && y0 + q.a <= q.h && x0 + q.a <= q.w) {
+            tile = img + y0 * src_rs + (ptrdiff_t)x0 * C;
+            rs = src_rs;
+            cs = C;
+        } else {
+            /* the tile with its zeros, whole vectors of channels */
+            for (int a = 0; a < q.a; a++)
+                for (int e = 0; e < q.a; e++) {
+                    T *pp = patch + (ptrdiff_t)(a * q.a + e) * cpad;
+                    const int yy = y0 + a, xx = x0 + e;
+                    if (yy >= 0 && yy < q.h && xx >= 0 && xx < q.w) {
+                        memcpy(pp, img + yy * src_rs + (ptrdiff_t)xx * C, sizeof(T) * (size_t)C);
+                        memset(pp + C, 0, sizeof(T) * (size_t)(cpad - C));
+                    } else {
+                        memset(pp, 0, sizeof(T) * (size_t)cpad);
+                    }
                 }
-            }
-        FN(wino_input)(patch, 4 * (ptrdiff_t)cpad, cpad, cpad, v + (ptrdiff_t)b * cpad,
-                       vstride);
+        }
+        if (q.m == 4)
+            FN(wino_input4)(tile, rs, cs, C, v + (ptrdiff_t)b * cpad, vstride);
+        else
+            FN(wino_input)(tile, rs, cs, C, v + (ptrdiff_t)b * cpad, vstride);
     }
 }
 
@@ -1104,23 +1196,23 @@ void FN(cyc_conv_winograd)(const cyc_geom_t *g, int mode, const T *src, const T 
     const int C = q.c, K = q.k, cpad = cyc_round_up(C, VLEN), opad = cyc_round_up(K, VLEN);
     const ptrdiff_t per_image = (ptrdiff_t)q.ty * q.tx;
     const int BLOCK = cyc_wino_block(&q, (int)sizeof(T), 0);
-    /* scratch: ptrs [MR_MAX] | outs [MR_MAX] | live | v [16][BLOCK][cpad] | m [16][BLOCK][opad]
-     * | patch [16][cpad] (a tile that crosses the border, with its zeros) */
+    /* scratch: ptrs [MR_MAX] | outs [MR_MAX] | live | v [nx][BLOCK][cpad] | m [nx][BLOCK][opad]
+     * | patch [nx][max(cpad, opad)] (a tile that crosses the border, with its zeros) */
     const T **ptrs = (const T **)scratch;
     T **outs = (T **)(ptrs + CYC_MR_MAX);
     unsigned char *live = (unsigned char *)(outs + CYC_MR_MAX);
     T *v = (T *)cyc_align64(live + 1);
-    T *m = v + (ptrdiff_t)16 * BLOCK * cpad;
-    T *patch = m + (ptrdiff_t)16 * BLOCK * opad;
+    T *m = v + (ptrdiff_t)q.nx * BLOCK * cpad;
+    T *patch = m + (ptrdiff_t)q.nx * BLOCK * opad;
     const ptrdiff_t vstride = (ptrdiff_t)BLOCK * cpad;
     const ptrdiff_t mstride = (ptrdiff_t)BLOCK * opad;
-    const T *bias = packed + (ptrdiff_t)16 * C * opad;
+    const T *bias = packed + (ptrdiff_t)q.nx * C * opad;
     const ptrdiff_t dst_rs = (ptrdiff_t)q.ow * K;
     live[0] = 1;
     for (ptrdiff_t tb = t0; tb < t1; tb += BLOCK) {
         const int nb = (int)(t1 - tb < BLOCK ? t1 - tb : BLOCK);
         FN(wino_inputs)(&q, src, tb, nb, v, vstride, patch);
-        for (int xi = 0; xi < 16; xi++)
+        for (int xi = 0; xi < q.nx; xi++)
             for (int b0 = 0; b0 < nb; b0 += MR) {
                 const int mr = nb - b0 < MR ? nb - b0 : MR;
                 for (int p = 0; p < mr; p++) {
@@ -1133,20 +1225,23 @@ void FN(cyc_conv_winograd)(const cyc_geom_t *g, int mode, const T *src, const T 
             }
         for (int b = 0; b < nb; b++) {
             const ptrdiff_t t = tb + b, n = t / per_image, r = t - n * per_image;
-            const int y0 = (int)(r / q.tx) * 2, x0 = (int)(r % q.tx) * 2;
+            const int y0 = (int)(r / q.tx) * q.m, x0 = (int)(r % q.tx) * q.m;
             T *img = dst + (ptrdiff_t)n * q.oh * dst_rs;
             const T *mb = m + (ptrdiff_t)b * opad;
-            if (y0 + 2 <= q.oh && x0 + 2 <= q.ow) {
-                FN(wino_output)(mb, mstride, bias, relu, K, img + y0 * dst_rs + (ptrdiff_t)x0 * K,
-                                dst_rs, K);
-                continue;
-            }
             /* past the last row or column: through the patch, then the pixels inside */
-            FN(wino_output)(mb, mstride, bias, relu, opad, patch, 2 * (ptrdiff_t)opad, opad);
-            for (int a = 0; a < 2 && y0 + a < q.oh; a++)
-                for (int e = 0; e < 2 && x0 + e < q.ow; e++)
+            const int inside = y0 + q.m <= q.oh && x0 + q.m <= q.ow;
+            T *out = inside ? img + y0 * dst_rs + (ptrdiff_t)x0 * K : patch;
+            const ptrdiff_t rs = inside ? dst_rs : q.m * (ptrdiff_t)opad;
+            const int cs = inside ? K : opad;
+            if (q.m == 4)
+                FN(wino_output4)(mb, mstride, bias, relu, cs, out, rs, cs);
+            else
+                FN(wino_output)(mb, mstride, bias, relu, cs, out, rs, cs);
+            if (inside) continue;
+            for (int a = 0; a < q.m && y0 + a < q.oh; a++)
+                for (int e = 0; e < q.m && x0 + e < q.ow; e++)
                     memcpy(img + (y0 + a) * dst_rs + (ptrdiff_t)(x0 + e) * K,
-                           patch + (ptrdiff_t)(a * 2 + e) * opad, sizeof(T) * (size_t)K);
+                           patch + (ptrdiff_t)(a * q.m + e) * opad, sizeof(T) * (size_t)K);
         }
     }
 }
@@ -1584,28 +1679,71 @@ void FN(cyc_conv_bwd_filter_by_windows)(const cyc_geom_t *g, const T *x, const c
 #undef CYC_WIN
 }
 
+/* One vector of a Winograd tile's dy pixel at off (0 past the output, off < 0), masked by the
+ * fused ReLU's output where relu_y is given. */
+ALWAYS_INLINE V FN(wino_dy)(const T *dy, const T *relu_y, ptrdiff_t off, int k0, int nl)
+{
+    if (off < 0 || nl <= 0) return (V){0};
+    const V d = FN(load_n)(dy + off + k0, nl);
+    return relu_y ? (V)((IV)d & (IV)(FN(load_n)(relu_y + off + k0, nl) > (V){0})) : d;
+}
+
+/* A dy of one column of 4 values (F(4x4)): A's rows are A^T's columns. */
+ALWAYS_INLINE void FN(wino_a4)(V d0, V d1, V d2, V d3, V *r)
+{
+    const V s02 = d0 + d2, s13 = d1 + d3, e02 = d0 + d2 * (T)4, e13 = d1 * (T)2 + d3 * (T)8;
+    r[0] = d0;
+    r[1] = s02 + s13;
+    r[2] = s02 - s13;
+    r[3] = e02 + e13;
+    r[4] = e02 - e13;
+    r[5] = d3;
+}
+
+/* dM = A dy A^T of one F(4x4) tile, channels [k0, k0 + nl), into w[xi * mstride]; dy's pixels
+ * at off[a][e] (-1 past the output), masked by the fused ReLU's outputs where relu_y is given;
+ * their sum added to dbl. */
+static inline void FN(wino_dm4)(const T *dy, const T *relu_y, const ptrdiff_t off[4][4],
+                                int k0, int nl, T *dbl, T *w, ptrdiff_t mstride)
+{
+    V d[4][4], t[6][4], r[6], sum = (V){0};
+    for (int a = 0; a < 4; a++)
+        for (int e = 0; e < 4; e++) d[a][e] = FN(wino_dy)(dy, relu_y, off[a][e], k0, nl);
+    for (int a = 0; a < 4; a++) sum += (d[a][0] + d[a][1]) + (d[a][2] + d[a][3]);
+    STOREV(dbl + k0, LOADV(dbl + k0) + sum);
+    for (int e = 0; e < 4; e++) {
+        FN(wino_a4)(d[0][e], d[1][e], d[2][e], d[3][e], r);
+        for (int a = 0; a < 6; a++) t[a][e] = r[a];
+    }
+    for (int a = 0; a < 6; a++) {
+        FN(wino_a4)(t[a][0], t[a][1], t[a][2], t[a][3], r);
+        for (int e = 0; e < 6; e++) STOREV(w + (a * 6 + e) * mstride, r[e]);
+    }
+}
+
 /* The weight gradient by Winograd, tiles [t0, t1) of the forward pass (see cyc_conv_winograd):
  * y = A^T M A with M = U * V makes dM = A dy A^T per tile, and dU[xi] = sum over tiles of
- * V[xi] (x) dM[xi], C x K per xi: 16 reductions over the tiles, run on the direct weight
+ * V[xi] (x) dM[xi], C x K per xi: nx reductions over the tiles, run on the direct weight
  * gradient's register tiles.  dw = G^T dU G once the partial sums are added
- * (cyc_conv_dw_finish_winograd).  du_acc: [16][C][opad], opad = K to 64 bytes. */
+ * (cyc_conv_dw_finish_winograd).  du_acc: [nx][C][opad], opad = K to 64 bytes.  The tiles are
+ * cyc_wino_dw's. */
 void FN(cyc_conv_bwd_filter_winograd)(const cyc_geom_t *g, const T *x, const T *dy,
                                       const T *relu_y, T *du_acc, T *db_acc, ptrdiff_t t0,
                                       ptrdiff_t t1, void *scratch)
 {
-    const cyc_wino_t q = cyc_wino(g, CYC_WINO_FWD);
+    const cyc_wino_t q = cyc_wino_dw(g, (int)sizeof(T));
     const int C = q.c, K = q.k, cpad = cyc_round_up(C, VLEN), opad = cyc_round_up(K, CYC_L64);
     const ptrdiff_t per_image = (ptrdiff_t)q.ty * q.tx, dy_rs = (ptrdiff_t)q.ow * K;
     const int BLOCK = cyc_wino_block(&q, (int)sizeof(T), 1);
-    /* scratch: xrows [BLOCK] | seq [MR_MAX] | dj [BLOCK] | dbl [opad] | v [16][BLOCK][cpad] |
-     *          dm [16][BLOCK][opad] | patch [16][cpad] */
+    /* scratch: xrows [BLOCK] | seq [MR_MAX] | dj [BLOCK] | dbl [opad] | v [nx][BLOCK][cpad] |
+     *          dm [nx][BLOCK][opad] | patch [nx][cpad] */
     const T **xrows = (const T **)scratch;
     ptrdiff_t *seq = (ptrdiff_t *)(xrows + BLOCK);
     int *dj = (int *)(seq + CYC_MR_MAX);
     T *dbl = (T *)cyc_align64(dj + BLOCK);
     T *v = dbl + opad;
-    T *dm = v + (ptrdiff_t)16 * BLOCK * cpad;
-    T *patch = dm + (ptrdiff_t)16 * BLOCK * opad;
+    T *dm = v + (ptrdiff_t)q.nx * BLOCK * cpad;
+    T *patch = dm + (ptrdiff_t)q.nx * BLOCK * opad;
     const ptrdiff_t vstride = (ptrdiff_t)BLOCK * cpad, mstride = (ptrdiff_t)BLOCK * opad;
     for (int b = 0; b < BLOCK; b++) { xrows[b] = v + (ptrdiff_t)b * cpad; dj[b] = b; }
     for (int p = 0; p < CYC_MR_MAX; p++) seq[p] = p;
@@ -1615,26 +1753,25 @@ void FN(cyc_conv_bwd_filter_winograd)(const cyc_geom_t *g, const T *x, const T *
         FN(wino_inputs)(&q, x, tb, nb, v, vstride, patch);
         for (int b = 0; b < nb; b++) {
             const ptrdiff_t t = tb + b, n = t / per_image, r = t - n * per_image;
-            const int y0 = (int)(r / q.tx) * 2, x0 = (int)(r % q.tx) * 2;
+            const int y0 = (int)(r / q.tx) * q.m, x0 = (int)(r % q.tx) * q.m;
             /* the tile's dy pixels (and the fused ReLU's outputs), NULL past the output */
-            ptrdiff_t off[2][2];
-            for (int a = 0; a < 2; a++)
-                for (int e = 0; e < 2; e++) {
+            ptrdiff_t off[4][4];
+            for (int a = 0; a < q.m; a++)
+                for (int e = 0; e < q.m; e++) {
                     const ptrdiff_t row = ((ptrdiff_t)n * q.oh + y0 + a) * dy_rs;
                     off[a][e] = y0 + a < q.oh && x0 + e < q.ow ? row + (ptrdiff_t)(x0 + e) * K : -1;
                 }
             for (int k0 = 0; k0 < opad; k0 += VLEN) {
                 const int nl = K - k0 < VLEN ? K - k0 : VLEN;
                 V d[2][2], rr[4][2];
+                T *w = dm + (ptrdiff_t)b * opad + k0;
+                if (q.m == 4) {
+                    FN(wino_dm4)(dy, relu_y, off, k0, nl, dbl, w, mstride);
+                    continue;
+                }
                 for (int a = 0; a < 2; a++)
-                    for (int e = 0; e < 2; e++) {
-                        d[a][e] = (V){0};
-                        if (off[a][e] < 0 || nl <= 0) continue;
-                        const ptrdiff_t o = off[a][e] + k0;
-                        d[a][e] = FN(load_n)(dy + o, nl);
-                        if (relu_y)
-                            d[a][e] = (V)((IV)d[a][e] & (IV)(FN(load_n)(relu_y + o, nl) > (V){0}));
-                    }
+                    for (int e = 0; e < 2; e++)
+                        d[a][e] = FN(wino_dy)(dy, relu_y, off[a][e], k0, nl);
                 STOREV(dbl + k0, LOADV(dbl + k0) + (d[0][0] + d[0][1]) + (d[1][0] + d[1][1]));
                 for (int e = 0; e < 2; e++) {
                     rr[0][e] = d[0][e];
@@ -1642,7 +1779,6 @@ void FN(cyc_conv_bwd_filter_winograd)(const cyc_geom_t *g, const T *x, const T *
                     rr[2][e] = d[0][e] - d[1][e];
                     rr[3][e] = -d[1][e];
                 }
-                T *w = dm + (ptrdiff_t)b * opad + k0;
                 for (int a = 0; a < 4; a++) {
                     STOREV(w + (a * 4 + 0) * mstride, rr[a][0]);
                     STOREV(w + (a * 4 + 1) * mstride, rr[a][0] + rr[a][1]);
@@ -1651,7 +1787,7 @@ void FN(cyc_conv_bwd_filter_winograd)(const cyc_geom_t *g, const T *x, const T *
                 }
             }
         }
-        for (int xi = 0; xi < 16; xi++)
+        for (int xi = 0; xi < q.nx; xi++)
             for (int co0 = 0, nv, mrmax; co0 < opad; co0 += nv * VLEN) {
                 nv = FN(dw_block)(opad, co0, &mrmax);
                 const int ntile = (C + mrmax - 1) / mrmax;

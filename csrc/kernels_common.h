@@ -115,15 +115,39 @@ static inline int cyc_dw_chunk(const cyc_geom_t *g)
 
 /* A Winograd convolution (CYC_WINO_FWD or CYC_WINO_DX) as the forward convolution it computes:
  * the input gradient of a 3x3 convolution with unit stride reads dy padded by 2 - pad (negative:
- * cropped) through the flipped, transposed weights. */
+ * cropped) through the flipped, transposed weights.  Tiles are F(m x m, 3x3): m x m computed
+ * pixels from (m + 2) x (m + 2) read, nx = (m + 2)^2 products per pair of channels. */
 typedef struct {
     int n, h, w, c;          /* the tensor read */
     int oh, ow, k;           /* the tensor computed */
     int pad_top, pad_left;
-    int ty, tx;              /* tiles of 2x2 computed pixels per image, down and across */
+    int m, a, nx;            /* computed pixels per tile side, read pixels per side, products */
+    int ty, tx;              /* tiles per image, down and across */
 } cyc_wino_t;
 
-static inline cyc_wino_t cyc_wino(const cyc_geom_t *g, int mode)
+/* F(4x4, 3x3) takes 36 products per 16 pixels where F(2x2, 3x3) takes 16 per 4, but its tiles
+ * overhang narrow outputs further and its transforms cost more: it is taken for outputs at
+ * least CYC_WINO4_MIN_WIDTH wide where a row of its tiles does at most CYC_WINO4_MAX_SHARE of
+ * the products of a row of F(2x2)'s (the seed's conv3, 3x3 from 5x5, one tile of 36 products
+ * against the direct 81, took 1.5x the direct time).  Its rounding error is larger (its
+ * transforms multiply by up to 8 and divide by up to 24): in float32 about 4e-6 of the largest
+ * output where F(2x2)'s is 3e-7, growing with the channels summed (6e-6 at 128, 1.3e-5 at
+ * 256), so it is taken for at most CYC_WINO4_MAX_CHANNELS read channels (a 28x28x128 layer
+ * gained nothing from it either: forward 0.94, weight gradient 1.05 of F(2x2)'s time).  By
+ * the width and channels alone, so that a band of an image's rows (conv2d_forward_max_pool)
+ * gets the tiles the whole image gets. */
+#define CYC_WINO4_MIN_WIDTH 8
+#define CYC_WINO4_MAX_SHARE 0.8
+#define CYC_WINO4_MAX_CHANNELS 64
+
+static inline int cyc_wino_m(int computed_width, int read_channels)
+{
+    const int t2 = (computed_width + 1) / 2, t4 = (computed_width + 3) / 4;
+    return computed_width >= CYC_WINO4_MIN_WIDTH && read_channels <= CYC_WINO4_MAX_CHANNELS &&
+           36.0 / 4 * t4 <= CYC_WINO4_MAX_SHARE * 16.0 / 2 * t2 ? 4 : 2;
+}
+
+static inline cyc_wino_t cyc_wino_tiled(const cyc_geom_t *g, int mode, int m)
 {
     cyc_wino_t q;
     q.n = g->n;
@@ -134,19 +158,42 @@ static inline cyc_wino_t cyc_wino(const cyc_geom_t *g, int mode)
         q.h = g->oh; q.w = g->ow; q.c = g->cout; q.oh = g->h; q.ow = g->w; q.k = g->c;
         q.pad_top = 2 - g->pad_top; q.pad_left = 2 - g->pad_left;
     }
-    q.ty = (q.oh + 1) / 2; q.tx = (q.ow + 1) / 2;
+    q.m = m; q.a = m + 2; q.nx = q.a * q.a;
+    q.ty = (q.oh + m - 1) / m; q.tx = (q.ow + m - 1) / m;
+    return q;
+}
+
+static inline cyc_wino_t cyc_wino(const cyc_geom_t *g, int mode)
+{
+    return cyc_wino_tiled(g, mode, mode == CYC_WINO_FWD ? cyc_wino_m(g->ow, g->c)
+                                                        : cyc_wino_m(g->w, g->cout));
+}
+
+/* The weight gradient's sums of the nx products' gradients at most this large (measured for
+ * F(2x2): 1 MB, 128 channels in and out, 0.7 of the direct time; 4 MB 1.2x slower). */
+#define CYC_WINO_DW_MAX_BYTES (1 << 20)
+
+/* The weight gradient's tiles: the forward pass's, unless F(4x4)'s 36 x C x K sums would
+ * leave the cache where F(2x2)'s 16 x C x K do not. */
+static inline cyc_wino_t cyc_wino_dw(const cyc_geom_t *g, int elem_size)
+{
+    cyc_wino_t q = cyc_wino(g, CYC_WINO_FWD);
+    const size_t per_x = (size_t)g->c * (size_t)cyc_round_up(g->cout, 64 / elem_size) *
+                         (size_t)elem_size;
+    if (q.m == 4 && 36 * per_x > CYC_WINO_DW_MAX_BYTES && 16 * per_x <= CYC_WINO_DW_MAX_BYTES)
+        q = cyc_wino_tiled(g, CYC_WINO_FWD, 2);
     return q;
 }
 
 /* Tiles transformed at a time: as many as keep their transformed inputs and products within
- * about 300 KB (in L2, beside the weights; each of the 16 products' weights is then read once
+ * about 300 KB (in L2, beside the weights; each of the products' weights is then read once
  * per block), a multiple of every instruction set's tile height, 12 to 48.  The weight
- * gradient (dw) reduces over the block's tiles into 16 x C x K sums, which it reads and
+ * gradient (dw) reduces over the block's tiles into nx x C x K sums, which it reads and
  * writes once per block: twice the memory for half the passes, up to 96 tiles. */
 static inline int cyc_wino_block(const cyc_wino_t *q, int elem_size, int dw)
 {
     int vlen = 64 / elem_size;
-    int bytes = 16 * elem_size * (cyc_round_up(q->c, vlen) + cyc_round_up(q->k, vlen));
+    int bytes = q->nx * elem_size * (cyc_round_up(q->c, vlen) + cyc_round_up(q->k, vlen));
     int b = (dw ? 2 : 1) * 300 * 1024 / bytes / 12 * 12, most = dw ? 96 : 48;
     return b < 12 ? 12 : b > most ? most : b;
 }
@@ -155,9 +202,6 @@ static inline int cyc_wino_block(const cyc_wino_t *q, int elem_size, int dw)
  * products at most this share of the direct convolution's. */
 #define CYC_WINO_MIN_CHANNELS 16
 #define CYC_WINO_MAX_SHARE 0.6
-/* The weight gradient's sums of the 16 products' gradients at most this large (measured: 1 MB,
- * 128 channels in and out, 0.7 of the direct time; 4 MB 1.2x slower). */
-#define CYC_WINO_DW_MAX_BYTES (1 << 20)
 
 #define CYC_DECLARE_ISA(SUF, ISA, T)                                                             \
     void cyc_conv_pack_##SUF##_##ISA(const cyc_geom_t *, const T *, const T *, int, T *,        \

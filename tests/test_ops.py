@@ -546,7 +546,7 @@ def test_nchw_forward_goes_a_few_images_at_a_time(monkeypatch, dtype, x_shape, w
 
 
 @pytest.mark.parametrize("x_shape, w_shape, kwargs, dx_route", [
-    ((9, 13, 13, 32), (3, 3, 32, 64), {}, "scatter taps"),
+    ((9, 9, 9, 32), (3, 3, 32, 64), {}, "scatter taps"),
     ((9, 9, 7, 12), (3, 3, 6, 20), {"stride": 2, "padding": 1, "groups": 2}, "gather"),
     ((9, 11, 11, 3), (5, 5, 3, 8), {"padding": 2}, "scatter rows"),
     ((6, 10, 10, 16), (3, 3, 16, 24), {"padding": 1}, "winograd"),
@@ -694,7 +694,7 @@ def test_input_gradient_gathers_for_large_same_padded_images():
             assert _kernels.conv2d_backward_data_route(g, np.float32) == "gather"
 
 
-# --- Winograd F(2x2, 3x3) ---------------------------------------------------------------------
+# --- Winograd F(2x2, 3x3) and F(4x4, 3x3) -----------------------------------------------------
 
 
 @contextlib.contextmanager
@@ -718,34 +718,41 @@ def winograd_on():
 
 
 WINOGRAD_CONVS = {
-    # name: (x NHWC shape, cout, keyword arguments, whether dx is by Winograd too)
-    "whole vectors, even sizes": ((2, 8, 8, 16), 16, {"padding": "same"}, True),
+    # name: (x NHWC shape, cout, keyword arguments, whether dx is by Winograd too, the forward
+    # pass's tile side: F(4x4) from 8 pixels wide and up to 64 channels read)
+    "whole vectors, even sizes": ((2, 8, 8, 16), 16, {"padding": "same"}, True, 4),
     # 17 and 19 channels leave a partial vector on every instruction set; 9x7 outputs leave
     # tiles past the last row and column
-    "partial vectors, odd sizes": ((3, 9, 7, 17), 19, {"padding": "same"}, True),
-    # valid: dx (12x11 from 10x9) would waste more than the scatter, which computes no padding
-    "valid": ((4, 12, 11, 24), 20, {}, False),
-    "asymmetric padding": ((1, 10, 10, 16), 33, {"padding": ((0, 2), (1, 0))}, True),
+    "partial vectors, odd sizes": ((3, 9, 7, 17), 19, {"padding": "same"}, True, 2),
+    "partial vectors, F(4x4)": ((3, 11, 10, 17), 19, {"padding": "same"}, True, 4),
+    # valid: dx (12x11 from 10x9) by F(4x4) computes fewer products than the scatter, which
+    # computes no padding
+    "valid": ((4, 12, 11, 24), 20, {}, True, 4),
+    # 7 wide: the forward pass by F(2x2); dx (9x9 from 7x7) would waste more than the scatter
+    "valid, narrow": ((2, 9, 9, 24), 20, {}, False, 2),
+    "asymmetric padding": ((1, 10, 10, 16), 33, {"padding": ((0, 2), (1, 0))}, True, 4),
     # dx of a padding wider than the kernel crops dy instead of padding it
-    "padding wider than the kernel": ((2, 9, 9, 20), 16, {"padding": 3}, True),
+    "padding wider than the kernel": ((2, 9, 9, 20), 16, {"padding": 3}, True, 4),
     # 576 tiles: several blocks per thread and 4 partial sums of the weight gradient, and
     # blocks that run from one image into the next; 40 and 72 channels fill two weight blocks
     # and a part
-    "many tiles, wide outputs": ((9, 16, 16, 40), 72, {"padding": 1}, True),
+    "many tiles, wide outputs": ((9, 16, 16, 40), 72, {"padding": 1}, True, 4),
     # 70 in, 140 out: the input gradient computes 70 channels, over two weight blocks too
-    "wide both ways": ((2, 9, 9, 70), 140, {"padding": 1}, True),
+    "wide both ways": ((2, 9, 9, 70), 140, {"padding": 1}, True, 2),
     # 256 in and out: blocks of the fewest tiles (12); the weight gradient goes direct
-    "256 channels": ((1, 8, 8, 256), 256, {"padding": 1}, True),
+    "256 channels": ((1, 8, 8, 256), 256, {"padding": 1}, True, 2),
 }
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
 @pytest.mark.parametrize("name", list(WINOGRAD_CONVS))
 def test_winograd_convolutions_match_reference(name, dtype, winograd_on):
-    x_shape, cout, kwargs, dx_winograd = WINOGRAD_CONVS[name]
+    x_shape, cout, kwargs, dx_winograd, tile = WINOGRAD_CONVS[name]
     x, w, b = conv_arrays(x_shape, (3, 3, x_shape[3], cout), "NHWC", dtype)
     g = nhwc_geometry(x.shape, w.shape, kwargs)
     assert _kernels.conv2d_forward_route(g, dtype) == "winograd"
+    assert _kernels.winograd_tile(g, dtype) == tile
+    # F(2x2)'s 16 x C x K sums where F(4x4)'s 36 x C x K would not stay in cache
     dw_winograd = x_shape[3] * cout * 16 * np.dtype(dtype).itemsize <= 1 << 20
     assert (_kernels.conv2d_backward_filter_route(g, dtype) == "winograd") == dw_winograd
     assert _kernels.conv2d_backward_filter_route(g, dtype, through_pool=True) == "direct"
@@ -820,12 +827,39 @@ def test_winograd_can_be_turned_off(winograd_on):
     with winograd_off():
         assert not _kernels.winograd_enabled()
         assert _kernels.conv2d_forward_route(g, np.float32) == "direct"
+        assert _kernels.winograd_tile(g, np.float32) == 1
         assert _kernels.conv2d_backward_filter_route(g, np.float32) == "direct"
         assert _kernels.conv2d_backward_data_route(g, np.float32) == "gather"
         off = ops.conv2d(x, w, b, padding="same")
     assert _kernels.winograd_enabled()
-    np.testing.assert_allclose(on, off, rtol=1e-5, atol=1e-5)
+    assert_close(on, off)
     assert not np.array_equal(on, off), "Winograd rounds differently from the direct path"
+
+
+@pytest.mark.parametrize("x_shape, cout, padding, tile", [
+    ((32, 13, 13, 32), 64, "valid", 4),     # the seed's conv2: 11 wide
+    ((8, 56, 56, 64), 64, "same", 4),       # a ResNet block
+    ((8, 56, 56, 128), 128, "same", 2),     # more than 64 channels read: F(4x4) rounds worse
+    ((8, 7, 7, 64), 64, "same", 2),         # 7 wide
+    ((8, 5, 5, 64), 64, "valid", 1),        # 3x3 outputs: direct (F(4x4): 1.5x slower)
+])
+def test_winograd_takes_4x4_tiles_on_wide_outputs_with_few_channels(x_shape, cout, padding,
+                                                                    tile, winograd_on):
+    g = _args.conv_geometry(x_shape, (3, 3, x_shape[3], cout), 1, padding, 1, 1, "NHWC")
+    assert _kernels.winograd_tile(g, np.float32) == tile
+
+
+def test_winograd_4x4_tiles_round_within_a_few_millionths_of_the_largest_output(winograd_on):
+    # F(4x4)'s transforms multiply by up to 8 and divide by up to 24: its float32 error is
+    # about ten times F(2x2)'s, still well within the tolerance the tests hold every path to
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((2, 14, 14, 64)).astype(np.float32)
+    w = (rng.standard_normal((3, 3, 64, 64)) / 24).astype(np.float32)
+    g = _args.conv_geometry(x.shape, w.shape, 1, "same", 1, 1, "NHWC")
+    assert _kernels.winograd_tile(g, np.float32) == 4
+    want = reference.conv2d(x.astype(np.float64), w.astype(np.float64), padding="same")
+    got = ops.conv2d(x, w, padding="same")
+    assert np.abs(got - want).max() <= 1e-5 * np.abs(want).max()
 
 
 # --- depthwise convolutions ---------------------------------------------------------------------
@@ -1091,6 +1125,9 @@ def test_conv_relu_max_pool_in_one_pass_is_the_two_calls_to_the_bit(case):
 @pytest.mark.parametrize("x_shape, w_shape, kwargs, pool", [
     ((3, 28, 28, 1), (3, 3, 1, 32), {}, (2, None)),                   # the seed's first layer
     ((3, 13, 13, 32), (3, 3, 32, 64), {}, (2, None)),                 # its second (Winograd)
+    # bands of whole images: 2 per band on 2 threads, 8 on one (and a last band of one)
+    ((9, 13, 13, 32), (3, 3, 32, 64), {}, (2, None)),
+    ((9, 28, 28, 1), (3, 3, 1, 32), {}, (2, None)),
     ((1, 9, 11, 20), (3, 3, 20, 24), {"padding": "same"}, (3, 3)),    # odd pool stride
     ((2, 12, 10, 17), (3, 3, 17, 33), {}, ((3, 2), (2, 3))),          # overlapping rows
     ((2, 7, 9, 4), (3, 3, 4, 6), {"padding": ((3, 0), (1, 1))}, (2, None)),  # a row all padding
@@ -1098,7 +1135,7 @@ def test_conv_relu_max_pool_in_one_pass_is_the_two_calls_to_the_bit(case):
     # at most 4 outputs (per group): the dot kernel, whose blocks of pixels a band shifts
     ((2, 11, 9, 3), (3, 3, 3, 3), {}, (2, None)),
     ((1, 7, 5, 4), (1, 1, 2, 2), {"groups": 2}, (1, None)),
-], ids=["seed conv1", "seed conv2", "odd stride", "overlapping", "padding row", "depthwise",
+], ids=["seed conv1", "seed conv2", "seed conv2 batch 9", "seed conv1 batch 9", "odd stride", "overlapping", "padding row", "depthwise",
         "3 outputs", "2 outputs per group"])
 @pytest.mark.parametrize("cells", [True, False], ids=["cells", "no cells"])
 def test_conv_relu_max_pool_named_cases(dtype, fmt, x_shape, w_shape, kwargs, pool, cells):
@@ -1126,18 +1163,35 @@ def test_conv_relu_max_pool_runs_in_bands_where_it_can(monkeypatch):
         assert (len(calls) > before) == used, (x_shape, w_shape, kwargs)
 
 
-@pytest.mark.parametrize("n, threads, pool_stride, want", [
-    (32, 2, 2, 13),   # the seed's first layer: a band is a whole image (13 pool rows, 86 KB)
-    (1, 2, 2, 4),     # one image, two threads: four bands of at most 4 pool rows
-    (1, 2, 3, 4),     # odd stride: bands of an even number of pool rows
-    (1, 1, 2, 13),    # one image, one thread: one band
+@pytest.mark.parametrize("n, threads, pool_stride, want, images", [
+    (32, 2, 2, 13, 3),   # the seed's first layer: a band is 3 whole images (13 pool rows, 86 KB)
+    (32, 1, 2, 13, 3),
+    (3, 2, 2, 7, 1),     # 3 images for 2 threads: two bands per image
+    (1, 2, 2, 4, 1),     # one image, two threads: four bands of at most 4 pool rows
+    (1, 2, 3, 3, 1),     # stride 3: 9 pool rows in bands of 3
+    (1, 1, 2, 13, 1),    # one image, one thread: one band
 ])
-def test_pool_bands_stay_small_and_split_for_the_threads(n, threads, pool_stride, want):
+def test_pool_bands_stay_small_and_split_for_the_threads(n, threads, pool_stride, want, images):
     g = nhwc_geometry((n, 28, 28, 1), (3, 3, 1, 32), {})
     pg = _args.pool_geometry(g.y_shape_nhwc, 2, pool_stride, "valid", 1, False, "NHWC")
-    rows = ops._pool_rows_per_band(g, pg, 4, threads)
+    rows = ops._pool_rows_per_band(g, pg, np.float32, threads)
     assert rows == want
-    assert (rows * pool_stride) % 2 == 0 or rows >= pg.oh
+    assert ops._pool_images_per_band(g, pg, rows, np.float32, threads) == images
+
+
+@pytest.mark.parametrize("x_shape, pool_stride, tile, want", [
+    ((1, 30, 12, 16), 2, 4, 4),   # F(4x4): 4 pool rows (8 convolution rows) per band
+    ((1, 30, 12, 16), 3, 4, 4),   # stride 3: 3 rows would start bands on row 9
+    ((1, 30, 7, 16), 3, 2, 4),    # F(2x2), stride 3: an even number of rows
+    ((1, 30, 7, 16), 2, 2, 4),
+])
+def test_pool_bands_start_where_winograd_tiles_start(x_shape, pool_stride, tile, want,
+                                                     winograd_on):
+    g = nhwc_geometry(x_shape, (3, 3, 16, 24), {"padding": "same"})
+    assert _kernels.winograd_tile(g, np.float32) == tile
+    pg = _args.pool_geometry(g.y_shape_nhwc, 2, pool_stride, "valid", 1, False, "NHWC")
+    rows = ops._pool_rows_per_band(g, pg, np.float32, 2)
+    assert rows == want and rows < pg.oh and rows * pool_stride % tile == 0
 
 
 def test_pool_bands_count_the_rows_overlapping_windows_share(monkeypatch):
@@ -1145,4 +1199,4 @@ def test_pool_bands_count_the_rows_overlapping_windows_share(monkeypatch):
     monkeypatch.setattr(ops, "_BAND_BYTES", 11 * 26 * 32 * 4)
     g = nhwc_geometry((32, 28, 28, 1), (3, 3, 1, 32), {})
     pg = _args.pool_geometry(g.y_shape_nhwc, 3, 2, "valid", 1, False, "NHWC")
-    assert ops._pool_rows_per_band(g, pg, 4, 1) == 5
+    assert ops._pool_rows_per_band(g, pg, np.float32, 1) == 5

@@ -83,6 +83,7 @@ cdef extern from "cyconv.h" nogil:
     int cyc_conv_winograd_set(int on)
     int cyc_conv_winograd_enabled()
     ptrdiff_t cyc_conv_winograd_tiles(const cyc_geom_t *g, int mode)
+    int cyc_conv_winograd_tile(const cyc_geom_t *g, int mode)
     int cyc_conv_winograd_block(const cyc_geom_t *g, int mode, int elem_size)
     size_t cyc_conv_winograd_scratch_bytes(const cyc_geom_t *g, int mode, int elem_size)
     void cyc_conv_winograd_f32(const cyc_geom_t *g, int mode, const float *src, const float *p,
@@ -90,6 +91,7 @@ cdef extern from "cyconv.h" nogil:
     void cyc_conv_winograd_f64(const cyc_geom_t *g, int mode, const double *src,
                                const double *p, int relu, double *dst, ptrdiff_t t0,
                                ptrdiff_t t1, void *s)
+    ptrdiff_t cyc_conv_winograd_dw_tiles(const cyc_geom_t *g, int elem_size)
     size_t cyc_conv_winograd_dw_acc_len(const cyc_geom_t *g, int elem_size)
     size_t cyc_conv_winograd_dw_scratch_bytes(const cyc_geom_t *g, int elem_size)
     void cyc_conv_bwd_filter_winograd_f32(const cyc_geom_t *g, const float *x, const float *dy,
@@ -725,15 +727,20 @@ cdef inline cyc_geom_t _conv_band(const cyc_geom_t *g, int r0, int r1) noexcept 
 
 def conv2d_forward_max_pool(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] w,
                             const floating[::1] b, object geom, object pool_geom,
-                            int rows_per_band, floating[:, :, :, ::1] y,
+                            int rows_per_band, int images_per_band, floating[:, :, :, ::1] y,
                             uint8_t[:, :, :, ::1] cell, int n_threads):
     """y = max_pool(relu(conv(x, w) + b)), NHWC, and with cell (not None) each window's cell
     record as max_pool(..., relu_in=True) writes it, without the convolution's output: bands
     of rows_per_band pool rows are convolved into a block of each thread's scratch (sized to
     stay in L2, see ops._BAND_BYTES) and pooled from there.  What ops checks: the route is the
     forward pass's, not the depthwise one; no band lies wholly in the padding; pool windows
-    have no padding or dilation; and with Winograd, bands start on even rows of the
-    convolution's output (where its tiles start over the whole output)."""
+    have no padding or dilation; and with Winograd, bands start on rows of the convolution's
+    output where its tiles start over the whole output (multiples of winograd_tile).  A band
+    then runs to the end of its last tile (or of the output): F(4x4)'s transforms mix all six
+    input rows of a tile into each of its outputs, so the rows past the band must be the
+    image's, not the band's padding, for the same bits.  With images_per_band > 1 (and
+    rows_per_band the pool's whole height), a band is that many whole images: a Winograd
+    tile kernel given the 9 tiles of one small image ran 1.2x slower than on a block of them."""
     cdef cyc_geom_t g = _geom(geom)
     cdef cyc_geom_t pg = _geom(pool_geom)
     cdef int kind = _forward_kind(&g, sizeof(floating))
@@ -742,8 +749,14 @@ def conv2d_forward_max_pool(const floating[:, :, :, ::1] x, const floating[:, :,
                           cyc_conv_scratch_bytes(&g, 0, sizeof(floating)))
     sbytes = (sbytes + 63) // 64 * 64   # the band after the tiles' scratch, on a cache line
     cdef int bands_per_image = (pg.oh + rows_per_band - 1) // rows_per_band
-    cdef Py_ssize_t units = <Py_ssize_t>g.n * bands_per_image
-    cdef Py_ssize_t band_len = (<Py_ssize_t>(rows_per_band - 1) * pg.sh + pg.kh) * g.ow * g.cout
+    cdef bint whole = images_per_band > 1
+    cdef Py_ssize_t units = (<Py_ssize_t>g.n * bands_per_image if not whole
+                             else (g.n + images_per_band - 1) // images_per_band)
+    cdef int tile = cyc_conv_winograd_tile(&g, CYC_WINO_FWD) if kind == WINOGRAD else 1
+    cdef Py_ssize_t band_len = ((<Py_ssize_t>(rows_per_band - 1) * pg.sh + pg.kh + tile - 1)
+                                * g.ow * g.cout)
+    if whole:
+        band_len = <Py_ssize_t>images_per_band * g.oh * g.ow * g.cout
     cdef int transposed = _packing(kind)
     cdef void *packed
     cdef void *zeros
@@ -753,7 +766,7 @@ def conv2d_forward_max_pool(const floating[:, :, :, ::1] x, const floating[:, :,
     cdef Py_ssize_t K = cyc_conv_rows(&g, transposed)
     cdef Py_ssize_t kchunk = _chunk(K, n_threads, 1)
     cdef Py_ssize_t t, u, m0, x_off, out_off, band_work
-    cdef int n, p0, p1
+    cdef int n, p0, p1, r0, r1
     cdef cyc_geom_t cb, pb
     cdef void *scratch
     cdef floating *band
@@ -771,25 +784,37 @@ def conv2d_forward_max_pool(const floating[:, :, :, ::1] x, const floating[:, :,
                 if scratch == NULL:
                     failp[0] = 1
                     continue
-                n = <int>(u // bands_per_image)
-                p0 = <int>(u % bands_per_image) * rows_per_band
-                p1 = min(pg.oh, p0 + rows_per_band)
-                cb = _conv_band(&g, p0 * pg.sh, (p1 - 1) * pg.sh + pg.kh)
+                if whole:
+                    # images [n, n + cb.n), all of their rows
+                    n = <int>(u * images_per_band)
+                    p0 = 0
+                    p1 = pg.oh
+                    cb = g
+                    cb.n = min(images_per_band, g.n - n)
+                else:
+                    n = <int>(u // bands_per_image)
+                    p0 = <int>(u % bands_per_image) * rows_per_band
+                    p1 = min(pg.oh, p0 + rows_per_band)
+                    r0 = p0 * pg.sh
+                    r1 = (p1 - 1) * pg.sh + pg.kh
+                    cb = _conv_band(&g, r0, min(g.oh, r0 + (r1 - r0 + tile - 1) // tile * tile))
                 x_off = ((<Py_ssize_t>n * g.h + _band_first_row(&g, p0 * pg.sh))
                          * g.w * g.c)
-                band_work = <Py_ssize_t>cb.oh * cb.ow
+                band_work = <Py_ssize_t>cb.n * cb.oh * cb.ow
                 if kind == WINOGRAD:
                     band_work = cyc_conv_winograd_tiles(&cb, CYC_WINO_FWD)
                 _tiles(kind, &cb, &x[0, 0, 0, 0] + x_off, <floating *>packed, 1,
                        <const floating *>zeros, band, 0, band_work, scratch)
-                # the band is an image of its own to the pool, whose rows [p0, p1) it gives
+                # the band is an image of its own to the pool (or whole images), whose rows
+                # [p0, p1) it gives
                 pb = pg
-                pb.n = 1
+                pb.n = cb.n
                 pb.h = cb.oh
                 pb.oh = p1 - p0
                 out_off = (<Py_ssize_t>n * pg.oh + p0) * pg.ow * pg.c
                 _max_pool_rows(&pb, band, &y[0, 0, 0, 0] + out_off, NULL,
-                               cp + out_off if cp != NULL else NULL, 1, 0, pb.oh, pb.oh)
+                               cp + out_off if cp != NULL else NULL, 1, 0, pb.n * pb.oh,
+                               pb.n * pb.oh)
             cyc_scratch_done(CYC_SCRATCH_TILES, scratch)
     _give_blocks(packed, zeros)
     if failed:
@@ -809,6 +834,15 @@ def conv2d_forward_route(object geom, object dtype):
     """How conv2d_forward computes y for this problem: 'depthwise', 'winograd' or 'direct'."""
     cdef cyc_geom_t g = _geom(geom)
     return ROUTE_NAMES[_forward_kind(&g, np.dtype(dtype).itemsize)]
+
+
+def winograd_tile(object geom, object dtype):
+    """The side of the output tiles (2 or 4) of this problem's forward pass by Winograd, 1 if
+    it does not take Winograd."""
+    cdef cyc_geom_t g = _geom(geom)
+    if _forward_kind(&g, np.dtype(dtype).itemsize) != WINOGRAD:
+        return 1
+    return cyc_conv_winograd_tile(&g, CYC_WINO_FWD)
 
 
 def conv2d_backward_filter_route(object geom, object dtype, bint through_pool=False,
@@ -998,8 +1032,8 @@ def conv2d_backward_filter(const floating[:, :, :, ::1] x, const floating[:, :, 
         unpool.sh, unpool.sw = pool_geom.sh, pool_geom.sw
         up = &unpool
     cdef int kind = _weight_grad_kind(&g, sizeof(floating), up != NULL, ry != NULL)
-    # By Winograd, the partial sums run over tiles of 2x2 pixels and hold the 16 products'
-    # gradients, which the final pass turns into dw.
+    # By Winograd, the partial sums run over tiles of 2x2 or 4x4 pixels and hold the 16 or 36
+    # products' gradients, which the final pass turns into dw.
     cdef bint wino = kind == WINOGRAD
     cdef const floating[:, :, :, ::1] xe
     if kind == DEPTHWISE:
@@ -1007,7 +1041,7 @@ def conv2d_backward_filter(const floating[:, :, :, ::1] x, const floating[:, :, 
         _depthwise_weight_grads(&g, &xe[0, 0, 0, 0], &dy[0, 0, 0, 0], ry, &dw[0, 0, 0, 0],
                                 &db[0], n_threads)
         return
-    cdef Py_ssize_t M = (cyc_conv_winograd_tiles(&g, CYC_WINO_FWD) if wino
+    cdef Py_ssize_t M = (cyc_conv_winograd_dw_tiles(&g, sizeof(floating)) if wino
                          else <Py_ssize_t>g.n * g.oh * g.ow)
     # the pool's windows: as many partial sums as over the pixels, each over whole windows
     cdef Py_ssize_t units = (<Py_ssize_t>g.n * unpool.oh * unpool.ow if kind == POOL_WINDOWS_DW
@@ -1177,7 +1211,8 @@ cdef void _backward_image_group(int dx_kind, int dw_kind, const cyc_geom_t *g, i
             for n in range(n0, n1):
                 _transpose(dxa + (n - n0) * hw * g.c, g.c, dx + n * hw * g.c, hw, hw, g.c)
         _dw_partial(dw_kind, &s, xa, da, NULL, NULL, acc, dbacc, 0,
-                    cyc_conv_winograd_tiles(&s, CYC_WINO_FWD) if wino else s.n * ohw, scratch)
+                    cyc_conv_winograd_dw_tiles(&s, sizeof(floating)) if wino else s.n * ohw,
+                    scratch)
         n0 = n1
 
 

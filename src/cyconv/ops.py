@@ -15,6 +15,8 @@ the input's layout.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from . import _args, _kernels
@@ -318,20 +320,34 @@ def _conv2d_weight_grad_through_max_pool(dy_pool, cells, pool_size, pool_stride,
 _BAND_BYTES = 256 * 1024
 
 
-def _pool_rows_per_band(g, pg, itemsize, n_threads):
+def _pool_rows_per_band(g, pg, dtype, n_threads):
     """Pool rows per band of conv2d_forward_max_pool: the convolution rows under them within
     _BAND_BYTES; with several threads, at least two bands per thread where the batch allows;
-    and an even number of convolution rows before each band when the pool's stride is odd
-    (Winograd's tiles then start on the rows they start on over the whole output, so the sums
-    are the same to the bit)."""
-    conv_rows = max(1, _BAND_BYTES // (g.ow * g.cout * itemsize))
+    and a multiple of Winograd's tile side of convolution rows before each band (its tiles
+    then start on the rows they start on over the whole output, so the sums are the same to
+    the bit)."""
+    conv_rows = max(1, _BAND_BYTES // (g.ow * g.cout * np.dtype(dtype).itemsize))
     rows = max(1, min(pg.oh, (conv_rows - pg.kh) // pg.sh + 1))
     if n_threads > 1:
         bands_wanted = -(-2 * n_threads // g.n)
         rows = min(rows, -(-pg.oh // bands_wanted))
-    if pg.sh % 2 and rows % 2 and rows < pg.oh:
-        rows += 1
+    tile = _kernels.winograd_tile(g, dtype)
+    step = tile // math.gcd(tile, pg.sh)
+    if rows < pg.oh:
+        rows = -(-rows // step) * step
     return rows
+
+
+def _pool_images_per_band(g, pg, rows, dtype, n_threads):
+    """Whole images per band of conv2d_forward_max_pool where a band is a whole image (rows,
+    from _pool_rows_per_band, covers the pool's height): as many as stay within _BAND_BYTES,
+    leaving at least two bands per thread where the batch allows."""
+    if rows < pg.oh:
+        return 1
+    images = _BAND_BYTES // (g.oh * g.ow * g.cout * np.dtype(dtype).itemsize)
+    if n_threads > 1:
+        images = min(images, g.n // (2 * n_threads))
+    return max(1, min(images, g.n))
 
 
 def _conv2d_relu_max_pool(x, w, b, pool_size, pool_stride=None, *, stride=1, padding="valid",
@@ -362,9 +378,10 @@ def _conv2d_relu_max_pool(x, w, b, pool_size, pool_stride=None, *, stride=1, pad
     y = np.empty(pg.y_shape_nhwc, dtype=x.dtype)
     cell = np.empty(pg.y_shape_nhwc, dtype=np.uint8) if cells else None
     threads = _threads(_args.flops_conv(g) // 2)
+    rows = _pool_rows_per_band(g, pg, x.dtype, threads)
     _kernels.conv2d_forward_max_pool(_nhwc(x, fmt), _c(_args.hwio(w, fmt)), _c(b), g, pg,
-                                     _pool_rows_per_band(g, pg, x.itemsize, threads), y, cell,
-                                     threads)
+                                     rows, _pool_images_per_band(g, pg, rows, x.dtype, threads),
+                                     y, cell, threads)
     return _out(y, fmt), (None if cell is None else _out(cell, fmt))
 
 
