@@ -258,7 +258,7 @@ size_t cyc_conv_winograd_dw_scratch_bytes(const cyc_geom_t *g, int elem_size)
     size_t cpad = (size_t)cyc_round_up(q.c, vlen), opad = (size_t)cyc_round_up(q.k, vlen);
     size_t block = (size_t)cyc_wino_block(&q, elem_size, 1);
     return block * (sizeof(void *) + sizeof(int)) + CYC_MR_MAX * sizeof(ptrdiff_t) + 64 +
-           (size_t)elem_size * (opad + (size_t)q.nx * (block * (cpad + opad) + cpad));
+           (size_t)elem_size * (opad + (size_t)q.nx * block * (cpad + opad));
 }
 
 int cyc_conv_dw_by_windows(const cyc_geom_t *g)

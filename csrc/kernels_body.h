@@ -1022,19 +1022,32 @@ static void FN(wino_pack)(const cyc_geom_t *g, int mode, const T *w, const T *bi
                 mode == CYC_WINO_FWD && bias && k < K ? bias[k] : (T)0;
 }
 
-/* B^T d B of one tile, v[xi * vstride + channel] (xi = 4 * row + column), whose pixel (a, e) is
- * at src + a * rs + e * cs, with C channels. */
-ALWAYS_INLINE void FN(wino_input)(const T *src, ptrdiff_t rs, ptrdiff_t cs, int C, T *v,
+/* Where a tile's input pixels lie: pixel (y, x) of an h x w image at img + y * rs + x * C, C
+ * channels; outside the image (only checked for a tile that crosses its border, `edge`) the
+ * padding's zeros. */
+typedef struct {
+    const T *img;
+    int h, w, C, edge;
+    ptrdiff_t rs;
+} FN(wino_src_t);
+
+ALWAYS_INLINE V FN(wino_load)(const FN(wino_src_t) *s, int y, int x, int c0, int nl)
+{
+    if (s->edge && ((unsigned)y >= (unsigned)s->h || (unsigned)x >= (unsigned)s->w))
+        return (V){0};
+    return FN(load_n)(s->img + y * s->rs + (ptrdiff_t)x * s->C + c0, nl);
+}
+
+/* B^T d B of the tile whose pixel (0, 0) is (y0, x0), v[xi * vstride + channel] (xi = 4 * row +
+ * column). */
+ALWAYS_INLINE void FN(wino_input)(const FN(wino_src_t) *s, int y0, int x0, T *v,
                                   ptrdiff_t vstride)
 {
-    for (int c0 = 0; c0 < C; c0 += VLEN) {
-        const int nl = C - c0 < VLEN ? C - c0 : VLEN;
+    for (int c0 = 0; c0 < s->C; c0 += VLEN) {
+        const int nl = s->C - c0 < VLEN ? s->C - c0 : VLEN;
         V d[4][4], t[4][4];
         for (int a = 0; a < 4; a++)
-            for (int e = 0; e < 4; e++) {
-                const T *p = src + a * rs + e * cs + c0;
-                d[a][e] = FN(load_n)(p, nl);
-            }
+            for (int e = 0; e < 4; e++) d[a][e] = FN(wino_load)(s, y0 + a, x0 + e, c0, nl);
         for (int e = 0; e < 4; e++) {
             t[0][e] = d[0][e] - d[2][e];
             t[1][e] = d[1][e] + d[2][e];
@@ -1065,18 +1078,19 @@ ALWAYS_INLINE void FN(wino_bt4)(V d0, V d1, V d2, V d3, V d4, V d5, V *t)
 
 /* F(4x4)'s B^T d B, as FN(wino_input): the columns' transforms go through a 6 x 6 block of
  * vectors on the stack (36 vectors in registers at once would spill anyway). */
-ALWAYS_INLINE void FN(wino_input4)(const T *src, ptrdiff_t rs, ptrdiff_t cs, int C, T *v,
+ALWAYS_INLINE void FN(wino_input4)(const FN(wino_src_t) *s, int y0, int x0, T *v,
                                    ptrdiff_t vstride)
 {
-    for (int c0 = 0; c0 < C; c0 += VLEN) {
-        const int nl = C - c0 < VLEN ? C - c0 : VLEN;
+    for (int c0 = 0; c0 < s->C; c0 += VLEN) {
+        const int nl = s->C - c0 < VLEN ? s->C - c0 : VLEN;
         V t[6][6], o[6];
         for (int e = 0; e < 6; e++) {
-            const T *p = src + e * cs + c0;
+            const int x = x0 + e;
             V col[6];
-            FN(wino_bt4)(FN(load_n)(p, nl), FN(load_n)(p + rs, nl), FN(load_n)(p + 2 * rs, nl),
-                         FN(load_n)(p + 3 * rs, nl), FN(load_n)(p + 4 * rs, nl),
-                         FN(load_n)(p + 5 * rs, nl), col);
+            FN(wino_bt4)(FN(wino_load)(s, y0, x, c0, nl), FN(wino_load)(s, y0 + 1, x, c0, nl),
+                         FN(wino_load)(s, y0 + 2, x, c0, nl), FN(wino_load)(s, y0 + 3, x, c0, nl),
+                         FN(wino_load)(s, y0 + 4, x, c0, nl), FN(wino_load)(s, y0 + 5, x, c0, nl),
+                         col);
             for (int a = 0; a < 6; a++) t[a][e] = col[a];
         }
         T *vc = v + c0;
@@ -1151,41 +1165,29 @@ ALWAYS_INLINE void FN(wino_output)(const T *m, ptrdiff_t mstride, const T *bias,
 }
 
 /* B^T d B of tiles [tb, tb + nb) into v[xi * vstride + b * cpad + channel]; a tile that crosses
- * the border is first copied with its zeros into patch ([nx][cpad]). */
+ * the border reads the padding's zeros (copying it into a patch first took 6% of a forward
+ * pass of 13x13 images by F(4x4), whose tiles mostly cross it). */
 static void FN(wino_inputs)(const cyc_wino_t *qp, const T *src, ptrdiff_t tb, int nb, T *v,
-                            ptrdiff_t vstride, T *patch)
+                            ptrdiff_t vstride)
 {
     const cyc_wino_t q = *qp;
-    const int C = q.c, cpad = cyc_round_up(C, VLEN);
-    const ptrdiff_t per_image = (ptrdiff_t)q.ty * q.tx, src_rs = (ptrdiff_t)q.w * C;
+    const int cpad = cyc_round_up(q.c, VLEN);
+    const ptrdiff_t per_image = (ptrdiff_t)q.ty * q.tx, src_rs = (ptrdiff_t)q.w * q.c;
+    FN(wino_src_t) s = {src, q.h, q.w, q.c, 0, src_rs};
     for (int b = 0; b < nb; b++) {
         const ptrdiff_t t = tb + b, n = t / per_image, r = t - n * per_image;
         const int y0 = (int)(r / q.tx) * q.m - q.pad_top, x0 = (int)(r % q.tx) * q.m - q.pad_left;
-        const T *img = src + (ptrdiff_t)n * q.h * src_rs;
-        const T *tile = patch;
-        ptrdiff_t rs = q.a * (ptrdiff_t)cpad, cs = cpad;
-        if (y0 >= 0 && x0 >= 0 && y0 + q.a <= q.h && x0 + q.a <= q.w) {
-            tile = img + y0 * src_rs + (ptrdiff_t)x0 * C;
-            rs = src_rs;
-            cs = C;
+        T *vb = v + (ptrdiff_t)b * cpad;
+        s.img = src + n * q.h * src_rs;
+        s.edge = y0 < 0 || x0 < 0 || y0 + q.a > q.h || x0 + q.a > q.w;
+        /* the same code with and without the checks: the compiler drops them from the first */
+        if (q.m == 4) {
+            if (s.edge) FN(wino_input4)(&s, y0, x0, vb, vstride);
+            else { s.edge = 0; FN(wino_input4)(&s, y0, x0, vb, vstride); }
         } else {
-            /* the tile with its zeros, whole vectors of channels */
-            for (int a = 0; a < q.a; a++)
-                for (int e = 0; e < q.a; e++) {
-                    T *pp = patch + (ptrdiff_t)(a * q.a + e) * cpad;
-                    const int yy = y0 + a, xx = x0 + e;
-                    if (yy >= 0 && yy < q.h && xx >= 0 && xx < q.w) {
-                        memcpy(pp, img + yy * src_rs + (ptrdiff_t)xx * C, sizeof(T) * (size_t)C);
-                        memset(pp + C, 0, sizeof(T) * (size_t)(cpad - C));
-                    } else {
-                        memset(pp, 0, sizeof(T) * (size_t)cpad);
-                    }
-                }
+            if (s.edge) FN(wino_input)(&s, y0, x0, vb, vstride);
+            else { s.edge = 0; FN(wino_input)(&s, y0, x0, vb, vstride); }
         }
-        if (q.m == 4)
-            FN(wino_input4)(tile, rs, cs, C, v + (ptrdiff_t)b * cpad, vstride);
-        else
-            FN(wino_input)(tile, rs, cs, C, v + (ptrdiff_t)b * cpad, vstride);
     }
 }
 
@@ -1197,7 +1199,7 @@ void FN(cyc_conv_winograd)(const cyc_geom_t *g, int mode, const T *src, const T 
     const ptrdiff_t per_image = (ptrdiff_t)q.ty * q.tx;
     const int BLOCK = cyc_wino_block(&q, (int)sizeof(T), 0);
     /* scratch: ptrs [MR_MAX] | outs [MR_MAX] | live | v [nx][BLOCK][cpad] | m [nx][BLOCK][opad]
-     * | patch [nx][max(cpad, opad)] (a tile that crosses the border, with its zeros) */
+     * | patch [nx][max(cpad, opad)] (a tile's outputs past the last row or column) */
     const T **ptrs = (const T **)scratch;
     T **outs = (T **)(ptrs + CYC_MR_MAX);
     unsigned char *live = (unsigned char *)(outs + CYC_MR_MAX);
@@ -1211,7 +1213,7 @@ void FN(cyc_conv_winograd)(const cyc_geom_t *g, int mode, const T *src, const T 
     live[0] = 1;
     for (ptrdiff_t tb = t0; tb < t1; tb += BLOCK) {
         const int nb = (int)(t1 - tb < BLOCK ? t1 - tb : BLOCK);
-        FN(wino_inputs)(&q, src, tb, nb, v, vstride, patch);
+        FN(wino_inputs)(&q, src, tb, nb, v, vstride);
         for (int xi = 0; xi < q.nx; xi++)
             for (int b0 = 0; b0 < nb; b0 += MR) {
                 const int mr = nb - b0 < MR ? nb - b0 : MR;
@@ -1736,21 +1738,20 @@ void FN(cyc_conv_bwd_filter_winograd)(const cyc_geom_t *g, const T *x, const T *
     const ptrdiff_t per_image = (ptrdiff_t)q.ty * q.tx, dy_rs = (ptrdiff_t)q.ow * K;
     const int BLOCK = cyc_wino_block(&q, (int)sizeof(T), 1);
     /* scratch: xrows [BLOCK] | seq [MR_MAX] | dj [BLOCK] | dbl [opad] | v [nx][BLOCK][cpad] |
-     *          dm [nx][BLOCK][opad] | patch [nx][cpad] */
+     *          dm [nx][BLOCK][opad] */
     const T **xrows = (const T **)scratch;
     ptrdiff_t *seq = (ptrdiff_t *)(xrows + BLOCK);
     int *dj = (int *)(seq + CYC_MR_MAX);
     T *dbl = (T *)cyc_align64(dj + BLOCK);
     T *v = dbl + opad;
     T *dm = v + (ptrdiff_t)q.nx * BLOCK * cpad;
-    T *patch = dm + (ptrdiff_t)q.nx * BLOCK * opad;
     const ptrdiff_t vstride = (ptrdiff_t)BLOCK * cpad, mstride = (ptrdiff_t)BLOCK * opad;
     for (int b = 0; b < BLOCK; b++) { xrows[b] = v + (ptrdiff_t)b * cpad; dj[b] = b; }
     for (int p = 0; p < CYC_MR_MAX; p++) seq[p] = p;
     for (int k = 0; k < opad; k++) dbl[k] = 0;
     for (ptrdiff_t tb = t0; tb < t1; tb += BLOCK) {
         const int nb = (int)(t1 - tb < BLOCK ? t1 - tb : BLOCK);
-        FN(wino_inputs)(&q, x, tb, nb, v, vstride, patch);
+        FN(wino_inputs)(&q, x, tb, nb, v, vstride);
         for (int b = 0; b < nb; b++) {
             const ptrdiff_t t = tb + b, n = t / per_image, r = t - n * per_image;
             const int y0 = (int)(r / q.tx) * q.m, x0 = (int)(r % q.tx) * q.m;
