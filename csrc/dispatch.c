@@ -238,9 +238,9 @@ size_t cyc_conv_winograd_scratch_bytes(const cyc_geom_t *g, int mode, int elem_s
     cyc_wino_t q = cyc_wino(g, mode);
     int vlen = 64 / elem_size;
     size_t cpad = (size_t)cyc_round_up(q.c, vlen), opad = (size_t)cyc_round_up(q.k, vlen);
-    size_t block = (size_t)cyc_wino_block(&q, elem_size, 0), patch = cpad > opad ? cpad : opad;
+    size_t block = (size_t)cyc_wino_block(&q, elem_size, 0);
     return 2 * sizeof(void *) * CYC_MR_MAX + 1 + 64 +
-           (size_t)elem_size * (size_t)q.nx * (block * (cpad + opad) + patch);
+           (size_t)elem_size * (size_t)q.nx * block * (cpad + opad);
 }
 
 size_t cyc_conv_winograd_dw_acc_len(const cyc_geom_t *g, int elem_size)

@@ -1113,7 +1113,7 @@ ALWAYS_INLINE void FN(wino_at4)(V m0, V m1, V m2, V m3, V m4, V m5, V *o)
 
 /* F(4x4)'s A^T m A plus the bias, optional ReLU, as FN(wino_output). */
 ALWAYS_INLINE void FN(wino_output4)(const T *m, ptrdiff_t mstride, const T *bias, int relu,
-                                    int K, T *dst, ptrdiff_t rs, ptrdiff_t cs)
+                                    int K, T *dst, ptrdiff_t rs, ptrdiff_t cs, int rows, int cols)
 {
     for (int k0 = 0; k0 < K; k0 += VLEN) {
         const int nl = K - k0 < VLEN ? K - k0 : VLEN;
@@ -1127,9 +1127,9 @@ ALWAYS_INLINE void FN(wino_output4)(const T *m, ptrdiff_t mstride, const T *bias
                          LOADV(p + 30 * mstride), o);
             for (int a = 0; a < 4; a++) s[a][e] = o[a];
         }
-        for (int a = 0; a < 4; a++) {
+        for (int a = 0; a < rows; a++) {
             FN(wino_at4)(s[a][0], s[a][1], s[a][2], s[a][3], s[a][4], s[a][5], o);
-            for (int e = 0; e < 4; e++) {
+            for (int e = 0; e < cols; e++) {
                 const V r = o[e] + bv;
                 FN(store_n)(dst + a * rs + e * cs + k0, relu ? FN(relu)(r) : r, nl);
             }
@@ -1138,9 +1138,10 @@ ALWAYS_INLINE void FN(wino_output4)(const T *m, ptrdiff_t mstride, const T *bias
 }
 
 /* A^T m A of one tile plus the bias, optional ReLU, for its K computed channels: m holds
- * product xi at m[xi * mstride + channel]; output pixel (a, e) goes to dst + a * rs + e * cs. */
+ * product xi at m[xi * mstride + channel]; output pixel (a, e) goes to dst + a * rs + e * cs,
+ * for the first `rows` rows and `cols` columns (fewer past the output's last ones). */
 ALWAYS_INLINE void FN(wino_output)(const T *m, ptrdiff_t mstride, const T *bias, int relu, int K,
-                                   T *dst, ptrdiff_t rs, ptrdiff_t cs)
+                                   T *dst, ptrdiff_t rs, ptrdiff_t cs, int rows, int cols)
 {
     for (int k0 = 0; k0 < K; k0 += VLEN) {
         const int nl = K - k0 < VLEN ? K - k0 : VLEN;
@@ -1156,8 +1157,8 @@ ALWAYS_INLINE void FN(wino_output)(const T *m, ptrdiff_t mstride, const T *bias,
             o[a][0] = s[a][0] + s[a][1] + s[a][2] + bv;
             o[a][1] = s[a][1] - s[a][2] - s[a][3] + bv;
         }
-        for (int a = 0; a < 2; a++)
-            for (int e = 0; e < 2; e++) {
+        for (int a = 0; a < rows; a++)
+            for (int e = 0; e < cols; e++) {
                 V r = relu ? FN(relu)(o[a][e]) : o[a][e];
                 FN(store_n)(dst + a * rs + e * cs + k0, r, nl);
             }
@@ -1198,14 +1199,12 @@ void FN(cyc_conv_winograd)(const cyc_geom_t *g, int mode, const T *src, const T 
     const int C = q.c, K = q.k, cpad = cyc_round_up(C, VLEN), opad = cyc_round_up(K, VLEN);
     const ptrdiff_t per_image = (ptrdiff_t)q.ty * q.tx;
     const int BLOCK = cyc_wino_block(&q, (int)sizeof(T), 0);
-    /* scratch: ptrs [MR_MAX] | outs [MR_MAX] | live | v [nx][BLOCK][cpad] | m [nx][BLOCK][opad]
-     * | patch [nx][max(cpad, opad)] (a tile's outputs past the last row or column) */
+    /* scratch: ptrs [MR_MAX] | outs [MR_MAX] | live | v [nx][BLOCK][cpad] | m [nx][BLOCK][opad] */
     const T **ptrs = (const T **)scratch;
     T **outs = (T **)(ptrs + CYC_MR_MAX);
     unsigned char *live = (unsigned char *)(outs + CYC_MR_MAX);
     T *v = (T *)cyc_align64(live + 1);
     T *m = v + (ptrdiff_t)q.nx * BLOCK * cpad;
-    T *patch = m + (ptrdiff_t)q.nx * BLOCK * opad;
     const ptrdiff_t vstride = (ptrdiff_t)BLOCK * cpad;
     const ptrdiff_t mstride = (ptrdiff_t)BLOCK * opad;
     const T *bias = packed + (ptrdiff_t)q.nx * C * opad;
@@ -1230,20 +1229,22 @@ void FN(cyc_conv_winograd)(const cyc_geom_t *g, int mode, const T *src, const T 
             const int y0 = (int)(r / q.tx) * q.m, x0 = (int)(r % q.tx) * q.m;
             T *img = dst + (ptrdiff_t)n * q.oh * dst_rs;
             const T *mb = m + (ptrdiff_t)b * opad;
-            /* past the last row or column: through the patch, then the pixels inside */
-            const int inside = y0 + q.m <= q.oh && x0 + q.m <= q.ow;
-            T *out = inside ? img + y0 * dst_rs + (ptrdiff_t)x0 * K : patch;
-            const ptrdiff_t rs = inside ? dst_rs : q.m * (ptrdiff_t)opad;
-            const int cs = inside ? K : opad;
-            if (q.m == 4)
-                FN(wino_output4)(mb, mstride, bias, relu, cs, out, rs, cs);
-            else
-                FN(wino_output)(mb, mstride, bias, relu, cs, out, rs, cs);
-            if (inside) continue;
-            for (int a = 0; a < q.m && y0 + a < q.oh; a++)
-                for (int e = 0; e < q.m && x0 + e < q.ow; e++)
-                    memcpy(img + (y0 + a) * dst_rs + (ptrdiff_t)(x0 + e) * K,
-                           patch + (ptrdiff_t)(a * q.m + e) * opad, sizeof(T) * (size_t)K);
+            T *out = img + y0 * dst_rs + (ptrdiff_t)x0 * K;
+            const int rows = q.oh - y0 < q.m ? q.oh - y0 : q.m;
+            const int cols = q.ow - x0 < q.m ? q.ow - x0 : q.m;
+            /* tiles past the last row or column store the pixels inside; the others the same
+             * code with the bounds known */
+            if (q.m == 4) {
+                if (rows < 4 || cols < 4)
+                    FN(wino_output4)(mb, mstride, bias, relu, K, out, dst_rs, K, rows, cols);
+                else
+                    FN(wino_output4)(mb, mstride, bias, relu, K, out, dst_rs, K, 4, 4);
+            } else {
+                if (rows < 2 || cols < 2)
+                    FN(wino_output)(mb, mstride, bias, relu, K, out, dst_rs, K, rows, cols);
+                else
+                    FN(wino_output)(mb, mstride, bias, relu, K, out, dst_rs, K, 2, 2);
+            }
         }
     }
 }
