@@ -324,6 +324,27 @@ CYC_DW_FINISH(f64, double)
         }                                                                                      \
     } while (0)
 
+/* G^T U G for nk output channels, U[xi][k] (xi = a * row + column), into dw's 3 x 3 taps of
+ * input channel c: the loops over k innermost, with a a constant, so that they vectorise. */
+#define CYC_WINO_GTG(T, A, U, S, dw, C, K, c, k0, nk)                                          \
+    do {                                                                                       \
+        for (int e = 0; e < (A); e++)                                                          \
+            for (int k = 0; k < (nk); k++) {                                                   \
+                T col[6];                                                                      \
+                for (int r = 0; r < (A); r++) col[r] = U[r * (A) + e][k];                      \
+                CYC_WINO_GT(T, (A), col, S[0][e][k], S[1][e][k], S[2][e][k]);                  \
+            }                                                                                  \
+        for (int i = 0; i < 3; i++) {                                                          \
+            T *d = (dw) + ((size_t)i * 3 * (C) + (size_t)(c)) * (K) + (k0);                    \
+            const size_t tap = (size_t)(C) * (K);                                              \
+            for (int k = 0; k < (nk); k++) {                                                   \
+                T row[6];                                                                      \
+                for (int e = 0; e < (A); e++) row[e] = S[i][e][k];                             \
+                CYC_WINO_GT(T, (A), row, d[k], d[tap + k], d[2 * tap + k]);                    \
+            }                                                                                  \
+        }                                                                                      \
+    } while (0)
+
 /* dw = G^T dU G (see FN(cyc_conv_bwd_filter_winograd)) for input channels [c0, c1), dU the sum
  * of the partial sums in a fixed order; 64 output channels at a time. */
 #define CYC_DW_FINISH_WINOGRAD(SUF, T)                                                         \
@@ -333,8 +354,7 @@ CYC_DW_FINISH(f64, double)
         const int C = g->c, K = g->cout, opad = cyc_round_up(K, 64 / (int)sizeof(T));          \
         const size_t acc_len = cyc_conv_winograd_dw_acc_len(g, (int)sizeof(T));                \
         const cyc_wino_t q = cyc_wino_dw(g, (int)sizeof(T));                                   \
-        const int a = q.a;                                                                     \
-        T u[36][64];                                                                           \
+        T u[36][64], s[3][6][64];                                                              \
         for (ptrdiff_t c = c0; c < c1; c++)                                                    \
             for (int k0 = 0; k0 < K; k0 += 64) {                                               \
                 const int nk = K - k0 < 64 ? K - k0 : 64;                                      \
@@ -344,17 +364,10 @@ CYC_DW_FINISH(f64, double)
                     for (int t = 1; t < n_acc; t++)                                            \
                         for (int k = 0; k < nk; k++) u[xi][k] += acc[t * acc_len + k];         \
                 }                                                                              \
-                for (int k = 0; k < nk; k++) {                                                 \
-                    T s[3][6], col[6];                                                         \
-                    for (int e = 0; e < a; e++) {                                              \
-                        for (int r = 0; r < a; r++) col[r] = u[r * a + e][k];                  \
-                        CYC_WINO_GT(T, a, col, s[0][e], s[1][e], s[2][e]);                     \
-                    }                                                                          \
-                    for (int i = 0; i < 3; i++) {                                              \
-                        T *d = dw + ((size_t)i * 3 * C + (size_t)c) * K + k0 + k;              \
-                        CYC_WINO_GT(T, a, s[i], d[0], d[(size_t)C * K], d[2 * (size_t)C * K]); \
-                    }                                                                          \
-                }                                                                              \
+                if (q.a == 4)                                                                  \
+                    CYC_WINO_GTG(T, 4, u, s, dw, C, K, c, k0, nk);                             \
+                else                                                                           \
+                    CYC_WINO_GTG(T, 6, u, s, dw, C, K, c, k0, nk);                             \
             }                                                                                  \
     }
 CYC_DW_FINISH_WINOGRAD(f32, float)
