@@ -147,6 +147,7 @@ void cyc_conv_winograd_f64(const cyc_geom_t *g, int mode, const double *src,
  * db_acc (cout); then rows [c0, c1) (input channels) of dw_hwio from the sum of n_acc
  * accumulators laid end to end. */
 ptrdiff_t cyc_conv_winograd_dw_tiles(const cyc_geom_t *g, int elem_size);
+int cyc_conv_winograd_dw_tile(const cyc_geom_t *g, int elem_size);
 size_t cyc_conv_winograd_dw_acc_len(const cyc_geom_t *g, int elem_size);
 size_t cyc_conv_winograd_dw_scratch_bytes(const cyc_geom_t *g, int elem_size);
 void cyc_conv_bwd_filter_winograd_f32(const cyc_geom_t *g, const float *x, const float *dy,

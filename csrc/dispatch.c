@@ -221,6 +221,11 @@ ptrdiff_t cyc_conv_winograd_dw_tiles(const cyc_geom_t *g, int elem_size)
     return (ptrdiff_t)q.n * q.ty * q.tx;
 }
 
+int cyc_conv_winograd_dw_tile(const cyc_geom_t *g, int elem_size)
+{
+    return cyc_wino_dw(g, elem_size).m;
+}
+
 int cyc_conv_winograd_tile(const cyc_geom_t *g, int mode)
 {
     return cyc_wino(g, mode).m;

@@ -92,6 +92,7 @@ cdef extern from "cyconv.h" nogil:
                                const double *p, int relu, double *dst, ptrdiff_t t0,
                                ptrdiff_t t1, void *s)
     ptrdiff_t cyc_conv_winograd_dw_tiles(const cyc_geom_t *g, int elem_size)
+    int cyc_conv_winograd_dw_tile(const cyc_geom_t *g, int elem_size)
     size_t cyc_conv_winograd_dw_acc_len(const cyc_geom_t *g, int elem_size)
     size_t cyc_conv_winograd_dw_scratch_bytes(const cyc_geom_t *g, int elem_size)
     void cyc_conv_bwd_filter_winograd_f32(const cyc_geom_t *g, const float *x, const float *dy,
@@ -1051,10 +1052,15 @@ def conv2d_backward_filter(const floating[:, :, :, ::1] x, const floating[:, :, 
     cdef Py_ssize_t db_len = (g.cout + 15) // 16 * 16
     # The pixels are split into a number of partial sums that depends on the problem only, never
     # on the thread count, so that dw is bit-for-bit the same with 1 thread or many.
-    # (Each partial sum is zeroed and added up once, 16 x C x K values by Winograd: at least 64
-    # tiles per partial sum keep that a few percent of its work, and 4 partial sums rather than
-    # 8 made the seed conv2's weight gradient at batch 32 9% faster, in alternating processes.)
-    cdef int n_acc = <int>min(4 if wino else 8, max(1, M // (64 if wino else 128)))
+    # (Each partial sum is zeroed and added up once, 16 or 36 x C x K values by Winograd: at
+    # least 64 tiles per partial sum keep that a few percent of its work, and 4 partial sums
+    # rather than 8 made the seed conv2's weight gradient at batch 32 9% faster, in alternating
+    # processes.  F(4x4)'s 36 x C x K sums take 128 tiles: the seed conv2's at batch 32, 288
+    # tiles, in 2 partial sums rather than 4 took 0.85 of the time, in one process.)
+    cdef Py_ssize_t per_acc = 128
+    if wino and cyc_conv_winograd_dw_tile(&g, sizeof(floating)) == 2:
+        per_acc = 64
+    cdef int n_acc = <int>min(4 if wino else 8, max(1, M // per_acc))
     # a thread without a partial sum would only share the final copy: not worth waking it
     n_threads = min(n_threads, n_acc)
     # each partial sum (accs[t], then dbs[t]) is zeroed by the thread that fills it, and the rows
