@@ -110,9 +110,9 @@ void cyc_conv_bwd_data_scatter_f64(const cyc_geom_t *g, int rows, const double *
                                    const double *packed_t, double *dx, ptrdiff_t n0,
                                    ptrdiff_t n1, void *scratch);
 
-/* Winograd F(2x2, 3x3): 3x3 convolutions with unit stride and dilation and one group, computed
- * in tiles of 2x2 output pixels with 16 products per channel pair where the direct convolution
- * takes 36.  The input gradient of such a convolution is one too, so the forward pass and the
+/* Winograd F(2x2, 3x3) and F(4x4, 3x3): 3x3 convolutions with unit stride and dilation and one
+ * group, computed in tiles of 2x2 output pixels with 16 products per channel pair where the
+ * direct convolution takes 36, or of 4x4 pixels with 36 where it takes 144.  The input gradient of such a convolution is one too, so the forward pass and the
  * input gradient share the kernel.  `transposed` values for cyc_conv_rows, cyc_conv_packed_len
  * and cyc_conv_pack, beside 0, 1 and CYC_ROW_TAPS: */
 #define CYC_WINO_FWD 3
@@ -127,7 +127,8 @@ int cyc_conv_winograd_set(int on);
 int cyc_conv_winograd_enabled(void);
 /* Tiles of the computed tensor, the kernel's unit of work, and how many it transforms at a time
  * (callers' ranges of tiles should be multiples of that); scratch per thread.  A tile is m x m
- * computed pixels, m = cyc_conv_winograd_tile (2 or 4, by the computed tensor's width). */
+ * computed pixels, m = cyc_conv_winograd_tile (2 or 4, by the computed tensor's width and the
+ * channels read: see cyc_wino_m in kernels_common.h). */
 ptrdiff_t cyc_conv_winograd_tiles(const cyc_geom_t *g, int mode);
 int cyc_conv_winograd_tile(const cyc_geom_t *g, int mode);
 int cyc_conv_winograd_block(const cyc_geom_t *g, int mode, int elem_size);

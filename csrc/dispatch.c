@@ -196,8 +196,9 @@ int cyc_conv_winograd(const cyc_geom_t *g, int what, int elem_size)
     if (!cyc_conv_winograd_enabled() || g->kh != 3 || g->kw != 3 || g->sh != 1 || g->sw != 1 ||
         g->dh != 1 || g->dw != 1 || g->groups != 1)
         return 0;
-    /* The weight gradient adds every block of tiles into its nx x C x K sums: beyond L2 (256
-     * channels in and out: 4 MB) they went through memory each time, 1.2x slower than direct. */
+    /* The weight gradient adds every block of tiles into its nx x C x K sums: beyond L2 (F(2x2)
+     * at 256 channels in and out: 4 MB) they went through memory each time, 1.2x slower than
+     * direct. */
     size_t dw_bytes = cyc_conv_winograd_dw_acc_len(g, elem_size) * (size_t)elem_size;
     if (what == 2 && dw_bytes > CYC_WINO_DW_MAX_BYTES) return 0;
     cyc_wino_t q = what == 2 ? cyc_wino_dw(g, elem_size)

@@ -1076,8 +1076,9 @@ ALWAYS_INLINE void FN(wino_bt4)(V d0, V d1, V d2, V d3, V d4, V d5, V *t)
     t[5] = d1 * (T)4 - d3 * (T)5 + d5;
 }
 
-/* F(4x4)'s B^T d B, as FN(wino_input): the columns' transforms go through a 6 x 6 block of
- * vectors on the stack (36 vectors in registers at once would spill anyway). */
+/* F(4x4)'s B^T d B, as FN(wino_input) with xi = 6 * row + column: the columns' transforms go
+ * through a 6 x 6 block of vectors on the stack (36 vectors in registers at once would spill
+ * anyway). */
 ALWAYS_INLINE void FN(wino_input4)(const FN(wino_src_t) *s, int y0, int x0, T *v,
                                    ptrdiff_t vstride)
 {
@@ -1706,7 +1707,7 @@ ALWAYS_INLINE void FN(wino_a4)(V d0, V d1, V d2, V d3, V *r)
 /* dM = A dy A^T of one F(4x4) tile, channels [k0, k0 + nl), into w[xi * mstride]; dy's pixels
  * at off[a][e] (-1 past the output), masked by the fused ReLU's outputs where relu_y is given;
  * their sum added to dbl. */
-static inline void FN(wino_dm4)(const T *dy, const T *relu_y, const ptrdiff_t off[4][4],
+static inline void FN(wino_dm4)(const T *dy, const T *relu_y, ptrdiff_t off[4][4],
                                 int k0, int nl, T *dbl, T *w, ptrdiff_t mstride)
 {
     V d[4][4], t[6][4], r[6], sum = (V){0};
@@ -1724,12 +1725,13 @@ static inline void FN(wino_dm4)(const T *dy, const T *relu_y, const ptrdiff_t of
     }
 }
 
-/* The weight gradient by Winograd, tiles [t0, t1) of the forward pass (see cyc_conv_winograd):
+/* The weight gradient by Winograd, tiles [t0, t1) of the forward convolution (see
+ * cyc_conv_winograd; the tiles are cyc_wino_dw's, which may be F(2x2)'s where the forward pass
+ * takes F(4x4)):
  * y = A^T M A with M = U * V makes dM = A dy A^T per tile, and dU[xi] = sum over tiles of
  * V[xi] (x) dM[xi], C x K per xi: nx reductions over the tiles, run on the direct weight
  * gradient's register tiles.  dw = G^T dU G once the partial sums are added
- * (cyc_conv_dw_finish_winograd).  du_acc: [nx][C][opad], opad = K to 64 bytes.  The tiles are
- * cyc_wino_dw's. */
+ * (cyc_conv_dw_finish_winograd).  du_acc: [nx][C][opad], opad = K to 64 bytes. */
 void FN(cyc_conv_bwd_filter_winograd)(const cyc_geom_t *g, const T *x, const T *dy,
                                       const T *relu_y, T *du_acc, T *db_acc, ptrdiff_t t0,
                                       ptrdiff_t t1, void *scratch)

@@ -135,7 +135,8 @@ typedef struct {
  * 256), so it is taken for at most CYC_WINO4_MAX_CHANNELS read channels (a 28x28x128 layer
  * gained nothing from it either: forward 0.94, weight gradient 1.05 of F(2x2)'s time).  By
  * the width and channels alone, so that a band of an image's rows (conv2d_forward_max_pool)
- * gets the tiles the whole image gets. */
+ * gets the tiles the whole image gets (an output of 2 rows may then go direct where F(2x2)'s
+ * tiles would have wasted little enough). */
 #define CYC_WINO4_MIN_WIDTH 8
 #define CYC_WINO4_MAX_SHARE 0.8
 #define CYC_WINO4_MAX_CHANNELS 64

@@ -733,10 +733,12 @@ WINOGRAD_CONVS = {
     "asymmetric padding": ((1, 10, 10, 16), 33, {"padding": ((0, 2), (1, 0))}, True, 4),
     # dx of a padding wider than the kernel crops dy instead of padding it
     "padding wider than the kernel": ((2, 9, 9, 20), 16, {"padding": 3}, True, 4),
-    # 576 tiles: several blocks per thread and 4 partial sums of the weight gradient, and
-    # blocks that run from one image into the next; 40 and 72 channels fill two weight blocks
-    # and a part
-    "many tiles, wide outputs": ((9, 16, 16, 40), 72, {"padding": 1}, True, 4),
+    # 576 tiles of 4x4: several blocks per thread and 4 partial sums of the weight gradient,
+    # and blocks that run from one image into the next; 40 and 72 channels fill two weight
+    # blocks and a part
+    "many tiles, wide outputs": ((9, 32, 32, 40), 72, {"padding": 1}, True, 4),
+    # F(4x4) forward, but the weight gradient's 36 x 64 x 128 sums would pass 1 MB: F(2x2)'s
+    "weight gradient by 2x2 tiles": ((2, 10, 10, 64), 128, {"padding": 1}, True, 4),
     # 70 in, 140 out: the input gradient computes 70 channels, over two weight blocks too
     "wide both ways": ((2, 9, 9, 70), 140, {"padding": 1}, True, 2),
     # 256 in and out: blocks of the fewest tiles (12); the weight gradient goes direct
@@ -754,6 +756,9 @@ def test_winograd_convolutions_match_reference(name, dtype, winograd_on):
     assert _kernels.winograd_tile(g, dtype) == tile
     # F(2x2)'s 16 x C x K sums where F(4x4)'s 36 x C x K would not stay in cache
     dw_winograd = x_shape[3] * cout * 16 * np.dtype(dtype).itemsize <= 1 << 20
+    big = x_shape[3] * -(-cout // 16) * 16 * 36 * np.dtype(dtype).itemsize > 1 << 20
+    assert _kernels.winograd_weight_grad_tile(g, dtype) == (
+        1 if not dw_winograd else 2 if tile == 2 or big else 4)
     assert (_kernels.conv2d_backward_filter_route(g, dtype) == "winograd") == dw_winograd
     assert _kernels.conv2d_backward_filter_route(g, dtype, through_pool=True) == "direct"
     assert (_kernels.conv2d_backward_data_route(g, dtype) == "winograd") == dx_winograd
@@ -1125,7 +1130,8 @@ def test_conv_relu_max_pool_in_one_pass_is_the_two_calls_to_the_bit(case):
 @pytest.mark.parametrize("x_shape, w_shape, kwargs, pool", [
     ((3, 28, 28, 1), (3, 3, 1, 32), {}, (2, None)),                   # the seed's first layer
     ((3, 13, 13, 32), (3, 3, 32, 64), {}, (2, None)),                 # its second (Winograd)
-    # bands of whole images: 2 per band on 2 threads, 8 on one (and a last band of one)
+    # bands of whole images: of conv2 2 per band on 2 threads, 8 on one (and a last band of
+    # one); of conv1 2 and 3
     ((9, 13, 13, 32), (3, 3, 32, 64), {}, (2, None)),
     ((9, 28, 28, 1), (3, 3, 1, 32), {}, (2, None)),
     ((1, 9, 11, 20), (3, 3, 20, 24), {"padding": "same"}, (3, 3)),    # odd pool stride

@@ -737,9 +737,9 @@ def conv2d_forward_max_pool(const floating[:, :, :, ::1] x, const floating[:, :,
     forward pass's, not the depthwise one; no band lies wholly in the padding; pool windows
     have no padding or dilation; and with Winograd, bands start on rows of the convolution's
     output where its tiles start over the whole output (multiples of winograd_tile).  A band
-    then runs to the end of its last tile (or of the output): F(4x4)'s transforms mix all six
-    input rows of a tile into each of its outputs, so the rows past the band must be the
-    image's, not the band's padding, for the same bits.  With images_per_band > 1 (and
+    then runs to the end of its last tile (or of the output): F(4x4)'s transforms mix input
+    rows of a tile beyond an output's own window into it (row 0 reads rows 0 to 4), so the
+    rows past the band must be the image's, not the band's padding, for the same bits.  With images_per_band > 1 (and
     rows_per_band the pool's whole height), a band is that many whole images: a Winograd
     tile kernel given the 9 tiles of one small image ran 1.2x slower than on a block of them."""
     cdef cyc_geom_t g = _geom(geom)
@@ -844,6 +844,16 @@ def winograd_tile(object geom, object dtype):
     if _forward_kind(&g, np.dtype(dtype).itemsize) != WINOGRAD:
         return 1
     return cyc_conv_winograd_tile(&g, CYC_WINO_FWD)
+
+
+def winograd_weight_grad_tile(object geom, object dtype):
+    """The side of the tiles (2 or 4) of this problem's weight gradient by Winograd (F(2x2)'s
+    where F(4x4)'s sums would not stay in cache), 1 if it does not take Winograd."""
+    cdef cyc_geom_t g = _geom(geom)
+    cdef int elem = np.dtype(dtype).itemsize
+    if _weight_grad_kind(&g, elem, False, False) != WINOGRAD:
+        return 1
+    return cyc_conv_winograd_dw_tile(&g, elem)
 
 
 def conv2d_backward_filter_route(object geom, object dtype, bint through_pool=False,

@@ -322,10 +322,10 @@ _BAND_BYTES = 256 * 1024
 
 def _pool_rows_per_band(g, pg, dtype, n_threads):
     """Pool rows per band of conv2d_forward_max_pool: the convolution rows under them within
-    _BAND_BYTES; with several threads, at least two bands per thread where the batch allows;
-    and a multiple of Winograd's tile side of convolution rows before each band (its tiles
-    then start on the rows they start on over the whole output, so the sums are the same to
-    the bit)."""
+    _BAND_BYTES; with several threads, at least two bands per thread where the batch allows,
+    unless the next rule takes rows away; and a multiple of Winograd's tile side of
+    convolution rows before each band (its tiles then start on the rows they start on over the
+    whole output, so the sums are the same to the bit)."""
     conv_rows = max(1, _BAND_BYTES // (g.ow * g.cout * np.dtype(dtype).itemsize))
     rows = max(1, min(pg.oh, (conv_rows - pg.kh) // pg.sh + 1))
     if n_threads > 1:
