@@ -825,6 +825,32 @@ def test_winograd_turns_an_infinity_into_nan_where_the_direct_sum_keeps_it(winog
     np.testing.assert_allclose(direct, reached, rtol=2e-4, atol=2e-5)
 
 
+@pytest.mark.parametrize("width, tile", [(7, 2), (14, 4)])
+def test_a_nan_input_reaches_only_the_outputs_of_winograd_tiles_that_read_it(width, tile,
+                                                                           winograd_on):
+    # F(2x2)'s transforms keep a NaN to the outputs whose windows hold it, as the direct sums
+    # do; F(4x4)'s spread it over the other outputs of the tiles that read it (output row 0 of
+    # a tile reads input rows 0 to 4), never further
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((1, 14, width, 16)).astype(np.float32)
+    w = rng.standard_normal((3, 3, 16, 16)).astype(np.float32)
+    g = _args.conv_geometry(x.shape, w.shape, 1, "same", 1, 1, "NHWC")
+    assert _kernels.winograd_tile(g, np.float32) == tile
+    for r, c in [(0, 0), (5, 5), (4, 6), (13, width - 1)]:
+        x_nan = x.copy()
+        x_nan[0, r, c, 3] = np.nan
+        got = np.isnan(ops.conv2d(x_nan, w, padding="same"))[0].any(-1)
+        want = np.isnan(reference.conv2d(x_nan, w, padding="same"))[0].any(-1)
+        reached = np.zeros_like(want)
+        for ty in range(0, 14, tile):   # tiles whose (tile + 2)-wide input holds (r, c)
+            for tx in range(0, width, tile):
+                if ty - 1 <= r <= ty + tile and tx - 1 <= c <= tx + tile:
+                    reached[ty:ty + tile, tx:tx + tile] = True
+        assert (got >= want).all() and not (got & ~reached).any(), (r, c)
+        if tile == 2:
+            assert np.array_equal(got, want), (r, c)
+
+
 def test_winograd_can_be_turned_off(winograd_on):
     x, w, b = conv_arrays((2, 8, 8, 16), (3, 3, 16, 16), "NHWC", np.float32)
     g = _args.conv_geometry(x.shape, w.shape, 1, "same", 1, 1, "NHWC")
