@@ -112,9 +112,10 @@ void cyc_conv_bwd_data_scatter_f64(const cyc_geom_t *g, int rows, const double *
 
 /* Winograd F(2x2, 3x3) and F(4x4, 3x3): 3x3 convolutions with unit stride and dilation and one
  * group, computed in tiles of 2x2 output pixels with 16 products per channel pair where the
- * direct convolution takes 36, or of 4x4 pixels with 36 where it takes 144.  The input gradient of such a convolution is one too, so the forward pass and the
- * input gradient share the kernel.  `transposed` values for cyc_conv_rows, cyc_conv_packed_len
- * and cyc_conv_pack, beside 0, 1 and CYC_ROW_TAPS: */
+ * direct convolution takes 36, or of 4x4 pixels with 36 where it takes 144.  The input
+ * gradient of such a convolution is one too, so the forward pass and the input gradient share
+ * the kernel.  `transposed` values for cyc_conv_rows, cyc_conv_packed_len and cyc_conv_pack,
+ * beside 0, 1 and CYC_ROW_TAPS: */
 #define CYC_WINO_FWD 3
 #define CYC_WINO_DX 4
 /* 1 if the forward pass (what 0), the input gradient (1) or the weight gradient (2) of this

@@ -1167,8 +1167,8 @@ def test_conv_relu_max_pool_in_one_pass_is_the_two_calls_to_the_bit(case):
     # at most 4 outputs (per group): the dot kernel, whose blocks of pixels a band shifts
     ((2, 11, 9, 3), (3, 3, 3, 3), {}, (2, None)),
     ((1, 7, 5, 4), (1, 1, 2, 2), {"groups": 2}, (1, None)),
-], ids=["seed conv1", "seed conv2", "seed conv2 batch 9", "seed conv1 batch 9", "odd stride", "overlapping", "padding row", "depthwise",
-        "3 outputs", "2 outputs per group"])
+], ids=["seed conv1", "seed conv2", "seed conv2 batch 9", "seed conv1 batch 9", "odd stride",
+        "overlapping", "padding row", "depthwise", "3 outputs", "2 outputs per group"])
 @pytest.mark.parametrize("cells", [True, False], ids=["cells", "no cells"])
 def test_conv_relu_max_pool_named_cases(dtype, fmt, x_shape, w_shape, kwargs, pool, cells):
     x, w, b = conv_arrays(x_shape, w_shape, fmt, dtype, seed=11)

@@ -739,9 +739,10 @@ def conv2d_forward_max_pool(const floating[:, :, :, ::1] x, const floating[:, :,
     output where its tiles start over the whole output (multiples of winograd_tile).  A band
     then runs to the end of its last tile (or of the output): F(4x4)'s transforms mix input
     rows of a tile beyond an output's own window into it (row 0 reads rows 0 to 4), so the
-    rows past the band must be the image's, not the band's padding, for the same bits.  With images_per_band > 1 (and
-    rows_per_band the pool's whole height), a band is that many whole images: a Winograd
-    tile kernel given the 9 tiles of one small image ran 1.2x slower than on a block of them."""
+    rows past the band must be the image's, not the band's padding, for the same bits.  With
+    images_per_band > 1 (and rows_per_band the pool's whole height), a band is that many whole
+    images: a Winograd tile kernel given the 9 tiles of one small image ran 1.2x slower than
+    on a block of them."""
     cdef cyc_geom_t g = _geom(geom)
     cdef cyc_geom_t pg = _geom(pool_geom)
     cdef int kind = _forward_kind(&g, sizeof(floating))
