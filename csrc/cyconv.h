@@ -122,10 +122,13 @@ void cyc_conv_bwd_data_scatter_f64(const cyc_geom_t *g, int rows, const double *
  * problem runs faster by Winograd (it depends on the problem only, and on
  * cyc_conv_winograd_set). */
 int cyc_conv_winograd(const cyc_geom_t *g, int what, int elem_size);
-/* Turn the Winograd path on (1, the default unless CYCONV_WINOGRAD=0) or off (0); returns the
- * previous setting. */
+/* Turn the Winograd path on (1, the default), on with F(2x2) tiles only (2, for F(2x2)'s
+ * smaller rounding error) or off (0); returns the previous setting, which starts as
+ * CYCONV_WINOGRAD says ("0", "2", else 1).  cyc_conv_winograd_enabled() is the setting,
+ * cyc_conv_winograd_largest_tile() the tile side it allows. */
 int cyc_conv_winograd_set(int on);
 int cyc_conv_winograd_enabled(void);
+int cyc_conv_winograd_largest_tile(void);
 /* Tiles of the computed tensor, the kernel's unit of work, and how many it transforms at a time
  * (callers' ranges of tiles should be multiples of that); scratch per thread.  A tile is m x m
  * computed pixels, m = cyc_conv_winograd_tile (2 or 4, by the computed tensor's width and the

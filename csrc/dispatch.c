@@ -179,7 +179,7 @@ int cyc_conv_winograd_enabled(void)
 {
     if (cyc_wino_on < 0) {
         const char *env = getenv("CYCONV_WINOGRAD");
-        cyc_wino_on = !(env && !strcmp(env, "0"));
+        cyc_wino_on = env && !strcmp(env, "0") ? 0 : env && !strcmp(env, "2") ? 2 : 1;
     }
     return cyc_wino_on;
 }
@@ -187,8 +187,13 @@ int cyc_conv_winograd_enabled(void)
 int cyc_conv_winograd_set(int on)
 {
     int previous = cyc_conv_winograd_enabled();
-    cyc_wino_on = on != 0;
+    cyc_wino_on = on == 0 || on == 2 ? on : 1;
     return previous;
+}
+
+int cyc_conv_winograd_largest_tile(void)
+{
+    return cyc_conv_winograd_enabled() == 2 ? 2 : 4;
 }
 
 int cyc_conv_winograd(const cyc_geom_t *g, int what, int elem_size)

@@ -144,8 +144,11 @@ typedef struct {
 static inline int cyc_wino_m(int computed_width, int read_channels)
 {
     const int t2 = (computed_width + 1) / 2, t4 = (computed_width + 3) / 4;
-    return computed_width >= CYC_WINO4_MIN_WIDTH && read_channels <= CYC_WINO4_MAX_CHANNELS &&
-           36.0 / 4 * t4 <= CYC_WINO4_MAX_SHARE * 16.0 / 2 * t2 ? 4 : 2;
+    return cyc_conv_winograd_largest_tile() >= 4 && computed_width >= CYC_WINO4_MIN_WIDTH &&
+                   read_channels <= CYC_WINO4_MAX_CHANNELS &&
+                   36.0 / 4 * t4 <= CYC_WINO4_MAX_SHARE * 16.0 / 2 * t2
+               ? 4
+               : 2;
 }
 
 static inline cyc_wino_t cyc_wino_tiled(const cyc_geom_t *g, int mode, int m)

@@ -138,14 +138,18 @@ def test_cyconv_isa_env_cannot_ask_for_more_than_the_cpu_has():
                       CYCONV_ISA="avx512") == best
 
 
-@pytest.mark.parametrize("value, enabled", [("0", "False"), ("1", "True"), ("", "True")])
-def test_cyconv_winograd_env_turns_winograd_off(value, enabled):
+@pytest.mark.parametrize("value, said, route, tile", [
+    ("0", "off", "direct", 1),
+    ("1", "F(2x2) and F(4x4)", "winograd", 4),
+    ("", "F(2x2) and F(4x4)", "winograd", 4),
+    ("2", "F(2x2) only", "winograd", 2),   # for F(2x2)'s smaller rounding error
+])
+def test_cyconv_winograd_env_turns_winograd_off_or_to_2x2_tiles(value, said, route, tile):
     code = ("import io, cyconv; from cyconv import _args, _kernels; "
             "g = _args.conv_geometry((2, 8, 8, 16), (3, 3, 16, 16), 1, 'same', 1, 1, 'NHWC'); "
-            "print(cyconv.show_config(file=io.StringIO())['winograd'], "
-            "_kernels.conv2d_forward_route(g, 'float32'))")
-    route = "winograd" if enabled == "True" else "direct"
-    assert run_python(code, CYCONV_WINOGRAD=value) == f"{enabled} {route}"
+            "print(cyconv.show_config(file=io.StringIO())['winograd'], '|', "
+            "_kernels.conv2d_forward_route(g, 'float32'), _kernels.winograd_tile(g, 'float32'))")
+    assert run_python(code, CYCONV_WINOGRAD=value) == f"{said} | {route} {tile}"
 
 
 IDLE_CPU = """

@@ -520,7 +520,7 @@ def test_nchw_forward_writes_planes_from_the_direct_tiles(monkeypatch, dtype, x_
 ], ids=["winograd", "direct", "one channel"])
 @pytest.mark.parametrize("one", [True, False], ids=["1 image", "a stage's worth"])
 def test_nchw_forward_goes_a_few_images_at_a_time(monkeypatch, dtype, x_shape, w_shape, kwargs,
-                                                  route, one):
+                                                  route, one, winograd_on):
     """An NCHW forward pass whose images' arrays fit a stage (1 MB), with 4 images per thread
     or more, transposes a few images at a time into each thread's stage for the direct tiles
     or Winograd and their output back: the same bits as the NHWC pass transposed, on every
@@ -553,7 +553,7 @@ def test_nchw_forward_goes_a_few_images_at_a_time(monkeypatch, dtype, x_shape, w
 ], ids=["scatter taps", "gather", "scatter rows", "winograd"])
 @pytest.mark.parametrize("one", [True, False], ids=["1 image", "a stage's worth"])
 def test_nchw_backward_goes_a_few_images_at_a_time(monkeypatch, x_shape, w_shape, kwargs,
-                                                   dx_route, one):
+                                                   dx_route, one, winograd_on):
     """An NCHW backward pass (not depthwise, 4+ images of small arrays) transposes as many
     images as a stage (1 MB) holds at a time into each thread's stage for the NHWC kernels,
     in groups of images whose partial sums of dw add up in a fixed order: the reference's
@@ -587,7 +587,7 @@ def test_nchw_backward_bits_do_not_depend_on_the_l2_cache_size(monkeypatch):
     assert_bitwise_equal(runs[0], runs[2])
 
 
-def test_nchw_planes_are_for_the_direct_route_only():
+def test_nchw_planes_are_for_the_direct_route_only(winograd_on):
     x, w, b = conv_arrays((2, 8, 8, 16), (3, 3, 16, 16), "NHWC", np.float32)
     g = nhwc_geometry(x.shape, w.shape, {})
     assert _kernels.conv2d_forward_route(g, np.float32) == "winograd"
@@ -867,6 +867,21 @@ def test_winograd_can_be_turned_off(winograd_on):
     assert not np.array_equal(on, off), "Winograd rounds differently from the direct path"
 
 
+def test_winograd_can_keep_to_2x2_tiles(winograd_on):
+    # setting 2 (CYCONV_WINOGRAD=2): F(2x2)'s rounding, for every pass
+    x, w, b = conv_arrays((2, 12, 12, 16), (3, 3, 16, 24), "NHWC", np.float32)
+    g = _args.conv_geometry(x.shape, w.shape, 1, "same", 1, 1, "NHWC")
+    assert _kernels.winograd_tile(g, np.float32) == 4
+    with winograd_set(2):
+        assert _kernels.winograd_setting() == 2
+        assert _kernels.winograd_tile(g, np.float32) == 2
+        assert _kernels.winograd_weight_grad_tile(g, np.float32) == 2
+        check_conv(x, w, b, {"padding": "same"}, activation="relu")
+    assert _kernels.winograd_setting() == 1
+    with pytest.raises(ValueError, match="on must be 0, 1 or 2"):
+        _kernels.winograd_set(3)
+
+
 @pytest.mark.parametrize("x_shape, cout, padding, tile", [
     ((32, 13, 13, 32), 64, "valid", 4),     # the seed's conv2: 11 wide
     ((8, 56, 56, 64), 64, "same", 4),       # a ResNet block
@@ -1096,7 +1111,7 @@ def test_weight_gradient_by_the_pool_windows(dtype, x_shape, w_shape, kwargs, po
     ((2, 16, 16, 3), (3, 3, 1, 12), 3, "depthwise"),
 ], ids=["winograd", "depthwise"])
 def test_weight_gradient_through_a_max_pool_runs_the_direct_kernel(dtype, x_shape, w_shape,
-                                                                   groups, route):
+                                                                   groups, route, winograd_on):
     # where conv2d_backward would take Winograd or the depthwise kernels, the weight gradient
     # through the pool's cells still runs the direct one: the same gradient within rounding
     rng = np.random.default_rng(8)

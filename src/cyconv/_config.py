@@ -179,6 +179,9 @@ def get_num_threads():
 
 _l2_bytes = None
 
+# what config() says of _kernels.winograd_setting() (CYCONV_WINOGRAD=0, unset, =2)
+_WINOGRAD_SETTINGS = {0: "off", 1: "F(2x2) and F(4x4)", 2: "F(2x2) only"}
+
 
 def l2_cache_bytes():
     """A core's L2 cache in bytes, as the C library reports it; 1 MB where it cannot say (AMD's
@@ -203,7 +206,7 @@ def config():
         "threads": get_num_threads(),
         "simd": _kernels.isa_get(),
         "simd_best": _kernels.isa_best(),
-        "winograd": _kernels.winograd_enabled(),
+        "winograd": _WINOGRAD_SETTINGS[_kernels.winograd_setting()],
         "omp_idle_spin": _idle_spin if _kernels.openmp_enabled() else None,
         "l2_cache": f"{l2_cache_bytes() // 1024} KB per core",
     }

@@ -82,6 +82,7 @@ cdef extern from "cyconv.h" nogil:
     int cyc_conv_winograd(const cyc_geom_t *g, int what, int elem_size)
     int cyc_conv_winograd_set(int on)
     int cyc_conv_winograd_enabled()
+    int cyc_conv_winograd_largest_tile()
     ptrdiff_t cyc_conv_winograd_tiles(const cyc_geom_t *g, int mode)
     int cyc_conv_winograd_tile(const cyc_geom_t *g, int mode)
     int cyc_conv_winograd_block(const cyc_geom_t *g, int mode, int elem_size)
@@ -823,13 +824,21 @@ def conv2d_forward_max_pool(const floating[:, :, :, ::1] x, const floating[:, :,
         raise MemoryError("conv2d with max_pool2d: could not allocate scratch memory")
 
 
-def winograd_set(bint on):
-    """Turn the Winograd path on or off (see cyc_conv_winograd); returns the previous setting."""
-    return bool(cyc_conv_winograd_set(on))
+def winograd_set(int on):
+    """Turn the Winograd path on (1), on with F(2x2) tiles only (2) or off (0) (see
+    cyc_conv_winograd_set); returns the previous setting."""
+    if on not in (0, 1, 2):
+        raise ValueError(f"on must be 0, 1 or 2, got {on}")
+    return cyc_conv_winograd_set(on)
 
 
 def winograd_enabled():
     return bool(cyc_conv_winograd_enabled())
+
+
+def winograd_setting():
+    """0: Winograd off; 1: F(2x2) and F(4x4) tiles; 2: F(2x2) only."""
+    return cyc_conv_winograd_enabled()
 
 
 def conv2d_forward_route(object geom, object dtype):
