@@ -125,7 +125,9 @@ int cyc_conv_winograd(const cyc_geom_t *g, int what, int elem_size);
 /* Turn the Winograd path on (1, the default), on with F(2x2) tiles only (2, for F(2x2)'s
  * smaller rounding error) or off (0); returns the previous setting, which starts as
  * CYCONV_WINOGRAD says ("0", "2", else 1).  cyc_conv_winograd_enabled() is the setting,
- * cyc_conv_winograd_largest_tile() the tile side it allows. */
+ * cyc_conv_winograd_largest_tile() the tile side it allows.  The kernels read the tile side
+ * as they run, so the setting must not change while a convolution runs in another thread
+ * (its scratch was sized for the tiles of the setting before). */
 int cyc_conv_winograd_set(int on);
 int cyc_conv_winograd_enabled(void);
 int cyc_conv_winograd_largest_tile(void);

@@ -204,8 +204,9 @@ int cyc_conv_winograd(const cyc_geom_t *g, int what, int elem_size)
     /* The weight gradient adds every block of tiles into its nx x C x K sums: beyond L2 (F(2x2)
      * at 256 channels in and out: 4 MB) they went through memory each time, 1.2x slower than
      * direct. */
-    size_t dw_bytes = cyc_conv_winograd_dw_acc_len(g, elem_size) * (size_t)elem_size;
-    if (what == 2 && dw_bytes > CYC_WINO_DW_MAX_BYTES) return 0;
+    if (what == 2 &&
+        cyc_conv_winograd_dw_acc_len(g, elem_size) * (size_t)elem_size > CYC_WINO_DW_MAX_BYTES)
+        return 0;
     cyc_wino_t q = what == 2 ? cyc_wino_dw(g, elem_size)
                              : cyc_wino(g, what == 1 ? CYC_WINO_DX : CYC_WINO_FWD);
     /* Few channels leave the GEMMs short and the transforms most of the work.  Tiles that
