@@ -1131,7 +1131,8 @@ def test_weight_gradient_through_a_max_pool_runs_the_direct_kernel(dtype, x_shap
 @pytest.mark.parametrize("shape", [(3, 16, 16), (2, 37, 53), (4, 64, 48), (1, 17, 16),
                                    (2, 32, 8), (1, 1, 5)])
 def test_layout_transpose_kernel(kernel, dtype, shape):
-    # whole 16 x 16 blocks (in registers on AVX-512), partial blocks and thin matrices
+    # whole 16 x 16 blocks (in registers, VLEN x VLEN at a time), partial blocks and thin
+    # matrices
     a = np.random.default_rng(0).random(shape).astype(dtype)
     np.testing.assert_array_equal(ops._transpose_images(a, shape[1], shape[2]),
                                   a.transpose(0, 2, 1))

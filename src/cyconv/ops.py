@@ -65,8 +65,8 @@ def _transpose_images(a, rows, cols):
         return np.ascontiguousarray(a.reshape(a.shape[0], rows, cols).transpose(0, 2, 1))
     out = np.empty((a.shape[0], cols, rows), dtype=a.dtype)
     if a.size:
-        # an element moved costs about two multiply-adds (a 2.7 MB image: 572 us on one
-        # thread, 311 on two)
+        # an element moved costs about two multiply-adds (32 images of 26x26x32 float32, 2.8 MB,
+        # with AVX2: 124 us on one thread, 83 on two; a plain copy 91)
         _kernels.transpose(_bits(a.reshape(a.shape[0], rows, cols)), _bits(out),
                            _threads(2 * a.size))
     return out
