@@ -263,6 +263,24 @@ void cyc_avg_pool_bwd_f64(const cyc_geom_t *g, const double *dy, double *dx,
                           int count_include_pad, ptrdiff_t n0, ptrdiff_t n1);
 
 /* ---- layout ---- */
+/* NCHW convolution straight into planes for few input channels: groups 1, c at most
+ * CYC_PLANAR_MAX_C, c * kh * kw at most CYC_PLANAR_MAX_TAPS.  x and y NCHW; output rows
+ * [oy0, oy1) of image n.  The weights packed by blocks of CYC_PLANAR_PK output channels,
+ * [cout / PK][c][kh][kw][PK] (zeros past cout), then the bias [cout / PK][PK] (zeros past cout
+ * or without one), cyc_conv_planar_packed_len values in all; a stage of
+ * cyc_conv_planar_stage_bytes(g, oy1 - oy0, elem) bytes, the thread's own. */
+#define CYC_PLANAR_MAX_C 4
+#define CYC_PLANAR_MAX_TAPS 1024
+#define CYC_PLANAR_PK 4
+size_t cyc_conv_planar_packed_len(const cyc_geom_t *g);
+size_t cyc_conv_planar_stage_bytes(const cyc_geom_t *g, int band_rows, int elem_size);
+int cyc_conv_planar_stage_rows(const cyc_geom_t *g, int band_rows);
+int cyc_conv_planar_stage_len(const cyc_geom_t *g, int elem_size);
+void cyc_conv_planar_f32(const cyc_geom_t *g, const float *x, const float *packed, int relu,
+                         float *y, ptrdiff_t n, int oy0, int oy1, float *stage);
+void cyc_conv_planar_f64(const cyc_geom_t *g, const double *x, const double *packed, int relu,
+                         double *y, ptrdiff_t n, int oy0, int oy1, double *stage);
+
 /* A rows x cols matrix (row i at src + i * src_ld) transposed into dst (row j at
  * dst + j * dst_ld): NCHW <-> NHWC per image, or a block of NHWC pixels into NCHW planes. */
 void cyc_transpose_f32(const float *src, ptrdiff_t src_ld, float *dst, ptrdiff_t dst_ld,

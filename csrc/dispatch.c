@@ -524,6 +524,11 @@ static void cyc_restore_fp_modes(unsigned long modes)
     {                                                                                          \
         CYC_PICK(cyc_transpose, SUF, src, src_ld, dst, dst_ld, rows, cols);                    \
     }                                                                                          \
+    void cyc_conv_planar_##SUF(const cyc_geom_t *g, const T *x, const T *packed, int relu,     \
+                               T *y, ptrdiff_t n, int oy0, int oy1, T *stage)                  \
+    {                                                                                          \
+        CYC_PICK(cyc_conv_planar, SUF, g, x, packed, relu, y, n, oy0, oy1, stage);             \
+    }                                                                                          \
     void cyc_adam_##SUF(T *var, const T *g, T *m, T *v, ptrdiff_t n, T alpha, T c1, T c2,      \
                         T eps)                                                                 \
     {                                                                                          \
@@ -546,6 +551,33 @@ static void cyc_restore_fp_modes(unsigned long modes)
     {                                                                                          \
         CYC_PICK(cyc_avg_pool_bwd, SUF, g, dy, dx, cip, n0, n1);                               \
     }
+
+/* The planar kernel's packed weights and bias (see cyconv.h). */
+size_t cyc_conv_planar_packed_len(const cyc_geom_t *g)
+{
+    const size_t blocks = ((size_t)g->cout + CYC_PLANAR_PK - 1) / CYC_PLANAR_PK;
+    return blocks * CYC_PLANAR_PK * ((size_t)g->c * g->kh * g->kw + 1);
+}
+
+/* The input rows a band of output rows reads. */
+int cyc_conv_planar_stage_rows(const cyc_geom_t *g, int band_rows)
+{
+    return (band_rows - 1) * g->sh + (g->kh - 1) * g->dh + 1;
+}
+
+/* A staged phase row: the output row's pixels rounded up to 64-byte vectors (the widest, so
+ * that every instruction set's whole vectors stay inside), and the taps' reach past them. */
+int cyc_conv_planar_stage_len(const cyc_geom_t *g, int elem_size)
+{
+    const int lanes = 64 / elem_size;
+    return (g->ow + lanes - 1) / lanes * lanes + (g->kw - 1) * g->dw / g->sw;
+}
+
+size_t cyc_conv_planar_stage_bytes(const cyc_geom_t *g, int band_rows, int elem_size)
+{
+    return (size_t)g->c * g->sw * cyc_conv_planar_stage_rows(g, band_rows) *
+           cyc_conv_planar_stage_len(g, elem_size) * elem_size;
+}
 
 #define CYC_ADAM_PICKED(SUF, T)                                                                \
     static void cyc_adam_picked_##SUF(T *var, const T *g, T *m, T *v, ptrdiff_t n, T alpha,    \

@@ -2241,6 +2241,159 @@ void FN(cyc_depthwise_bwd_filter)(const cyc_geom_t *g, const T *x, const T *dy, 
     }
 }
 
+/* ---- NCHW convolution straight into planes, for few input channels ----
+ * A first layer's NCHW input (grayscale or colour: 1 to CYC_PLANAR_MAX_C channels) leaves the
+ * NHWC tiles' vectors along channels mostly empty, and its output, the layer's largest array,
+ * would then be transposed into planes.  Here vectors run along an output row instead:
+ * CYC_PLANAR_PK output channels x PV vectors of pixels stay in registers, each input vector
+ * loaded serves every one of those channels, and the sums go straight into the output planes.
+ * A unit of work is a band of output rows of one image; its thread first stages the input rows
+ * the band reads, zero-padded and, for a column stride s, split into s phases (phase q holds
+ * the padded row's columns q, q + s, q + 2s...), so that every tap reads a contiguous run of
+ * its phase whatever the stride or dilation. */
+#define CYC_PLANAR_PV (MR / 2)   /* AVX2, SSE2: 12 accumulators of 16 registers; AVX-512 24 */
+#define CYC_PLANAR_L1_BYTES (16 * 1024)
+
+/* Stage row r of channel c, phase q, holds padded input row r_lo + r at columns q + t * s. */
+static void FN(planar_stage)(const cyc_geom_t *g, const T *xn, int r_lo, int rows, int len, T *st)
+{
+    const int s = g->sw;
+    for (int c = 0; c < g->c; c++)
+        for (int q = 0; q < s; q++)
+            for (int r = 0; r < rows; r++) {
+                T *d = st + (((ptrdiff_t)c * s + q) * rows + r) * len;
+                const int iy = r_lo + r;
+                if (iy < 0 || iy >= g->h) {
+                    memset(d, 0, sizeof(T) * (size_t)len);
+                    continue;
+                }
+                const T *src = xn + ((ptrdiff_t)c * g->h + iy) * g->w;
+                /* t * s + q - pad_left lies in [0, w) for t in [t0, t1) */
+                const int first = g->pad_left - q, last = g->w - 1 + g->pad_left - q;
+                const int t0 = first <= 0 ? 0 : (first + s - 1) / s;
+                int t1 = last < 0 ? 0 : last / s + 1;
+                if (t1 > len) t1 = len;
+                if (t1 <= t0) {
+                    memset(d, 0, sizeof(T) * (size_t)len);
+                    continue;
+                }
+                const T *sp = src + t0 * s + q - g->pad_left;
+                memset(d, 0, sizeof(T) * (size_t)t0);
+                if (s == 1)
+                    memcpy(d + t0, sp, sizeof(T) * (size_t)(t1 - t0));
+                else
+                    for (int u = 0; u < t1 - t0; u++) d[t0 + u] = sp[(ptrdiff_t)u * s];
+                memset(d + t1, 0, sizeof(T) * (size_t)(len - t1));
+            }
+}
+
+/* One block of NV vectors of pixels of an output row, CYC_PLANAR_PK channels: tap t reads
+ * st + toff[t] (st at the block's first pixel in the stage row of its tap row 0), wp holds the
+ * block of channels' packed weights, bp its bias; the first nk channels and m pixels are
+ * stored, channel k's at yo + k * plane.  The sums in one flat array of constant stride NV: as
+ * a 2-D array GCC kept them on the stack. */
+ALWAYS_INLINE void FN(planar_block)(const T *st, const ptrdiff_t *toff, int taps,
+                                    const T *restrict wp, const T *restrict bp, int relu, T *yo,
+                                    ptrdiff_t plane, int nk, int m, const int NV)
+{
+    enum { PK = CYC_PLANAR_PK };
+    V acc[PK * CYC_PLANAR_PV];
+    for (int k = 0; k < PK; k++)
+        for (int v = 0; v < NV; v++) acc[k * NV + v] = bp[k] - (V){0};   /* exact, even -0 */
+    for (int t = 0; t < taps; t++, wp += PK) {
+        const T *p = st + toff[t];
+        V xv[CYC_PLANAR_PV];
+        for (int v = 0; v < NV; v++) {
+            xv[v] = LOADV(p + v * VLEN);
+            CYC_IN_REGISTER(xv[v]);
+        }
+        for (int k = 0; k < PK; k++) {
+            const T w = wp[k];
+            for (int v = 0; v < NV; v++) acc[k * NV + v] += w * xv[v];
+        }
+    }
+    for (int k = 0; k < nk; k++)
+        for (int v = 0; v < NV; v++) {
+            const V a = relu ? FN(relu)(acc[k * NV + v]) : acc[k * NV + v];
+            const int left = m - v * VLEN;
+            FN(store_n)(yo + k * plane + v * VLEN, a, left < VLEN ? left : VLEN);
+        }
+}
+
+/* One output row of ow pixels, a block of channels (see FN(planar_block)); `after` pixels of
+ * the plane follow the row that the caller writes later. */
+static void FN(planar_row)(int ow, const T *st, const ptrdiff_t *toff, int taps, const T *wp,
+                           const T *bp, int relu, T *yo, ptrdiff_t plane, int nk, ptrdiff_t after)
+{
+    enum { B = CYC_PLANAR_PV * VLEN };
+    for (int ox0 = 0; ox0 < ow; ox0 += B) {
+        int m = ow - ox0 < B ? ow - ox0 : B;
+        const int nv = (m + VLEN - 1) / VLEN;
+        /* a whole last vector may run on into the rows written afterwards: AVX2's masked
+         * stores took a third of the seed's conv1's time (AMD) */
+        if (after >= nv * VLEN - m) m = nv * VLEN;
+        switch (nv) {
+#define CYC_PLANAR_CASE(nv)                                                                    \
+    case nv:                                                                                   \
+        FN(planar_block)(st + ox0, toff, taps, wp, bp, relu, yo + ox0, plane, nk, m, nv);      \
+        break;
+            CYC_PLANAR_CASE(1)
+            CYC_PLANAR_CASE(2)
+            CYC_PLANAR_CASE(3)
+#if CYC_PLANAR_PV > 3
+            CYC_PLANAR_CASE(4)
+            CYC_PLANAR_CASE(5)
+            CYC_PLANAR_CASE(6)
+#endif
+#undef CYC_PLANAR_CASE
+        }
+    }
+}
+
+/* Output rows [oy0, oy1) of image n, every channel, from NCHW x into NCHW y; packed as
+ * cyc_conv_planar_packed_len describes, stage of cyc_conv_planar_stage_bytes(g, oy1 - oy0). */
+void FN(cyc_conv_planar)(const cyc_geom_t *g, const T *x, const T *packed, int relu, T *y,
+                         ptrdiff_t n, int oy0, int oy1, T *stage)
+{
+    enum { PK = CYC_PLANAR_PK };
+    const int rows = cyc_conv_planar_stage_rows(g, oy1 - oy0);
+    const int len = cyc_conv_planar_stage_len(g, sizeof(T));
+    const ptrdiff_t phase = (ptrdiff_t)rows * len, chan = phase * g->sw;
+    const ptrdiff_t plane = (ptrdiff_t)g->oh * g->ow;
+    const int nkb = (g->cout + PK - 1) / PK, taps = g->c * g->kh * g->kw;
+    ptrdiff_t toff[CYC_PLANAR_MAX_TAPS];
+    for (int c = 0, t = 0; c < g->c; c++)
+        for (int i = 0; i < g->kh; i++)
+            for (int j = 0; j < g->kw; j++, t++) {
+                const int jd = j * g->dw;
+                toff[t] = c * chan + (ptrdiff_t)i * g->dh * len + (jd % g->sw) * phase +
+                          jd / g->sw;
+            }
+    FN(planar_stage)(g, x + n * g->c * g->h * g->w, oy0 * g->sh - g->pad_top, rows, len, stage);
+    /* Rows in groups whose stage rows stay in L1 across the blocks of channels, and a block of
+     * channels at a time down a group: PK output streams, not all cout (the seed's conv1 at
+     * batch 256, one group of a whole image: 0.67 of the time of a row at a time). */
+    int group = 1;
+    while (group < oy1 - oy0 &&
+           cyc_conv_planar_stage_bytes(g, group + 1, sizeof(T)) <= CYC_PLANAR_L1_BYTES)
+        group++;
+    for (int gy = oy0; gy < oy1; gy += group) {
+        const int gend = gy + group < oy1 ? gy + group : oy1;
+        for (int kb = 0; kb < nkb; kb++) {
+            const T *wp = packed + (ptrdiff_t)kb * taps * PK;
+            const T *bp = packed + (ptrdiff_t)nkb * taps * PK + kb * PK;
+            const int nk = g->cout - kb * PK < PK ? g->cout - kb * PK : PK;
+            T *yk = y + (n * g->cout + kb * PK) * plane;
+            for (int oy = gy; oy < gend; oy++)
+                FN(planar_row)(g->ow, stage + (ptrdiff_t)(oy - oy0) * g->sh * len, toff, taps, wp,
+                               bp, relu, yk + (ptrdiff_t)oy * g->ow, plane, nk,
+                               (ptrdiff_t)(oy1 - 1 - oy) * g->ow);
+        }
+    }
+}
+#undef CYC_PLANAR_PV
+#undef CYC_PLANAR_L1_BYTES
+
 /* dst[k] = src[k] transposed, for matrices k in [k0, k1), each rows x cols: the NCHW <-> NHWC
  * conversions.  Blocks of 16 x 16 keep both sides' cache lines in use (numpy's strided copy
  * of a (4, 112, 112, 64) image is 18x slower than a plain copy). */

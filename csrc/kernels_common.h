@@ -242,6 +242,8 @@ static inline int cyc_wino_block(const cyc_wino_t *q, int elem_size, int dw)
     void cyc_adam_##SUF##_##ISA(T *, const T *, T *, T *, ptrdiff_t, T, T, T, T);               \
     void cyc_transpose_##SUF##_##ISA(const T *, ptrdiff_t, T *, ptrdiff_t, ptrdiff_t,           \
                                      ptrdiff_t);                                                \
+    void cyc_conv_planar_##SUF##_##ISA(const cyc_geom_t *, const T *, const T *, int, T *,     \
+                                       ptrdiff_t, int, int, T *);                               \
     void cyc_avg_pool_##SUF##_##ISA(const cyc_geom_t *, const T *, T *, int, ptrdiff_t,         \
                                     ptrdiff_t);                                                 \
     void cyc_avg_pool_bwd_##SUF##_##ISA(const cyc_geom_t *, const T *, T *, int, ptrdiff_t,     \

@@ -127,6 +127,23 @@ def depthwise_cases(draw):
                       dict(stride=stride, padding=padding, dilation=dilation, groups=c))
 
 
+@st.composite
+def planar_cases(draw):
+    """An NCHW conv2d call of the kind the planar kernel takes: one group of 1 to 4 input
+    channels; windows up to 7 wide, strides and dilations up to 3, rows long enough for
+    several blocks of pixels and a remainder (up to 6 x 16 float32 lanes), output channels
+    past a block of 4."""
+    dtype = draw(st.sampled_from(DTYPES))
+    n = draw(st.integers(0, 3))
+    cin, cout = draw(st.integers(1, 4)), draw(st.integers(1, 13))
+    kh, kw = draw(st.integers(1, 7)), draw(st.integers(1, 7))
+    stride, dilation = draw(int_or_pair(1, 3)), draw(int_or_pair(1, 3))
+    padding, h, w = _window_and_padding(draw, (kh, kw), as_pair(dilation), (3, 3))
+    w += draw(st.sampled_from([0, 0, 5, 17, 40, 100]))
+    return _conv_case(draw, "NCHW", dtype, (n, h, w, cin), (kh, kw, cin, cout),
+                      dict(stride=stride, padding=padding, dilation=dilation))
+
+
 def _conv_case(draw, fmt, dtype, x_shape, w_shape, kwargs):
     """The case dict of a conv2d call: arrays of these NHWC / HWIO shapes, in fmt's layouts and
     drawn memory forms, a bias or none, an activation, and whether dx is wanted."""

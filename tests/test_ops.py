@@ -17,8 +17,8 @@ from cyconv import _args, _kernels, ops, reference
 from helpers import (assert_bitwise_equal, assert_close, assert_results_close,
                      check_against_reference, in_memory_layout, kernel_path, on_every_path,
                      random_array, to_layout, unchanged, weights_to_layout)
-from strategies import (conv_cases, conv_pool_cases, depthwise_cases, global_cases, pool_cases,
-                        winograd_cases)
+from strategies import (conv_cases, conv_pool_cases, depthwise_cases, global_cases, planar_cases,
+                        pool_cases, winograd_cases)
 
 RNG_SEED = 20240611
 
@@ -503,6 +503,8 @@ def test_nchw_forward_writes_planes_from_the_direct_tiles(monkeypatch, dtype, x_
                                          dtype) == "direct"
     want = on_every_path(lambda: ops.conv2d(x, w, b, activation="relu", **kwargs))
     monkeypatch.setattr(ops, "_images_per_stage", lambda *a: 0)
+    # (inputs of up to 4 channels in one group go by the planar kernel unless told not to)
+    monkeypatch.setattr(ops, "_straight_into_planes", lambda g: False)
     planes = record_kernel_calls(monkeypatch, "conv2d_forward", -1)
     xc, wc = to_layout(x, "NCHW"), weights_to_layout(w, "NCHW")
     got = on_every_path(lambda: ops.conv2d(xc, wc, b, activation="relu", data_format="NCHW",
@@ -510,6 +512,63 @@ def test_nchw_forward_writes_planes_from_the_direct_tiles(monkeypatch, dtype, x_
     assert planes and all(planes)
     for isa in want:
         assert_bitwise_equal(got[isa], np.ascontiguousarray(to_layout(want[isa], "NCHW")), isa)
+
+
+@given(planar_cases())
+def test_planar_convolutions_of_drawn_shapes_match_reference(case):
+    check_conv(case["x"], case["w"], case["b"], case["kwargs"], case["activation"],
+               case["compute_dx"], ("sliced", True), case["rng"])
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
+@pytest.mark.parametrize("x_shape, w_shape, kwargs", [
+    ((33, 28, 28, 1), (3, 3, 1, 32), {}),                         # the seed's conv1
+    ((3, 40, 37, 3), (7, 7, 3, 10), {"stride": 2, "padding": 3}),  # an ImageNet-style stem
+    ((2, 1, 1, 2), (1, 1, 2, 5), {}),                             # 1x1 input
+    ((2, 5, 9, 4), (5, 9, 4, 6), {}),                             # window as large as the input
+    ((3, 11, 30, 1), (2, 2, 1, 7), {"stride": (3, 4), "dilation": (1, 2),
+                                    "padding": ((0, 1), (2, 0))}),  # strides past the window
+    ((1, 9, 3, 2), (3, 3, 2, 4), {"padding": ((2, 1), (1, 2))}),  # rows shorter than a vector
+])
+def test_nchw_few_input_channels_go_straight_into_planes(monkeypatch, dtype, x_shape, w_shape,
+                                                         kwargs):
+    """An NCHW convolution of one group of at most 4 input channels goes by the planar kernel
+    (vectors along the output rows, no transposes): the reference's results on every path, and
+    the same bits in bands of one row as in whole images (each pixel is summed whole)."""
+    x, w, b = conv_arrays(x_shape, w_shape, "NHWC", dtype)
+    xc, wc = to_layout(x, "NCHW"), weights_to_layout(w, "NCHW")
+    bands = record_kernel_calls(monkeypatch, "conv2d_forward_planar", -1)
+    _, got = check_against_reference("conv2d", xc, wc, b, activation="relu",
+                                     data_format="NCHW", **kwargs)
+    assert bands, "the planar kernel did not run"
+    monkeypatch.setattr(ops, "_PLANAR_STAGE_BYTES", 1)
+    one_row = ops.conv2d(xc, wc, b, activation="relu", data_format="NCHW", **kwargs)
+    assert bands[-1] == 1
+    assert_bitwise_equal(one_row, got[_kernels.isa_get()], "bands of one row")
+
+
+@pytest.mark.parametrize("x_shape, w_shape, kwargs", [
+    ((4, 12, 12, 5), (3, 3, 5, 8), {}),             # 5 input channels
+    ((4, 12, 12, 4), (3, 3, 2, 8), {"groups": 2}),  # grouped
+    ((4, 12, 12, 2), (3, 3, 2, 8), {}),             # NHWC
+], ids=["5 channels", "grouped", "NHWC"])
+def test_planar_kernel_is_for_one_group_of_few_channels_in_nchw(monkeypatch, x_shape, w_shape,
+                                                                kwargs):
+    fmt = "NHWC" if "groups" not in kwargs and x_shape[3] == 2 else "NCHW"
+    x, w, b = conv_arrays(x_shape, w_shape, "NHWC", np.float32)
+    bands = record_kernel_calls(monkeypatch, "conv2d_forward_planar", -1)
+    y = ops.conv2d(to_layout(x, fmt), weights_to_layout(w, fmt), b, data_format=fmt, **kwargs)
+    assert not bands
+    assert_close(y, reference.conv2d(to_layout(x, fmt), weights_to_layout(w, fmt), b,
+                                     data_format=fmt, **kwargs))
+
+
+def test_planar_kernel_refuses_what_it_cannot_take():
+    g = _args.conv_geometry((2, 5, 8, 8), (4, 5, 3, 3), 1, "valid", 1, 1, "NCHW")
+    x = np.zeros((2, 5, 8, 8), np.float32)
+    with pytest.raises(ValueError, match="at most 4 input channels"):
+        _kernels.conv2d_forward_planar(x, np.zeros((3, 3, 5, 4), np.float32), None, g, False,
+                                       np.zeros(g.y_shape, np.float32), 1, 1)
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
@@ -534,6 +593,7 @@ def test_nchw_forward_goes_a_few_images_at_a_time(monkeypatch, dtype, x_shape, w
         monkeypatch.setattr(ops, "_IMAGES_STAGE_BYTES",
                             _kernels.image_stage_bytes(g, 1, x.itemsize, False))
     units = record_kernel_calls(monkeypatch, "conv2d_forward_images", -1)
+    monkeypatch.setattr(ops, "_straight_into_planes", lambda g: False)   # (for the 1 channel)
     xc, wc = to_layout(x, "NCHW"), weights_to_layout(w, "NCHW")
     got = on_every_path(lambda: ops.conv2d(xc, wc, b, activation="relu", data_format="NCHW",
                                            **kwargs))

@@ -156,6 +156,15 @@ cdef extern from "cyconv.h" nogil:
                            ptrdiff_t rows, ptrdiff_t cols)
     void cyc_transpose_u8(const uint8_t *src, ptrdiff_t src_ld, uint8_t *dst, ptrdiff_t dst_ld,
                           ptrdiff_t rows, ptrdiff_t cols)
+    int CYC_PLANAR_MAX_C
+    int CYC_PLANAR_MAX_TAPS
+    int CYC_PLANAR_PK
+    size_t cyc_conv_planar_packed_len(const cyc_geom_t *g)
+    size_t cyc_conv_planar_stage_bytes(const cyc_geom_t *g, int band_rows, int elem_size)
+    void cyc_conv_planar_f32(const cyc_geom_t *g, const float *x, const float *packed, int relu,
+                             float *y, ptrdiff_t n, int oy0, int oy1, float *stage)
+    void cyc_conv_planar_f64(const cyc_geom_t *g, const double *x, const double *packed,
+                             int relu, double *y, ptrdiff_t n, int oy0, int oy1, double *stage)
     void cyc_adam_f32(float *var, const float *g, float *m, float *v, ptrdiff_t n, float alpha,
                       float c1, float c2, float eps)
     void cyc_adam_f64(double *var, const double *g, double *m, double *v, ptrdiff_t n,
@@ -1199,6 +1208,84 @@ def conv2d_forward_images(const floating[:, :, :, ::1] x, const floating[:, :, :
     with nogil:
         failed = _run_conv(kind, &g, &w[0, 0, 0, 0], bp, &x[0, 0, 0, 0], relu, &y[0, 0, 0, 0],
                            OUT_IMAGES, g.n, per_unit, sbytes, n_threads)
+    if failed:
+        raise MemoryError("conv2d: could not allocate scratch memory")
+
+
+PLANAR_MAX_CHANNELS = CYC_PLANAR_MAX_C
+PLANAR_MAX_TAPS = CYC_PLANAR_MAX_TAPS
+
+
+def planar_stage_bytes(object geom, int band_rows, int itemsize):
+    """A thread's stage for a band of band_rows output rows of conv2d_forward_planar."""
+    cdef cyc_geom_t g = _geom(geom)
+    return cyc_conv_planar_stage_bytes(&g, band_rows, itemsize)
+
+
+cdef void _planar_pack(const cyc_geom_t *g, const floating *w, const floating *b,
+                       floating *packed) noexcept nogil:
+    """HWIO weights and the bias (or NULL) in the planar kernel's order (cyconv.h)."""
+    cdef int PK = CYC_PLANAR_PK, nkb = (g.cout + CYC_PLANAR_PK - 1) // CYC_PLANAR_PK
+    cdef int kb, c, i, j, k, o
+    cdef floating *p = packed
+    for kb in range(nkb):
+        for c in range(g.c):
+            for i in range(g.kh):
+                for j in range(g.kw):
+                    for k in range(PK):
+                        o = kb * PK + k
+                        p[0] = w[((i * g.kw + j) * g.c + c) * g.cout + o] if o < g.cout else 0
+                        p += 1
+    for o in range(nkb * PK):
+        p[o] = b[o] if b != NULL and o < g.cout else 0
+
+
+def conv2d_forward_planar(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] w,
+                          const floating[::1] b, object geom, bint relu,
+                          floating[:, :, :, ::1] y, int n_threads, int band_rows):
+    """y = conv(x, w) + b (+ ReLU) for NCHW x and y, HWIO weights, one group of at most
+    PLANAR_MAX_CHANNELS input channels: vectors along the output rows, the sums stored straight
+    into the planes (cyc_conv_planar), in units of band_rows output rows of one image."""
+    cdef cyc_geom_t g = _geom(geom)
+    if g.groups != 1 or g.c > CYC_PLANAR_MAX_C or g.c * g.kh * g.kw > CYC_PLANAR_MAX_TAPS:
+        raise ValueError(f"conv2d_forward_planar: one group of at most {CYC_PLANAR_MAX_C} "
+                         f"input channels and {CYC_PLANAR_MAX_TAPS} taps, not {g.c} channels "
+                         f"in {g.groups} groups, {g.kh}x{g.kw} windows")
+    band_rows = max(1, min(band_rows, g.oh))
+    cdef Py_ssize_t bands = (g.oh + band_rows - 1) // band_rows
+    cdef Py_ssize_t units = <Py_ssize_t>g.n * bands, u
+    cdef size_t sbytes = cyc_conv_planar_stage_bytes(&g, band_rows, sizeof(floating))
+    cdef const floating *bp = &b[0] if b is not None else NULL
+    cdef void *packed
+    cdef void *stage
+    cdef int oy0
+    cdef int failed = 0
+    cdef int *failp = &failed   # written inside the loop, so shared through a pointer
+    if units == 0:
+        return
+    with nogil:
+        packed = cyc_scratch(CYC_SCRATCH_PACKED,
+                             cyc_conv_planar_packed_len(&g) * sizeof(floating))
+        if packed == NULL:
+            failed = 1
+        else:
+            _planar_pack(&g, &w[0, 0, 0, 0], bp, <floating *>packed)
+            for u in prange(units, num_threads=n_threads, schedule="dynamic"):
+                stage = cyc_scratch(CYC_SCRATCH_STAGE, sbytes)
+                if stage == NULL:
+                    failp[0] = 1
+                else:
+                    oy0 = <int>(u % bands * band_rows)
+                    if floating is float:
+                        cyc_conv_planar_f32(&g, &x[0, 0, 0, 0], <const float *>packed, relu,
+                                            &y[0, 0, 0, 0], u // bands, oy0,
+                                            min(g.oh, oy0 + band_rows), <float *>stage)
+                    else:
+                        cyc_conv_planar_f64(&g, &x[0, 0, 0, 0], <const double *>packed, relu,
+                                            &y[0, 0, 0, 0], u // bands, oy0,
+                                            min(g.oh, oy0 + band_rows), <double *>stage)
+                cyc_scratch_done(CYC_SCRATCH_STAGE, stage)
+        cyc_scratch_done(CYC_SCRATCH_PACKED, packed)
     if failed:
         raise MemoryError("conv2d: could not allocate scratch memory")
 
