@@ -1361,6 +1361,33 @@ ALWAYS_INLINE IV FN(widen_cells)(const uint8_t *ic)
 #endif
 }
 
+/* The converse: VLEN cell numbers (each in [0, 255]) stored as bytes.  GCC compiles the
+ * generic conversion to one extract, shift and or per lane on AVX2: the seed's pool1 forward
+ * spent most of its time there (perf). */
+ALWAYS_INLINE void FN(narrow_cells)(uint8_t *ic, IV v)
+{
+#if CYC_X86_512 && defined(CYC_T_IS_DOUBLE)
+    _mm_storel_epi64((__m128i *)ic, _mm512_cvtepi64_epi8((__m512i)v));
+#elif CYC_X86_512
+    _mm_storeu_si128((__m128i *)ic, _mm512_cvtepi32_epi8((__m512i)v));
+#elif CYC_X86_256 && defined(CYC_T_IS_DOUBLE)
+    /* byte 0 of each 64-bit lane to bytes 0 and 1 of its 128-bit half */
+    const __m256i pick = _mm256_setr_epi8(0, 8, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1,
+                                          -1, -1, 0, 8, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1,
+                                          -1, -1, -1, -1);
+    const __m256i p = _mm256_shuffle_epi8((__m256i)v, pick);
+    const uint32_t four = (uint32_t)_mm256_extract_epi16(p, 0) |
+                          (uint32_t)_mm256_extract_epi16(p, 8) << 16;
+    memcpy(ic, &four, sizeof(four));
+#elif CYC_X86_256
+    const __m128i w = _mm_packus_epi32(_mm256_castsi256_si128((__m256i)v),
+                                       _mm256_extracti128_si256((__m256i)v, 1));
+    _mm_storel_epi64((__m128i *)ic, _mm_packus_epi16(w, w));
+#else
+    *(FN(uc8) *)ic = __builtin_convertvector(v, FN(c8));
+#endif
+}
+
 /* Channels [o0, o0 + og) of the gradient at output pixel (n, y, x), rebuilt from the max-pool
  * after the convolution (see cyc_unpool_t): what max_pool_bwd would have written there. */
 ALWAYS_INLINE void FN(unpool_row)(const cyc_unpool_t *up, int cout, int n, int y, int x, int o0,
@@ -2601,7 +2628,7 @@ ALWAYS_INLINE IV FN(load_pos)(const int64_t *io)
 /* The records of VLEN channels: to positions io or cells ic (whichever is not NULL). */
 ALWAYS_INLINE void FN(store_rec)(int64_t *io, uint8_t *ic, IV v)
 {
-    if (ic) *(FN(uc8) *)ic = __builtin_convertvector(v, FN(c8));
+    if (ic) FN(narrow_cells)(ic, v);
     else FN(store_pos)(io, v);
 }
 
