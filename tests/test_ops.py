@@ -547,14 +547,13 @@ def test_nchw_few_input_channels_go_straight_into_planes(monkeypatch, dtype, x_s
     assert_bitwise_equal(one_row, got[_kernels.isa_get()], "bands of one row")
 
 
-@pytest.mark.parametrize("x_shape, w_shape, kwargs", [
-    ((4, 12, 12, 5), (3, 3, 5, 8), {}),             # 5 input channels
-    ((4, 12, 12, 4), (3, 3, 2, 8), {"groups": 2}),  # grouped
-    ((4, 12, 12, 2), (3, 3, 2, 8), {}),             # NHWC
+@pytest.mark.parametrize("fmt, x_shape, w_shape, kwargs", [
+    ("NCHW", (4, 12, 12, 5), (3, 3, 5, 8), {}),
+    ("NCHW", (4, 12, 12, 4), (3, 3, 2, 8), {"groups": 2}),
+    ("NHWC", (4, 12, 12, 2), (3, 3, 2, 8), {}),
 ], ids=["5 channels", "grouped", "NHWC"])
-def test_planar_kernel_is_for_one_group_of_few_channels_in_nchw(monkeypatch, x_shape, w_shape,
-                                                                kwargs):
-    fmt = "NHWC" if "groups" not in kwargs and x_shape[3] == 2 else "NCHW"
+def test_planar_kernel_is_for_one_group_of_few_channels_in_nchw(monkeypatch, fmt, x_shape,
+                                                                w_shape, kwargs):
     x, w, b = conv_arrays(x_shape, w_shape, "NHWC", np.float32)
     bands = record_kernel_calls(monkeypatch, "conv2d_forward_planar", -1)
     y = ops.conv2d(to_layout(x, fmt), weights_to_layout(w, fmt), b, data_format=fmt, **kwargs)
