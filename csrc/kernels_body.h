@@ -2585,18 +2585,35 @@ static inline void FN(valid_taps)(int start, int step, int k, int size, int *lo,
 typedef int64_t FN(l8) __attribute__((vector_size(CYC_VBYTES)));
 typedef int64_t FN(ul8) __attribute__((vector_size(CYC_VBYTES), aligned(8), may_alias));
 
-/* For float, IV's lanes are int32 and the int64 positions take two vectors of int64 (l8): */
+/* For float, IV's lanes are int32 and the int64 positions take two vectors of int64 (l8).  The
+ * halves are taken and joined in registers: joined through memory (two 16-byte stores read
+ * back as one 32-byte load), the store forwarding failed, and AVX2's backward pass by flat
+ * indices spent nearly half its time on that load (perf). */
 #define CYC_HALF (VLEN / 2)
+#if !defined(CYC_T_IS_DOUBLE)
+#if CYC_VBYTES == 64
+#define CYC_LO_LANES 0, 1, 2, 3, 4, 5, 6, 7
+#define CYC_HI_LANES 8, 9, 10, 11, 12, 13, 14, 15
+#define CYC_ALL_LANES CYC_LO_LANES, CYC_HI_LANES
+#elif CYC_VBYTES == 32
+#define CYC_LO_LANES 0, 1, 2, 3
+#define CYC_HI_LANES 4, 5, 6, 7
+#define CYC_ALL_LANES CYC_LO_LANES, CYC_HI_LANES
+#else
+#define CYC_LO_LANES 0, 1
+#define CYC_HI_LANES 2, 3
+#define CYC_ALL_LANES CYC_LO_LANES, CYC_HI_LANES
+#endif
+typedef int32_t FN(ih) __attribute__((vector_size(CYC_VBYTES / 2)));
+#endif
 
 ALWAYS_INLINE void FN(store_pos)(int64_t *io, IV v)
 {
 #if defined(CYC_T_IS_DOUBLE)
     *(FN(ul8) *)io = v;
 #else
-    typedef int32_t IH __attribute__((vector_size(CYC_VBYTES / 2)));
-    IH lo, hi;
-    memcpy(&lo, &v, sizeof(lo));
-    memcpy(&hi, (const char *)&v + sizeof(lo), sizeof(hi));
+    const FN(ih) lo = __builtin_shufflevector(v, v, CYC_LO_LANES);
+    const FN(ih) hi = __builtin_shufflevector(v, v, CYC_HI_LANES);
     *(FN(ul8) *)io = __builtin_convertvector(lo, FN(l8));
     *(FN(ul8) *)(io + CYC_HALF) = __builtin_convertvector(hi, FN(l8));
 #endif
@@ -2607,7 +2624,7 @@ ALWAYS_INLINE IV FN(load_pos)(const int64_t *io)
 #if defined(CYC_T_IS_DOUBLE)
     return *(const FN(ul8) *)io;
 #else
-    typedef int32_t IH __attribute__((vector_size(CYC_VBYTES / 2)));
+    typedef FN(ih) IH;
     const FN(l8) a = *(const FN(ul8) *)io, b = *(const FN(ul8) *)(io + CYC_HALF);
     IH lo = __builtin_convertvector(a, IH);
     IH hi = __builtin_convertvector(b, IH);
@@ -2617,12 +2634,12 @@ ALWAYS_INLINE IV FN(load_pos)(const int64_t *io)
     const IH bad_hi = __builtin_convertvector(__builtin_convertvector(hi, FN(l8)) != b, IH);
     lo = (lo & ~bad_lo) | (((IH){0} - 2) & bad_lo);
     hi = (hi & ~bad_hi) | (((IH){0} - 2) & bad_hi);
-    IV v;
-    memcpy(&v, &lo, sizeof(lo));
-    memcpy((char *)&v + sizeof(lo), &hi, sizeof(hi));
-    return v;
+    return __builtin_shufflevector(lo, hi, CYC_ALL_LANES);
 #endif
 }
+#undef CYC_LO_LANES
+#undef CYC_HI_LANES
+#undef CYC_ALL_LANES
 #undef CYC_HALF
 
 /* The records of VLEN channels: to positions io or cells ic (whichever is not NULL). */
