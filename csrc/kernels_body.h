@@ -2286,7 +2286,10 @@ static void FN(planar_stage)(const cyc_geom_t *g, const T *xn, int r_lo, int row
 {
     const int s = g->sw;
     for (int c = 0; c < g->c; c++)
-        for (int q = 0; q < s; q++)
+        for (int q = 0; q < s; q++) {
+            /* the input's columns t * s + q - pad_left, for t in [t0, t1) */
+            int t0, t1;
+            FN(valid_taps)(q - g->pad_left, s, len, g->w, &t0, &t1);
             for (int r = 0; r < rows; r++) {
                 T *d = st + (((ptrdiff_t)c * s + q) * rows + r) * len;
                 const int iy = r_lo + r;
@@ -2294,17 +2297,7 @@ static void FN(planar_stage)(const cyc_geom_t *g, const T *xn, int r_lo, int row
                     memset(d, 0, sizeof(T) * (size_t)len);
                     continue;
                 }
-                const T *src = xn + ((ptrdiff_t)c * g->h + iy) * g->w;
-                /* t * s + q - pad_left lies in [0, w) for t in [t0, t1) */
-                const int first = g->pad_left - q, last = g->w - 1 + g->pad_left - q;
-                const int t0 = first <= 0 ? 0 : (first + s - 1) / s;
-                int t1 = last < 0 ? 0 : last / s + 1;
-                if (t1 > len) t1 = len;
-                if (t1 <= t0) {
-                    memset(d, 0, sizeof(T) * (size_t)len);
-                    continue;
-                }
-                const T *sp = src + t0 * s + q - g->pad_left;
+                const T *sp = xn + ((ptrdiff_t)c * g->h + iy) * g->w + t0 * s + q - g->pad_left;
                 memset(d, 0, sizeof(T) * (size_t)t0);
                 if (s == 1)
                     memcpy(d + t0, sp, sizeof(T) * (size_t)(t1 - t0));
@@ -2312,6 +2305,7 @@ static void FN(planar_stage)(const cyc_geom_t *g, const T *xn, int r_lo, int row
                     for (int u = 0; u < t1 - t0; u++) d[t0 + u] = sp[(ptrdiff_t)u * s];
                 memset(d + t1, 0, sizeof(T) * (size_t)(len - t1));
             }
+        }
 }
 
 /* One block of NV vectors of pixels of an output row, CYC_PLANAR_PK channels: tap t reads

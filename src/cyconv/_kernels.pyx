@@ -841,10 +841,6 @@ def winograd_set(int on):
     return cyc_conv_winograd_set(on)
 
 
-def winograd_enabled():
-    return bool(cyc_conv_winograd_enabled())
-
-
 def winograd_setting():
     """0: Winograd off; 1: F(2x2) and F(4x4) tiles; 2: F(2x2) only."""
     return cyc_conv_winograd_enabled()
