@@ -117,6 +117,9 @@ extensions = [
             + sorted(glob(os.path.join(HERE, "csrc", "*.c")))
         ),
         include_dirs=[os.path.join("csrc"), np.get_include()],
+        # the kernels are written once in headers (kernels_body.h) and compiled per ISA: an
+        # edit there must rebuild the extension as an edit of a .c file does
+        depends=_relative(sorted(glob(os.path.join(HERE, "csrc", "*.h")))),
     )
 ]
 
