@@ -40,12 +40,14 @@ const char *cyc_compiler(void)
 #endif
 }
 
-size_t cyc_l2_cache_bytes(void)
+size_t cyc_cache_bytes(int level)
 {
-#ifdef _SC_LEVEL2_CACHE_SIZE
-    long bytes = sysconf(_SC_LEVEL2_CACHE_SIZE);
-    return bytes > 0 ? (size_t)bytes : 0;
+    long bytes = 0;
+#if defined(_SC_LEVEL2_CACHE_SIZE) && defined(_SC_LEVEL3_CACHE_SIZE)
+    if (level == 2) bytes = sysconf(_SC_LEVEL2_CACHE_SIZE);
+    if (level == 3) bytes = sysconf(_SC_LEVEL3_CACHE_SIZE);
 #else
-    return 0;
+    (void)level;
 #endif
+    return bytes > 0 ? (size_t)bytes : 0;
 }

@@ -60,7 +60,8 @@ void cyc_scratch_done(int slot, void *block);
 int cyc_openmp_enabled(void);      /* 1 if compiled with OpenMP */
 int cyc_omp_max_threads(void);     /* omp_get_max_threads(), or 1 without OpenMP */
 const char *cyc_compiler(void);    /* the compiler that built the kernels, with its version */
-size_t cyc_l2_cache_bytes(void);   /* a core's L2 cache as the C library reports it, else 0 */
+/* The level-2 (a core's) or level-3 (shared) cache as the C library reports it, else 0. */
+size_t cyc_cache_bytes(int level);
 
 /* ---- convolution ----
  * Weights are repacked once per call into the micro-kernel's order (cyc_conv_pack_*).
@@ -248,11 +249,15 @@ void cyc_max_pool_f64(const cyc_geom_t *g, const double *x, double *y, int64_t *
                       uint8_t *cell, int relu_in, ptrdiff_t r0, ptrdiff_t r1);
 /* Reads the records from idx or from cell (exactly one non-NULL).  Returns how many records
  * (other than "none") it could not place: outside the image, not a real cell of their window,
- * or (flat positions, where windows cannot overlap) outside their own window. */
+ * or (flat positions, where windows cannot overlap) outside their own window.  stream: dx is
+ * larger than the caches should keep, so where the windows tile the input, its values are
+ * stored past them (a hint; the values are the same). */
 ptrdiff_t cyc_max_pool_bwd_f32(const cyc_geom_t *g, const float *dy, const int64_t *idx,
-                               const uint8_t *cell, float *dx, ptrdiff_t n0, ptrdiff_t n1);
+                               const uint8_t *cell, float *dx, int stream, ptrdiff_t n0,
+                               ptrdiff_t n1);
 ptrdiff_t cyc_max_pool_bwd_f64(const cyc_geom_t *g, const double *dy, const int64_t *idx,
-                               const uint8_t *cell, double *dx, ptrdiff_t n0, ptrdiff_t n1);
+                               const uint8_t *cell, double *dx, int stream, ptrdiff_t n0,
+                               ptrdiff_t n1);
 void cyc_avg_pool_f32(const cyc_geom_t *g, const float *x, float *y, int count_include_pad,
                       ptrdiff_t r0, ptrdiff_t r1);
 void cyc_avg_pool_f64(const cyc_geom_t *g, const double *x, double *y, int count_include_pad,

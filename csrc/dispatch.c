@@ -515,9 +515,10 @@ static void cyc_restore_fp_modes(unsigned long modes)
         CYC_PICK(cyc_max_pool, SUF, g, x, y, idx, cell, relu_in, r0, r1);                      \
     }                                                                                          \
     ptrdiff_t cyc_max_pool_bwd_##SUF(const cyc_geom_t *g, const T *dy, const int64_t *idx,    \
-                                     const uint8_t *cell, T *dx, ptrdiff_t n0, ptrdiff_t n1)   \
+                                     const uint8_t *cell, T *dx, int stream, ptrdiff_t n0,     \
+                                     ptrdiff_t n1)                                             \
     {                                                                                          \
-        CYC_PICK_RET(cyc_max_pool_bwd, SUF, g, dy, idx, cell, dx, n0, n1);                     \
+        CYC_PICK_RET(cyc_max_pool_bwd, SUF, g, dy, idx, cell, dx, stream, n0, n1);             \
     }                                                                                          \
     void cyc_transpose_##SUF(const T *src, ptrdiff_t src_ld, T *dst, ptrdiff_t dst_ld,         \
                              ptrdiff_t rows, ptrdiff_t cols)                                   \

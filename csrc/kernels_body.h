@@ -2812,18 +2812,17 @@ static void FN(window_table)(const cyc_geom_t *g, int64_t *dpos, ptrdiff_t *off)
         }
 }
 
-/* Whether output (oy, ox)'s window lies wholly inside the image; if so, *p0 is its first cell's
- * flat position and key[k] what cell k records (k itself, or p0 + dpos[k]). */
-static inline int FN(window_inside)(const cyc_geom_t *g, int oy, int ox, const int64_t *dpos,
-                                    int cells, int64_t *p0, int64_t *key)
+/* The output columns [*run0, *run1) of row oy whose windows lie wholly inside the image (an
+ * empty run at ow if none), given the window's inside_columns [lo, hi); returns the flat
+ * position of the run's first cell. */
+static inline int64_t FN(inside_run)(const cyc_geom_t *g, int oy, int lo, int hi, int *run0,
+                                     int *run1)
 {
-    int y0 = oy * g->sh - g->pad_top, x0 = ox * g->sw - g->pad_left;
-    if (!(y0 >= 0 && y0 + (g->kh - 1) * g->dh < g->h && x0 >= 0 &&
-          x0 + (g->kw - 1) * g->dw < g->w))
-        return 0;
-    *p0 = (int64_t)y0 * g->w + x0;
-    for (int k = 0; k < g->kh * g->kw; k++) key[k] = cells ? k : *p0 + dpos[k];
-    return 1;
+    const int y0 = oy * g->sh - g->pad_top;
+    const int rows_inside = y0 >= 0 && y0 + (g->kh - 1) * g->dh < g->h;
+    *run0 = rows_inside && lo < hi ? lo : g->ow;
+    *run1 = *run0 < g->ow ? hi : g->ow;
+    return (int64_t)y0 * g->w + (int64_t)*run0 * g->sw - g->pad_left;
 }
 
 /* Max pooling: for each window, the max and (if idx or cell) the record of its first maximum. */
@@ -2840,19 +2839,15 @@ void FN(cyc_max_pool)(const cyc_geom_t *g, const T *x, T *y, int64_t *idx, uint8
     int64_t pos[CYC_POOL_CELLS], num[CYC_POOL_CELLS], tpos[CYC_POOL_CELLS], key[CYC_POOL_CELLS];
     ptrdiff_t off[CYC_POOL_CELLS], toff[CYC_POOL_CELLS];
     FN(window_table)(g, tpos, toff);
-    /* the columns whose windows lie inside the image's columns: [lo, hi) */
-    const int span = (g->kw - 1) * g->dw, lo = (g->pad_left + g->sw - 1) / g->sw;
-    const int last = g->w - 1 - span + g->pad_left;
-    const int hi = last < 0 ? 0 : last / g->sw + 1 < g->ow ? last / g->sw + 1 : g->ow;
+    int lo, hi;
+    FN(inside_columns)(g, -g->pad_left, (g->kw - 1) * g->dw + 1, &lo, &hi);
     for (ptrdiff_t rr = r0; rr < r1; rr++) {
         int n = (int)(rr / g->oh), oy = (int)(rr % g->oh);
         const T *xn = x + (ptrdiff_t)n * g->h * g->w * C;
-        const int y0 = oy * g->sh - g->pad_top;
-        const int rows_inside = y0 >= 0 && y0 + (g->kh - 1) * g->dh < g->h;
-        const int run0 = rows_inside && lo < hi ? lo : g->ow, run1 = run0 < g->ow ? hi : g->ow;
+        int run0, run1;
+        const int64_t p0 = FN(inside_run)(g, oy, lo, hi, &run0, &run1);
         if (run0 < run1) {
             const ptrdiff_t o = (rr * g->ow + run0) * C;
-            const int64_t p0 = (int64_t)y0 * g->w + (int64_t)run0 * g->sw - g->pad_left;
             const int64_t kstep = cell ? 0 : g->sw;
             for (int k = 0; k < ncell; k++) key[k] = cell ? k : p0 + tpos[k];
             const T *base = xn + p0 * C;
@@ -2902,22 +2897,102 @@ static inline int64_t FN(cell_position)(const cyc_geom_t *g, int oy, int ox, int
     return (iy >= 0 && iy < g->h && ix >= 0 && ix < g->w) ? (int64_t)iy * g->w + ix : -2;
 }
 
+/* v stored at p past the caches (non-temporal), in 16-byte pieces: NumPy's arrays are only
+ * sure to be 16-byte aligned.  The caller ends with FN(stream_fence). */
+ALWAYS_INLINE void FN(store_stream)(T *p, V v)
+{
+#if defined(CYC_HAVE_X86_ISAS)
+    for (int i = 0; i < CYC_VBYTES / 16; i++) {
+#if defined(CYC_T_IS_DOUBLE)
+        _mm_stream_pd(p + 2 * i, (__m128d){v[2 * i], v[2 * i + 1]});
+#else
+        _mm_stream_ps(p + 4 * i, (__m128){v[4 * i], v[4 * i + 1], v[4 * i + 2], v[4 * i + 3]});
+#endif
+    }
+#else
+    STOREV(p, v);
+#endif
+}
+
+/* Non-temporal stores before it are seen before any store after it (by other threads too). */
+ALWAYS_INLINE void FN(stream_fence)(void)
+{
+#if defined(CYC_HAVE_X86_ISAS)
+    _mm_sfence();
+#endif
+}
+
+/* The gradient of `count` disjoint windows along an output row: each window's d (C channels) to
+ * the cell its record (io or ic) names, zeros to its other cells.  Window i's cells are at base +
+ * i * step + off[k] and record key[k] + i * key_step (as in max_windows).  Returns the number of
+ * records that name neither a cell of their window nor `none`.  by_cell: the records are cells
+ * (ic); stream: stores past the caches (both compile-time constants). */
+ALWAYS_INLINE ptrdiff_t FN(unpool_windows)(const T *d, const int64_t *io, const uint8_t *ic,
+                                           T *base, ptrdiff_t step, const ptrdiff_t *off,
+                                           const int64_t *key, int64_t key_step, int ncell,
+                                           int count, int C, int64_t none, const int by_cell,
+                                           const int stream)
+{
+    const int cv = C / VLEN * VLEN;
+    ptrdiff_t stray = 0;
+    IV unplaced = {0};   /* per lane */
+    T *dst[CYC_POOL_CELLS];
+    IV kv[CYC_POOL_CELLS];
+    for (int k = 0; k < ncell; k++) {
+        dst[k] = base + off[k];
+        kv[k] = (IV){0} + (CYC_IT)key[k];
+    }
+    for (int i = 0; i < count; i++) {
+        for (int c0 = 0; c0 < cv; c0 += VLEN) {
+            V dv = LOADV(d + c0);
+            IV iv = by_cell ? FN(load_rec)(NULL, ic + c0) : FN(load_rec)(io + c0, NULL);
+            IV placed = iv == (CYC_IT)none;
+            for (int k = 0; k < ncell; k++) {
+                IV m = iv == kv[k];
+                placed |= m;
+                if (stream) FN(store_stream)(dst[k] + c0, (V)((IV)dv & m));
+                else STOREV(dst[k] + c0, (V)((IV)dv & m));
+            }
+            unplaced += placed + 1;   /* placed lanes are -1 */
+        }
+        for (int c = cv; c < C; c++) {
+            const int64_t r = by_cell ? ic[c] : io[c];
+            int placed = r == none;
+            for (int k = 0; k < ncell; k++) {
+                const int hit = r == key[k] + i * key_step;
+                placed |= hit;
+                dst[k][c] = hit ? d[c] : (T)0;
+            }
+            stray += !placed;
+        }
+        for (int k = 0; k < ncell; k++) dst[k] += step;
+        if (key_step)
+            for (int k = 0; k < ncell; k++) kv[k] += (CYC_IT)key_step;
+        d += C;
+        if (by_cell) ic += C;
+        else io += C;
+    }
+    for (int l = 0; l < VLEN; l++) stray += unplaced[l];
+    return stray;
+}
+
 /* Max-pool gradient: each output's gradient goes to the input its record names.  Where windows
  * cannot overlap, every input cell belongs to at most one window and is written once, directly
- * (no accumulation); where they also tile the whole input, no zeroing pass is needed.
- * by_cell is a compile-time constant: the records are cell (1) or idx (0). */
+ * (no accumulation), a row's windows inside the image in one run (as in the forward pass); where
+ * they also tile the whole input, no zeroing pass is needed, and with `stream` the cells are
+ * stored past the caches.  by_cell and stream are compile-time constants: the records are cell
+ * (1) or idx (0). */
 ALWAYS_INLINE ptrdiff_t FN(max_pool_bwd)(const cyc_geom_t *g, const T *dy, const int64_t *idx,
                                          const uint8_t *cell, T *dx, ptrdiff_t n0, ptrdiff_t n1,
-                                         const int by_cell)
+                                         const int by_cell, const int stream)
 {
     ptrdiff_t stray = 0;
-    IV unplaced = {0};   /* per lane, folded into stray after each image */
     const int C = g->c;
-    const int cv = C / VLEN * VLEN;
     const int64_t none = by_cell ? CYC_POOL_NO_CELL : -1;
     const ptrdiff_t in_plane = (ptrdiff_t)g->h * g->w, out_plane = (ptrdiff_t)g->oh * g->ow;
+    const int ncell = g->kh * g->kw;
     const int disjoint = g->sh >= (g->kh - 1) * g->dh + 1 && g->sw >= (g->kw - 1) * g->dw + 1 &&
-                         g->kh * g->kw <= CYC_POOL_CELLS;
+                         ncell <= CYC_POOL_CELLS;
     /* Windows that tile the input from its top-left corner write every cell they cover, so
      * only the rows below them and the columns right of them need zeros: with a 2x2 pool of an
      * odd size a sixth of the input, where the whole input had been zeroed and then most of it
@@ -2929,7 +3004,11 @@ ALWAYS_INLINE ptrdiff_t FN(max_pool_bwd)(const cyc_geom_t *g, const T *dy, const
     const int tw = !tiled ? 0 : (ptrdiff_t)g->ow * g->sw < g->w ? g->ow * g->sw : g->w;
     int64_t pos[CYC_POOL_CELLS], num[CYC_POOL_CELLS], tpos[CYC_POOL_CELLS], key[CYC_POOL_CELLS];
     ptrdiff_t off[CYC_POOL_CELLS], toff[CYC_POOL_CELLS];
-    if (disjoint) FN(window_table)(g, tpos, toff);
+    int lo = 0, hi = 0;
+    if (disjoint) {
+        FN(window_table)(g, tpos, toff);
+        FN(inside_columns)(g, -g->pad_left, (g->kw - 1) * g->dw + 1, &lo, &hi);
+    }
     for (ptrdiff_t n = n0; n < n1; n++) {
         T *dxn = dx + n * in_plane * C;
         const T *dyn = dy + n * out_plane * C;
@@ -2944,9 +3023,33 @@ ALWAYS_INLINE ptrdiff_t FN(max_pool_bwd)(const cyc_geom_t *g, const T *dy, const
             memset(dxn + (ptrdiff_t)th * g->w * C, 0,
                    sizeof(T) * (size_t)(g->h - th) * (size_t)g->w * (size_t)C);
         }
-        for (int oy = 0; oy < g->oh; oy++)
+        for (int oy = 0; oy < g->oh; oy++) {
+            const ptrdiff_t orow = (ptrdiff_t)oy * g->ow * C;
+            int run0 = g->ow, run1 = g->ow;
+            if (disjoint) {
+                const int64_t p0 = FN(inside_run)(g, oy, lo, hi, &run0, &run1);
+                if (run0 < run1) {
+                    for (int k = 0; k < ncell; k++) key[k] = by_cell ? k : p0 + tpos[k];
+                    const ptrdiff_t o = orow + (ptrdiff_t)run0 * C;
+                    const T *d = dyn + o;
+                    const int64_t *io = by_cell ? NULL : idx + r0 + o;
+                    const uint8_t *ic = by_cell ? cell + r0 + o : NULL;
+                    const ptrdiff_t step = (ptrdiff_t)g->sw * C;
+                    const int64_t kstep = by_cell ? 0 : g->sw;
+                    if (ncell == 4)
+                        stray += FN(unpool_windows)(d, io, ic, dxn + p0 * C, step, toff, key,
+                                                    kstep, 4, run1 - run0, C, none, by_cell,
+                                                    stream);
+                    else
+                        stray += FN(unpool_windows)(d, io, ic, dxn + p0 * C, step, toff, key,
+                                                    kstep, ncell, run1 - run0, C, none, by_cell,
+                                                    stream);
+                }
+            }
             for (int ox = 0; ox < g->ow; ox++) {
-                const ptrdiff_t o = ((ptrdiff_t)oy * g->ow + ox) * C;
+                if (ox == run0) ox = run1;
+                if (ox >= g->ow) break;
+                const ptrdiff_t o = orow + (ptrdiff_t)ox * C;
                 const T *d = dyn + o;
                 const int64_t *io = by_cell ? NULL : idx + r0 + o;
                 const uint8_t *ic = by_cell ? cell + r0 + o : NULL;
@@ -2960,49 +3063,31 @@ ALWAYS_INLINE ptrdiff_t FN(max_pool_bwd)(const cyc_geom_t *g, const T *dy, const
                     }
                     continue;
                 }
-                /* the window's cells, walked as in the forward pass */
-                int nc = g->kh * g->kw;
-                int64_t p0 = 0;
-                const int64_t *keys = key;
-                const ptrdiff_t *doff = toff;
-                if (!FN(window_inside)(g, oy, ox, tpos, by_cell, &p0, key)) {
-                    nc = FN(pool_cells)(g, oy, ox, pos, off, num);
-                    keys = by_cell ? num : pos;
-                    doff = off;
-                }
-                T *base = dxn + p0 * C;
-                for (int c0 = 0; c0 < cv; c0 += VLEN) {
-                    V dv = LOADV(d + c0);
-                    IV iv = by_cell ? FN(load_rec)(NULL, ic + c0) : FN(load_rec)(io + c0, NULL);
-                    IV placed = iv == (CYC_IT)none;
-                    for (int k = 0; k < nc; k++) {
-                        IV m = iv == (CYC_IT)keys[k];
-                        placed |= m;
-                        STOREV(base + doff[k] + c0, (V)((IV)dv & m));
-                    }
-                    unplaced += placed + 1;   /* placed lanes are -1 */
-                }
-                for (int c = cv; c < C; c++) {
-                    const int64_t r = by_cell ? ic[c] : io[c];
-                    int placed = r == none;
-                    for (int k = 0; k < nc; k++) {
-                        placed |= r == keys[k];
-                        base[doff[k] + c] = r == keys[k] ? d[c] : (T)0;
-                    }
-                    stray += !placed;
-                }
+                /* a window reaching into the padding: its real cells, as in the forward pass */
+                const int nc = FN(pool_cells)(g, oy, ox, pos, off, num);
+                stray += FN(unpool_windows)(d, io, ic, dxn, 0, off, by_cell ? num : pos, 0, nc, 1,
+                                            C, none, by_cell, 0);
             }
-        for (int l = 0; l < VLEN; l++) stray += unplaced[l];
-        unplaced = (IV){0};
+        }
     }
+    if (stream) FN(stream_fence)();
     return stray;
 }
 
+/* stream: see max_pool_bwd; taken only where the windows tile the input and every store is a
+ * whole vector at a 16-byte boundary. */
 ptrdiff_t FN(cyc_max_pool_bwd)(const cyc_geom_t *g, const T *dy, const int64_t *idx,
-                               const uint8_t *cell, T *dx, ptrdiff_t n0, ptrdiff_t n1)
+                               const uint8_t *cell, T *dx, int stream, ptrdiff_t n0, ptrdiff_t n1)
 {
-    if (cell) return FN(max_pool_bwd)(g, dy, NULL, cell, dx, n0, n1, 1);
-    return FN(max_pool_bwd)(g, dy, idx, NULL, dx, n0, n1, 0);
+    stream = stream && g->c % VLEN == 0 && (g->c * sizeof(T)) % 16 == 0 &&
+             (uintptr_t)dx % 16 == 0 && g->dh == 1 && g->dw == 1 && g->sh == g->kh &&
+             g->sw == g->kw && g->pad_top == 0 && g->pad_left == 0 &&
+             g->kh * g->kw <= CYC_POOL_CELLS;
+    if (cell)
+        return stream ? FN(max_pool_bwd)(g, dy, NULL, cell, dx, n0, n1, 1, 1)
+                      : FN(max_pool_bwd)(g, dy, NULL, cell, dx, n0, n1, 1, 0);
+    return stream ? FN(max_pool_bwd)(g, dy, idx, NULL, dx, n0, n1, 0, 1)
+                  : FN(max_pool_bwd)(g, dy, idx, NULL, dx, n0, n1, 0, 0);
 }
 
 /* PyTorch's avg_pool2d window: the divisor counts the cells inside the padded input

@@ -237,7 +237,7 @@ static inline int cyc_wino_block(const cyc_wino_t *q, int elem_size, int dw)
     void cyc_max_pool_##SUF##_##ISA(const cyc_geom_t *, const T *, T *, int64_t *, uint8_t *,   \
                                     int, ptrdiff_t, ptrdiff_t);                                 \
     ptrdiff_t cyc_max_pool_bwd_##SUF##_##ISA(const cyc_geom_t *, const T *, const int64_t *,    \
-                                             const uint8_t *, T *, ptrdiff_t, ptrdiff_t);       \
+                                             const uint8_t *, T *, int, ptrdiff_t, ptrdiff_t);  \
     void cyc_relu_bwd_##SUF##_##ISA(const T *, const T *, T *, ptrdiff_t);                      \
     void cyc_adam_##SUF##_##ISA(T *, const T *, T *, T *, ptrdiff_t, T, T, T, T);               \
     void cyc_transpose_##SUF##_##ISA(const T *, ptrdiff_t, T *, ptrdiff_t, ptrdiff_t,           \

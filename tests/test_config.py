@@ -39,7 +39,7 @@ def test_show_config_prints_and_returns_the_facts():
     out = io.StringIO()
     info = cyconv.show_config(file=out)
     for key in ("version", "compiler", "openmp", "threads", "numpy", "simd", "winograd",
-                "omp_idle_spin", "l2_cache"):
+                "omp_idle_spin", "l2_cache", "l3_cache"):
         assert key in info
         assert f"{key}" in out.getvalue()
     assert info["version"] == cyconv.__version__
@@ -48,6 +48,7 @@ def test_show_config_prints_and_returns_the_facts():
     assert info["simd"] == _kernels.isa_get() and info["simd"] in ("portable", "avx2", "avx512")
     assert info["compiler"] and info["compiler"] != "unknown"
     assert info["l2_cache"] == f"{cyconv._config.l2_cache_bytes() // 1024} KB per core"
+    assert info["l3_cache"] == f"{cyconv._config.l3_cache_bytes() // 1024} KB shared"
     printed = dict(line.split(" : ", 1) for line in out.getvalue().splitlines())
     assert {k.strip(): v for k, v in printed.items()}["version"] == cyconv.__version__
 
@@ -272,3 +273,32 @@ def test_the_spin_setting_leaves_the_environment_as_it_found_it(env):
     *left, reported = run_python(code, **env).split("|")
     assert left == [env.get(v, "None") for v in names]
     assert reported == says
+
+
+def test_cache_sizes_come_from_linux_as_lscpu_reads_them(tmp_path):
+    """Linux's cache entries (what lscpu prints), read before the C library's figure: glibc
+    gives an AMD EPYC's L3 as all its core complexes' together."""
+    def entry(name, level, kind, size):
+        (tmp_path / name).mkdir()
+        for field, value in (("level", level), ("type", kind), ("size", size)):
+            (tmp_path / name / field).write_text(f"{value}\n")
+
+    entry("index0", 1, "Data", "48K")
+    entry("index1", 1, "Instruction", "32K")
+    entry("index2", 2, "Unified", "2048K")
+    entry("index3", 3, "Unified", "32M")
+    (tmp_path / "uevent").write_text("")   # not an entry
+    read = cyconv._config._sysfs_cache_bytes
+    assert read(1, str(tmp_path)) == 48 << 10   # the data cache, not the instructions'
+    assert read(2, str(tmp_path)) == 2 << 20
+    assert read(3, str(tmp_path)) == 32 << 20
+    assert read(4, str(tmp_path)) == 0
+    assert read(3, str(tmp_path / "missing")) == 0
+    (tmp_path / "index3" / "size").write_text("lots\n")
+    assert read(3, str(tmp_path)) == 0
+
+
+def test_cache_sizes_are_positive():
+    assert cyconv._config.l2_cache_bytes() > 0
+    assert cyconv._config.l3_cache_bytes() >= cyconv._config.l2_cache_bytes()
+    assert _kernels.cache_bytes(2) >= 0 and _kernels.cache_bytes(7) == 0

@@ -290,6 +290,57 @@ def test_pools_keep_shares_where_the_input_fits_in_the_l2s(monkeypatch, shape, t
     assert ops._pool_threads(kg, 4) == (threads, kept)
 
 
+@contextlib.contextmanager
+def l3_cache_of(nbytes):
+    """ops sees an L3 cache of nbytes (0: every max-pool gradient is stored past the caches)."""
+    saved = ops.l3_cache_bytes
+    ops.l3_cache_bytes = lambda: nbytes
+    try:
+        yield
+    finally:
+        ops.l3_cache_bytes = saved
+
+
+@given(pool_cases("max"))
+def test_max_pool_backward_stored_past_the_caches_matches_reference(case):
+    with l3_cache_of(0):
+        check_max_pool(case["x"], case["kwargs"], case["rng"])
+
+
+@pytest.mark.parametrize("shape, pool_size", [
+    ((3, 26, 26, 32), 2),    # the seed's pool1: windows tile the input
+    ((2, 11, 11, 48), 2),    # odd sizes: the last row and column get zeros the usual way
+    ((2, 9, 10, 16), 3),     # 3x3 windows
+    ((1, 2, 2, 16), 2),      # one window
+])
+@pytest.mark.parametrize("index_format", ["window", "flat"])
+def test_max_pool_backward_past_the_caches_gives_the_same_bits(kernel, dtype, shape, pool_size,
+                                                               index_format):
+    """Where the windows tile the input and the channels fill whole vectors, the gradient can
+    go past the caches (non-temporal stores, 16 bytes at a time): the same bits as through them,
+    also into a dx off a 16-byte boundary (where the kernel keeps to plain stores)."""
+    rng = np.random.default_rng(RNG_SEED)
+    x = random_array(rng, shape, dtype)
+    y, idx = ops.max_pool2d(x, pool_size, return_indices=True, index_format=index_format)
+    dy = random_array(rng, y.shape, dtype)
+    with l3_cache_of(1 << 60):
+        assert not ops._stream_output(x)
+        plain = ops.max_pool2d_backward(dy, x, pool_size, indices=idx)
+    with l3_cache_of(0):
+        assert ops._stream_output(x)
+        assert_bitwise_equal(ops.max_pool2d_backward(dy, x, pool_size, indices=idx), plain)
+    assert_close(plain, reference.max_pool2d_backward(dy, x, pool_size, indices=idx))
+    g = _args.pool_geometry(shape, pool_size, None, "valid", 1, False, "NHWC")
+    flat = index_format == "flat"
+    for offset in (1, 2):   # dx 4 or 8 bytes past a boundary (float32); 8 or 16 (float64)
+        raw = np.empty(x.size + 4, dtype)
+        start = (-raw.ctypes.data // x.itemsize) % (16 // x.itemsize) + offset
+        dx = raw[start:start + x.size].reshape(shape)
+        assert _kernels.max_pool_backward(dy, idx if flat else None, None if flat else idx, g,
+                                          dx, 2, False, stream=True) == 0
+        assert_bitwise_equal(dx, plain)
+
+
 @pytest.mark.parametrize("fmt", ["NHWC", "NCHW"])
 def test_global_pools_on_1x1_images(fmt):
     check_global(np.random.default_rng(0).standard_normal((3, 1, 1, 5)), fmt)

@@ -177,19 +177,58 @@ def get_num_threads():
     return max(1, default)
 
 
-_l2_bytes = None
+_cache_bytes = {}
 
 # what config() says of _kernels.winograd_setting() (CYCONV_WINOGRAD=0, unset, =2)
 _WINOGRAD_SETTINGS = {0: "off", 1: "F(2x2) and F(4x4)", 2: "F(2x2) only"}
 
 
+def _sysfs_cache_bytes(level, root="/sys/devices/system/cpu/cpu0/cache"):
+    """The size of CPU 0's unified or data cache of `level` as Linux reports it, else 0."""
+    try:
+        entries = os.listdir(root)
+    except OSError:
+        return 0
+    for entry in sorted(entries):
+        try:
+            with open(os.path.join(root, entry, "level")) as f:
+                if int(f.read()) != level:
+                    continue
+            with open(os.path.join(root, entry, "type")) as f:
+                if f.read().strip() not in ("Unified", "Data"):
+                    continue
+            with open(os.path.join(root, entry, "size")) as f:
+                size = f.read().strip()
+        except (OSError, ValueError):
+            continue
+        scale = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}.get(size[-1:], 1)
+        try:
+            return int(size.rstrip("KMG")) * scale
+        except ValueError:
+            return 0
+    return 0
+
+
+def _cache_size(level, default):
+    """A cache's bytes: Linux's figure first (glibc's sysconf gives an AMD EPYC's L3 as that of
+    all its core complexes, 256 MB where a core shares 32 MB), then the C library's, else
+    `default`."""
+    if level not in _cache_bytes:
+        _cache_bytes[level] = (_sysfs_cache_bytes(level) or _kernels.cache_bytes(level)
+                               or default)
+    return _cache_bytes[level]
+
+
 def l2_cache_bytes():
-    """A core's L2 cache in bytes, as the C library reports it; 1 MB where it cannot say (AMD's
-    Zen 4 and 5 cores have 1 MB, Intel's recent server cores 1.25 to 2 MB)."""
-    global _l2_bytes
-    if _l2_bytes is None:
-        _l2_bytes = _kernels.l2_cache_bytes() or 1 << 20
-    return _l2_bytes
+    """A core's L2 cache in bytes; 1 MB where the system cannot say (AMD's Zen 4 and 5 cores
+    have 1 MB, Intel's recent server cores 1.25 to 2 MB)."""
+    return _cache_size(2, 1 << 20)
+
+
+def l3_cache_bytes():
+    """The L3 cache that a core shares, in bytes; 32 MB where the system cannot say (an AMD Zen
+    core complex's; Intel's server parts have 1.5 to 2 MB per core)."""
+    return _cache_size(3, 32 << 20)
 
 
 def config():
@@ -209,6 +248,7 @@ def config():
         "winograd": _WINOGRAD_SETTINGS[_kernels.winograd_setting()],
         "omp_idle_spin": _idle_spin if _kernels.openmp_enabled() else None,
         "l2_cache": f"{l2_cache_bytes() // 1024} KB per core",
+        "l3_cache": f"{l3_cache_bytes() // 1024} KB shared",
     }
 
 

@@ -32,7 +32,7 @@ cdef extern from "cyconv.h" nogil:
     int cyc_openmp_enabled()
     int cyc_omp_max_threads()
     const char *cyc_compiler()
-    size_t cyc_l2_cache_bytes()
+    size_t cyc_cache_bytes(int level)
 
     enum:
         CYC_SCRATCH_TILES
@@ -147,9 +147,11 @@ cdef extern from "cyconv.h" nogil:
     void cyc_max_pool_f64(const cyc_geom_t *g, const double *x, double *y, int64_t *idx,
                           uint8_t *cell, int relu_in, ptrdiff_t r0, ptrdiff_t r1)
     ptrdiff_t cyc_max_pool_bwd_f32(const cyc_geom_t *g, const float *dy, const int64_t *idx,
-                                   const uint8_t *cell, float *dx, ptrdiff_t n0, ptrdiff_t n1)
+                                   const uint8_t *cell, float *dx, int stream, ptrdiff_t n0,
+                                   ptrdiff_t n1)
     ptrdiff_t cyc_max_pool_bwd_f64(const cyc_geom_t *g, const double *dy, const int64_t *idx,
-                                   const uint8_t *cell, double *dx, ptrdiff_t n0, ptrdiff_t n1)
+                                   const uint8_t *cell, double *dx, int stream, ptrdiff_t n0,
+                                   ptrdiff_t n1)
     void cyc_transpose_f32(const float *src, ptrdiff_t src_ld, float *dst, ptrdiff_t dst_ld,
                            ptrdiff_t rows, ptrdiff_t cols)
     void cyc_transpose_f64(const double *src, ptrdiff_t src_ld, double *dst, ptrdiff_t dst_ld,
@@ -199,9 +201,10 @@ def compiler():
     return cyc_compiler().decode()
 
 
-def l2_cache_bytes():
-    """A core's L2 cache in bytes as the C library reports it; 0 where it cannot say."""
-    return cyc_l2_cache_bytes()
+def cache_bytes(int level):
+    """The L2 (a core's, level 2) or L3 (shared, level 3) cache in bytes as the C library
+    reports it; 0 where it cannot say."""
+    return cyc_cache_bytes(level)
 
 
 def isa_best():
@@ -1461,7 +1464,7 @@ cdef ptrdiff_t _pool_plane_unit(int pass_, const cyc_geom_t *g, int block, Py_ss
     if pass_ == MAX_POOL:
         _max_pool_rows(&s, a, b, si, sc, flag, 0, s.oh, s.oh)
     elif pass_ == MAX_POOL_BWD:
-        stray = _max_pool_bwd_images(&s, a, si, sc, b, 0, 1)
+        stray = _max_pool_bwd_images(&s, a, si, sc, b, False, 0, 1)
     elif pass_ == AVG_POOL:
         _avg_pool_rows(&s, a, b, flag, 0, s.oh, s.oh)
     else:
@@ -1562,20 +1565,24 @@ def max_pool(const floating[:, :, :, ::1] x, object geom, floating[:, :, :, ::1]
 
 cdef inline ptrdiff_t _max_pool_bwd_images(const cyc_geom_t *g, const floating *dy,
                                            const int64_t *ip, const uint8_t *cp, floating *dx,
-                                           Py_ssize_t t, Py_ssize_t chunk) noexcept nogil:
+                                           bint stream, Py_ssize_t t,
+                                           Py_ssize_t chunk) noexcept nogil:
     cdef Py_ssize_t n0 = t * chunk
     if floating is float:
-        return cyc_max_pool_bwd_f32(g, dy, ip, cp, dx, n0, min(<Py_ssize_t>g.n, n0 + chunk))
+        return cyc_max_pool_bwd_f32(g, dy, ip, cp, dx, stream, n0,
+                                    min(<Py_ssize_t>g.n, n0 + chunk))
     else:
-        return cyc_max_pool_bwd_f64(g, dy, ip, cp, dx, n0, min(<Py_ssize_t>g.n, n0 + chunk))
+        return cyc_max_pool_bwd_f64(g, dy, ip, cp, dx, stream, n0,
+                                    min(<Py_ssize_t>g.n, n0 + chunk))
 
 
 def max_pool_backward(const floating[:, :, :, ::1] dy, const int64_t[:, :, :, ::1] idx,
                       const uint8_t[:, :, :, ::1] cell, object geom, floating[:, :, :, ::1] dx,
-                      int n_threads, bint keep_shares, int planes=0):
+                      int n_threads, bint keep_shares, int planes=0, bint stream=False):
     """dx: each output's gradient placed where its record (idx or cell: exactly one is not
     None) says (images are independent).  Returns the number of records that could not be
-    placed (see cyconv.h).  planes: as in max_pool."""
+    placed (see cyconv.h).  planes: as in max_pool.  stream: dx is too large for the caches to
+    keep (NHWC only; see cyconv.h)."""
     cdef cyc_geom_t g = _geom(geom)
     cdef Py_ssize_t chunk = _chunk(g.n, n_threads, 1)
     cdef Py_ssize_t nch = _n_chunks(g.n, chunk), t
@@ -1591,10 +1598,10 @@ def max_pool_backward(const floating[:, :, :, ::1] dy, const int64_t[:, :, :, ::
                             False, n_threads, keep_shares)
     if keep_shares:
         for t in prange(nch, nogil=True, num_threads=n_threads, schedule="static"):
-            stray += _max_pool_bwd_images(&g, dyp, ip, cp, dxp, t, chunk)
+            stray += _max_pool_bwd_images(&g, dyp, ip, cp, dxp, stream, t, chunk)
     else:
         for t in prange(nch, nogil=True, num_threads=n_threads, schedule="dynamic"):
-            stray += _max_pool_bwd_images(&g, dyp, ip, cp, dxp, t, chunk)
+            stray += _max_pool_bwd_images(&g, dyp, ip, cp, dxp, stream, t, chunk)
     return stray
 
 
