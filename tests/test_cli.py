@@ -294,12 +294,21 @@ def test_bench_prints_a_table_and_writes_json_and_plot(tmp_path):
             "--interleaved", "--json", out, home=tmp_path)
     assert r.returncode == 0, r.stderr
     assert json.loads(out.read_text())["timing"] == "interleaved"
+    assert json.loads(out.read_text())["warmup"] == 0
+    r = run("bench", "--only", "pool2 b32", "--budget", "0.02", "--threads", "1",
+            "--warmup", "3", "--json", out, home=tmp_path)
+    assert r.returncode == 0, r.stderr
+    data = json.loads(out.read_text())
+    assert (data["timing"], data["warmup"]) == ("steady", 3)
 
 
 def test_bench_errors(tmp_path):
     assert_one_line_error(run("bench", "--only", "no such layer", home=tmp_path),
                           "matches no benchmark")
     assert_one_line_error(run("bench", "--threads", "0", home=tmp_path), "--threads")
+    assert_one_line_error(run("bench", "--warmup", "0", home=tmp_path), "--warmup")
+    r = run("bench", "--interleaved", "--warmup", "2", home=tmp_path)
+    assert r.returncode == 2 and "not allowed with argument" in r.stderr, r.stderr
 
 
 def test_bench_scaling_column(tmp_path):
@@ -314,22 +323,26 @@ def test_bench_scaling_column(tmp_path):
     assert data["timing"] is None   # nothing was timed against PyTorch
 
 
-def test_steady_pairs_time_each_call_after_one_of_its_own():
+def test_steady_pairs_time_each_call_after_its_own_untimed_ones():
     from cyconv import bench
 
     calls = []
-    bench.time_pairs(lambda: calls.append("a"), lambda: calls.append("b"), budget=0, steady=True)
+    bench.time_pairs(lambda: calls.append("a"), lambda: calls.append("b"), budget=0, warmup=1)
     # after the first call of each, every timed call follows an untimed call of its own kind
     body = "".join(calls[2:])
     assert body and set(body.split("aabb")) == {""}, calls
+    calls.clear()
+    bench.time_pairs(lambda: calls.append("a"), lambda: calls.append("b"), budget=0, warmup=3)
+    body = "".join(calls[2:])
+    assert body and set(body.split("aaaabbbb")) == {""}, calls
     calls.clear()
     bench.time_pairs(lambda: calls.append("a"), lambda: calls.append("b"), budget=0)
     assert set("".join(calls).split("ab")) == {""}, calls
 
 
-@pytest.mark.parametrize("interleaved", [False, True])
-def test_bench_times_each_library_after_a_call_of_its_own_unless_interleaved(monkeypatch,
-                                                                              interleaved):
+@pytest.mark.parametrize("warmup", [1, 0, 3])
+def test_bench_times_each_library_after_calls_of_its_own_unless_interleaved(monkeypatch,
+                                                                             warmup):
     from cyconv import bench
 
     seen = []
@@ -337,11 +350,11 @@ def test_bench_times_each_library_after_a_call_of_its_own_unless_interleaved(mon
     monkeypatch.setattr(bench, "_torch_fns", lambda *a: (lambda: None, lambda: None))
     monkeypatch.setattr(bench, "gemm_peak", lambda *a, **k: 1.0)
 
-    def time_pairs(fa, fb, budget=1.0, steady=False):
-        seen.append(steady)
+    def time_pairs(fa, fb, budget=1.0, warmup=0):
+        seen.append(warmup)
         return 1e-3, 2e-3, 0.5
 
     monkeypatch.setattr(bench, "time_pairs", time_pairs)
     case = [c for c in bench.default_cases() if c.name == "seed pool2 b32"]
-    results = bench.run(case, interleaved=interleaved)[0]
-    assert seen == [not interleaved] * 2 and [r.ratio_vs_torch for r in results] == [0.5] * 2
+    results = bench.run(case, warmup=warmup)[0]
+    assert seen == [warmup] * 2 and [r.ratio_vs_torch for r in results] == [0.5] * 2

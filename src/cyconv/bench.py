@@ -8,8 +8,9 @@ noisy: each figure is a median, and the ratio to PyTorch is the median of per-pa
 runs that alternate between the two libraries.  Each timed run follows an untimed run of the
 same library's call, as in a training loop, where a layer's call follows its own previous
 one: so neither library is timed starting from the caches that the other one's call left
-(``interleaved=True``, `cyconv bench --interleaved`, times single calls straight after each
-other instead).
+(``warmup=0``, `cyconv bench --interleaved`, times single calls straight after each other
+instead; `--warmup K` puts K untimed calls before each timed one, for arrays so large that one
+call does not bring back what the other library's calls pushed out of the caches).
 """
 
 from __future__ import annotations
@@ -110,22 +111,26 @@ def time_median(fn, budget=0.5):
     return float(np.median([_time_once(fn) for _ in range(n)]))
 
 
-def _time_steady(fn):
-    """One run timed after an untimed one: the time of a call that follows a call of its own
-    kind, as in a stream of them, rather than whatever the previous call left behind."""
-    fn()
+def _time_after(fn, warmup):
+    """One run timed after `warmup` untimed ones: the time of a call that follows calls of its
+    own kind, as in a stream of them, rather than whatever the previous call left behind."""
+    for _ in range(warmup):
+        fn()
     return _time_once(fn)
 
 
-def time_pairs(fa, fb, budget=1.0, steady=False):
+def time_pairs(fa, fb, budget=1.0, warmup=0):
     """Median time of each, and the median ratio a/b, over runs alternating a and b.
 
-    steady: time each run after an untimed one of its own (see _time_steady).  For comparing
+    warmup: untimed runs of its own before each timed run (see _time_after).  For comparing
     one function on two thread counts: a call straight after one on the other count starts with
     the caches, and the idle thread, as that call left them."""
     fa()
     fb()
-    once = _time_steady if steady else _time_once
+
+    def once(fn):
+        return _time_after(fn, warmup)
+
     n = _repeats_for(lambda: (once(fa), once(fb)), budget)
     ta, tb = [], []
     for _ in range(n):
@@ -249,11 +254,11 @@ def _on_threads(fn, n):
 
 
 def run(cases=None, *, threads=None, layouts=("NHWC",), dtypes=("float32",), directions=("fwd", "bwd"),
-        budget=0.6, with_torch=True, scaling=False, interleaved=False, log=None):
+        budget=0.6, with_torch=True, scaling=False, warmup=1, log=None):
     """Time each case; returns a list of Result.  `log` gets one line per result as it comes.
 
-    interleaved: time single calls of the two libraries straight after each other (see the
-    module docstring), not each after an untimed call of its own.
+    warmup: untimed calls of the same library's before each timed one; 0 times single calls of
+    the two libraries straight after each other (see the module docstring).
 
     With scaling, each kernel also runs on one thread, alternating with the full thread count,
     each timed run after an untimed one on the same count (a stream's throughput), and the
@@ -281,8 +286,7 @@ def run(cases=None, *, threads=None, layouts=("NHWC",), dtypes=("float32",), dir
                         # backward = dx and dw, each as much work as the forward pass
                         flops = case.flops() * (1 if direction == "fwd" else 2)
                         if theirs is not None:
-                            t, tt, ratio = time_pairs(mine[d], theirs[d], budget,
-                                                      steady=not interleaved)
+                            t, tt, ratio = time_pairs(mine[d], theirs[d], budget, warmup)
                         else:
                             t, tt, ratio = time_median(mine[d], budget), None, None
                         gf = flops / t / 1e9
@@ -291,7 +295,7 @@ def run(cases=None, *, threads=None, layouts=("NHWC",), dtypes=("float32",), dir
                         if scaling and threads > 1:
                             _, _, inverse = time_pairs(_on_threads(mine[d], threads),
                                                        _on_threads(mine[d], 1), budget,
-                                                       steady=True)
+                                                       warmup=1)
                             speedup = 1 / inverse
                             _config.set_num_threads(threads)
                         r = Result(case.name, direction, layout, dt, threads, t, gf, peak, tt, ratio,
@@ -323,11 +327,13 @@ def format_row(r):
             f"{speedup:>6}")
 
 
-def save_json(path, results, peaks, timing="steady"):
-    """timing: how the pairs with PyTorch were timed ('steady' or 'interleaved'; None: none)."""
+def save_json(path, results, peaks, timing="steady", warmup=1):
+    """timing: how the pairs with PyTorch were timed ('steady' or 'interleaved'; None: none);
+    warmup: the untimed calls before each timed one."""
     payload = {
         "config": _config.config(),
         "timing": timing,
+        "warmup": warmup if timing else None,
         "gemm_peak_gflops": peaks,
         "results": [asdict(r) for r in results],
     }
@@ -362,8 +368,19 @@ def plot_ratios(path, results):
     plt.close(fig)
 
 
+def _warmup(args):
+    """Untimed calls before each timed one, from --interleaved (0) or --warmup."""
+    if args.interleaved:
+        return 0
+    if args.warmup < 1:
+        raise ValueError(f"--warmup must be at least 1 (--interleaved times with none), got "
+                         f"{args.warmup}")
+    return args.warmup
+
+
 def main(args, out=sys.stdout):
     """Entry point of `cyconv bench` (args from cli.py's argparse)."""
+    warmup = _warmup(args)
     cases = default_cases()
     if args.only:
         cases = [c for c in cases if any(s in c.name for s in args.only)]
@@ -374,7 +391,7 @@ def main(args, out=sys.stdout):
     results, peaks = run(cases, threads=args.threads, layouts=tuple(args.layout),
                          dtypes=tuple(args.dtype), budget=args.budget,
                          with_torch=not args.no_torch, scaling=args.scaling,
-                         interleaved=args.interleaved,
+                         warmup=warmup,
                          log=lambda s: print(s, file=out, flush=True))
     for dt, p in peaks.items():
         print(f"GEMM peak ({dt}, numpy matmul, same threads): {p:.0f} GFLOP/s", file=out)
@@ -383,7 +400,7 @@ def main(args, out=sys.stdout):
     if args.json:
         compared = any(r.torch_seconds is not None for r in results)
         save_json(args.json, results, peaks,
-                  ("interleaved" if args.interleaved else "steady") if compared else None)
+                  ("interleaved" if args.interleaved else "steady") if compared else None, warmup)
     if args.plot:
         plot_ratios(args.plot, results)
     return results
@@ -401,8 +418,12 @@ def add_arguments(parser):
     parser.add_argument("--scaling", action="store_true",
                         help="also time each kernel on 1 thread, alternating, and print the "
                              "speedup of the full thread count (column x1thr)")
-    parser.add_argument("--interleaved", action="store_true",
+    timing = parser.add_mutually_exclusive_group()
+    timing.add_argument("--interleaved", action="store_true",
                         help="time single calls of cyconv and PyTorch straight after each other "
                              "(default: each timed call after an untimed one of its own)")
+    timing.add_argument("--warmup", type=int, default=1, metavar="K",
+                        help="untimed calls of the same library's before each timed one "
+                             "(default 1)")
     parser.add_argument("--json", metavar="FILE", help="write all figures as JSON")
     parser.add_argument("--plot", metavar="FILE.png", help="bar chart of the ratios to PyTorch")
