@@ -1598,6 +1598,14 @@ ALWAYS_INLINE void FN(dw_windows)(const int NK, const int NV, const cyc_geom_t *
     const int opad = cyc_round_up(cout, CYC_L64), pk = up->kh * up->kw;
     const ptrdiff_t plane = (ptrdiff_t)up->oh * up->ow;
     const T *dy = (const T *)up->dy;
+    /* the rows and columns past a window's first cell that its cells' reads reach, and where
+     * cell k reads from relative to the first cell's reads */
+    const int span_y = (up->kh - 1) * g->sh + (g->kh - 1) * g->dh;
+    const int span_x = (up->kw - 1) * g->sw + (g->kw - 1) * g->dw;
+    ptrdiff_t coff[CYC_POOL_NO_CELL];   /* a window has fewer cells than its "none" record */
+    for (int ki = 0; ki < up->kh; ki++)
+        for (int kj = 0; kj < up->kw; kj++)
+            coff[ki * up->kw + kj] = ((ptrdiff_t)ki * g->sh * g->w + (ptrdiff_t)kj * g->sw) * C;
     /* NV vectors of channels at a time: each input value read serves them all */
     for (int co0 = 0; co0 < cout; co0 += NV * VLEN) {
         int nl[2];
@@ -1630,6 +1638,14 @@ ALWAYS_INLINE void FN(dw_windows)(const int NK, const int NV, const cyc_geom_t *
                 }
             }
             const T *xn = x + n * g->h * g->w * C;
+            /* the input origin of the window's first cell; whether every cell's reads lie
+             * inside the image (then cell k reads from that origin + coff[k]: the seed's
+             * first layer took 0.79-0.86 of the time against each cell working out and
+             * checking its own origin, in-process A/B on AVX2) */
+            const int qy0 = wy * up->sh * g->sh - g->pad_top;
+            const int qx0 = wx * up->sw * g->sw - g->pad_left;
+            const int inside = qy0 >= 0 && qx0 >= 0 && qy0 + span_y < g->h && qx0 + span_x < g->w;
+            const T *xw = inside ? xn + ((ptrdiff_t)qy0 * g->w + qx0) * C : xn;
             /* cell k = (ki, kj) of the window, stepped along */
             for (int k = 0, ki = 0, kj = 0; k < pk; k++) {
                 V dk[2];
@@ -1637,11 +1653,11 @@ ALWAYS_INLINE void FN(dw_windows)(const int NK, const int NV, const cyc_geom_t *
                     dk[b] = (V)((IV)d[b] & (cells[b] == (CYC_IT)k));
                     dbv[b] += dk[b];
                 }
-                const int qy = (wy * up->sh + ki) * g->sh - g->pad_top;
-                const int qx = (wx * up->sw + kj) * g->sw - g->pad_left;
-                if (qy >= 0 && qy + (g->kh - 1) * g->dh < g->h && qx >= 0 &&
-                    qx + (g->kw - 1) * g->dw < g->w) {
-                    const T *xp = xn + ((ptrdiff_t)qy * g->w + qx) * C;
+                const int qy = qy0 + ki * g->sh, qx = qx0 + kj * g->sw;
+                if (inside || (qy >= 0 && qy + (g->kh - 1) * g->dh < g->h && qx >= 0 &&
+                               qx + (g->kw - 1) * g->dw < g->w)) {
+                    const T *xp = inside ? xw + coff[k]
+                                         : xn + ((ptrdiff_t)qy * g->w + qx) * C;
                     for (int q = 0; q < NK; q++) {
                         const T v = xp[off[q]];
                         for (int b = 0; b < NV; b++) acc[b][q] += v * dk[b];
