@@ -2913,6 +2913,14 @@ static inline int64_t FN(cell_position)(const cyc_geom_t *g, int oy, int ox, int
     return (iy >= 0 && iy < g->h && ix >= 0 && ix < g->w) ? (int64_t)iy * g->w + ix : -2;
 }
 
+/* Whether the pool's windows (at most CYC_POOL_CELLS cells) tile the input from its top-left
+ * corner: side by side, no gaps, no padding before them. */
+static inline int FN(windows_tile)(const cyc_geom_t *g)
+{
+    return g->dh == 1 && g->dw == 1 && g->sh == g->kh && g->sw == g->kw && g->pad_top == 0 &&
+           g->pad_left == 0 && g->kh * g->kw <= CYC_POOL_CELLS;
+}
+
 /* v stored at p past the caches (non-temporal), in 16-byte pieces: NumPy's arrays are only
  * sure to be 16-byte aligned.  The caller ends with FN(stream_fence). */
 ALWAYS_INLINE void FN(store_stream)(T *p, V v)
@@ -3014,8 +3022,7 @@ ALWAYS_INLINE ptrdiff_t FN(max_pool_bwd)(const cyc_geom_t *g, const T *dy, const
      * odd size a sixth of the input, where the whole input had been zeroed and then most of it
      * written again (in-process A/B: the backward pass of a 27x27x32 input at batch 32 took 0.83
      * of the time, the seed's 11x11x64 0.94). */
-    const int tiled = disjoint && g->dh == 1 && g->dw == 1 && g->sh == g->kh &&
-                      g->sw == g->kw && g->pad_top == 0 && g->pad_left == 0;
+    const int tiled = FN(windows_tile)(g);
     const int th = !tiled ? 0 : (ptrdiff_t)g->oh * g->sh < g->h ? g->oh * g->sh : g->h;
     const int tw = !tiled ? 0 : (ptrdiff_t)g->ow * g->sw < g->w ? g->ow * g->sw : g->w;
     int64_t pos[CYC_POOL_CELLS], num[CYC_POOL_CELLS], tpos[CYC_POOL_CELLS], key[CYC_POOL_CELLS];
@@ -3095,10 +3102,8 @@ ALWAYS_INLINE ptrdiff_t FN(max_pool_bwd)(const cyc_geom_t *g, const T *dy, const
 ptrdiff_t FN(cyc_max_pool_bwd)(const cyc_geom_t *g, const T *dy, const int64_t *idx,
                                const uint8_t *cell, T *dx, int stream, ptrdiff_t n0, ptrdiff_t n1)
 {
-    stream = stream && g->c % VLEN == 0 && (g->c * sizeof(T)) % 16 == 0 &&
-             (uintptr_t)dx % 16 == 0 && g->dh == 1 && g->dw == 1 && g->sh == g->kh &&
-             g->sw == g->kw && g->pad_top == 0 && g->pad_left == 0 &&
-             g->kh * g->kw <= CYC_POOL_CELLS;
+    stream = stream && FN(windows_tile)(g) && g->c % VLEN == 0 &&
+             (g->c * sizeof(T)) % 16 == 0 && (uintptr_t)dx % 16 == 0;
     if (cell)
         return stream ? FN(max_pool_bwd)(g, dy, NULL, cell, dx, n0, n1, 1, 1)
                       : FN(max_pool_bwd)(g, dy, NULL, cell, dx, n0, n1, 1, 0);
