@@ -706,10 +706,9 @@ static void FN(conv_tiles)(const cyc_geom_t *g, int transposed, const T *src, co
  * channels, [K][block width] (lanes past the last channel are zero).  Dot mode: per group,
  * [computed channel][K].  Then the bias: [groups][opad] for tiles, [groups][out_cg] for dot. */
 /* The input gradient's tiles, rows [k0, k1) of group grp: row k = (tap, output channel sch)
- * holds the weights w[i][j][ci][sch] of every input channel ci, which lie cout apart.  Read
- * along sch (contiguous) for up to 16 rows at once instead of down ci for each row: one pass
- * over the weights instead of one per row (a Dense layer's input gradient spent most of its time
- * here). */
+ * holds the weights w[i][j][ci][sch] of every input channel ci, which lie cout apart: for each
+ * tap and block of ci, a block of the weights transposed, in registers (element by element, a
+ * Dense layer's input gradient spent a sixth of its time here). */
 static void FN(pack_transposed_tiles)(const cyc_geom_t *g, const cyc_plan_t *r, const T *w,
                                       int grp, T *pg, ptrdiff_t k0, ptrdiff_t k1)
 {
@@ -719,17 +718,13 @@ static void FN(pack_transposed_tiles)(const cyc_geom_t *g, const cyc_plan_t *r, 
         const int tap = (int)(k / r->src_cg), sch = (int)(k - (ptrdiff_t)tap * r->src_cg);
         const int i = tap / g->kw, j = g->kw - 1 - (tap - i * g->kw);
         int kb = r->src_cg - sch;   /* rows of this tap */
-        if (kb > 16) kb = 16;
         if (kb > k1 - k) kb = (int)(k1 - k);
         const T *base = w + ((ptrdiff_t)(i * g->kw + j) * cg) * g->cout + (ptrdiff_t)grp * og + sch;
         for (int co0 = 0; co0 < opad; co0 += blk) {
             const int bw = opad - co0 < blk ? opad - co0 : blk;
             const int real = r->out_cg - co0 < bw ? r->out_cg - co0 : bw;
             T *dst = pg + (ptrdiff_t)co0 * K + k * bw;
-            for (int l = 0; l < real; l++) {
-                const T *src = base + (ptrdiff_t)(co0 + l) * g->cout;
-                for (int kk = 0; kk < kb; kk++) dst[(ptrdiff_t)kk * bw + l] = src[kk];
-            }
+            FN(cyc_transpose)(base + (ptrdiff_t)co0 * g->cout, g->cout, dst, bw, real, kb);
             for (int kk = 0; kk < kb; kk++)
                 for (int l = real; l < bw; l++) dst[(ptrdiff_t)kk * bw + l] = 0;
         }
@@ -2508,8 +2503,13 @@ ALWAYS_INLINE void FN(transpose_tile)(const T *src, ptrdiff_t src_ld, T *dst, pt
                                     dst + (j0 + bj) * dst_ld + i0 + bi, dst_ld);
         return;
     }
+    /* an edge: its whole VLEN x VLEN blocks in registers too, then the rest by element */
+    const ptrdiff_t iv = i0 + (i1 - i0) / VLEN * VLEN, jv = j0 + (j1 - j0) / VLEN * VLEN;
+    for (ptrdiff_t bi = i0; bi < iv; bi += VLEN)
+        for (ptrdiff_t bj = j0; bj < jv; bj += VLEN)
+            FN(transpose_block)(src + bi * src_ld + bj, src_ld, dst + bj * dst_ld + bi, dst_ld);
     for (ptrdiff_t i = i0; i < i1; i++)
-        for (ptrdiff_t j = j0; j < j1; j++) dst[j * dst_ld + i] = src[i * src_ld + j];
+        for (ptrdiff_t j = i < iv ? jv : j0; j < j1; j++) dst[j * dst_ld + i] = src[i * src_ld + j];
 }
 
 void FN(cyc_transpose)(const T *src, ptrdiff_t src_ld, T *dst, ptrdiff_t dst_ld, ptrdiff_t rows,

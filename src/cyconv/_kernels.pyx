@@ -245,6 +245,13 @@ cdef inline Py_ssize_t _n_chunks(Py_ssize_t total, Py_ssize_t chunk) noexcept no
     return (total + chunk - 1) // chunk
 
 
+cdef inline Py_ssize_t _pack_chunk(Py_ssize_t K, int n_threads) noexcept nogil:
+    """Rows of packed weights per prange iteration: whole blocks of 16, which the input
+    gradient's packing transposes in registers (a Dense layer's 64 rows went 4 at a time, each
+    transposed element by element)."""
+    return _chunk(K, n_threads, 16)
+
+
 # What _run_tiles runs: the forward pass, or the input gradient gathered or scattered by kernel
 # taps or kernel rows; or either by Winograd.
 cdef enum:
@@ -367,7 +374,7 @@ cdef int _run_tiles(int kind, const cyc_geom_t *g, const floating *w, const floa
     thread could not allocate its memory (the results are then incomplete)."""
     cdef int transposed = _packing(kind)
     cdef Py_ssize_t K = cyc_conv_rows(g, transposed)
-    cdef Py_ssize_t kchunk = _chunk(K, n_threads, 1)
+    cdef Py_ssize_t kchunk = _pack_chunk(K, n_threads)
     cdef Py_ssize_t nch = _n_chunks(total, chunk), t, m0, m1
     cdef Py_ssize_t stage_px = max(48, _STAGE_BYTES // (g.cout * sizeof(floating)) // 48 * 48)
     cdef size_t stage_bytes = (stage_px * g.cout * sizeof(floating) if out == OUT_PLANES
@@ -779,7 +786,7 @@ def conv2d_forward_max_pool(const floating[:, :, :, ::1] x, const floating[:, :,
     cdef const floating *bp = &b[0] if b is not None else NULL
     cdef uint8_t *cp = &cell[0, 0, 0, 0] if cell is not None else NULL
     cdef Py_ssize_t K = cyc_conv_rows(&g, transposed)
-    cdef Py_ssize_t kchunk = _chunk(K, n_threads, 1)
+    cdef Py_ssize_t kchunk = _pack_chunk(K, n_threads)
     cdef Py_ssize_t t, u, m0, x_off, out_off, band_work
     cdef int n, p0, p1, r0, r1
     cdef cyc_geom_t cb, pb
@@ -1377,7 +1384,7 @@ def conv2d_backward_images(const floating[:, :, :, ::1] dy, const floating[:, :,
         raise MemoryError("conv2d_backward: could not allocate the partial sums")
     cdef floating *dbs = accs + n_acc * acc_len
     n_threads = min(n_threads, n_acc)
-    kchunk = _chunk(K, n_threads, 1)
+    kchunk = _pack_chunk(K, n_threads)
     fchunk = _chunk(KW, n_threads, 1)
     with nogil:
         with parallel(num_threads=n_threads):
