@@ -596,9 +596,14 @@ ALWAYS_INLINE int FN(row_of_inner_pixels)(const cyc_geom_t *g, const cyc_plan_t 
     const ptrdiff_t step = (ptrdiff_t)g->dh * r->src_w * r->src_c;
     const ptrdiff_t pstep = (ptrdiff_t)g->sw * r->src_c;
     /* offsets by running sums (a first layer's tiles are short enough for this setup to
-     * count), kept as integers so that no pointer steps past the arrays */
+     * count), kept as integers so that no pointer steps past the arrays.  Full tiles of at most
+     * CYC_NBLK vectors step from each segment's first pixel by xstep; only the dot products,
+     * tiles shorter than MR and AVX-512's tiles of two blocks (see tile_blocks and tile_any)
+     * read each pixel's own pointers (writing them all took a tenth of a first layer's forward
+     * pass on AVX2). */
+    const int np = r->dot || mr < MR || MR >= 12 ? mr : 1;
     for (ptrdiff_t s = 0, so = 0; s < r->nseg; s++, so += step)
-        for (ptrdiff_t p = 0, po = so; p < mr; p++, po += pstep) ptrs[s * MR + p] = base + po;
+        for (ptrdiff_t p = 0, po = so; p < np; p++, po += pstep) ptrs[s * MR + p] = base + po;
     T *o = dst + (((ptrdiff_t)cur->n * r->out_h + cur->y) * r->out_w + cur->x) * r->out_c;
     for (ptrdiff_t p = 0, po = 0; p < mr; p++, po += r->out_c) outs[p] = o + po;
     /* the tile lies within its row: one step past its last pixel */
