@@ -1647,6 +1647,26 @@ ALWAYS_INLINE void FN(dw_windows)(const int NK, const int NV, const cyc_geom_t *
             const int qx0 = wx * up->sw * g->sw - g->pad_left;
             const int inside = qy0 >= 0 && qx0 >= 0 && qy0 + span_y < g->h && qx0 + span_x < g->w;
             const T *xw = inside ? xn + ((ptrdiff_t)qy0 * g->w + qx0) * C : xn;
+            if (inside && pk == 4) {
+                /* a 2x2 window inside the image: each weight's input offset read once for
+                 * the four cells (cell by cell, the NK offsets did not stay in registers
+                 * beside the cells' pointers: two loads per multiply-add).  Each sum still
+                 * takes the cells in order, so the bits are the same. */
+                V dk4[4][2];
+                for (int k = 0; k < 4; k++)
+                    for (int b = 0; b < NV; b++) {
+                        dk4[k][b] = (V)((IV)d[b] & (cells[b] == (CYC_IT)k));
+                        dbv[b] += dk4[k][b];
+                    }
+                for (int q = 0; q < NK; q++) {
+                    const T *xq = xw + off[q];
+                    for (int k = 0; k < 4; k++) {
+                        const T v = xq[coff[k]];
+                        for (int b = 0; b < NV; b++) acc[b][q] += v * dk4[k][b];
+                    }
+                }
+                goto next_window;
+            }
             /* cell k = (ki, kj) of the window, stepped along */
             for (int k = 0, ki = 0, kj = 0; k < pk; k++) {
                 V dk[2];
@@ -1680,6 +1700,7 @@ ALWAYS_INLINE void FN(dw_windows)(const int NK, const int NV, const cyc_geom_t *
                     ki++;
                 }
             }
+        next_window:
             if (++wx == up->ow) {
                 wx = 0;
                 if (++wy == up->oh) {
