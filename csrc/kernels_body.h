@@ -1582,6 +1582,16 @@ void FN(cyc_conv_bwd_filter)(const cyc_geom_t *g, const T *x, const T *dy, const
     for (int co = 0; co < g->cout; co++) db_acc[co] += dbl[co];
 }
 
+/* Cell k's share of a window's gradient d (NV vectors of channels): the lanes whose record
+ * names cell k, into dk, and added to the bias gradient's sums dbv. */
+ALWAYS_INLINE void FN(cell_grad)(const int NV, const V *d, const IV *cells, int k, V *dk, V *dbv)
+{
+    for (int b = 0; b < NV; b++) {
+        dk[b] = (V)((IV)d[b] & (cells[b] == (CYC_IT)k));
+        dbv[b] += dk[b];
+    }
+}
+
 /* The weight gradient through a max-pool by its windows (see cyc_conv_dw_by_windows): windows
  * [w0, w1) of the flattened (n, wy, wx), into one thread's accumulators as
  * cyc_conv_bwd_filter's.  Each window's gradient reaches one pixel per channel, the recorded
@@ -1653,11 +1663,7 @@ ALWAYS_INLINE void FN(dw_windows)(const int NK, const int NV, const cyc_geom_t *
                  * beside the cells' pointers: two loads per multiply-add).  Each sum still
                  * takes the cells in order, so the bits are the same. */
                 V dk4[4][2];
-                for (int k = 0; k < 4; k++)
-                    for (int b = 0; b < NV; b++) {
-                        dk4[k][b] = (V)((IV)d[b] & (cells[b] == (CYC_IT)k));
-                        dbv[b] += dk4[k][b];
-                    }
+                for (int k = 0; k < 4; k++) FN(cell_grad)(NV, d, cells, k, dk4[k], dbv);
                 for (int q = 0; q < NK; q++) {
                     const T *xq = xw + off[q];
                     for (int k = 0; k < 4; k++) {
@@ -1670,10 +1676,7 @@ ALWAYS_INLINE void FN(dw_windows)(const int NK, const int NV, const cyc_geom_t *
             /* cell k = (ki, kj) of the window, stepped along */
             for (int k = 0, ki = 0, kj = 0; k < pk; k++) {
                 V dk[2];
-                for (int b = 0; b < NV; b++) {
-                    dk[b] = (V)((IV)d[b] & (cells[b] == (CYC_IT)k));
-                    dbv[b] += dk[b];
-                }
+                FN(cell_grad)(NV, d, cells, k, dk, dbv);
                 const int qy = qy0 + ki * g->sh, qx = qx0 + kj * g->sw;
                 if (inside || (qy >= 0 && qy + (g->kh - 1) * g->dh < g->h && qx >= 0 &&
                                qx + (g->kw - 1) * g->dw < g->w)) {
