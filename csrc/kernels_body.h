@@ -619,11 +619,14 @@ ALWAYS_INLINE void FN(cursor_next)(FN(cursor_t) *c)
 /* The forward pass's common case, in one go: a tile's mr pixels lie in one output row and all
  * read inside the image (row mode).  Their segments and outputs are then a fixed step apart,
  * so the per-pixel walk (a third of a first layer's time, where the window is 9 values) is
- * skipped.  Returns 0, having written nothing, if the tile is not such a row; else advances
- * the cursor past it. */
+ * skipped.  Returns 0, having written nothing, if the tile is not such a row.  Else returns
+ * the run: how many tiles of mr pixels, at most `most`, lie one after another in the row
+ * with every window inside (only a whole tile of MR pixels starts a run of more than one);
+ * tile t of the run reads and writes at the first one's pointers plus t * mr pixels' steps.
+ * Advances the cursor past the run. */
 ALWAYS_INLINE int FN(row_of_inner_pixels)(const cyc_geom_t *g, const cyc_plan_t *r,
-                                          FN(cursor_t) *cur, int mr, const T *src, T *dst,
-                                          const T **ptrs, T **outs)
+                                          FN(cursor_t) *cur, int mr, ptrdiff_t most,
+                                          const T *src, T *dst, const T **ptrs, T **outs)
 {
     if (r->transposed || !r->row_mode || cur->kx + mr > cur->cx) return 0;
     const int qy = cur->y * g->sh - g->pad_top, qx = cur->x * g->sw - g->pad_left;
@@ -644,10 +647,17 @@ ALWAYS_INLINE int FN(row_of_inner_pixels)(const cyc_geom_t *g, const cyc_plan_t 
         for (ptrdiff_t p = 0, po = so; p < np; p++, po += pstep) ptrs[s * MR + p] = base + po;
     T *o = dst + (((ptrdiff_t)cur->n * r->out_h + cur->y) * r->out_w + cur->x) * r->out_c;
     for (ptrdiff_t p = 0, po = 0; p < mr; p++, po += r->out_c) outs[p] = o + po;
-    /* the tile lies within its row: one step past its last pixel */
-    cur->kx += mr - 1;
+    int run = 1;
+    if (mr == MR) {
+        /* pixels from this one whose windows end inside the image's width, and in the row */
+        const int inside = (r->src_w - g->kw - qx) / g->sw + 1, left = cur->cx - cur->kx;
+        run = (inside < left ? inside : left) / MR;
+        if (run > most) run = (int)most;
+    }
+    /* the run lies within its row: one step past its last pixel */
+    cur->kx += run * mr - 1;
     FN(cursor_next)(cur);
-    return 1;
+    return run;
 }
 
 /* A tile of mr pixels through every block of computed channels: out_cg of them, whose weights
@@ -701,15 +711,21 @@ static void FN(conv_tiles)(const cyc_geom_t *g, int transposed, const T *src, co
     /* the input gradient of a strided convolution walks its pixels by phase class */
     const int ph = transposed ? g->sh : 1, pw = transposed ? g->sw : 1;
     FN(cursor_t) cur = FN(cursor_at)(m0, r.out_h, r.out_w, ph, pw, g->pad_top, g->pad_left);
-    for (ptrdiff_t m = m0; m < m1; m += MR) {
+    int run;
+    for (ptrdiff_t m = m0; m < m1; m += (ptrdiff_t)run * MR) {
         const int mr = (int)(m1 - m < MR ? m1 - m : MR);
         /* bytes between the tile's pixels in every segment, if they are evenly spaced */
         ptrdiff_t xstep = 0;
-        if (FN(row_of_inner_pixels)(g, &r, &cur, mr, src, dst, ptrs, outs)) {
+        /* tiles one after another along a row, each mr pixels' steps further (see
+         * row_of_inner_pixels): a first layer's driver took a quarter of its forward pass
+         * tile by tile */
+        run = FN(row_of_inner_pixels)(g, &r, &cur, mr, (m1 - m) / MR, src, dst, ptrs, outs);
+        if (run) {
             memset(live, 1, (size_t)nseg);
             xstep = (ptrdiff_t)g->sw * r.src_c * (ptrdiff_t)sizeof(T);
             goto tiles;
         }
+        run = 1;
         memset(live, 0, (size_t)nseg);
         int inner = 0;
         for (int p = 0; p < mr; p++) {
@@ -727,21 +743,24 @@ static void FN(conv_tiles)(const cyc_geom_t *g, int transposed, const T *src, co
         }
         if (inner) memset(live, 1, (size_t)nseg);
     tiles:
-        for (int grp = 0; grp < g->groups; grp++) {
-            /* tap mode reads group grp's channels of each source pixel; row mode has 1 group */
-            const ptrdiff_t off = r.row_mode ? 0 : (ptrdiff_t)grp * r.src_cg;
-            const ptrdiff_t ooff = (ptrdiff_t)grp * r.out_cg;
-            if (r.dot) {
-                FN(dot_any)(mr, ptrs, off, nseg, r.len, live,
-                            packed + (ptrdiff_t)grp * r.out_cg * K, r.out_cg,
-                            transposed ? NULL : bias_all + (ptrdiff_t)grp * r.out_cg, relu,
-                            (T *const *)outs, ooff);
-                continue;
+        for (int t = 0; t < run; t++)
+            for (int grp = 0; grp < g->groups; grp++) {
+                /* tap mode reads group grp's channels of each source pixel; row mode has 1
+                 * group */
+                const ptrdiff_t off = (r.row_mode ? 0 : (ptrdiff_t)grp * r.src_cg) +
+                                      (ptrdiff_t)t * mr * g->sw * r.src_c;
+                const ptrdiff_t ooff = (ptrdiff_t)grp * r.out_cg + (ptrdiff_t)t * mr * r.out_c;
+                if (r.dot) {
+                    FN(dot_any)(mr, ptrs, off, nseg, r.len, live,
+                                packed + (ptrdiff_t)grp * r.out_cg * K, r.out_cg,
+                                transposed ? NULL : bias_all + (ptrdiff_t)grp * r.out_cg,
+                                relu, (T *const *)outs, ooff);
+                    continue;
+                }
+                FN(tile_blocks)(mr, ptrs, off, xstep, nseg, r.len, live,
+                                packed + (ptrdiff_t)grp * K * opad, r.out_cg,
+                                bias_all + (ptrdiff_t)grp * opad, relu, outs, ooff);
             }
-            FN(tile_blocks)(mr, ptrs, off, xstep, nseg, r.len, live,
-                            packed + (ptrdiff_t)grp * K * opad, r.out_cg,
-                            bias_all + (ptrdiff_t)grp * opad, relu, outs, ooff);
-        }
     }
 }
 

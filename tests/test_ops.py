@@ -175,6 +175,13 @@ BIG_CONVS = {
     "first layer stride 2 dilated rows": ((4, 15, 13, 1), (3, 3, 1, 16),
                                           {"stride": 2, "dilation": (2, 1), "padding": 1}),
     "1x3 kernel over 4 channels": ((4, 9, 12, 4), (1, 3, 4, 24), {"padding": (0, 1)}),
+    # rows of several whole tiles (of 6 or 12 pixels) whose windows lie inside the image, which
+    # the forward pass runs one after another from the first tile's pointers, strided and not,
+    # by register tiles and by dot products (few output channels)
+    "long rows, stride (1, 2)": ((2, 5, 61, 3), (3, 3, 3, 20), {"stride": (1, 2),
+                                                               "padding": (0, 2)}),
+    "long rows, 3 outputs": ((2, 4, 57, 5), (2, 3, 5, 3), {"stride": (1, 2)}),
+    "long rows, unit stride": ((1, 4, 40, 2), (3, 3, 2, 9), {"padding": (1, 1)}),
 }
 
 
