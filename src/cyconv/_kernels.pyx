@@ -241,6 +241,13 @@ cdef inline Py_ssize_t _chunk(Py_ssize_t total, int n_threads, Py_ssize_t align)
     return c if c > 0 else align
 
 
+cdef inline Py_ssize_t _tile_chunk(Py_ssize_t total, int n_threads) noexcept nogil:
+    """Pixels per prange iteration of the direct tiles: whole tiles of every instruction set's
+    height (48 pixels), or of 12 where that would leave a thread without work (a Dense
+    layer's batch of 32 went to one thread)."""
+    return _chunk(total, n_threads, 48 if total >= 48 * n_threads else 12)
+
+
 cdef inline Py_ssize_t _n_chunks(Py_ssize_t total, Py_ssize_t chunk) noexcept nogil:
     return (total + chunk - 1) // chunk
 
@@ -711,7 +718,7 @@ def conv2d_forward(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] 
     else:
         M = <Py_ssize_t>g.n * g.oh * g.ow
         sbytes = cyc_conv_scratch_bytes(&g, 0, sizeof(floating))
-        chunk = _chunk(M, n_threads, 48)
+        chunk = _tile_chunk(M, n_threads)
     cdef const floating *bp = &b[0] if b is not None else NULL
     cdef int failed
     with nogil:
@@ -951,7 +958,7 @@ def conv2d_backward_data(const floating[:, :, :, ::1] dy, const floating[:, :, :
     else:
         M = <Py_ssize_t>g.n * g.h * g.w
         sbytes = cyc_conv_scratch_bytes(&g, 1, sizeof(floating))
-        chunk = _chunk(M, n_threads, 48)
+        chunk = _tile_chunk(M, n_threads)
     cdef int failed
     with nogil:
         failed = _run_conv(kind, &g, &w[0, 0, 0, 0], NULL, &dy[0, 0, 0, 0], False,
