@@ -1047,7 +1047,9 @@ static void FN(wino_pack)(const cyc_geom_t *g, int mode, const T *w, const T *bi
     for (ptrdiff_t c = k0; c < k1; c++)
         for (int kv = 0; kv < opad; kv += VLEN) {
             const int nl = K - kv < VLEN ? K - kv : VLEN;
-            V gg[3][3], col[3], t[6][3], row[6], u[36];
+            /* row zeroed for the compiler, which cannot see that F(2x2) reads only the 4 of
+             * its 6 values that wino_g writes (a maybe-uninitialized warning) */
+            V gg[3][3], col[3], t[6][3], row[6] = {{0}}, u[36];
             for (int i = 0; i < 3; i++)
                 for (int j = 0; j < 3; j++) {
                     if (mode == CYC_WINO_FWD) {
