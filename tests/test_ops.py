@@ -741,7 +741,9 @@ def test_relu_backward_matches_reference(dtype, form):
     assert not out[0, 0, 0, :3].any() and out[0, 0, 0, 3] == dy[0, 0, 0, 3]
 
 
-def test_relu_backward_in_place():
+def test_relu_backward_in_place(kernel):
+    # large enough for two threads, which go through an OpenMP loop; one thread calls the C
+    # pass directly
     rng = np.random.default_rng(RNG_SEED)
     y = random_array(rng, (64, 1000), np.float32)
     dy = random_array(rng, y.shape, np.float32)
