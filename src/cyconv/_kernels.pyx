@@ -1733,12 +1733,12 @@ def relu_backward(const floating[::1] dy, const floating[::1] y, floating[::1] o
     Dense layer's 2,048 values take (the small masks of a training step at batch 32: 0.85 of
     the time, in-process A/B)."""
     cdef Py_ssize_t n = dy.shape[0]
-    cdef Py_ssize_t chunk = _chunk(n, n_threads, 64)
-    cdef Py_ssize_t nch = _n_chunks(n, chunk), t, i0
     if n_threads <= 1:
         with nogil:
             _relu_bwd(&dy[0], &y[0], &out[0], 0, n)
         return
+    cdef Py_ssize_t chunk = _chunk(n, n_threads, 64)
+    cdef Py_ssize_t nch = _n_chunks(n, chunk), t, i0
     for t in prange(nch, nogil=True, num_threads=n_threads, schedule="static"):
         i0 = t * chunk
         _relu_bwd(&dy[0], &y[0], &out[0], i0, min(n, i0 + chunk))
