@@ -5,7 +5,9 @@ inner loops).  The compiler is probed for OpenMP by compiling and linking a tiny
 has none (macOS clang without libomp) or ``CYCONV_NO_OPENMP=1`` is set, the same sources are built
 serially and a warning says so.  Flags stay portable (``-O3``, no ``-march=native``) because a
 wheel must run on any x86-64; SIMD paths are chosen at run time in csrc/dispatch.c.
-``CYCONV_NATIVE=1`` adds ``-march=native`` for a local build.
+``CYCONV_NATIVE=1`` adds ``-march=native`` for a local build.  ``CYCONV_EMULATE_AVX512=1`` makes a
+test build whose AVX-512 path is compiled for AVX2 (see csrc/kernels_avx512.c), so that a machine
+without AVX-512 tests that path's logic; CI runs the kernel tests on one.
 """
 
 import os
@@ -72,6 +74,11 @@ def _openmp_flags(compiler):
 class BuildExt(build_ext):
     def build_extensions(self):
         omp = _openmp_flags(self.compiler)
+        emulate = _env_flag("CYCONV_EMULATE_AVX512")
+        if emulate:
+            print("*** cyconv: a TEST build: the AVX-512 path compiled for AVX2 "
+                  "(CYCONV_EMULATE_AVX512=1); not for timing or distribution ***",
+                  file=sys.stderr)
         compiler_name = os.path.basename(
             (getattr(self.compiler, "compiler", None) or ["unknown"])[0]
         )
@@ -94,13 +101,17 @@ class BuildExt(build_ext):
                     "-fno-math-errno", "-Werror=implicit-function-declaration"]
             if _env_flag("CYCONV_NATIVE"):
                 base.append("-march=native")
+            if emulate:
+                # 64-byte vectors passed between functions compiled for AVX2 change GCC's ABI
+                # note; both sides are this file's, so the note says nothing
+                base.append("-Wno-psabi")
         for ext in self.extensions:
             ext.extra_compile_args = base + (omp[0] if omp else [])
             ext.extra_link_args = omp[1] if omp else []
             ext.define_macros = list(ext.define_macros or []) + [
                 ("CYCONV_COMPILER", '"%s"' % compiler_name.replace('"', "")),
                 ("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION"),
-            ]
+            ] + ([("CYC_EMULATE_AVX512", "1")] if emulate else [])
         super().build_extensions()
 
 

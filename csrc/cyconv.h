@@ -39,6 +39,9 @@ int cyc_isa_best(void);
 int cyc_isa_set(int isa);
 int cyc_isa_get(void);
 const char *cyc_isa_name(int isa);
+/* 1 in a test build whose AVX-512 path is compiled for AVX2 (CYCONV_EMULATE_AVX512=1 at build
+ * time): cyc_isa_best() then offers that path on any AVX2 CPU, at a fraction of AVX2's speed. */
+int cyc_avx512_emulated(void);
 
 /* ---- working memory kept between calls (scratch.c) ----
  * cyc_scratch returns this thread's block for `slot`, at least `bytes` long (NULL if memory runs

@@ -21,9 +21,19 @@ int cyc_isa_best(void)
     if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl") &&
         __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512dq"))
         return CYC_ISA_AVX512;
-    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return CYC_ISA_AVX2;
+    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"))
+        return cyc_avx512_emulated() ? CYC_ISA_AVX512 : CYC_ISA_AVX2;
 #endif
     return CYC_ISA_PORTABLE;
+}
+
+int cyc_avx512_emulated(void)
+{
+#if defined(CYC_HAVE_X86_ISAS) && defined(CYC_EMULATE_AVX512)
+    return 1;
+#else
+    return 0;
+#endif
 }
 
 const char *cyc_isa_name(int isa)

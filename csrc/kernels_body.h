@@ -84,7 +84,7 @@ ALWAYS_INLINE T FN(hsum)(V v)
 
 /* The x86 intrinsics below are chosen by this file's vector width, not by the compiler's target
  * macros: with -march=native every file sees __AVX2__, also the 16-byte portable one. */
-#if defined(CYC_HAVE_X86_ISAS) && CYC_VBYTES == 64
+#if defined(CYC_HAVE_X86_ISAS) && CYC_VBYTES == 64 && !defined(CYC_AVX512_ON_AVX2)
 #define CYC_X86_512 1
 #else
 #define CYC_X86_512 0
@@ -93,6 +93,12 @@ ALWAYS_INLINE T FN(hsum)(V v)
 #define CYC_X86_256 1
 #else
 #define CYC_X86_256 0
+#endif
+/* The target has FMA: both x86 paths, also the AVX-512 path's test build on AVX2. */
+#if CYC_X86_512 || CYC_X86_256 || defined(CYC_AVX512_ON_AVX2)
+#define CYC_X86_FMA 1
+#else
+#define CYC_X86_FMA 0
 #endif
 
 /* Keeps a loaded vector in a register: GCC otherwise folds its load into every multiply-add that
@@ -110,9 +116,9 @@ ALWAYS_INLINE T FN(hsum)(V v)
  * where its tile began (which a convolution run in bands moves).  Where FMA exists, say so. */
 ALWAYS_INLINE T FN(madd)(T a, T b, T c)
 {
-#if defined(CYC_T_IS_DOUBLE) && (CYC_X86_512 || CYC_X86_256 || defined(__FP_FAST_FMA))
+#if defined(CYC_T_IS_DOUBLE) && (CYC_X86_FMA || defined(__FP_FAST_FMA))
     return __builtin_fma(a, b, c);
-#elif !defined(CYC_T_IS_DOUBLE) && (CYC_X86_512 || CYC_X86_256 || defined(__FP_FAST_FMAF))
+#elif !defined(CYC_T_IS_DOUBLE) && (CYC_X86_FMA || defined(__FP_FAST_FMAF))
     return __builtin_fmaf(a, b, c);
 #else
     return a * b + c;

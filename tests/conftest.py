@@ -32,7 +32,8 @@ def isa(request):
     """Each SIMD path in turn; a level this CPU lacks is skipped, saying so."""
     if request.param not in SUPPORTED_ISAS:
         pytest.skip(f"this CPU has no {request.param} (best: {SUPPORTED_ISAS[-1]}); "
-                    f"that kernel path is not exercised here")
+                    f"that kernel path is not exercised here (a CYCONV_EMULATE_AVX512=1 build "
+                    f"runs the AVX-512 path's logic on AVX2)")
     return request.param
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import functools
 import io
 import os
+import platform
 import subprocess
 import sys
 
@@ -131,6 +132,23 @@ def test_cyconv_isa_env_forces_the_portable_path():
             "import io; simd = cyconv.show_config(file=io.StringIO())['simd']; "
             "print(_kernels.isa_get(), simd, ok)")
     assert run_python(code, CYCONV_ISA="portable") == "portable portable True"
+
+
+def test_best_path_is_what_the_cpu_has_unless_the_build_emulates_avx512():
+    if not os.path.exists("/proc/cpuinfo") or platform.machine() not in ("x86_64", "AMD64"):
+        pytest.skip("the CPU's features are read from Linux's /proc/cpuinfo on x86-64")
+    with open("/proc/cpuinfo") as f:
+        flags = next(line for line in f if line.startswith("flags")).split()
+    has_avx512 = {"avx512f", "avx512vl", "avx512bw", "avx512dq"} <= set(flags)
+    has_avx2 = {"avx2", "fma"} <= set(flags)
+    info = cyconv.show_config(file=io.StringIO())
+    assert info["avx512_emulated"] is _kernels.avx512_emulated()
+    if info["avx512_emulated"]:
+        # a test build (CYCONV_EMULATE_AVX512=1): its AVX-512 path runs wherever AVX2 does
+        want = "avx512" if has_avx2 else "portable"
+    else:
+        want = "avx512" if has_avx512 else "avx2" if has_avx2 else "portable"
+    assert info["simd_best"] == want
 
 
 def test_cyconv_isa_env_cannot_ask_for_more_than_the_cpu_has():

@@ -245,6 +245,7 @@ def config():
         "threads": get_num_threads(),
         "simd": _kernels.isa_get(),
         "simd_best": _kernels.isa_best(),
+        "avx512_emulated": _kernels.avx512_emulated(),
         "winograd": _WINOGRAD_SETTINGS[_kernels.winograd_setting()],
         "omp_idle_spin": _idle_spin if _kernels.openmp_enabled() else None,
         "l2_cache": f"{l2_cache_bytes() // 1024} KB per core",

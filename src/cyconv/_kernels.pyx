@@ -29,6 +29,7 @@ cdef extern from "cyconv.h" nogil:
     int cyc_isa_set(int isa)
     int cyc_isa_get()
     const char *cyc_isa_name(int isa)
+    int cyc_avx512_emulated()
     int cyc_openmp_enabled()
     int cyc_omp_max_threads()
     const char *cyc_compiler()
@@ -213,6 +214,11 @@ def isa_best():
 
 def isa_get():
     return ISA_NAMES[cyc_isa_get()]
+
+
+def avx512_emulated():
+    """Whether this is a test build whose AVX-512 path runs on AVX2 (see cyconv.h)."""
+    return bool(cyc_avx512_emulated())
 
 
 def isa_set(name):
