@@ -16,6 +16,7 @@ import sys
 import tempfile
 import textwrap
 import warnings
+from concurrent.futures import ThreadPoolExecutor
 from glob import glob
 
 import numpy as np
@@ -71,8 +72,33 @@ def _openmp_flags(compiler):
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+def _compile_in_parallel(compiler):
+    """Let `compiler` (a Unix one) compile an extension's sources side by side, a process per
+    usable CPU: the sources are a few large files (each instruction set's copy of the kernels, the
+    Cython module) that took 1.5 minutes one after another on 2 cores, about 1 minute side by
+    side.  The same steps as distutils' own CCompiler.compile, run by a pool of threads."""
+    jobs = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    if compiler.compiler_type != "unix" or not jobs or jobs < 2:
+        return
+
+    def compile(sources, output_dir=None, macros=None, include_dirs=None, debug=False,
+                extra_preargs=None, extra_postargs=None, depends=None):
+        macros, objects, extra_postargs, pp_opts, build = compiler._setup_compile(
+            output_dir, macros, include_dirs, sources, depends, extra_postargs)
+        cc_args = compiler._get_cc_args(pp_opts, debug, extra_preargs)
+        todo = [obj for obj in objects if obj in build]
+        with ThreadPoolExecutor(jobs) as pool:
+            # list() re-raises the first failure, as the serial loop would
+            list(pool.map(lambda obj: compiler._compile(obj, *build[obj], cc_args,
+                                                        extra_postargs, pp_opts), todo))
+        return objects
+
+    compiler.compile = compile
+
+
 class BuildExt(build_ext):
     def build_extensions(self):
+        _compile_in_parallel(self.compiler)
         omp = _openmp_flags(self.compiler)
         emulate = _env_flag("CYCONV_EMULATE_AVX512")
         if emulate:
