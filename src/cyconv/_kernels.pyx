@@ -389,11 +389,12 @@ cdef int _run_tiles(int kind, const cyc_geom_t *g, const floating *w, const floa
     cdef Py_ssize_t K = cyc_conv_rows(g, transposed)
     cdef Py_ssize_t kchunk = _pack_chunk(K, n_threads)
     cdef Py_ssize_t nch = _n_chunks(total, chunk), t, m0, m1
-    cdef Py_ssize_t stage_px = max(48, _STAGE_BYTES // (g.cout * sizeof(floating)) // 48 * 48)
+    cdef Py_ssize_t stage_px = max(
+        48, _STAGE_BYTES // (g.cout * <Py_ssize_t>sizeof(floating)) // 48 * 48)
     cdef size_t stage_bytes = (stage_px * g.cout * sizeof(floating) if out == OUT_PLANES
                                else _image_stage_bytes(g, chunk, sizeof(floating), False))
-    cdef void *scratch
-    cdef void *stage
+    cdef void *scratch = NULL   # each thread sets its own (firstprivate: a defined value to copy)
+    cdef void *stage = NULL
     cdef int failed = 0
     cdef int *failp = &failed   # written inside the parallel block, so shared through a pointer
     # a thread without a chunk would only share the packing: not worth waking it
@@ -596,7 +597,7 @@ def depthwise_planes(const floating[:, :, :, ::1] src, const floating[::1] wbloc
     cdef Py_ssize_t units = <Py_ssize_t>g.n * ((g.c + block - 1) // block), u
     cdef size_t sbytes = _plane_stage_bytes(&g, block, sizeof(floating), 0)
     cdef const floating *bp = &b[0] if b is not None else NULL
-    cdef void *stage
+    cdef void *stage = NULL
     cdef int failed = 0
     cdef int *failp = &failed   # written inside the loop, so shared through a pointer
     if units == 0:
@@ -658,7 +659,7 @@ def depthwise_weight_grads_planes(const floating[:, :, :, ::1] x,
                                                   items * item_len * sizeof(floating))
     cdef floating *a
     cdef floating v
-    cdef void *stage
+    cdef void *stage = NULL
     cdef int failed = 0
     cdef int *failp = &failed   # written inside the loop, so shared through a pointer
     if accs == NULL:
@@ -803,8 +804,8 @@ def conv2d_forward_max_pool(const floating[:, :, :, ::1] x, const floating[:, :,
     cdef Py_ssize_t t, u, m0, x_off, out_off, band_work
     cdef int n, p0, p1, r0, r1
     cdef cyc_geom_t cb, pb
-    cdef void *scratch
-    cdef floating *band
+    cdef void *scratch = NULL
+    cdef floating *band = NULL
     cdef int *failp = &failed
     n_threads = <int>min(<Py_ssize_t>n_threads, units)
     if not failed:
@@ -1127,7 +1128,7 @@ def conv2d_backward_filter(const floating[:, :, :, ::1] x, const floating[:, :, 
     cdef Py_ssize_t t, m0, m1
     cdef int failed = 0
     cdef int *failp = &failed   # written inside the parallel block, so shared through a pointer
-    cdef void *scratch
+    cdef void *scratch = NULL
     with nogil:
         with parallel(num_threads=n_threads):
             scratch = cyc_scratch(CYC_SCRATCH_TILES, sbytes)
@@ -1276,7 +1277,7 @@ def conv2d_forward_planar(const floating[:, :, :, ::1] x, const floating[:, :, :
     cdef size_t sbytes = cyc_conv_planar_stage_bytes(&g, band_rows, sizeof(floating))
     cdef const floating *bp = &b[0] if b is not None else NULL
     cdef void *packed
-    cdef void *stage
+    cdef void *stage = NULL
     cdef int oy0
     cdef int failed = 0
     cdef int *failp = &failed   # written inside the loop, so shared through a pointer
@@ -1380,8 +1381,8 @@ def conv2d_backward_images(const floating[:, :, :, ::1] dy, const floating[:, :,
     cdef Py_ssize_t KW = g.c if wino else <Py_ssize_t>g.kh * g.kw * (g.c // g.groups)
     cdef void *packed = NULL
     cdef void *zeros = NULL
-    cdef void *scratch
-    cdef void *stage
+    cdef void *scratch = NULL
+    cdef void *stage = NULL
     cdef floating *dxp = &dx[0, 0, 0, 0] if dx is not None else NULL
     cdef int failed = 0
     cdef int *failp = &failed   # written inside the parallel block, so shared through a pointer
