@@ -208,6 +208,9 @@ typedef struct {
 
 /* Accumulate dw and db over output pixels [m0, m1) into one thread's accumulators:
  * dw_acc has cyc_conv_dw_acc_len() elements (zeroed by the caller), db_acc has cout.
+ * cyc_conv_bwd_filter computes rows [k0, k1) of dw (of kh * kw * cin / groups; the rest of
+ * dw_acc is left as it is) and db only if db_acc is not NULL: threads may share one partial
+ * sum by rows, each row's sum being the same whoever computes it.
  * relu_y, when not NULL, is the forward output of a fused ReLU: dy counts only where it is > 0.
  * pool, when not NULL, gives dy instead of the dy argument (see cyc_unpool_t). */
 size_t cyc_conv_dw_acc_len(const cyc_geom_t *g, int elem_size);
@@ -225,10 +228,12 @@ void cyc_conv_bwd_filter_by_windows_f64(const cyc_geom_t *g, const double *x,
 size_t cyc_conv_dw_scratch_bytes(const cyc_geom_t *g, int elem_size);
 void cyc_conv_bwd_filter_f32(const cyc_geom_t *g, const float *x, const float *dy,
                              const float *relu_y, const cyc_unpool_t *pool, float *dw_acc,
-                             float *db_acc, ptrdiff_t m0, ptrdiff_t m1, void *scratch);
+                             float *db_acc, ptrdiff_t m0, ptrdiff_t m1, ptrdiff_t k0,
+                             ptrdiff_t k1, void *scratch);
 void cyc_conv_bwd_filter_f64(const cyc_geom_t *g, const double *x, const double *dy,
                              const double *relu_y, const cyc_unpool_t *pool, double *dw_acc,
-                             double *db_acc, ptrdiff_t m0, ptrdiff_t m1, void *scratch);
+                             double *db_acc, ptrdiff_t m0, ptrdiff_t m1, ptrdiff_t k0,
+                             ptrdiff_t k1, void *scratch);
 /* Rows [k0, k1) of dw_hwio (kh*kw*cin/groups rows of cout) = sum of n_acc accumulators laid out
  * one after another. */
 void cyc_conv_dw_finish_f32(const cyc_geom_t *g, const float *accs, int n_acc, float *dw_hwio,

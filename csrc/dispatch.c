@@ -509,9 +509,10 @@ static void cyc_restore_fp_modes(unsigned long modes)
     }                                                                                          \
     void cyc_conv_bwd_filter_##SUF(const cyc_geom_t *g, const T *x, const T *dy,              \
                                    const T *ry, const cyc_unpool_t *up, T *dw, T *db,          \
-                                   ptrdiff_t m0, ptrdiff_t m1, void *s)                        \
+                                   ptrdiff_t m0, ptrdiff_t m1, ptrdiff_t k0, ptrdiff_t k1,     \
+                                   void *s)                                                    \
     {                                                                                          \
-        CYC_PICK(cyc_conv_bwd_filter, SUF, g, x, dy, ry, up, dw, db, m0, m1, s);               \
+        CYC_PICK(cyc_conv_bwd_filter, SUF, g, x, dy, ry, up, dw, db, m0, m1, k0, k1, s);       \
     }                                                                                          \
     void cyc_conv_bwd_filter_by_windows_##SUF(const cyc_geom_t *g, const T *x,               \
                                               const cyc_unpool_t *up, T *dw, T *db,            \

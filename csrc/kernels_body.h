@@ -1508,7 +1508,7 @@ static void FN(sum_rows)(const T *rows, int groups, int P, int np, int og, int o
 
 void FN(cyc_conv_bwd_filter)(const cyc_geom_t *g, const T *x, const T *dy, const T *relu_y,
                              const cyc_unpool_t *pool, T *dw_acc, T *db_acc, ptrdiff_t m0,
-                             ptrdiff_t m1, void *scratch)
+                             ptrdiff_t m1, ptrdiff_t k0, ptrdiff_t k1, void *scratch)
 {
     const cyc_plan_t r = cyc_plan(g, 0);
     const int og = g->cout / g->groups;
@@ -1535,7 +1535,7 @@ void FN(cyc_conv_bwd_filter)(const cyc_geom_t *g, const T *x, const T *dy, const
      * of one short segment at a time: read in place (offsets in_off from its first value) where
      * its rows lie inside the image, else copied whole into one row of gbuf (offsets seq).
      * rows and dj list the first kind from the front, the second from the back. */
-    const int gather_all = g->groups == 1 && K <= MR;
+    const int gather_all = g->groups == 1 && K <= MR && k0 == 0 && k1 >= K;
     ptrdiff_t in_off[CYC_MR_MAX], seq[CYC_MR_MAX];
     for (int p = 0; p < CYC_MR_MAX; p++) {
         seq[p] = p;
@@ -1602,7 +1602,7 @@ void FN(cyc_conv_bwd_filter)(const cyc_geom_t *g, const T *x, const T *dy, const
             }
             FN(cursor_next)(&cur);
         }
-        FN(sum_rows)(dyp, g->groups, P, np, og, opad, dbl);
+        if (db_acc) FN(sum_rows)(dyp, g->groups, P, np, og, opad, dbl);
         if (gather_all) {
             for (int co0 = 0, nv, mrmax; co0 < opad; co0 += nv * VLEN) {
                 nv = FN(dw_block)(opad, co0, &mrmax);
@@ -1618,6 +1618,10 @@ void FN(cyc_conv_bwd_filter)(const cyc_geom_t *g, const T *x, const T *dy, const
             continue;
         }
         for (int s = 0; s < nseg; s++) {
+            /* this segment's rows [l_lo, l_hi) within [k0, k1) */
+            const int l_lo = k0 > (ptrdiff_t)s * len ? (int)(k0 - (ptrdiff_t)s * len) : 0;
+            const int l_hi = k1 < (ptrdiff_t)(s + 1) * len ? (int)(k1 - (ptrdiff_t)s * len) : len;
+            if (l_lo >= l_hi) continue;
             int cnt = 0;
             for (int j = 0; j < np; j++) {
                 const T *p = ptrs[(ptrdiff_t)s * P + j];
@@ -1626,25 +1630,33 @@ void FN(cyc_conv_bwd_filter)(const cyc_geom_t *g, const T *x, const T *dy, const
                 dj[cnt++] = j;
             }
             if (!cnt) continue;
+            /* Each tile of rows meets every block of channels while its x values are in L1: with
+             * the blocks outside, a Dense layer's x (its batch's rows of 9216 values) came back
+             * from L3 once per block of 16 channels.  Tiles as tall as the widest block allows
+             * (narrower ones would allow taller). */
+            int mrmax;
+            FN(dw_block)(opad, 0, &mrmax);
+            const int span = l_hi - l_lo;
+            const int ntile = (span + mrmax - 1) / mrmax;
             for (int grp = 0; grp < g->groups; grp++) {
                 const ptrdiff_t off = r.row_mode ? 0 : (ptrdiff_t)grp * r.src_cg;
-                for (int co0 = 0, nv, mrmax; co0 < opad; co0 += nv * VLEN) {
-                    nv = FN(dw_block)(opad, co0, &mrmax);
-                    const int ntile = (len + mrmax - 1) / mrmax;
-                    for (int t = 0, l0 = 0; t < ntile; t++) {
-                        int mr = len / ntile + (t < len % ntile);
+                for (int t = 0, l0 = l_lo; t < ntile; t++) {
+                    const int mr = span / ntile + (t < span % ntile);
+                    for (int co0 = 0, nv, unused; co0 < opad; co0 += nv * VLEN) {
+                        nv = FN(dw_block)(opad, co0, &unused);
                         FN(dw_tile_any)(mr, nv, cnt, rows, off + l0, seq, dj,
                                         dyp + (ptrdiff_t)grp * P * opad + co0, opad,
                                         dw_acc + ((ptrdiff_t)s * len + l0) * astride
                                             + (ptrdiff_t)grp * opad + co0,
                                         astride);
-                        l0 += mr;
                     }
+                    l0 += mr;
                 }
             }
         }
     }
-    for (int co = 0; co < g->cout; co++) db_acc[co] += dbl[co];
+    if (db_acc)
+        for (int co = 0; co < g->cout; co++) db_acc[co] += dbl[co];
 }
 
 /* Cell k's share of a window's gradient d (NV vectors of channels): the lanes whose record

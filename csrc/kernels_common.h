@@ -230,7 +230,7 @@ static inline int cyc_wino_block(const cyc_wino_t *q, int elem_size, int dw)
                                                 T *);                                          \
     void cyc_conv_bwd_filter_##SUF##_##ISA(const cyc_geom_t *, const T *, const T *, const T *, \
                                            const cyc_unpool_t *, T *, T *, ptrdiff_t,           \
-                                           ptrdiff_t, void *);                                  \
+                                           ptrdiff_t, ptrdiff_t, ptrdiff_t, void *);            \
     void cyc_conv_bwd_filter_by_windows_##SUF##_##ISA(const cyc_geom_t *, const T *,            \
                                                       const cyc_unpool_t *, T *, T *,           \
                                                       ptrdiff_t, ptrdiff_t);                    \

@@ -127,10 +127,11 @@ cdef extern from "cyconv.h" nogil:
         int oh, ow, kh, kw, sh, sw
     void cyc_conv_bwd_filter_f32(const cyc_geom_t *g, const float *x, const float *dy,
                                  const float *ry, const cyc_unpool_t *up, float *dw, float *db,
-                                 ptrdiff_t m0, ptrdiff_t m1, void *s)
+                                 ptrdiff_t m0, ptrdiff_t m1, ptrdiff_t k0, ptrdiff_t k1, void *s)
     void cyc_conv_bwd_filter_f64(const cyc_geom_t *g, const double *x, const double *dy,
                                  const double *ry, const cyc_unpool_t *up, double *dw,
-                                 double *db, ptrdiff_t m0, ptrdiff_t m1, void *s)
+                                 double *db, ptrdiff_t m0, ptrdiff_t m1, ptrdiff_t k0, ptrdiff_t k1,
+                                 void *s)
     int cyc_conv_dw_by_windows(const cyc_geom_t *g)
     void cyc_conv_bwd_filter_by_windows_f32(const cyc_geom_t *g, const float *x,
                                             const cyc_unpool_t *up, float *dw, float *db,
@@ -977,9 +978,10 @@ def conv2d_backward_data(const floating[:, :, :, ::1] dy, const floating[:, :, :
 cdef inline void _dw_partial(int kind, const cyc_geom_t *g, const floating *x,
                              const floating *dy, const floating *ry, const cyc_unpool_t *up,
                              floating *acc, floating *db, Py_ssize_t m0, Py_ssize_t m1,
-                             void *scratch) noexcept nogil:
+                             void *scratch, Py_ssize_t k0, Py_ssize_t k1) noexcept nogil:
     """One partial sum of the weight gradient: pixels [m0, m1), Winograd tiles or the pool's
-    windows, by kind."""
+    windows, by kind; by the direct kernel, only rows [k0, k1) of dw, and db only if db is not
+    NULL."""
     cdef bint wino = kind == WINOGRAD
     if kind == POOL_WINDOWS_DW:
         if floating is float:
@@ -991,12 +993,12 @@ cdef inline void _dw_partial(int kind, const cyc_geom_t *g, const floating *x,
         if wino:
             cyc_conv_bwd_filter_winograd_f32(g, x, dy, ry, acc, db, m0, m1, scratch)
         else:
-            cyc_conv_bwd_filter_f32(g, x, dy, ry, up, acc, db, m0, m1, scratch)
+            cyc_conv_bwd_filter_f32(g, x, dy, ry, up, acc, db, m0, m1, k0, k1, scratch)
     else:
         if wino:
             cyc_conv_bwd_filter_winograd_f64(g, x, dy, ry, acc, db, m0, m1, scratch)
         else:
-            cyc_conv_bwd_filter_f64(g, x, dy, ry, up, acc, db, m0, m1, scratch)
+            cyc_conv_bwd_filter_f64(g, x, dy, ry, up, acc, db, m0, m1, k0, k1, scratch)
 
 
 cdef inline void _dw_finish(bint wino, const cyc_geom_t *g, const floating *accs, int n_acc,
@@ -1110,8 +1112,17 @@ def conv2d_backward_filter(const floating[:, :, :, ::1] x, const floating[:, :, 
     if wino and cyc_conv_winograd_dw_tile(&g, sizeof(floating)) == 2:
         per_acc = 64
     cdef int n_acc = <int>min(4 if wino else 8, max(1, M // per_acc))
+    # rows of the final pass: dw's, or by Winograd its input channels
+    cdef Py_ssize_t K = g.c if wino else <Py_ssize_t>g.kh * g.kw * (g.c // g.groups)
+    # One partial sum over few pixels (a Dense layer's batch) would keep one thread busy and the
+    # others waiting: the direct kernel shares its rows of dw out over the threads instead, each
+    # over all the pixels, and each thread finishes its own rows (a row's sum is the same
+    # whoever computes it: dw keeps its bits).  At least 16 rows a thread.
+    cdef bint by_rows = (kind == DIRECT_DW and n_acc == 1 and n_threads > 1
+                         and K >= 16 * n_threads)
     # a thread without a partial sum would only share the final copy: not worth waking it
-    n_threads = min(n_threads, n_acc)
+    if not by_rows:
+        n_threads = min(n_threads, n_acc)
     # each partial sum (accs[t], then dbs[t]) is zeroed by the thread that fills it, and the rows
     # of dw are summed in parallel: for small batches these passes are a tenth of the work
     cdef floating *accs = <floating *>cyc_scratch(
@@ -1122,9 +1133,11 @@ def conv2d_backward_filter(const floating[:, :, :, ::1] x, const floating[:, :, 
     cdef size_t sbytes = (cyc_conv_winograd_dw_scratch_bytes(&g, sizeof(floating)) if wino
                           else 0 if kind == POOL_WINDOWS_DW
                           else cyc_conv_dw_scratch_bytes(&g, sizeof(floating)))
-    # rows of the final pass: dw's, or by Winograd its input channels
-    cdef Py_ssize_t K = g.c if wino else <Py_ssize_t>g.kh * g.kw * (g.c // g.groups)
     cdef Py_ssize_t kchunk = _chunk(K, n_threads, 1)
+    # accumulators per row of dw (see cyc_conv_dw_acc_len): groups x cout / groups rounded up to
+    # 64 bytes
+    cdef Py_ssize_t l64 = 64 // sizeof(floating)
+    cdef Py_ssize_t astride = g.groups * ((g.cout // g.groups + l64 - 1) // l64 * l64)
     cdef Py_ssize_t t, m0, m1
     cdef int failed = 0
     cdef int *failp = &failed   # written inside the parallel block, so shared through a pointer
@@ -1133,7 +1146,19 @@ def conv2d_backward_filter(const floating[:, :, :, ::1] x, const floating[:, :, 
         with parallel(num_threads=n_threads):
             scratch = cyc_scratch(CYC_SCRATCH_TILES, sbytes)
             # every thread takes part in every worksharing loop, with or without its scratch
-            for t in prange(n_acc, schedule="dynamic"):
+            for t in prange(n_threads if by_rows else 0, schedule="static"):
+                if scratch == NULL:
+                    failp[0] = 1
+                    continue
+                m0 = K * t // n_threads
+                m1 = K * (t + 1) // n_threads
+                memset(accs + m0 * astride, 0, (m1 - m0) * astride * sizeof(floating))
+                if t == 0:
+                    memset(dbs, 0, db_len * sizeof(floating))
+                _dw_partial(kind, &g, &x[0, 0, 0, 0], &dy[0, 0, 0, 0], ry, up, accs,
+                            dbs if t == 0 else NULL, 0, units, scratch, m0, m1)
+                _dw_finish(wino, &g, accs, 1, &dw[0, 0, 0, 0], m0, m1)
+            for t in prange(0 if by_rows else n_acc, schedule="dynamic"):
                 if scratch == NULL:
                     failp[0] = 1
                     continue
@@ -1142,9 +1167,9 @@ def conv2d_backward_filter(const floating[:, :, :, ::1] x, const floating[:, :, 
                 memset(accs + t * acc_len, 0, acc_len * sizeof(floating))
                 memset(dbs + t * db_len, 0, db_len * sizeof(floating))
                 _dw_partial(kind, &g, &x[0, 0, 0, 0], &dy[0, 0, 0, 0], ry, up,
-                            accs + t * acc_len, dbs + t * db_len, m0, m1, scratch)
+                            accs + t * acc_len, dbs + t * db_len, m0, m1, scratch, 0, K)
             cyc_scratch_done(CYC_SCRATCH_TILES, scratch)
-            for t in prange(_n_chunks(K, kchunk), schedule="static"):
+            for t in prange(0 if by_rows else _n_chunks(K, kchunk), schedule="static"):
                 m0 = t * kchunk
                 m1 = min(K, m0 + kchunk)
                 _dw_finish(wino, &g, accs, n_acc, &dw[0, 0, 0, 0], m0, m1)
@@ -1345,7 +1370,7 @@ cdef void _backward_image_group(int dx_kind, int dw_kind, const cyc_geom_t *g, i
                 _transpose(dxa + (n - n0) * hw * g.c, g.c, dx + n * hw * g.c, hw, hw, g.c)
         _dw_partial(dw_kind, &s, xa, da, NULL, NULL, acc, dbacc, 0,
                     cyc_conv_winograd_dw_tiles(&s, sizeof(floating)) if wino else s.n * ohw,
-                    scratch)
+                    scratch, 0, <Py_ssize_t>s.kh * s.kw * (s.c // s.groups))
         n0 = n1
 
 
