@@ -317,12 +317,17 @@ size_t cyc_conv_dw_scratch_bytes(const cyc_geom_t *g, int elem_size)
         int og = g->cout / g->groups;                                                          \
         int opad = cyc_round_up(og, vlen);                                                     \
         size_t acc_len = cyc_conv_dw_acc_len(g, (int)sizeof(T));                               \
-        /* the partial sums in a fixed order, 0 + a0 + a1 + ...; the loops over co vectorise */ \
+        /* the partial sums in a fixed order, 0 + a0 + a1 + ...; the loops over co vectorise. \
+         * One partial sum is copied as it is, as the weight gradient's rows shared out over   \
+         * threads are written straight into dw (0 + a turned an underflow's -0 into +0). */   \
         for (ptrdiff_t k = k0; k < k1; k++) /* k = (kk, ci) */                                 \
             for (int grp = 0; grp < g->groups; grp++) {                                        \
                 const T *a = accs + ((size_t)k * g->groups + grp) * opad;                      \
                 T *restrict d = dw + (size_t)k * g->cout + (size_t)grp * og;                   \
-                for (int co = 0; co < og; co++) d[co] = (T)0 + a[co];                          \
+                if (n_acc == 1)                                                                \
+                    for (int co = 0; co < og; co++) d[co] = a[co];                             \
+                else                                                                           \
+                    for (int co = 0; co < og; co++) d[co] = (T)0 + a[co];                      \
                 for (int t = 1; t < n_acc; t++)                                                \
                     for (int co = 0; co < og; co++) d[co] += a[t * acc_len + co];              \
             }                                                                                  \
