@@ -214,6 +214,10 @@ typedef struct {
  * relu_y, when not NULL, is the forward output of a fused ReLU: dy counts only where it is > 0.
  * pool, when not NULL, gives dy instead of the dy argument (see cyc_unpool_t). */
 size_t cyc_conv_dw_acc_len(const cyc_geom_t *g, int elem_size);
+/* The accumulators of one row of dw (kernel tap, input channel): groups x (cout / groups rounded
+ * up to 64 bytes); row k starts k times this far in.  Equal to cout where dw's own rows have the
+ * same layout (each group's output channels a multiple of 64 bytes). */
+size_t cyc_conv_dw_acc_row(const cyc_geom_t *g, int elem_size);
 /* Whether the weight gradient through a pool (without a ReLU mask) goes by the pool's windows,
  * cyc_conv_bwd_filter_by_windows: one group, a few weights per output channel (a first
  * layer).  That kernel takes windows [w0, w1) of the flattened (n, wy, wx) of the pool's

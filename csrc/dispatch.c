@@ -288,12 +288,17 @@ int cyc_conv_dw_by_windows(const cyc_geom_t *g)
     return g->groups == 1 && g->kh * g->kw * g->c <= CYC_WIN_K;
 }
 
+size_t cyc_conv_dw_acc_row(const cyc_geom_t *g, int elem_size)
+{
+    return (size_t)g->groups * (size_t)cyc_round_up(g->cout / g->groups, 64 / elem_size);
+}
+
 size_t cyc_conv_dw_acc_len(const cyc_geom_t *g, int elem_size)
 {
     int vlen = 64 / elem_size;
-    int cg = g->c / g->groups, og = g->cout / g->groups;
     /* whole cache lines, so that accumulators laid end to end never share one */
-    size_t len = (size_t)g->kh * g->kw * cg * g->groups * cyc_round_up(og, vlen) + vlen;
+    size_t len = (size_t)g->kh * g->kw * (g->c / g->groups) * cyc_conv_dw_acc_row(g, elem_size) +
+                 (size_t)vlen;
     return (len + (size_t)vlen - 1) / (size_t)vlen * (size_t)vlen;
 }
 

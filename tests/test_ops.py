@@ -730,20 +730,23 @@ def test_big_layer_same_bits_on_1_and_2_threads_with_the_shipped_threshold():
     assert_bitwise_equal(tuple(results[0]), tuple(results[1]), "1 vs 2 threads")
 
 
-@pytest.mark.parametrize("cin, cout", [(64, 16), (40, 24)], ids=["into-dw", "through-sums"])
-def test_dense_weight_gradient_by_rows_keeps_its_bits_down_to_the_sign_of_zero(cin, cout):
+@pytest.mark.parametrize("cin, cout, groups", [(64, 16, 1), (40, 24, 1), (64, 32, 2)],
+                         ids=["into-dw", "through-sums", "groups-into-dw"])
+def test_dense_weight_gradient_by_rows_keeps_its_bits_down_to_the_sign_of_zero(cin, cout,
+                                                                                groups):
     """Few pixels make one partial sum, whose rows of dw 2 threads share out, written straight
-    into dw where its rows are whole cache lines (64 x 16) and through the sums otherwise
-    (40 x 24): products that underflow (to -0 where a fused multiply-add rounds them) must give
-    the same bits as on 1 thread, which copies its one partial sum as it is."""
+    into dw where each group's rows are whole cache lines (64 x 16; 2 groups of 32 x 16) and
+    through the sums otherwise (40 x 24): products that underflow (to -0 where a fused
+    multiply-add rounds them) must give the same bits as on 1 thread, which copies its one
+    partial sum as it is."""
     x = np.full((4, 1, 1, cin), 1e-30, np.float32)
     dy = np.full((4, 1, 1, cout), -1e-30, np.float32)
     dy[:, :, :, ::2] = 3.0   # half the channels an ordinary sum, against the reference
-    w = np.ones((1, 1, cin, cout), np.float32)
-    got = on_every_path(lambda: ops.conv2d_backward(dy, x, w, compute_dx=False))
+    w = np.ones((1, 1, cin // groups, cout), np.float32)
+    got = on_every_path(lambda: ops.conv2d_backward(dy, x, w, groups=groups, compute_dx=False))
     for isa, (_, dw, db) in got.items():
         assert not dw[..., 1::2].any(), isa
-        assert_close(dw, reference.conv2d_backward(dy, x, w)[1], isa)
+        assert_close(dw, reference.conv2d_backward(dy, x, w, groups=groups)[1], isa)
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])

@@ -132,6 +132,7 @@ cdef extern from "cyconv.h" nogil:
                                  const double *ry, const cyc_unpool_t *up, double *dw,
                                  double *db, ptrdiff_t m0, ptrdiff_t m1, ptrdiff_t k0, ptrdiff_t k1,
                                  void *s)
+    size_t cyc_conv_dw_acc_row(const cyc_geom_t *g, int elem_size)
     int cyc_conv_dw_by_windows(const cyc_geom_t *g)
     void cyc_conv_bwd_filter_by_windows_f32(const cyc_geom_t *g, const float *x,
                                             const cyc_unpool_t *up, float *dw, float *db,
@@ -1001,6 +1002,12 @@ cdef inline void _dw_partial(int kind, const cyc_geom_t *g, const floating *x,
             cyc_conv_bwd_filter_f64(g, x, dy, ry, up, acc, db, m0, m1, k0, k1, scratch)
 
 
+cdef inline Py_ssize_t _dw_rows(const cyc_geom_t *g, bint wino) noexcept nogil:
+    """Rows of the weight gradient's final pass: dw's (kernel taps x input channels per group),
+    or by Winograd its input channels."""
+    return g.c if wino else <Py_ssize_t>g.kh * g.kw * (g.c // g.groups)
+
+
 cdef inline void _dw_finish(bint wino, const cyc_geom_t *g, const floating *accs, int n_acc,
                             floating *dw, Py_ssize_t k0, Py_ssize_t k1) noexcept nogil:
     """Rows [k0, k1) of dw from the partial sums (by Winograd: its input channels)."""
@@ -1112,8 +1119,7 @@ def conv2d_backward_filter(const floating[:, :, :, ::1] x, const floating[:, :, 
     if wino and cyc_conv_winograd_dw_tile(&g, sizeof(floating)) == 2:
         per_acc = 64
     cdef int n_acc = <int>min(4 if wino else 8, max(1, M // per_acc))
-    # rows of the final pass: dw's, or by Winograd its input channels
-    cdef Py_ssize_t K = g.c if wino else <Py_ssize_t>g.kh * g.kw * (g.c // g.groups)
+    cdef Py_ssize_t K = _dw_rows(&g, wino)
     # One partial sum over few pixels (a Dense layer's batch) would keep one thread busy and the
     # others waiting: the direct kernel shares its rows of dw out over the threads instead, each
     # over all the pixels, and each thread finishes its own rows (a row's sum is the same
@@ -1134,16 +1140,13 @@ def conv2d_backward_filter(const floating[:, :, :, ::1] x, const floating[:, :, 
                           else 0 if kind == POOL_WINDOWS_DW
                           else cyc_conv_dw_scratch_bytes(&g, sizeof(floating)))
     cdef Py_ssize_t kchunk = _chunk(K, n_threads, 1)
-    # accumulators per row of dw (see cyc_conv_dw_acc_len): groups x cout / groups rounded up to
-    # 64 bytes
-    cdef Py_ssize_t l64 = 64 // sizeof(floating)
-    cdef Py_ssize_t astride = g.groups * ((g.cout // g.groups + l64 - 1) // l64 * l64)
-    # Rows shared out go straight into dw where its rows are laid out as the sums' (one group,
-    # whole cache lines of channels): a Dense layer's 9216 x 128 weights were zeroed, summed,
+    cdef Py_ssize_t astride = cyc_conv_dw_acc_row(&g, sizeof(floating))
+    # Rows shared out go straight into dw where its rows are laid out as the sums' (each group's
+    # channels in whole cache lines): a Dense layer's 9216 x 128 weights were zeroed, summed,
     # read back and written again, four passes over 4.7 MB where two do.  The same bits: the
     # final pass copies a single partial sum as it is.
-    cdef floating *rows_out = (&dw[0, 0, 0, 0] if by_rows and g.groups == 1
-                               and astride == g.cout else accs)
+    cdef bint into_dw = by_rows and astride == g.cout
+    cdef floating *rows_out = &dw[0, 0, 0, 0] if into_dw else accs
     cdef Py_ssize_t t, m0, m1
     cdef int failed = 0
     cdef int *failp = &failed   # written inside the parallel block, so shared through a pointer
@@ -1163,7 +1166,7 @@ def conv2d_backward_filter(const floating[:, :, :, ::1] x, const floating[:, :, 
                     memset(dbs, 0, db_len * sizeof(floating))
                 _dw_partial(kind, &g, &x[0, 0, 0, 0], &dy[0, 0, 0, 0], ry, up, rows_out,
                             dbs if t == 0 else NULL, 0, units, scratch, m0, m1)
-                if rows_out != &dw[0, 0, 0, 0]:
+                if not into_dw:
                     _dw_finish(wino, &g, accs, 1, &dw[0, 0, 0, 0], m0, m1)
             for t in prange(0 if by_rows else n_acc, schedule="dynamic"):
                 if scratch == NULL:
@@ -1377,7 +1380,7 @@ cdef void _backward_image_group(int dx_kind, int dw_kind, const cyc_geom_t *g, i
                 _transpose(dxa + (n - n0) * hw * g.c, g.c, dx + n * hw * g.c, hw, hw, g.c)
         _dw_partial(dw_kind, &s, xa, da, NULL, NULL, acc, dbacc, 0,
                     cyc_conv_winograd_dw_tiles(&s, sizeof(floating)) if wino else s.n * ohw,
-                    scratch, 0, <Py_ssize_t>s.kh * s.kw * (s.c // s.groups))
+                    scratch, 0, _dw_rows(&s, wino))
         n0 = n1
 
 
@@ -1410,7 +1413,7 @@ def conv2d_backward_images(const floating[:, :, :, ::1] dy, const floating[:, :,
     cdef size_t stage_bytes = _image_stage_bytes(&g, per_unit, sizeof(floating), True)
     cdef int transposed = _packing(dx_kind)
     cdef Py_ssize_t K = cyc_conv_rows(&g, transposed), kchunk, fchunk, t, m0
-    cdef Py_ssize_t KW = g.c if wino else <Py_ssize_t>g.kh * g.kw * (g.c // g.groups)
+    cdef Py_ssize_t KW = _dw_rows(&g, wino)
     cdef void *packed = NULL
     cdef void *zeros = NULL
     cdef void *scratch = NULL
