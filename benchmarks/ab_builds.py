@@ -21,7 +21,9 @@ A cases file defines ``make(ops, cyconv)``, which returns {name: function of no 
 is called once per build with that build's modules, just after loading it, so that what it
 imports from cyconv (``cyconv.keras``, ``cyconv.cli``) comes from that build too.  An import
 that cyconv's own code makes only when a function runs resolves to the build loaded last:
-import such modules in ``make``.
+import such modules in ``make``.  The file is run once: make the input arrays at its top level,
+so that both builds read the same memory (arrays made in ``make``, one set per build, differ in
+where they lie, and that alone moved a case by up to 1.4x).
 """
 
 from __future__ import annotations

@@ -2105,28 +2105,37 @@ static inline int FN(dw_slides)(const cyc_geom_t *g)
  * blocks spill and ran 3x3 layers 1.1x to 1.4x slower, so there they keep the lists of taps. */
 #define CYC_DW_SLIDE_SIDES (MR >= 12)
 
-/* Output pixels [p0, p1) of a row through FN(dw_slide), PX at a time; `row` is the first
- * window row's column 0.  With CYC_DW_SLIDE_SIDES the whole row, borders too, the last block
- * storing what is left; else the pixels whose windows lie inside, then one at a time. */
+/* Output pixels [p0, p1) of a row through FN(dw_slide), PX at a time, each block through
+ * every vector block of channels [0, cfast) in turn; `row` is the first window row's column 0.
+ * With CYC_DW_SLIDE_SIDES the whole row, borders too, the last block storing what is left;
+ * else the pixels whose windows lie inside, then one at a time.  The channel blocks run inside
+ * the pixel blocks, so that a block's pixels are read whole, in order, while in L1: a row of
+ * blocks per channel block (the earlier order) read each pixel's cache lines in separate
+ * strided sweeps of rows that L1 cannot hold, and from memory (batch 8 of 56x56x64) took
+ * twice the time per image that the same pass took in the caches. */
 static void FN(dw_slide_row)(const cyc_geom_t *g, const T *row, ptrdiff_t C, ptrdiff_t rs,
                              int rows, const T *w, const T *bias, int relu, T *out, int p0,
-                             int p1)
+                             int p1, int cfast)
 {
-    enum { NB = CYC_DW_NB };
-    V bv[NB];
-    for (int b = 0; b < NB; b++) bv[b] = bias ? (V)LOADV(bias + b * VLEN) : (V){0};
+    enum { NB = CYC_DW_NB, BLK = CYC_DW_NB * VLEN };
     /* block [p, p + PX): x0 its first input column, columns [mlo, mhi) of its span inside;
      * the code that reads every column where all are (always so without CYC_DW_SLIDE_SIDES) */
 #define CYC_SLIDE_BLOCK(KW, SW, PX, p, nout)                                                   \
     do {                                                                                       \
         const int x0 = (p) * (SW) - g->pad_left, span = ((PX) - 1) * (SW) + (KW);             \
         const int mlo = x0 < 0 ? -x0 : 0, mhi = g->w - x0 < span ? g->w - x0 : span;          \
-        if (!CYC_DW_SLIDE_SIDES || (mlo == 0 && mhi == span))                                  \
-            FN(dw_slide)(KW, SW, PX, 0, row, x0, mlo, mhi, C, rs, rows, w, bv, relu,           \
-                         out + (ptrdiff_t)(p) * C, nout);                                      \
-        else                                                                                   \
-            FN(dw_slide)(KW, SW, PX, 1, row, x0, mlo, mhi, C, rs, rows, w, bv, relu,           \
-                         out + (ptrdiff_t)(p) * C, nout);                                      \
+        const int inside = !CYC_DW_SLIDE_SIDES || (mlo == 0 && mhi == span);                   \
+        for (int c0 = 0; c0 < cfast; c0 += BLK) {                                              \
+            V bv[NB];                                                                          \
+            for (int b = 0; b < NB; b++)                                                       \
+                bv[b] = bias ? (V)LOADV(bias + c0 + b * VLEN) : (V){0};                        \
+            if (inside)                                                                        \
+                FN(dw_slide)(KW, SW, PX, 0, row + c0, x0, mlo, mhi, C, rs, rows, w + c0, bv,   \
+                             relu, out + (ptrdiff_t)(p) * C + c0, nout);                       \
+            else                                                                               \
+                FN(dw_slide)(KW, SW, PX, 1, row + c0, x0, mlo, mhi, C, rs, rows, w + c0, bv,   \
+                             relu, out + (ptrdiff_t)(p) * C + c0, nout);                       \
+        }                                                                                      \
     } while (0)
 #if CYC_DW_SLIDE_SIDES
 #define CYC_SLIDES(KW, SW, PX)                                                                 \
@@ -2202,11 +2211,10 @@ void FN(cyc_depthwise_fwd)(const cyc_geom_t *g, const T *x, const T *w, const T 
         const int s0 = CYC_DW_SLIDE_SIDES ? 0 : xlo, s1 = CYC_DW_SLIDE_SIDES ? g->ow : xhi;
         const int fast = cfast && !slides && xhi > xlo && ilo == 0 && ihi == g->kh;
         if (slide)
-            for (int c0 = 0; c0 < cfast; c0 += blk)
-                FN(dw_slide_row)(g, xn + (ptrdiff_t)(iy0 + ilo * g->dh) * g->w * C + c0, C,
-                                 (ptrdiff_t)g->dh * g->w * C, ihi - ilo,
-                                 w + (ptrdiff_t)ilo * g->kw * C + c0, bias ? bias + c0 : NULL,
-                                 relu, y + row * g->ow * C + c0, s0, s1);
+            FN(dw_slide_row)(g, xn + (ptrdiff_t)(iy0 + ilo * g->dh) * g->w * C, C,
+                             (ptrdiff_t)g->dh * g->w * C, ihi - ilo,
+                             w + (ptrdiff_t)ilo * g->kw * C, bias, relu, y + row * g->ow * C, s0,
+                             s1, cfast);
         if (fast) {
             const ptrdiff_t first = ((ptrdiff_t)iy0 * g->w + xlo * g->sw - g->pad_left) * C;
             T *out = y + (row * g->ow + xlo) * C;
@@ -2293,28 +2301,49 @@ ALWAYS_INLINE void FN(dw_tap_sums)(const int nv, const int nl, const T *x, ptrdi
  * (n, oh); relu_y, when not NULL, masks dy (a fused ReLU's output) through rowbuf (ow * c
  * values).  Per output row and tap, vectors of channels are summed in registers over the
  * row's pixels that the tap reaches. */
-/* A 3x3 window's 9 x NB vectors of sums over count pixels of a row, inside the image, kept in
- * registers: pixel p reads x at xo + p * xs + inner[t] and dy at d + p * C.  (Summing one tap
- * at a time re-read the row's x and dy from L2 for every tap.) */
-static void FN(dw3x3_sums)(const T *x, ptrdiff_t xo, ptrdiff_t xs, const ptrdiff_t *inner,
-                           const T *d, int C, int count, T *dw_acc)
+/* A 3x3 window's sums over count pixels of a row, inside the image, for channels [0, cfast):
+ * pixel p reads x at xo + p * xs + i * rstep + j * cstep (tap (i, j)) and dy at d + p * C.
+ * CYC_DW_SLIDE_PX pixels at a time, each block of channels of those pixels in turn, its 9 x NB
+ * vectors of sums in registers: a row per block of channels swept the row's x in strides
+ * that L1 could not hold (summing one tap at a time re-read them for every tap).  Three row
+ * pointers and two column steps, not a table of nine offsets: nine offsets in general
+ * registers beside the loop's pointers spilled when the caller grew (gcc 12 loaded seven of
+ * them from the stack on every pixel, 1.1x to 1.25x the time of this pass). */
+static void FN(dw3x3_sums)(const T *x, ptrdiff_t xo, ptrdiff_t xs, ptrdiff_t rstep,
+                           ptrdiff_t cstep, const T *d, int C, int count, int cfast, T *dw_acc)
 {
-    enum { NB = CYC_DW_NB };
-    V a[9][NB];
-    for (int t = 0; t < 9; t++)
-        for (int b = 0; b < NB; b++) a[t][b] = (V){0};
-    for (int p = 0; p < count; p++) {
-        const T *xp = x + (xo + p * xs);
-        V dv[NB];
-        for (int b = 0; b < NB; b++) dv[b] = LOADV(d + (ptrdiff_t)p * C + b * VLEN);
-        for (int t = 0; t < 9; t++)
-            for (int b = 0; b < NB; b++) a[t][b] += LOADV(xp + inner[t] + b * VLEN) * dv[b];
-    }
-    for (int t = 0; t < 9; t++)
-        for (int b = 0; b < NB; b++) {
-            T *o = dw_acc + (ptrdiff_t)t * C + b * VLEN;
-            STOREV(o, LOADV(o) + a[t][b]);
+    enum { NB = CYC_DW_NB, BLK = CYC_DW_NB * VLEN };
+    const ptrdiff_t cstep2 = 2 * cstep;
+    for (int p0 = 0; p0 < count; p0 += CYC_DW_SLIDE_PX) {
+        const int np = count - p0 < CYC_DW_SLIDE_PX ? count - p0 : CYC_DW_SLIDE_PX;
+        for (int c0 = 0; c0 < cfast; c0 += BLK) {
+            V a[9][NB];
+            for (int t = 0; t < 9; t++)
+                for (int b = 0; b < NB; b++)
+                    a[t][b] = LOADV(dw_acc + (ptrdiff_t)t * C + c0 + b * VLEN);
+            const T *x0 = x + xo + p0 * xs + c0, *x1 = x0 + rstep, *x2 = x1 + rstep;
+            const T *dp = d + (ptrdiff_t)p0 * C + c0;
+            for (int p = 0; p < np; p++, x0 += xs, x1 += xs, x2 += xs, dp += C) {
+                V dv[NB];
+                for (int b = 0; b < NB; b++) dv[b] = LOADV(dp + b * VLEN);
+                for (int b = 0; b < NB; b++) {
+                    const int o = b * VLEN;
+                    a[0][b] += LOADV(x0 + o) * dv[b];
+                    a[1][b] += LOADV(x0 + cstep + o) * dv[b];
+                    a[2][b] += LOADV(x0 + cstep2 + o) * dv[b];
+                    a[3][b] += LOADV(x1 + o) * dv[b];
+                    a[4][b] += LOADV(x1 + cstep + o) * dv[b];
+                    a[5][b] += LOADV(x1 + cstep2 + o) * dv[b];
+                    a[6][b] += LOADV(x2 + o) * dv[b];
+                    a[7][b] += LOADV(x2 + cstep + o) * dv[b];
+                    a[8][b] += LOADV(x2 + cstep2 + o) * dv[b];
+                }
+            }
+            for (int t = 0; t < 9; t++)
+                for (int b = 0; b < NB; b++)
+                    STOREV(dw_acc + (ptrdiff_t)t * C + c0 + b * VLEN, a[t][b]);
         }
+    }
 }
 
 /* FN(dw_tap_sums) over channels [c0, c1) (see CYC_CHANNEL_BLOCKS). */
@@ -2358,9 +2387,8 @@ void FN(cyc_depthwise_bwd_filter)(const cyc_geom_t *g, const T *x, const T *dy, 
         const int fast = cfast && ilo == 0 && ihi == 3;
         if (fast) {
             const ptrdiff_t xo = ((ptrdiff_t)iy0 * g->w + xlo * g->sw - g->pad_left) * C;
-            for (int c0 = 0; c0 < cfast; c0 += blk)
-                FN(dw3x3_sums)(xn + c0, xo, xs, inner, d + (ptrdiff_t)xlo * C + c0, C,
-                               xhi - xlo, dw_acc + c0);
+            FN(dw3x3_sums)(xn, xo, xs, inner[3], inner[1], d + (ptrdiff_t)xlo * C, C, xhi - xlo,
+                           cfast, dw_acc);
         }
         for (int i = ilo; i < ihi; i++)
             for (int j = 0; j < g->kw; j++) {
