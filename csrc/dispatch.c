@@ -290,7 +290,7 @@ int cyc_conv_dw_by_windows(const cyc_geom_t *g)
 
 size_t cyc_conv_dw_acc_row(const cyc_geom_t *g, int elem_size)
 {
-    return (size_t)g->groups * (size_t)cyc_round_up(g->cout / g->groups, 64 / elem_size);
+    return (size_t)g->groups * (size_t)cyc_dw_opad(g, elem_size);
 }
 
 size_t cyc_conv_dw_acc_len(const cyc_geom_t *g, int elem_size)
@@ -305,9 +305,8 @@ size_t cyc_conv_dw_acc_len(const cyc_geom_t *g, int elem_size)
 size_t cyc_conv_dw_scratch_bytes(const cyc_geom_t *g, int elem_size)
 {
     cyc_plan_t r = cyc_plan(g, 0);
-    int og = g->cout / g->groups;
     size_t P = (size_t)cyc_dw_chunk(g), nseg = (size_t)r.nseg;
-    size_t bytes = (size_t)elem_size * ((size_t)g->groups * P * cyc_round_up(og, 64 / elem_size) + g->cout) + 64;
+    size_t bytes = (size_t)elem_size * (P * cyc_conv_dw_acc_row(g, elem_size) + g->cout) + 64;
     bytes += sizeof(void *) * (nseg * P + P) + sizeof(int) * P + 8;
     bytes += CYC_TAPS_BYTES(nseg) + 64;
     bytes += (size_t)elem_size * P * (size_t)r.K;
@@ -318,9 +317,8 @@ size_t cyc_conv_dw_scratch_bytes(const cyc_geom_t *g, int elem_size)
     void cyc_conv_dw_finish_##SUF(const cyc_geom_t *g, const T *accs, int n_acc, T *dw,        \
                                   ptrdiff_t k0, ptrdiff_t k1)                                  \
     {                                                                                          \
-        int vlen = 64 / (int)sizeof(T);                                                        \
         int og = g->cout / g->groups;                                                          \
-        int opad = cyc_round_up(og, vlen);                                                     \
+        int opad = cyc_dw_opad(g, (int)sizeof(T));                                             \
         size_t acc_len = cyc_conv_dw_acc_len(g, (int)sizeof(T));                               \
         /* the partial sums in a fixed order, 0 + a0 + a1 + ...; the loops over co vectorise. \
          * One partial sum is copied as it is, as the weight gradient's rows shared out over   \

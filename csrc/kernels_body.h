@@ -1513,8 +1513,8 @@ void FN(cyc_conv_bwd_filter)(const cyc_geom_t *g, const T *x, const T *dy, const
     const cyc_plan_t r = cyc_plan(g, 0);
     const int og = g->cout / g->groups;
     const int nseg = r.nseg, K = r.K, len = r.len;
-    /* the accumulators' layout, which dw_finish in dispatch.c reads: channels to 64 bytes */
-    const int opad = cyc_round_up(og, CYC_L64);
+    /* the accumulators' layout, which dw_finish in dispatch.c reads */
+    const int opad = cyc_dw_opad(g, (int)sizeof(T));
     const int P = cyc_dw_chunk(g);
     /* scratch: dbl [cout] | dyp [groups][P][opad] | ptrs [nseg][P] | rows [P] | dj [P] |
      *          live [nseg] | taps | gbuf [P][K] */
@@ -1683,7 +1683,7 @@ ALWAYS_INLINE void FN(dw_windows)(const int NK, const int NV, const cyc_geom_t *
                                   const int *qj, const int *qc)
 {
     const int C = g->c, cout = g->cout, K = g->kh * g->kw * C;
-    const int opad = cyc_round_up(cout, CYC_L64), pk = up->kh * up->kw;
+    const int opad = cyc_dw_opad(g, (int)sizeof(T)), pk = up->kh * up->kw; /* groups 1 */
     const ptrdiff_t plane = (ptrdiff_t)up->oh * up->ow;
     const T *dy = (const T *)up->dy;
     /* the rows and columns past a window's first cell that its cells' reads reach, and where

@@ -89,6 +89,14 @@ static inline cyc_plan_t cyc_plan(const cyc_geom_t *g, int transposed)
 /* v rounded up to a multiple of m (channels to whole vectors, layouts to 64 bytes). */
 static inline int cyc_round_up(int v, int m) { return (v + m - 1) / m * m; }
 
+/* The direct weight gradient's accumulators: a group's output channels, rounded up to whole
+ * 64-byte lines (the kernels write them, cyc_conv_dw_finish reads them, and dw takes rows
+ * straight from the kernels where this is its own row length). */
+static inline int cyc_dw_opad(const cyc_geom_t *g, int elem_size)
+{
+    return cyc_round_up(g->cout / g->groups, 64 / elem_size);
+}
+
 /* The first 64-byte boundary at or after p (scratch blocks carve aligned rows out of one). */
 static inline void *cyc_align64(const void *p)
 {
