@@ -2003,41 +2003,52 @@ static void FN(dwc_pixel)(int C, const T *src, const ptrdiff_t *off, const T *w,
 #define CYC_DW_SLIDE_PX 8
 #define CYC_DW_SLIDE_KW 7
 
-/* count pixels of a row whose windows lie inside the image, for NB * VLEN channels: pixel p's tap
- * t reads src[p * step + off[t]] and weights w[woff[t]].  PX pixels at a time: a pixel's
+/* count pixels of a row whose windows lie inside the image, for channels [0, cfast): pixel p's
+ * tap t reads src[p * step + off[t]] and weights w[woff[t]].  PX pixels at a time: a pixel's
  * multiply-adds form one dependent chain per vector, so one pixel alone waited on each add's
- * latency; each tap's weights are loaded once for the PX pixels. */
+ * latency; each tap's weights are loaded once for the PX pixels.  Each block of channels of
+ * those pixels in turn, as FN(dw_slide_row) does. */
 static void FN(dw_pixels)(const T *src, ptrdiff_t step, const ptrdiff_t *off, const T *w,
                           const ptrdiff_t *woff, int nt, const T *bias, int relu, T *out,
-                          ptrdiff_t ostep, int count)
+                          ptrdiff_t ostep, int count, int cfast)
 {
-    enum { NB = CYC_DW_NB, PX = 4 };
-    V bv[NB];
-    for (int b = 0; b < NB; b++) bv[b] = bias ? (V)LOADV(bias + b * VLEN) : (V){0};
-    int p = 0;
-    for (; p + PX <= count; p += PX) {
-        V acc[PX][NB];
-        for (int q = 0; q < PX; q++)
-            for (int b = 0; b < NB; b++) acc[q][b] = bv[b];
-        for (int t = 0; t < nt; t++) {
-            const T *s = src + p * step + off[t];
-            V wv[NB];
-            for (int b = 0; b < NB; b++) wv[b] = LOADV(w + woff[t] + b * VLEN);
-            for (int q = 0; q < PX; q++)
-                for (int b = 0; b < NB; b++) acc[q][b] += LOADV(s + q * step + b * VLEN) * wv[b];
+    enum { NB = CYC_DW_NB, PX = 4, BLK = CYC_DW_NB * VLEN };
+    for (int p = 0; p < count; p += PX) {
+        const int np = count - p < PX ? count - p : PX;
+        for (int c0 = 0; c0 < cfast; c0 += BLK) {
+            V bv[NB];
+            for (int b = 0; b < NB; b++) bv[b] = bias ? (V)LOADV(bias + c0 + b * VLEN) : (V){0};
+            const T *sp = src + p * step + c0;
+            T *op = out + p * ostep + c0;
+            if (np == PX) {
+                V acc[PX][NB];
+                for (int q = 0; q < PX; q++)
+                    for (int b = 0; b < NB; b++) acc[q][b] = bv[b];
+                for (int t = 0; t < nt; t++) {
+                    const T *s = sp + off[t];
+                    V wv[NB];
+                    for (int b = 0; b < NB; b++) wv[b] = LOADV(w + c0 + woff[t] + b * VLEN);
+                    for (int q = 0; q < PX; q++)
+                        for (int b = 0; b < NB; b++)
+                            acc[q][b] += LOADV(s + q * step + b * VLEN) * wv[b];
+                }
+                for (int q = 0; q < PX; q++)
+                    for (int b = 0; b < NB; b++)
+                        STOREV(op + q * ostep + b * VLEN,
+                               relu ? FN(relu)(acc[q][b]) : acc[q][b]);
+                continue;
+            }
+            for (int q = 0; q < np; q++) {
+                V acc[NB];
+                for (int b = 0; b < NB; b++) acc[b] = bv[b];
+                for (int t = 0; t < nt; t++)
+                    for (int b = 0; b < NB; b++)
+                        acc[b] += LOADV(sp + q * step + off[t] + b * VLEN) *
+                                  LOADV(w + c0 + woff[t] + b * VLEN);
+                for (int b = 0; b < NB; b++)
+                    STOREV(op + q * ostep + b * VLEN, relu ? FN(relu)(acc[b]) : acc[b]);
+            }
         }
-        for (int q = 0; q < PX; q++)
-            for (int b = 0; b < NB; b++)
-                STOREV(out + (p + q) * ostep + b * VLEN, relu ? FN(relu)(acc[q][b]) : acc[q][b]);
-    }
-    for (; p < count; p++) {
-        V acc[NB];
-        for (int b = 0; b < NB; b++) acc[b] = bv[b];
-        for (int t = 0; t < nt; t++)
-            for (int b = 0; b < NB; b++)
-                acc[b] += LOADV(src + p * step + off[t] + b * VLEN) * LOADV(w + woff[t] + b * VLEN);
-        for (int b = 0; b < NB; b++)
-            STOREV(out + p * ostep + b * VLEN, relu ? FN(relu)(acc[b]) : acc[b]);
     }
 }
 
@@ -2217,10 +2228,8 @@ void FN(cyc_depthwise_fwd)(const cyc_geom_t *g, const T *x, const T *w, const T 
                              s1, cfast);
         if (fast) {
             const ptrdiff_t first = ((ptrdiff_t)iy0 * g->w + xlo * g->sw - g->pad_left) * C;
-            T *out = y + (row * g->ow + xlo) * C;
-            for (int c0 = 0; c0 < cfast; c0 += blk)
-                FN(dw_pixels)(xn + first + c0, (ptrdiff_t)g->sw * C, inner, w + c0, woff_all,
-                              taps, bias ? bias + c0 : NULL, relu, out + c0, C, xhi - xlo);
+            FN(dw_pixels)(xn + first, (ptrdiff_t)g->sw * C, inner, w, woff_all, taps, bias, relu,
+                          y + (row * g->ow + xlo) * C, C, xhi - xlo, cfast);
         }
         for (int ox = 0; ox < g->ow; ox++) {
             const int c0 = (slide && ox >= s0 && ox < s1) || (fast && ox >= xlo && ox < xhi)
@@ -2297,10 +2306,6 @@ ALWAYS_INLINE void FN(dw_tap_sums)(const int nv, const int nl, const T *x, ptrdi
     }
 }
 
-/* dw_acc [kh * kw][c] and db_acc [c] += the sums over output rows [r0, r1) of the flattened
- * (n, oh); relu_y, when not NULL, masks dy (a fused ReLU's output) through rowbuf (ow * c
- * values).  Per output row and tap, vectors of channels are summed in registers over the
- * row's pixels that the tap reaches. */
 /* A 3x3 window's sums over count pixels of a row, inside the image, for channels [0, cfast):
  * pixel p reads x at xo + p * xs + i * rstep + j * cstep (tap (i, j)) and dy at d + p * C.
  * CYC_DW_SLIDE_PX pixels at a time, each block of channels of those pixels in turn, its 9 x NB
@@ -2357,6 +2362,10 @@ static void FN(dw_tap_channels)(int c0, int c1, const T *x, ptrdiff_t xrow, ptrd
 #undef CYC_BLOCK
 }
 
+/* dw_acc [kh * kw][c] and db_acc [c] += the sums over output rows [r0, r1) of the flattened
+ * (n, oh); relu_y, when not NULL, masks dy (a fused ReLU's output) through rowbuf (ow * c
+ * values).  Per output row and tap, vectors of channels are summed in registers over the
+ * row's pixels that the tap reaches. */
 void FN(cyc_depthwise_bwd_filter)(const cyc_geom_t *g, const T *x, const T *dy, const T *relu_y,
                                   T *dw_acc, T *db_acc, ptrdiff_t r0, ptrdiff_t r1, T *rowbuf)
 {
