@@ -1,7 +1,9 @@
 """Where a training step of the seed model spends its time: every cyconv.ops call of one epoch,
 timed, grouped by function and argument shapes, per step.
 
-    python benchmarks/step_profile.py [--images 12000] [--threads N]
+    python benchmarks/step_profile.py [--images 12000] [--threads N] [--model seed|mnist-cnn]
+
+--model mnist-cnn profiles Keras 2's MNIST example model instead (see epoch.py).
 
 The first line is the whole step (the fit's wall time over its steps); the rest is each op's
 share, largest first.  Wrapping the ops costs about a microsecond per call.
@@ -19,12 +21,13 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, default=12000)
     parser.add_argument("--threads", type=int, default=0)
+    parser.add_argument("--model", choices=["seed", "mnist-cnn"], default="seed")
     args = parser.parse_args()
 
-    from epoch import load
+    from epoch import keras_model, load
 
     import cyconv
-    from cyconv import ops
+    from cyconv import keras, ops
     from cyconv.cli import seed_model
 
     if args.threads:
@@ -50,7 +53,7 @@ def main():
             setattr(ops, name, timed(name, fn))
 
     x, y, _, _ = load(args.images)
-    model = seed_model()
+    model = seed_model() if args.model == "seed" else keras_model(keras, args.model)
     model.fit(x[:640], y[:640], batch_size=32, epochs=1, verbose=0)   # warm up
     spent.clear()
     calls.clear()
