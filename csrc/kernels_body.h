@@ -867,6 +867,13 @@ void FN(cyc_conv_pack)(const cyc_geom_t *g, const T *w, const T *bias, int trans
                 int bw = opad - co0 < blk ? opad - co0 : blk;
                 T *dst = pg + (ptrdiff_t)co0 * K + k * bw;
                 int real = r.out_cg - co0 < bw ? r.out_cg - co0 : bw;
+                if (real == bw) {
+                    /* whole vectors in registers: a call to memcpy per block of a row took
+                     * most of the packing (a 9216 -> 128 Dense layer: 9216 x 8 calls per
+                     * forward pass, a third of its time) */
+                    for (int l = 0; l < bw; l += VLEN) STOREV(dst + l, LOADV(row + co0 + l));
+                    continue;
+                }
                 memcpy(dst, row + co0, sizeof(T) * (size_t)real);
                 for (int l = real; l < bw; l++) dst[l] = 0;
             }
