@@ -2010,6 +2010,33 @@ static void FN(dwc_pixel)(int C, const T *src, const ptrdiff_t *off, const T *w,
 #define CYC_DW_SLIDE_PX 8
 #define CYC_DW_SLIDE_KW 7
 
+/* The bias of channels [c0, c0 + NB * VLEN) of the depthwise kernels' blocks, or zeros. */
+ALWAYS_INLINE void FN(dw_bias)(const T *bias, int c0, V *bv)
+{
+    for (int b = 0; b < CYC_DW_NB; b++) bv[b] = bias ? (V)LOADV(bias + c0 + b * VLEN) : (V){0};
+}
+
+/* PX pixels of FN(dw_pixels), NB vectors of channels from sp and op on. */
+ALWAYS_INLINE void FN(dw_pixel_block)(const int PX, const T *sp, ptrdiff_t step,
+                                      const ptrdiff_t *off, const T *w, const ptrdiff_t *woff,
+                                      int nt, const V *bv, int relu, T *op, ptrdiff_t ostep)
+{
+    enum { NB = CYC_DW_NB };
+    V acc[4][NB];   /* PX <= 4 */
+    for (int q = 0; q < PX; q++)
+        for (int b = 0; b < NB; b++) acc[q][b] = bv[b];
+    for (int t = 0; t < nt; t++) {
+        const T *s = sp + off[t];
+        V wv[NB];
+        for (int b = 0; b < NB; b++) wv[b] = LOADV(w + woff[t] + b * VLEN);
+        for (int q = 0; q < PX; q++)
+            for (int b = 0; b < NB; b++) acc[q][b] += LOADV(s + q * step + b * VLEN) * wv[b];
+    }
+    for (int q = 0; q < PX; q++)
+        for (int b = 0; b < NB; b++)
+            STOREV(op + q * ostep + b * VLEN, relu ? FN(relu)(acc[q][b]) : acc[q][b]);
+}
+
 /* count pixels of a row whose windows lie inside the image, for channels [0, cfast): pixel p's
  * tap t reads src[p * step + off[t]] and weights w[woff[t]].  PX pixels at a time: a pixel's
  * multiply-adds form one dependent chain per vector, so one pixel alone waited on each add's
@@ -2024,37 +2051,15 @@ static void FN(dw_pixels)(const T *src, ptrdiff_t step, const ptrdiff_t *off, co
         const int np = count - p < PX ? count - p : PX;
         for (int c0 = 0; c0 < cfast; c0 += BLK) {
             V bv[NB];
-            for (int b = 0; b < NB; b++) bv[b] = bias ? (V)LOADV(bias + c0 + b * VLEN) : (V){0};
+            FN(dw_bias)(bias, c0, bv);
             const T *sp = src + p * step + c0;
             T *op = out + p * ostep + c0;
-            if (np == PX) {
-                V acc[PX][NB];
-                for (int q = 0; q < PX; q++)
-                    for (int b = 0; b < NB; b++) acc[q][b] = bv[b];
-                for (int t = 0; t < nt; t++) {
-                    const T *s = sp + off[t];
-                    V wv[NB];
-                    for (int b = 0; b < NB; b++) wv[b] = LOADV(w + c0 + woff[t] + b * VLEN);
-                    for (int q = 0; q < PX; q++)
-                        for (int b = 0; b < NB; b++)
-                            acc[q][b] += LOADV(s + q * step + b * VLEN) * wv[b];
-                }
-                for (int q = 0; q < PX; q++)
-                    for (int b = 0; b < NB; b++)
-                        STOREV(op + q * ostep + b * VLEN,
-                               relu ? FN(relu)(acc[q][b]) : acc[q][b]);
-                continue;
-            }
-            for (int q = 0; q < np; q++) {
-                V acc[NB];
-                for (int b = 0; b < NB; b++) acc[b] = bv[b];
-                for (int t = 0; t < nt; t++)
-                    for (int b = 0; b < NB; b++)
-                        acc[b] += LOADV(sp + q * step + off[t] + b * VLEN) *
-                                  LOADV(w + c0 + woff[t] + b * VLEN);
-                for (int b = 0; b < NB; b++)
-                    STOREV(op + q * ostep + b * VLEN, relu ? FN(relu)(acc[b]) : acc[b]);
-            }
+            if (np == PX)
+                FN(dw_pixel_block)(PX, sp, step, off, w + c0, woff, nt, bv, relu, op, ostep);
+            else
+                for (int q = 0; q < np; q++)
+                    FN(dw_pixel_block)(1, sp + q * step, step, off, w + c0, woff, nt, bv, relu,
+                                       op + q * ostep, ostep);
         }
     }
 }
@@ -2145,8 +2150,7 @@ static void FN(dw_slide_row)(const cyc_geom_t *g, const T *row, ptrdiff_t C, ptr
         const int inside = !CYC_DW_SLIDE_SIDES || (mlo == 0 && mhi == span);                   \
         for (int c0 = 0; c0 < cfast; c0 += BLK) {                                              \
             V bv[NB];                                                                          \
-            for (int b = 0; b < NB; b++)                                                       \
-                bv[b] = bias ? (V)LOADV(bias + c0 + b * VLEN) : (V){0};                        \
+            FN(dw_bias)(bias, c0, bv);                                                         \
             if (inside)                                                                        \
                 FN(dw_slide)(KW, SW, PX, 0, row + c0, x0, mlo, mhi, C, rs, rows, w + c0, bv,   \
                              relu, out + (ptrdiff_t)(p) * C + c0, nout);                       \
@@ -2380,8 +2384,6 @@ void FN(cyc_depthwise_bwd_filter)(const cyc_geom_t *g, const T *x, const T *dy, 
     const ptrdiff_t xs = (ptrdiff_t)g->sw * C;
     /* 3x3 windows inside the image across (pixels [xlo, xhi), as in the forward pass) sum whole
      * blocks of channels [0, cfast) in registers; the rest goes a tap at a time */
-    ptrdiff_t inner[CYC_DEPTHWISE_MAX_TAPS];
-    FN(tap_offsets)(g, C, inner);
     int xlo, xhi;
     FN(inside_columns)(g, -g->pad_left, (g->kw - 1) * g->dw + 1, &xlo, &xhi);
     const int blk = CYC_DW_NB * VLEN;
@@ -2403,8 +2405,8 @@ void FN(cyc_depthwise_bwd_filter)(const cyc_geom_t *g, const T *x, const T *dy, 
         const int fast = cfast && ilo == 0 && ihi == 3;
         if (fast) {
             const ptrdiff_t xo = ((ptrdiff_t)iy0 * g->w + xlo * g->sw - g->pad_left) * C;
-            FN(dw3x3_sums)(xn, xo, xs, inner[3], inner[1], d + (ptrdiff_t)xlo * C, C, xhi - xlo,
-                           cfast, dw_acc);
+            FN(dw3x3_sums)(xn, xo, xs, (ptrdiff_t)g->dh * g->w * C, (ptrdiff_t)g->dw * C,
+                           d + (ptrdiff_t)xlo * C, C, xhi - xlo, cfast, dw_acc);
         }
         for (int i = ilo; i < ihi; i++)
             for (int j = 0; j < g->kw; j++) {
