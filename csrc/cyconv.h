@@ -218,6 +218,11 @@ size_t cyc_conv_dw_acc_len(const cyc_geom_t *g, int elem_size);
  * up to 64 bytes); row k starts k times this far in.  Equal to cout where dw's own rows have the
  * same layout (each group's output channels a multiple of 64 bytes). */
 size_t cyc_conv_dw_acc_row(const cyc_geom_t *g, int elem_size);
+/* Whether one partial sum (cyc_conv_dw_acc_len values) is past L2's size (1 MB): then it goes
+ * through memory once per chunk of pixels and once more for each extra partial sum to zero and
+ * add up, so such a gradient takes one partial sum, its rows shared out over the threads, and the
+ * longest chunks of pixels. */
+int cyc_conv_dw_big_sums(const cyc_geom_t *g, int elem_size);
 /* Whether the weight gradient through a pool (without a ReLU mask) goes by the pool's windows,
  * cyc_conv_bwd_filter_by_windows: one group, a few weights per output channel (a first
  * layer).  That kernel takes windows [w0, w1) of the flattened (n, wy, wx) of the pool's

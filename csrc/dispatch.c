@@ -302,14 +302,19 @@ size_t cyc_conv_dw_acc_len(const cyc_geom_t *g, int elem_size)
     return (len + (size_t)vlen - 1) / (size_t)vlen * (size_t)vlen;
 }
 
+int cyc_conv_dw_big_sums(const cyc_geom_t *g, int elem_size)
+{
+    return cyc_conv_dw_acc_len(g, elem_size) * (size_t)elem_size > ((size_t)1 << 20);
+}
+
 size_t cyc_conv_dw_scratch_bytes(const cyc_geom_t *g, int elem_size)
 {
     cyc_plan_t r = cyc_plan(g, 0);
-    size_t P = (size_t)cyc_dw_chunk(g), nseg = (size_t)r.nseg;
+    size_t P = (size_t)cyc_dw_chunk(g, elem_size), nseg = (size_t)r.nseg;
     size_t bytes = (size_t)elem_size * (P * cyc_conv_dw_acc_row(g, elem_size) + g->cout) + 64;
     bytes += sizeof(void *) * (nseg * P + P) + sizeof(int) * P + 8;
     bytes += CYC_TAPS_BYTES(nseg) + 64;
-    bytes += (size_t)elem_size * P * (size_t)r.K;
+    if (cyc_dw_gathers(g)) bytes += (size_t)elem_size * P * (size_t)r.K;
     return bytes;
 }
 

@@ -1522,9 +1522,9 @@ void FN(cyc_conv_bwd_filter)(const cyc_geom_t *g, const T *x, const T *dy, const
     const int nseg = r.nseg, K = r.K, len = r.len;
     /* the accumulators' layout, which dw_finish in dispatch.c reads */
     const int opad = cyc_dw_opad(g, (int)sizeof(T));
-    const int P = cyc_dw_chunk(g);
+    const int P = cyc_dw_chunk(g, (int)sizeof(T));
     /* scratch: dbl [cout] | dyp [groups][P][opad] | ptrs [nseg][P] | rows [P] | dj [P] |
-     *          live [nseg] | taps | gbuf [P][K] */
+     *          live [nseg] | taps | gbuf [P][K] (where cyc_dw_gathers) */
     T *dbl = (T *)scratch;
     T *dyp = (T *)cyc_align64(dbl + g->cout);
     const T **ptrs = (const T **)(dyp + (ptrdiff_t)g->groups * P * opad);

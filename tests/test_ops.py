@@ -749,6 +749,23 @@ def test_dense_weight_gradient_by_rows_keeps_its_bits_down_to_the_sign_of_zero(c
         assert_close(dw, reference.conv2d_backward(dy, x, w, groups=groups)[1], isa)
 
 
+@pytest.mark.parametrize("x_shape, w_shape, padding", [
+    ((40, 1, 1, 4200), (1, 1, 4200, 64), "valid"),
+    ((4, 10, 10, 256), (3, 3, 256, 128), "valid"),
+    ((3, 6, 6, 256), (3, 3, 256, 128), "same"),
+], ids=["dense-4200", "sums-over-1MB", "sums-over-1MB-padded"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
+def test_weight_gradient_with_sums_past_1mb(x_shape, w_shape, padding, dtype):
+    """Weight gradients whose partial sums lie past 1 MB: one sum, which the threads share by
+    rows, straight into dw; in chunks of 128 pixels where no window is copied (a Dense layer of
+    4200 inputs, 40 pixels: 16 a chunk before), of 16 or more where border windows are (3x3x256
+    -> 128 valid and same).  The reference's results, the same bits on 1 and 2 threads."""
+    rng = np.random.default_rng(RNG_SEED)
+    x, w, _ = conv_arrays(x_shape, w_shape, "NHWC", dtype)
+    dy = random_array(rng, ops.conv2d(x, w, padding=padding).shape, dtype)
+    check_against_reference("conv2d_backward", dy, x, w, padding=padding)
+
+
 @pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
 @pytest.mark.parametrize("form", ["contiguous", "sliced", "fortran"])
 def test_relu_backward_matches_reference(dtype, form):

@@ -133,6 +133,7 @@ cdef extern from "cyconv.h" nogil:
                                  double *db, ptrdiff_t m0, ptrdiff_t m1, ptrdiff_t k0, ptrdiff_t k1,
                                  void *s)
     size_t cyc_conv_dw_acc_row(const cyc_geom_t *g, int elem_size)
+    int cyc_conv_dw_big_sums(const cyc_geom_t *g, int elem_size)
     int cyc_conv_dw_by_windows(const cyc_geom_t *g)
     void cyc_conv_bwd_filter_by_windows_f32(const cyc_geom_t *g, const float *x,
                                             const cyc_unpool_t *up, float *dw, float *db,
@@ -1119,6 +1120,10 @@ def conv2d_backward_filter(const floating[:, :, :, ::1] x, const floating[:, :, 
     if wino and cyc_conv_winograd_dw_tile(&g, sizeof(floating)) == 2:
         per_acc = 64
     cdef int n_acc = <int>min(4 if wino else 8, max(1, M // per_acc))
+    # partial sums past L2 cost a pass through memory each to zero and another to add up: one
+    # sum instead, its rows shared out over the threads (below)
+    if kind == DIRECT_DW and cyc_conv_dw_big_sums(&g, sizeof(floating)):
+        n_acc = 1
     cdef Py_ssize_t K = _dw_rows(&g, wino)
     # One partial sum over few pixels (a Dense layer's batch) would keep one thread busy and the
     # others waiting: the direct kernel shares its rows of dw out over the threads instead, each
@@ -1141,12 +1146,14 @@ def conv2d_backward_filter(const floating[:, :, :, ::1] x, const floating[:, :, 
                           else cyc_conv_dw_scratch_bytes(&g, sizeof(floating)))
     cdef Py_ssize_t kchunk = _chunk(K, n_threads, 1)
     cdef Py_ssize_t astride = cyc_conv_dw_acc_row(&g, sizeof(floating))
-    # Rows shared out go straight into dw where its rows are laid out as the sums' (each group's
-    # channels in whole cache lines): a Dense layer's 9216 x 128 weights were zeroed, summed,
-    # read back and written again, four passes over 4.7 MB where two do.  The same bits: the
-    # final pass copies a single partial sum as it is.
-    cdef bint into_dw = by_rows and astride == g.cout
-    cdef floating *rows_out = &dw[0, 0, 0, 0] if into_dw else accs
+    # A single partial sum goes straight into dw where its rows are laid out as the sums' (each
+    # group's channels in whole cache lines): a Dense layer's 9216 x 128 weights were zeroed,
+    # summed, read back and written again, four passes over 4.7 MB where two do (on one thread,
+    # the copy was a sixth of a 1040 -> 128 layer's weight gradient).  The same bits: the final
+    # pass copies a single partial sum as it is.
+    cdef bint into_dw = n_acc == 1 and not wino and astride == g.cout
+    cdef floating *sums = &dw[0, 0, 0, 0] if into_dw else accs
+    cdef Py_ssize_t sums_len = K * astride if into_dw else acc_len
     cdef Py_ssize_t t, m0, m1
     cdef int failed = 0
     cdef int *failp = &failed   # written inside the parallel block, so shared through a pointer
@@ -1161,10 +1168,10 @@ def conv2d_backward_filter(const floating[:, :, :, ::1] x, const floating[:, :, 
                     continue
                 m0 = K * t // n_threads
                 m1 = K * (t + 1) // n_threads
-                memset(rows_out + m0 * astride, 0, (m1 - m0) * astride * sizeof(floating))
+                memset(sums + m0 * astride, 0, (m1 - m0) * astride * sizeof(floating))
                 if t == 0:
                     memset(dbs, 0, db_len * sizeof(floating))
-                _dw_partial(kind, &g, &x[0, 0, 0, 0], &dy[0, 0, 0, 0], ry, up, rows_out,
+                _dw_partial(kind, &g, &x[0, 0, 0, 0], &dy[0, 0, 0, 0], ry, up, sums,
                             dbs if t == 0 else NULL, 0, units, scratch, m0, m1)
                 if not into_dw:
                     _dw_finish(wino, &g, accs, 1, &dw[0, 0, 0, 0], m0, m1)
@@ -1174,12 +1181,13 @@ def conv2d_backward_filter(const floating[:, :, :, ::1] x, const floating[:, :, 
                     continue
                 m0 = units * t // n_acc
                 m1 = units * (t + 1) // n_acc
-                memset(accs + t * acc_len, 0, acc_len * sizeof(floating))
+                memset(sums + t * acc_len, 0, sums_len * sizeof(floating))
                 memset(dbs + t * db_len, 0, db_len * sizeof(floating))
                 _dw_partial(kind, &g, &x[0, 0, 0, 0], &dy[0, 0, 0, 0], ry, up,
-                            accs + t * acc_len, dbs + t * db_len, m0, m1, scratch, 0, K)
+                            sums + t * acc_len, dbs + t * db_len, m0, m1, scratch, 0, K)
             cyc_scratch_done(CYC_SCRATCH_TILES, scratch)
-            for t in prange(0 if by_rows else _n_chunks(K, kchunk), schedule="static"):
+            for t in prange(0 if by_rows or into_dw else _n_chunks(K, kchunk),
+                            schedule="static"):
                 m0 = t * kchunk
                 m1 = min(K, m0 + kchunk)
                 _dw_finish(wino, &g, accs, n_acc, &dw[0, 0, 0, 0], m0, m1)
