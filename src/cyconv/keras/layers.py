@@ -164,6 +164,12 @@ class Layer:
     def gradients(self):
         return [self._grads[n] for n in self._weight_names]
 
+    def _keep_grads(self, dw, db):
+        """Keep the arrays the kernels returned as the kernel's and bias's gradients (no copy)."""
+        self._grads["kernel"] = dw.reshape(self.kernel.shape)
+        if self.use_bias:
+            self._grads["bias"] = db
+
     def get_weights(self):
         return [w.copy() for w in self.weights]
 
@@ -396,11 +402,6 @@ class _BaseConv(_ActivationMixin, Layer):
         if fused_relu:
             self._z = None
         return self._y
-
-    def _keep_grads(self, dw, db):
-        self._grads["kernel"] = dw.reshape(self.kernel.shape)
-        if self.use_bias:
-            self._grads["bias"] = db
 
     def _conv_backward(self, dy, kernel_hwio, groups, wrt_logits):
         # A fused ReLU's gradient is applied inside the kernels (for free without dx).
@@ -785,10 +786,6 @@ class Dense(_ActivationMixin, Layer):
         self.add_weight("kernel", (n_in, self.units), self.kernel_initializer)
         if self.use_bias:
             self.add_weight("bias", (self.units,), self.bias_initializer)
-        # Gradient buffers live as long as the layer: no allocation per step.
-        self._grads["kernel"] = np.empty_like(self.kernel)
-        if self.use_bias:
-            self._grads["bias"] = np.empty_like(self.bias)
 
     def compute_output_shape(self, input_shape):
         return tuple(input_shape[:-1]) + (self.units,)
@@ -823,9 +820,9 @@ class Dense(_ActivationMixin, Layer):
             self.kernel.reshape(1, 1, *self.kernel.shape), compute_dx=self.need_input_grad,
             activation="relu" if fused_relu else None,
             y=self._as_pixels(self._y) if fused_relu else None)
-        self._grads["kernel"][...] = dw.reshape(self.kernel.shape)
-        if self.use_bias:
-            self._grads["bias"][...] = db
+        # dw comes new from the kernels: kept as it is (a copy into a buffer of the layer's was
+        # another pass over a 9216 x 128 kernel's 4.7 MB each step)
+        self._keep_grads(dw, db)
         if dx is None:
             return None
         return dx.reshape(self._x.shape)
