@@ -758,8 +758,9 @@ def test_dense_weight_gradient_by_rows_keeps_its_bits_down_to_the_sign_of_zero(c
 def test_weight_gradient_with_sums_past_1mb(x_shape, w_shape, padding, dtype):
     """Weight gradients whose partial sums lie past 1 MB: one sum, which the threads share by
     rows, straight into dw; in chunks of 128 pixels where no window is copied (a Dense layer of
-    4200 inputs, 40 pixels: 16 a chunk before), of 16 or more where border windows are (3x3x256
-    -> 128 valid and same).  The reference's results, the same bits on 1 and 2 threads."""
+    4200 inputs, 40 pixels: 16 a chunk before; 3x3x256 -> 128 valid), of 65536 / K pixels where
+    border windows are (the same layer with padding).  The reference's results, the same bits
+    on 1 and 2 threads."""
     rng = np.random.default_rng(RNG_SEED)
     x, w, _ = conv_arrays(x_shape, w_shape, "NHWC", dtype)
     dy = random_array(rng, ops.conv2d(x, w, padding=padding).shape, dtype)
