@@ -1048,51 +1048,82 @@ ALWAYS_INLINE void FN(wino_g)(int m, const V *g, V *u)
     u[5] = g[2];
 }
 
+/* One input channel c's transformed weights U[xi] for the vector of computed channels at kv
+ * (nl of them real). */
+ALWAYS_INLINE void FN(wino_weights)(const cyc_wino_t *q, int mode, const T *w, ptrdiff_t c,
+                                    int kv, int nl, V *u)
+{
+    const int C = q->c, K = q->k;
+    /* row's last two zeroed for the compiler, which cannot see that F(2x2) reads only the 4
+     * of its 6 values that wino_g writes (a maybe-uninitialized warning); all six zeroed, by
+     * `= {{0}}`, took a rep stos per call and a fifth of the packing's time */
+    V gg[3][3], col[3], t[6][3], row[6];
+    row[4] = row[5] = (V){0};
+    for (int i = 0; i < 3; i++)
+        for (int j = 0; j < 3; j++) {
+            if (mode == CYC_WINO_FWD) {
+                /* HWIO: the computed channels are contiguous */
+                gg[i][j] = FN(load_n)(w + ((ptrdiff_t)(i * 3 + j) * C + c) * K + kv, nl);
+            } else {
+                /* flipped, input and output swapped: C apart (the next channels read the same
+                 * cache lines) */
+                const T *p = w + ((ptrdiff_t)((2 - i) * 3 + 2 - j) * K + kv) * C + c;
+                V v = {0};
+                for (int l = 0; l < nl; l++) v[l] = p[(ptrdiff_t)l * C];
+                gg[i][j] = v;
+            }
+        }
+    for (int j = 0; j < 3; j++) {
+        for (int i = 0; i < 3; i++) col[i] = gg[i][j];
+        FN(wino_g)(q->m, col, row);
+        for (int a = 0; a < q->a; a++) t[a][j] = row[a];
+    }
+    for (int a = 0; a < q->a; a++) FN(wino_g)(q->m, t[a], u + a * q->a);
+}
+
+/* Input channels whose transformed weights wino_pack gathers before storing them. */
+#define CYC_WINO_PACK_CB 8
+
 /* Packed weights: U[xi] = (G g G^T)[xi] for xi = 0..nx-1, each laid out as the forward tiles'
  * weights with K = C (per block of NBLK vectors of computed channels, [C][block width]), then
- * the bias [opad].  Rows [k0, k1) are input channels of the computed problem; a vector of
- * computed channels at a time. */
+ * the bias [opad].  Rows [k0, k1) are input channels of the computed problem.  A block of
+ * channels' products go through a buffer on the stack, then out as one run per product: stored
+ * straight from the transform, each vector went to its own product's plane, nx lines at once
+ * that lie C * opad apart (a multiple of 4 KB, all in one set of L1), and those stores took
+ * most of the packing's time. */
 static void FN(wino_pack)(const cyc_geom_t *g, int mode, const T *w, const T *bias, T *packed,
                           ptrdiff_t k0, ptrdiff_t k1)
 {
+    enum { CB = CYC_WINO_PACK_CB, BLK = CYC_NBLK * VLEN };
     const cyc_wino_t q = cyc_wino(g, mode);
-    const int C = q.c, K = q.k, opad = cyc_round_up(K, VLEN), blk = CYC_NBLK * VLEN;
-    for (ptrdiff_t c = k0; c < k1; c++)
-        for (int kv = 0; kv < opad; kv += VLEN) {
-            const int nl = K - kv < VLEN ? K - kv : VLEN;
-            /* row zeroed for the compiler, which cannot see that F(2x2) reads only the 4 of
-             * its 6 values that wino_g writes (a maybe-uninitialized warning) */
-            V gg[3][3], col[3], t[6][3], row[6] = {{0}}, u[36];
-            for (int i = 0; i < 3; i++)
-                for (int j = 0; j < 3; j++) {
-                    if (mode == CYC_WINO_FWD) {
-                        /* HWIO: the computed channels are contiguous */
-                        const T *p = w + ((ptrdiff_t)(i * 3 + j) * C + c) * K + kv;
-                        gg[i][j] = FN(load_n)(p, nl);
-                    } else {
-                        /* flipped, input and output swapped: C apart (the loop over c next
-                         * reads the same cache lines) */
-                        const T *p = w + ((ptrdiff_t)((2 - i) * 3 + 2 - j) * K + kv) * C + c;
-                        V v = {0};
-                        for (int l = 0; l < nl; l++) v[l] = p[(ptrdiff_t)l * C];
-                        gg[i][j] = v;
-                    }
+    const int C = q.c, K = q.k, opad = cyc_round_up(K, VLEN);
+    T buf[36 * CB * BLK] __attribute__((aligned(64)));
+    V u[36];
+    for (int co0 = 0; co0 < opad; co0 += BLK) {
+        const int bw = opad - co0 < BLK ? opad - co0 : BLK;
+        for (ptrdiff_t c0 = k0; c0 < k1; c0 += CB) {
+            const int nc = k1 - c0 < CB ? (int)(k1 - c0) : CB;
+            for (int ci = 0; ci < nc; ci++)
+                for (int kv = co0; kv < co0 + bw; kv += VLEN) {
+                    FN(wino_weights)(&q, mode, w, c0 + ci, kv, K - kv < VLEN ? K - kv : VLEN, u);
+                    for (int xi = 0; xi < q.nx; xi++)
+                        STOREV(buf + ((ptrdiff_t)xi * CB + ci) * bw + (kv - co0), u[xi]);
                 }
-            for (int j = 0; j < 3; j++) {
-                for (int i = 0; i < 3; i++) col[i] = gg[i][j];
-                FN(wino_g)(q.m, col, row);
-                for (int a = 0; a < q.a; a++) t[a][j] = row[a];
+            /* product xi's rows c0 .. c0 + nc of this block of computed channels: contiguous */
+            const int run = nc * bw;
+            for (int xi = 0; xi < q.nx; xi++) {
+                const T *src = buf + (ptrdiff_t)xi * CB * bw;
+                T *dst = packed + (ptrdiff_t)xi * C * opad + (ptrdiff_t)co0 * C + c0 * bw;
+                for (int e = 0; e < run; e += VLEN) STOREV(dst + e, LOADV(src + e));
             }
-            for (int a = 0; a < q.a; a++) FN(wino_g)(q.m, t[a], u + a * q.a);
-            const int co0 = kv / blk * blk, bw = opad - co0 < blk ? opad - co0 : blk;
-            T *dst = packed + (ptrdiff_t)co0 * C + c * bw + (kv - co0);
-            for (int xi = 0; xi < q.nx; xi++) STOREV(dst + (ptrdiff_t)xi * C * opad, u[xi]);
         }
+    }
     if (k0 == 0)
         for (int k = 0; k < opad; k++)
             packed[(ptrdiff_t)q.nx * C * opad + k] =
                 mode == CYC_WINO_FWD && bias && k < K ? bias[k] : (T)0;
 }
+#undef CYC_WINO_PACK_CB
 
 /* Where a tile's input pixels lie: pixel (y, x) of an h x w image at img + y * rs + x * C, C
  * channels; outside the image (only checked for a tile that crosses its border, `edge`) the
