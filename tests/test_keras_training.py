@@ -310,6 +310,43 @@ def test_loss_values_match_hand_computation():
     assert float(losses.get("mse")([[0.0], [0.0]], [[1.0], [3.0]])) == 5.0
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("reduction", ["sum_over_batch_size", "sum"])
+def test_sparse_cross_entropy_of_logits_in_one_kernel_call_as_numpy(dtype, reduction,
+                                                                     monkeypatch):
+    """A training step's loss (integer labels, one per row of logits) goes through one kernel
+    call (ops._sparse_softmax_xent); the numpy passes that call() reduces give the same
+    within rounding, a NaN or infinite logit making its row NaN in both."""
+    rng = np.random.default_rng(3)
+    z = (rng.standard_normal((37, 10)) * 6).astype(dtype)
+    scce = losses.SparseCategoricalCrossentropy(from_logits=True, reduction=reduction)
+    scale = 37 if reduction == "sum_over_batch_size" else 1
+    for labels in (rng.integers(0, 10, 37).astype(np.uint8), rng.integers(0, 10, (37, 1))):
+        per_sample, want = scce._value_and_grad(labels, z, None, True)
+        with monkeypatch.context() as m:
+            # the numpy path is not taken
+            m.setattr(losses, "_sparse_xent_from_logits", None)
+            value, grad = scce.value_and_grad(labels, z)
+            assert scce.value(labels, z) == value
+        assert grad.dtype == dtype and grad.shape == z.shape
+        # each row's loss is rounded to z's dtype (exp and log are numpy's own in one path,
+        # the C library's in the other)
+        assert value == pytest.approx(float(np.sum(per_sample, dtype=np.float64)) / scale,
+                                      rel=1e-6 if dtype == np.float32 else 1e-12)
+        np.testing.assert_allclose(grad, want / dtype(scale), rtol=1e-5 if dtype == np.float32
+                                   else 1e-13, atol=1e-7 / scale)
+    z[4, 2], z[9, 0] = np.nan, np.inf
+    value, grad = scce.value_and_grad(labels, z)
+    assert math.isnan(value)
+    assert np.isnan(grad).any(axis=1).tolist() == [i in (4, 9) for i in range(37)]
+    # by hand: log(e + e^2 + e^3) - 3
+    assert scce.value_and_grad(np.array([2]), np.array([[1.0, 2.0, 3.0]]))[0] == \
+        pytest.approx(0.40760596444438013, rel=1e-12)
+    with pytest.raises(ValueError, match="label value of 10 which is outside the valid range "
+                                         r"of \[0, 10\)"):
+        scce.value_and_grad(np.array([1, 10]), z[:2])
+
+
 def test_cross_entropies_from_probabilities_as_tensorflow():
     # Sparse: clipped probabilities are logged and fed to a softmax cross-entropy, which
     # renormalises them: -log(0.2) + log(0.6) = log(3).

@@ -9,6 +9,7 @@ the parallel region, never inside the loops.
 
 from cython cimport floating
 from cython.parallel cimport parallel, prange
+from libc.math cimport exp, expf, log, logf
 from libc.stdint cimport int64_t, uint8_t, uintptr_t
 from libc.stdlib cimport free, malloc
 from libc.string cimport memset
@@ -1766,6 +1767,69 @@ def adam_update(list var, list g, list m, list v, double alpha, double one_minus
                    <float>eps, n_threads)
     else:
         _adam_many(var, g, m, v, alpha, one_minus_b1, one_minus_b2, eps, n_threads)
+
+
+cdef Py_ssize_t _softmax_xent_rows(const floating *z, const Py_ssize_t *labels, Py_ssize_t n,
+                                   Py_ssize_t k, floating *grad, floating scale,
+                                   double *total) noexcept nogil:
+    """See sparse_softmax_xent; returns -1, or the first row whose label is out of range."""
+    cdef Py_ssize_t r, j, lab
+    cdef const floating *zr
+    cdef floating *gr
+    cdef floating m, s, e
+    cdef double acc = 0
+    for r in range(n):
+        lab = labels[r]
+        if lab < 0 or lab >= k:
+            return r
+        zr = z + r * k
+        # a NaN anywhere makes every exponential and so the row's loss and gradient NaN, as
+        # numpy's max (which returns the NaN) does
+        m = zr[0]
+        for j in range(1, k):
+            if zr[j] > m:
+                m = zr[j]
+        s = 0
+        for j in range(k):
+            if floating is float:
+                e = expf(zr[j] - m)
+            else:
+                e = exp(zr[j] - m)
+            if grad != NULL:
+                grad[r * k + j] = e
+            s = s + e
+        if floating is float:
+            acc += <double>((m + logf(s)) - zr[lab])
+        else:
+            acc += (m + log(s)) - zr[lab]
+        if grad != NULL:
+            gr = grad + r * k
+            for j in range(k):
+                gr[j] = gr[j] / s
+            gr[lab] = gr[lab] - 1
+            for j in range(k):
+                gr[j] = gr[j] / scale
+    total[0] = acc
+    return -1
+
+
+def sparse_softmax_xent(const floating[:, ::1] z, const Py_ssize_t[::1] labels,
+                        floating[:, ::1] grad, double scale):
+    """The softmax cross-entropy of logits z (rows) with integer labels in one pass: returns
+    (the sum over rows of log(sum(exp(z))) - z[label], each row's in z's dtype and the sum in
+    float64, -1), with grad (or None) set to (softmax(z) - one_hot(label)) / scale; or (0, r)
+    for the first row r whose label lies outside [0, K), grad then incomplete.  The
+    arithmetic of keras.losses' numpy path (_sparse_xent_from_logits), one row at a time: that
+    path's fifteen numpy calls took 150 us of a training step at batch 32."""
+    cdef double total = 0
+    cdef Py_ssize_t bad
+    cdef floating *gp = &grad[0, 0] if grad is not None else NULL
+    with nogil:
+        bad = _softmax_xent_rows(&z[0, 0], &labels[0], z.shape[0], z.shape[1], gp,
+                                 <floating>scale, &total)
+    if bad >= 0:
+        return 0.0, bad
+    return total, -1
 
 
 cdef inline void _relu_bwd(const floating *dy, const floating *y, floating *out,

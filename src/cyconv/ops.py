@@ -607,6 +607,18 @@ def relu_backward(dy, y, out=None):
     return out
 
 
+def _sparse_softmax_xent(z, labels, scale, want_grad):
+    """For keras.losses: ``(total, grad, bad)`` of logits z (N, K), float32 or float64, and
+    integer labels (N,): the sum over rows of log(sum(exp(z))) - z[label] (float64), the
+    gradient of that sum divided by scale (z's dtype) or None, and -1, or the first row whose
+    label lies outside [0, K) (total and grad then mean nothing)."""
+    z = _c(z)
+    labels = np.ascontiguousarray(labels, dtype=np.intp)
+    grad = np.empty(z.shape, dtype=z.dtype) if want_grad else None
+    total, bad = _kernels.sparse_softmax_xent(z, labels, grad, scale)
+    return total, grad, bad
+
+
 def _adam_update(variables, grads, ms, vs, alpha, one_minus_b1, one_minus_b2, eps):
     """One Adam step in place over several weights at once (see cyc_adam), for the layers'
     optimizer: lists of contiguous 1-D arrays of one float dtype, each weight's gradient, m and

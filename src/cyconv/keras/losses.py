@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .. import ops
 from . import backend
 from .utils import deserialize_object, serialize_object
 
@@ -71,10 +72,14 @@ def _sparse_labels(y_true, y_pred):
         raise ValueError(f"sparse labels must be integers, got dtype {y_true.dtype}")
     n_classes = y_pred.shape[-1]
     if y_true.size and (y_true.min() < 0 or y_true.max() >= n_classes):
-        bad = y_true[(y_true < 0) | (y_true >= n_classes)].flat[0]
-        raise ValueError(f"Received a label value of {bad} which is outside the valid range "
-                         f"of [0, {n_classes}).")
+        raise _label_range_error(y_true[(y_true < 0) | (y_true >= n_classes)].flat[0],
+                                 n_classes)
     return y_true.astype(np.intp, copy=False)
+
+
+def _label_range_error(label, n_classes):
+    return ValueError(f"Received a label value of {label} which is outside the valid range of "
+                      f"[0, {n_classes}).")
 
 
 def _log_sum_exp(z):
@@ -155,8 +160,11 @@ class Loss:
             raise ValueError(f"loss {self.name!r} has reduction={self.reduction!r}; training "
                              "needs a scalar loss ('sum_over_batch_size' or 'sum')")
         use_logits = logits is not None
-        losses, grad = self._value_and_grad(y_true, logits if use_logits else _as_float(y_pred),
-                                            True if use_logits else None, True)
+        z = logits if use_logits else _as_float(y_pred)
+        fused = self._fused(y_true, z, True if use_logits else None, True)
+        if fused is not None:
+            return fused
+        losses, grad = self._value_and_grad(y_true, z, True if use_logits else None, True)
         scale = 1 if self.reduction == "sum" else max(losses.size, 1)
         value = float(np.sum(losses, dtype=np.float64)) / scale
         if scale != 1:
@@ -166,8 +174,11 @@ class Loss:
     def value(self, y_true, y_pred, logits=None):
         """The loss as ``value_and_grad`` computes it, without the gradient."""
         use_logits = logits is not None
-        losses, _ = self._value_and_grad(y_true, logits if use_logits else _as_float(y_pred),
-                                         True if use_logits else None, False)
+        z = logits if use_logits else _as_float(y_pred)
+        fused = self._fused(y_true, z, True if use_logits else None, False)
+        if fused is not None:
+            return fused[0]
+        losses, _ = self._value_and_grad(y_true, z, True if use_logits else None, False)
         scale = 1 if self.reduction == "sum" else max(losses.size, 1)
         return float(np.sum(losses, dtype=np.float64)) / scale
 
@@ -187,6 +198,11 @@ class Loss:
     def _value_and_grad(self, y_true, y_pred, from_logits, want_grad):
         """(per-sample losses, gradient of their sum or None)."""
         raise NotImplementedError
+
+    def _fused(self, y_true, y_pred, from_logits, want_grad):
+        """(reduced loss, its gradient or None) in one kernel call where this loss has one for
+        these arguments, else None (then _value_and_grad's numpy passes)."""
+        return None
 
     def get_config(self):
         return {"name": self.name, "reduction": self.reduction}
@@ -214,6 +230,23 @@ class SparseCategoricalCrossentropy(Loss):
 
     def _check_targets(self, y_true, dummy):
         _sparse_labels(y_true, dummy)
+
+    def _fused(self, y_true, y_pred, from_logits, want_grad):
+        """Logits in rows of classes and one integer label per row (a classifier's training
+        step): ops._sparse_softmax_xent, the arithmetic of _sparse_xent_from_logits."""
+        from_logits = self.from_logits if from_logits is None else from_logits
+        if not (from_logits and isinstance(y_true, np.ndarray) and y_true.dtype.kind in "iu"
+                and y_pred.ndim == 2 and y_pred.dtype in (np.float32, np.float64)):
+            return None
+        n, k = y_pred.shape
+        if not n or y_true.shape not in ((n,), (n, 1)):
+            return None
+        labels = y_true.reshape(n)
+        scale = 1 if self.reduction == "sum" else n
+        total, grad, bad = ops._sparse_softmax_xent(y_pred, labels, scale, want_grad)
+        if bad >= 0:
+            raise _label_range_error(labels[bad], k)
+        return total / scale, grad
 
     def _value_and_grad(self, y_true, y_pred, from_logits, want_grad):
         from_logits = self.from_logits if from_logits is None else from_logits

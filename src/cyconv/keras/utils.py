@@ -12,6 +12,14 @@ import time
 
 import numpy as np
 
+try:
+    # signal's own functions without the wrappers that map handlers to enums: those try
+    # Handlers(handler) on every call and catch the ValueError, and the two swaps of a step's
+    # update took 29 us of it (12 us against 1 for the swaps alone)
+    from _signal import getsignal as _getsignal, signal as _setsignal
+except ImportError:  # an interpreter without CPython's _signal module
+    _getsignal, _setsignal = signal.getsignal, signal.signal
+
 __all__ = ["set_random_seed", "to_categorical", "Progbar"]
 
 _rng = None
@@ -90,15 +98,15 @@ def defer_interrupts():
     when SIGINT is not Python's default handler) the block runs unprotected.
     """
     if (threading.current_thread() is not threading.main_thread()
-            or signal.getsignal(signal.SIGINT) is not signal.default_int_handler):
+            or _getsignal(signal.SIGINT) is not signal.default_int_handler):
         yield
         return
     pending = []
-    previous = signal.signal(signal.SIGINT, lambda signum, frame: pending.append(signum))
+    previous = _setsignal(signal.SIGINT, lambda signum, frame: pending.append(signum))
     try:
         yield
     finally:
-        signal.signal(signal.SIGINT, previous)
+        _setsignal(signal.SIGINT, previous)
     if pending:
         raise KeyboardInterrupt
 
