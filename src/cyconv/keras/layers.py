@@ -483,6 +483,8 @@ class Conv2D(_BaseConv):
                 and type(self).forward is Conv2D.forward
                 and type(pool).forward is MaxPooling2D.forward)
 
+    _last_out_shape = None   # (input shape, output shape) for forward_with_pool
+
     def forward_with_pool(self, x, pool, cells=False):
         """``pool.forward(self.forward(x))`` (see pools_in_one_pass) in one pass that never
         writes this layer's output, the largest array of the seed model's step (see
@@ -496,8 +498,12 @@ class Conv2D(_BaseConv):
             cells=bool(cells))
         self._x = x
         self._y = self._z = None
-        pool._pooled_in_conv(self._out_shape(x.shape, self.filters, self.kernel.shape,
-                                             self.groups), x.dtype, cells)
+        # the output shape of the last input shape, kept: the weights' shape is fixed once
+        # built, and each training step asks (9 us a call, more with the caches cold)
+        if self._last_out_shape is None or self._last_out_shape[0] != x.shape:
+            self._last_out_shape = x.shape, self._out_shape(x.shape, self.filters,
+                                                            self.kernel.shape, self.groups)
+        pool._pooled_in_conv(self._last_out_shape[1], x.dtype, cells)
         return y
 
     def takes_gradient_through(self, pool):
@@ -616,6 +622,7 @@ class MaxPooling2D(_Pooling2D):
     # Set by Sequential, for one forward pass, when x is the output of the layer before's ReLU.
     _input_from_relu = False
     relu_grad_applied = False
+    _stand_in = None   # see _pooled_in_conv
 
     def forward(self, x, training=False):
         self._x = x
@@ -644,8 +651,12 @@ class MaxPooling2D(_Pooling2D):
     def _pooled_in_conv(self, x_shape, dtype, cells):
         """The state forward leaves, for a forward the convolution before ran for this layer
         (Conv2D.forward_with_pool): its output was never written, and the backward pass needs
-        only its shape and dtype, so _x stands for it without memory."""
-        self._x = np.broadcast_to(np.zeros((), dtype=dtype), x_shape)
+        only its shape and dtype, so _x stands for it without memory (the same read-only view
+        from step to step)."""
+        stand_in = self._stand_in
+        if stand_in is None or stand_in.shape != tuple(x_shape) or stand_in.dtype != dtype:
+            stand_in = self._stand_in = np.broadcast_to(np.zeros((), dtype=dtype), x_shape)
+        self._x = stand_in
         self._indices = cells
         self.relu_grad_applied = cells is not None
 

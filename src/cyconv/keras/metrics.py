@@ -61,6 +61,12 @@ class Mean(Metric):
         self.count = 0.0
 
     def update_state(self, values, sample_weight=None):
+        if isinstance(values, float) and isinstance(sample_weight, int):
+            # Keras's loss tracker, every training step: one batch's mean weighted by its size,
+            # the arithmetic of the 0-d case below without numpy
+            self.total += float(values) * sample_weight
+            self.count += sample_weight
+            return
         values = np.asarray(values, dtype=np.float64)
         if sample_weight is None:
             self.total += float(np.sum(values))
