@@ -134,6 +134,7 @@ with _brief_idle_spin():
 
 _user_threads = None
 _default_threads = None   # from OMP_NUM_THREADS or the affinity mask, read once
+_OPENMP = _kernels.openmp_enabled()   # a fact of the build, asked by every kernel call
 
 
 def _usable_cores():
@@ -169,12 +170,9 @@ def get_num_threads():
     if _default_threads is None:
         # every kernel call asks: read the environment and the affinity mask once
         _default_threads = _env_threads() or _usable_cores()
-    default = _default_threads
-    if _kernels.openmp_enabled():
-        default = min(default, _kernels.omp_max_threads())
-    else:
-        default = 1
-    return max(1, default)
+    if not _OPENMP:
+        return 1
+    return max(1, min(_default_threads, _kernels.omp_max_threads()))
 
 
 _cache_bytes = {}

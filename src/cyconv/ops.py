@@ -170,7 +170,7 @@ def conv2d_backward(dy, x, w, *, stride=1, padding="valid", dilation=1, groups=1
         if g.n:
             if yk is not None:
                 # both kernels read dy: mask it once
-                dyk = relu_backward(dyk, yk)
+                dyk = _relu_mask(dyk, yk)
                 yk = None
             _kernels.conv2d_backward_data(dyk, _c(_args.hwio(w, fmt)), g, dx,
                                           _threads(_args.flops_conv(g) // 2))
@@ -240,7 +240,7 @@ def _depthwise_planes(src, w, b, g, relu, dst, input_grad):
 def _depthwise_backward_in_planes(dy, x, w, g, y, compute_dx):
     """conv2d_backward for _depthwise_in_planes: (dx, dw, db), NCHW and OIHW, each pass a block
     of an image's planes at a time through each thread's cache."""
-    dy = _c(dy) if y is None else relu_backward(dy, y)
+    dy = _c(dy) if y is None else _relu_mask(dy, y)
     dx = None
     if compute_dx:
         dx = np.empty(x.shape, dtype=x.dtype)
@@ -293,7 +293,7 @@ def _backward_in_images(dy, x, w, g, y, compute_dx, per_stage):
     0.87 and 0.88 of the time for the seed's three layers at batch 32, 0.95 and 0.87 for conv2
     and conv3 at 256, 0.82 for a 16x16x32 layer by Winograd at 16 (a quarter of L2 per stage:
     the same)."""
-    dy = _c(dy) if y is None else relu_backward(dy, y)
+    dy = _c(dy) if y is None else _relu_mask(dy, y)
     dx = np.empty(x.shape, dtype=x.dtype) if compute_dx else None
     dw = np.empty((g.kh, g.kw, g.c // g.groups, g.cout), dtype=x.dtype)
     db = np.empty(g.cout, dtype=x.dtype)
@@ -599,6 +599,12 @@ def relu_backward(dy, y, out=None):
     after every ReLU in a training step.
     """
     dy, y = _args.relu_backward_call(dy, y, out)
+    return _relu_mask(dy, y, out)
+
+
+def _relu_mask(dy, y, out=None):
+    """relu_backward for arrays already checked (one shape, one float dtype): the convolutions'
+    backward passes mask dy with their forward output this way."""
     if out is None:
         out = np.empty(dy.shape, dtype=dy.dtype)
     if dy.size:
