@@ -324,6 +324,26 @@ void cyc_adam_f64(double *var, const double *g, double *m, double *v, ptrdiff_t 
 /* ReLU's gradient from its output over n contiguous values: out = dy where y > 0, else 0. */
 void cyc_relu_bwd_f32(const float *dy, const float *y, float *out, ptrdiff_t n);
 void cyc_relu_bwd_f64(const double *dy, const double *y, double *out, ptrdiff_t n);
+/* Inverted dropout of elements [i0, i1) of x (i0 even): element i draws the low (i even) or
+ * high 32 bits of cyc_mix64(key, i / 2); keep[i] = those bits >= threshold; y[i] = x[i] *
+ * (scale if kept else 0).  Its gradient: out = dy * (scale if keep else 0), out may be dy. */
+void cyc_dropout_f32(const float *x, uint64_t key, uint32_t threshold, float scale, float *y,
+                     uint8_t *keep, ptrdiff_t i0, ptrdiff_t i1);
+void cyc_dropout_f64(const double *x, uint64_t key, uint32_t threshold, double scale, double *y,
+                     uint8_t *keep, ptrdiff_t i0, ptrdiff_t i1);
+void cyc_dropout_bwd_f32(const float *dy, const uint8_t *keep, float scale, float *out,
+                         ptrdiff_t n);
+void cyc_dropout_bwd_f64(const double *dy, const uint8_t *keep, double scale, double *out,
+                         ptrdiff_t n);
+/* SplitMix64's output function (Steele, Lea and Flood, 2014) of key + (p + 1) * golden: 64
+ * random bits for counter p, whatever thread asks. */
+static inline uint64_t cyc_mix64(uint64_t key, uint64_t p)
+{
+    uint64_t z = key + (p + 1) * 0x9e3779b97f4a7c15ULL;
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+    return z ^ (z >> 31);
+}
 
 #ifdef __cplusplus
 }

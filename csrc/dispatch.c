@@ -566,6 +566,15 @@ static void cyc_restore_fp_modes(unsigned long modes)
     {                                                                                          \
         CYC_PICK(cyc_relu_bwd, SUF, dy, y, out, n);                                            \
     }                                                                                          \
+    void cyc_dropout_##SUF(const T *x, uint64_t key, uint32_t threshold, T scale, T *y,        \
+                           uint8_t *keep, ptrdiff_t i0, ptrdiff_t i1)                          \
+    {                                                                                          \
+        CYC_PICK(cyc_dropout, SUF, x, key, threshold, scale, y, keep, i0, i1);                 \
+    }                                                                                          \
+    void cyc_dropout_bwd_##SUF(const T *dy, const uint8_t *keep, T scale, T *out, ptrdiff_t n) \
+    {                                                                                          \
+        CYC_PICK(cyc_dropout_bwd, SUF, dy, keep, scale, out, n);                               \
+    }                                                                                          \
     void cyc_avg_pool_##SUF(const cyc_geom_t *g, const T *x, T *y, int cip, ptrdiff_t r0,      \
                             ptrdiff_t r1)                                                      \
     {                                                                                          \

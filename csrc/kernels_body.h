@@ -2757,6 +2757,40 @@ void FN(cyc_relu_bwd)(const T *dy, const T *y, T *out, ptrdiff_t n)
     for (; i < n; i++) out[i] = y[i] > 0 ? dy[i] : (T)0;
 }
 
+/* Inverted dropout of elements [i0, i1) (i0 even): element i's 32 random bits are the low
+ * (i even) or high half of cyc_mix64(key, i / 2), so any split over threads draws the same
+ * mask; keep[i] = bits >= threshold, y[i] = x[i] * (scale if kept else 0).  The hashes of a
+ * block go through a small array first, so that both loops vectorise. */
+void FN(cyc_dropout)(const T *x, uint64_t key, uint32_t threshold, T scale, T *y,
+                     uint8_t *keep, ptrdiff_t i0, ptrdiff_t i1)
+{
+    enum { B = 256 };
+    uint64_t h[B / 2];
+    uint32_t bits[B];
+    for (ptrdiff_t b = i0; b < i1; b += B) {
+        const int m = i1 - b < B ? (int)(i1 - b) : B;
+        const uint64_t p0 = (uint64_t)(b / 2);
+        for (int p = 0; p < B / 2; p++) h[p] = cyc_mix64(key, p0 + (uint64_t)p);
+        /* halves low first on any byte order */
+        for (int p = 0; p < B / 2; p++) {
+            bits[2 * p] = (uint32_t)h[p];
+            bits[2 * p + 1] = (uint32_t)(h[p] >> 32);
+        }
+        for (int j = 0; j < m; j++) {
+            const int k = bits[j] >= threshold;
+            keep[b + j] = (uint8_t)k;
+            /* x * 0, not 0: the sign of a zero and the NaN of an infinity, as numpy's mask */
+            y[b + j] = x[b + j] * (k ? scale : (T)0);
+        }
+    }
+}
+
+/* Dropout's gradient: out[i] = dy[i] * (scale if keep[i] else 0); out may be dy. */
+void FN(cyc_dropout_bwd)(const T *dy, const uint8_t *keep, T scale, T *out, ptrdiff_t n)
+{
+    for (ptrdiff_t i = 0; i < n; i++) out[i] = dy[i] * (keep[i] ? scale : (T)0);
+}
+
 /* ---------------------------------------------------------------- pooling ----
  * NHWC: the innermost loops run over channels, which the compiler vectorises. */
 

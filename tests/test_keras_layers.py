@@ -11,6 +11,8 @@ import pytest
 from cyconv import reference
 from cyconv.keras import activations, backend, initializers, layers, losses, models, utils
 
+from helpers import kernel_path
+
 
 def seed_model():
     model = models.Sequential()
@@ -321,6 +323,44 @@ def test_dropout_scales_kept_units_and_is_identity_at_inference():
     np.testing.assert_array_equal(again, y)
     shared = layers.Dropout(0.5, noise_shape=(None, 1), seed=0)(x[:20], training=True)
     assert all(len(set(row)) == 1 for row in shared.tolist())
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_dropout_in_one_pass_as_the_numpy_mask(dtype, isa, threads):
+    """Dropout's forward and backward (ops._dropout, ops._dropout_backward) give the bits of
+    the float mask's products, from random bits computed here the kernel's way, on every SIMD
+    path and thread count: zeros keep their sign, an infinite input dropped gives NaN, NaN
+    stays NaN."""
+    rng = np.random.default_rng(5)
+    # odd sized (the last pair's high half unused), past one thread's chunk of 32768
+    x = rng.standard_normal((7, 51, 31, 9)).astype(dtype)
+    x.flat[:6] = [np.inf, -np.inf, np.nan, -0.0, 0.0, -1.0]
+    dy = rng.standard_normal(x.shape).astype(dtype)
+    layer = layers.Dropout(0.3, seed=11, dtype=dtype)
+    with kernel_path(isa, threads):
+        y = layer(x, training=True)
+        dx = layer.backward(dy.copy())
+    # each element's 32 bits: a half of SplitMix64's hash of the layer's 64-bit key and its
+    # pair's number (cyc_mix64), low half first
+    key = np.uint64(utils.rng_from_seed(11).bit_generator.random_raw())
+    z = key + (np.arange((x.size + 1) // 2, dtype=np.uint64) + np.uint64(1)) * np.uint64(
+        0x9e3779b97f4a7c15)
+    z = (z ^ (z >> np.uint64(30))) * np.uint64(0xbf58476d1ce4e5b9)
+    z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94d049bb133111eb)
+    z ^= z >> np.uint64(31)
+    bits = np.stack([z & np.uint64(0xffffffff), z >> np.uint64(32)], axis=1).ravel()
+    keep = bits[:x.size].reshape(x.shape) >= round(0.3 * 2.0 ** 32)
+    mask = keep.astype(dtype) * dtype(1 / 0.7)
+    with np.errstate(invalid="ignore"):   # inf * 0
+        wants = x * mask, dy * mask
+    for got, want in zip((y, dx), wants):
+        assert got.dtype == dtype
+        np.testing.assert_array_equal(got, want)
+        np.testing.assert_array_equal(np.signbit(got), np.signbit(want))
+    # a read-only gradient is not written
+    ro = dy.copy()
+    ro.flags.writeable = False
+    np.testing.assert_array_equal(layer.backward(ro), dy * mask)
 
 
 def test_zero_padding_values():

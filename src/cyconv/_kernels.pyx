@@ -10,7 +10,7 @@ the parallel region, never inside the loops.
 from cython cimport floating
 from cython.parallel cimport parallel, prange
 from libc.math cimport exp, expf, log, logf
-from libc.stdint cimport int64_t, uint8_t, uintptr_t
+from libc.stdint cimport int64_t, uint8_t, uint32_t, uint64_t, uintptr_t
 from libc.stdlib cimport free, malloc
 from libc.string cimport memset
 
@@ -178,6 +178,14 @@ cdef extern from "cyconv.h" nogil:
                       double alpha, double c1, double c2, double eps)
     void cyc_relu_bwd_f32(const float *dy, const float *y, float *out, ptrdiff_t n)
     void cyc_relu_bwd_f64(const double *dy, const double *y, double *out, ptrdiff_t n)
+    void cyc_dropout_f32(const float *x, uint64_t key, uint32_t threshold, float scale,
+                         float *y, uint8_t *keep, ptrdiff_t i0, ptrdiff_t i1)
+    void cyc_dropout_f64(const double *x, uint64_t key, uint32_t threshold, double scale,
+                         double *y, uint8_t *keep, ptrdiff_t i0, ptrdiff_t i1)
+    void cyc_dropout_bwd_f32(const float *dy, const uint8_t *keep, float scale, float *out,
+                             ptrdiff_t n)
+    void cyc_dropout_bwd_f64(const double *dy, const uint8_t *keep, double scale, double *out,
+                             ptrdiff_t n)
     void cyc_avg_pool_f32(const cyc_geom_t *g, const float *x, float *y, int cip,
                           ptrdiff_t r0, ptrdiff_t r1)
     void cyc_avg_pool_f64(const cyc_geom_t *g, const double *x, double *y, int cip,
@@ -1830,6 +1838,49 @@ def sparse_softmax_xent(const floating[:, ::1] z, const Py_ssize_t[::1] labels,
     if bad >= 0:
         return 0.0, bad
     return total, -1
+
+
+# Elements a thread takes at a time in dropout_forward (even: each starts a pair of draws).
+cdef enum:
+    DROPOUT_CHUNK = 32768
+
+
+cdef inline void _dropout(const floating *x, uint64_t key, uint32_t threshold, floating scale,
+                          floating *y, uint8_t *keep, Py_ssize_t i0, Py_ssize_t i1) noexcept nogil:
+    if floating is float:
+        cyc_dropout_f32(x, key, threshold, scale, y, keep, i0, i1)
+    else:
+        cyc_dropout_f64(x, key, threshold, scale, y, keep, i0, i1)
+
+
+def dropout_forward(const floating[::1] x, uint64_t key, uint32_t threshold, double scale,
+                    floating[::1] y, uint8_t[::1] keep, int n_threads):
+    """Inverted dropout over flat arrays of one size (cyc_dropout): each element's 32 random
+    bits are a hash of key and its place, so the threads draw the mask one thread would."""
+    cdef Py_ssize_t n = x.shape[0], t
+    cdef floating s = <floating>scale
+    if n == 0:
+        return
+    with nogil:
+        if n_threads <= 1:
+            _dropout(&x[0], key, threshold, s, &y[0], &keep[0], 0, n)
+        else:
+            for t in prange((n + DROPOUT_CHUNK - 1) // DROPOUT_CHUNK, num_threads=n_threads,
+                            schedule="static"):
+                _dropout(&x[0], key, threshold, s, &y[0], &keep[0], t * DROPOUT_CHUNK,
+                         min(n, (t + 1) * DROPOUT_CHUNK))
+
+
+def dropout_backward(const floating[::1] dy, const uint8_t[::1] keep, double scale,
+                     floating[::1] out):
+    """out = dy * (scale where kept, else 0); out may be dy."""
+    if dy.shape[0] == 0:
+        return
+    with nogil:
+        if floating is float:
+            cyc_dropout_bwd_f32(&dy[0], &keep[0], <float>scale, &out[0], dy.shape[0])
+        else:
+            cyc_dropout_bwd_f64(&dy[0], &keep[0], scale, &out[0], dy.shape[0])
 
 
 cdef inline void _relu_bwd(const floating *dy, const floating *y, floating *out,
