@@ -72,7 +72,9 @@ def main():
                 state["phase"] = outer
         setattr(obj, method, run)
 
-    for name in ops.__all__ + [n for n in dir(ops) if n.startswith(("_max_pool2d", "_conv2d", "_adam", "_sparse"))]:
+    # the public ops and the private ones the layers call
+    private = ("_max_pool2d", "_conv2d", "_adam", "_sparse", "_dropout")
+    for name in ops.__all__ + [n for n in dir(ops) if n.startswith(private)]:
         fn = getattr(ops, name)
         if callable(fn):
             setattr(ops, name, timed(name, fn))
