@@ -73,7 +73,7 @@ def main():
         setattr(obj, method, run)
 
     # the public ops and the private ones the layers call
-    private = ("_max_pool2d", "_conv2d", "_adam", "_sparse", "_dropout")
+    private = ("_max_pool2d", "_conv2d", "_adam", "_sparse", "_dropout", "_argmax")
     for name in ops.__all__ + [n for n in dir(ops) if n.startswith(private)]:
         fn = getattr(ops, name)
         if callable(fn):

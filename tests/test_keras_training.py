@@ -480,6 +480,33 @@ def test_accuracy_resolves_from_shapes_as_keras3():
     assert m.result() == 0.5
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_sparse_accuracy_of_integer_labels_in_one_kernel_call(dtype, monkeypatch):
+    """SparseCategoricalAccuracy counts a batch of integer labels by ops._argmax_hits: the
+    same running mean as the numpy function's per-sample values, ties going to the first
+    largest score and a NaN counting as largest (np.argmax's rules), labels out of range
+    missing."""
+    rng = np.random.default_rng(7)
+    scores = rng.integers(0, 4, (300, 6)).astype(dtype)   # many ties
+    scores[5, 3] = scores[9, 0] = scores[11, 5] = np.nan
+    labels = rng.integers(0, 6, 300)
+    labels[:3] = [-1, 6, 200]
+    # two hits at a NaN, one miss at the largest number beside a NaN
+    labels[5], labels[9] = 3, 0
+    scores[11, :5] = [0, 1, 9, 2, 3]
+    labels[11] = 2
+    for y in (labels.astype(np.uint8), labels, labels.reshape(-1, 1)):
+        fast, slow = metrics.SparseCategoricalAccuracy(), metrics.Mean()
+        with monkeypatch.context() as m:
+            m.setattr(metrics, "sparse_categorical_accuracy", None)   # not called
+            fast.update_state(y, scores)
+            fast.update_state(y[:7], scores[:7])
+        values = np.concatenate([metrics.sparse_categorical_accuracy(y, scores),
+                                 metrics.sparse_categorical_accuracy(y[:7], scores[:7])])
+        slow.update_state(values)
+        assert (fast.total, fast.count) == (slow.total, slow.count)
+
+
 def test_binary_accuracy_in_a_model():
     model = models.Sequential([layers.Input(shape=(1,)),
                                layers.Dense(1, use_bias=False, activation="sigmoid")])

@@ -1840,6 +1840,30 @@ def sparse_softmax_xent(const floating[:, ::1] z, const Py_ssize_t[::1] labels,
     return total, -1
 
 
+def argmax_hits(const floating[:, ::1] scores, const Py_ssize_t[::1] labels):
+    """How many rows' first largest score (a NaN counts as largest, as numpy's argmax has it)
+    sits at the row's label."""
+    cdef Py_ssize_t r, j, best, hits = 0, k = scores.shape[1]
+    cdef floating m, v
+    if k == 0:
+        return 0
+    with nogil:
+        for r in range(scores.shape[0]):
+            best = 0
+            m = scores[r, 0]
+            if m == m:
+                for j in range(1, k):
+                    v = scores[r, j]
+                    if v != v:
+                        best = j
+                        break
+                    if v > m:
+                        m = v
+                        best = j
+            hits += best == labels[r]
+    return hits
+
+
 # Elements a thread takes at a time in dropout_forward (even: each starts a pair of draws).
 cdef enum:
     DROPOUT_CHUNK = 32768

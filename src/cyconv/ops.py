@@ -649,6 +649,13 @@ def _dropout_backward(dy, keep, scale):
     return out
 
 
+def _argmax_hits(scores, labels):
+    """For keras.metrics: how many rows of scores (N, K), float32 or float64, have their
+    first largest value (NaN counting as largest, as np.argmax) at their integer label (N,):
+    sparse categorical accuracy's count in one call instead of numpy's four."""
+    return _kernels.argmax_hits(_c(scores), np.ascontiguousarray(labels, dtype=np.intp))
+
+
 def _adam_update(variables, grads, ms, vs, alpha, one_minus_b1, one_minus_b2, eps):
     """One Adam step in place over several weights at once (see cyc_adam), for the layers'
     optimizer: lists of contiguous 1-D arrays of one float dtype, each weight's gradient, m and
