@@ -103,6 +103,17 @@ void cyc_conv_bwd_data_f64(const cyc_geom_t *g, const double *dy, const double *
  * which tiles: one tap's channels (weights packed with transposed = 1, rows = 0) or one kernel
  * row's pixels x channels (transposed = CYC_ROW_TAPS, rows = 1). */
 enum { CYC_GATHER = 0, CYC_SCATTER_TAPS = 1, CYC_SCATTER_ROWS = 2 };
+/* A Dense layer's input gradient (a 1x1 kernel, unit stride, no padding, one group, few
+ * pixels, dy at most CYC_DENSE_DX_MAX_DY_BYTES): cyc_conv_dense_dx() says whether it applies;
+ * then
+ * cyc_conv_dense_dx_f32/f64 compute input channels [k0, k1) of dx (P pixels, cin channels)
+ * from dy (P x cout) and the HWIO weights (cin x cout), read in place. */
+#define CYC_DENSE_DX_MAX_DY_BYTES (256 * 1024)
+int cyc_conv_dense_dx(const cyc_geom_t *g, int elem_size);
+void cyc_conv_dense_dx_f32(const float *dy, const float *w, float *dx, ptrdiff_t P,
+                           ptrdiff_t cin, int cout, ptrdiff_t k0, ptrdiff_t k1);
+void cyc_conv_dense_dx_f64(const double *dy, const double *w, double *dx, ptrdiff_t P,
+                           ptrdiff_t cin, int cout, ptrdiff_t k0, ptrdiff_t k1);
 /* `transposed` (packing, plans) for the scatter by kernel rows, beside 0 (forward) and 1 */
 #define CYC_ROW_TAPS 2
 int cyc_conv_bwd_data_scatters(const cyc_geom_t *g, int elem_size);

@@ -749,6 +749,38 @@ def test_dense_weight_gradient_by_rows_keeps_its_bits_down_to_the_sign_of_zero(c
         assert_close(dw, reference.conv2d_backward(dy, x, w, groups=groups)[1], isa)
 
 
+@pytest.mark.parametrize("x_shape, cout", [
+    ((32, 1, 1, 576), 64),
+    ((31, 1, 1, 37), 10),
+    ((1, 1, 1, 9), 3),
+    ((2, 3, 3, 8), 20),
+], ids=["seed-dense", "tails", "one-pixel", "1x1-over-3x3"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
+def test_dense_input_gradient_reads_the_weights_in_place(x_shape, cout, dtype):
+    """A 1x1 kernel at unit stride without padding (a Dense layer, or a 1x1 convolution of a
+    few small images): dx is dy times the weights' transpose (cyc_conv_dense_dx), on every SIMD
+    path and thread count, with the reference's values and the same bits on 1 and 2 threads:
+    pixels and input channels past whole register blocks, output channels past whole vectors.
+    Strided, padded, NCHW-in-images or larger problems keep the tiles' routes; more weights
+    (past 1 MB) take it up to 128 pixels."""
+    w_shape = (1, 1, x_shape[3], cout)
+    g = nhwc_geometry(x_shape, w_shape, {})
+    assert _kernels.conv2d_backward_data_route(g, dtype) == "dense"
+    x, w, b = conv_arrays(x_shape, w_shape, "NHWC", dtype)
+    check_conv(x, w, b, {})
+    check_conv(*conv_arrays(x_shape, w_shape, "NCHW", dtype), {"data_format": "NCHW"})
+    assert _kernels.conv2d_backward_data_route(nhwc_geometry(
+        (128, 1, 1, 2048), (1, 1, 2048, 128), {}), np.float32) == "dense"
+    assert _kernels.conv2d_backward_data_route(nhwc_geometry(
+        (129, 1, 1, 2048), (1, 1, 2048, 128), {}), np.float32) != "dense"
+    for kwargs in ({"stride": 2}, {"padding": 1}):
+        assert _kernels.conv2d_backward_data_route(nhwc_geometry(x_shape, w_shape, kwargs),
+                                                    dtype) != "dense"
+    # more pixels than 32 (the weights under 1 MB)
+    assert _kernels.conv2d_backward_data_route(nhwc_geometry((33, 1, 1, 576), (1, 1, 576, 64),
+                                                             {}), dtype) != "dense"
+
+
 @pytest.mark.parametrize("x_shape, w_shape, padding", [
     ((40, 1, 1, 4200), (1, 1, 4200, 64), "valid"),
     ((4, 10, 10, 256), (3, 3, 256, 128), "valid"),

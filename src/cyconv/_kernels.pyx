@@ -73,6 +73,11 @@ cdef extern from "cyconv.h" nogil:
         CYC_SCATTER_ROWS
         CYC_ROW_TAPS
     int cyc_conv_bwd_data_scatters(const cyc_geom_t *g, int elem_size)
+    int cyc_conv_dense_dx(const cyc_geom_t *g, int elem_size)
+    void cyc_conv_dense_dx_f32(const float *dy, const float *w, float *dx, ptrdiff_t P,
+                               ptrdiff_t cin, int cout, ptrdiff_t k0, ptrdiff_t k1)
+    void cyc_conv_dense_dx_f64(const double *dy, const double *w, double *dx, ptrdiff_t P,
+                               ptrdiff_t cin, int cout, ptrdiff_t k0, ptrdiff_t k1)
     size_t cyc_conv_scatter_scratch_bytes(const cyc_geom_t *g, int rows, int elem_size)
     void cyc_conv_bwd_data_scatter_f32(const cyc_geom_t *g, int rows, const float *dy,
                                        const float *p, float *dx, ptrdiff_t n0, ptrdiff_t n1,
@@ -294,11 +299,13 @@ cdef enum:
     DIRECT_DW = 7
     # the weight gradient through a max-pool, by the pool's windows
     POOL_WINDOWS_DW = 8
+    # a Dense layer's input gradient (cyc_conv_dense_dx)
+    DENSE_DX = 9
 
 ROUTE_NAMES = {FORWARD: "direct", DIRECT_DW: "direct", WINOGRAD: "winograd",
                WINOGRAD_DX: "winograd", DEPTHWISE: "depthwise", GATHER_DX: "gather",
                SCATTER_DX: "scatter taps", SCATTER_ROWS_DX: "scatter rows",
-               POOL_WINDOWS_DW: "pool windows"}
+               POOL_WINDOWS_DW: "pool windows", DENSE_DX: "dense"}
 
 
 cdef inline int _packing(int kind) noexcept nogil:
@@ -485,12 +492,17 @@ cdef inline int _forward_kind(const cyc_geom_t *g, int elem_size) noexcept nogil
     return WINOGRAD if cyc_conv_winograd(g, 0, elem_size) else FORWARD
 
 
-cdef inline int _input_grad_kind(const cyc_geom_t *g, int elem_size) noexcept nogil:
-    """The input gradient's route (cyc_conv_winograd, then cyc_conv_bwd_data_scatters)."""
+cdef inline int _input_grad_kind(const cyc_geom_t *g, int elem_size,
+                                 bint dense=True) noexcept nogil:
+    """The input gradient's route (cyc_conv_winograd, cyc_conv_dense_dx unless not dense, then
+    cyc_conv_bwd_data_scatters): dense is for whole NHWC arrays only, not the tiles of a few
+    NCHW images at a time."""
     if _depthwise(g):
         return DEPTHWISE
     if cyc_conv_winograd(g, 1, elem_size):
         return WINOGRAD_DX
+    if dense and cyc_conv_dense_dx(g, elem_size):
+        return DENSE_DX
     cdef int route = cyc_conv_bwd_data_scatters(g, elem_size)
     return (GATHER_DX if route == CYC_GATHER else
             SCATTER_ROWS_DX if route == CYC_SCATTER_ROWS else SCATTER_DX)
@@ -921,9 +933,23 @@ def conv2d_backward_filter_route(object geom, object dtype, bint through_pool=Fa
 
 def conv2d_backward_data_route(object geom, object dtype):
     """How conv2d_backward_data computes dx for this problem: 'depthwise', 'winograd',
-    'gather', 'scatter taps' or 'scatter rows'."""
+    'dense', 'gather', 'scatter taps' or 'scatter rows'."""
     cdef cyc_geom_t g = _geom(geom)
     return ROUTE_NAMES[_input_grad_kind(&g, np.dtype(dtype).itemsize)]
+
+
+cdef void _dense_dx(const floating *dy, const floating *w, floating *dx, Py_ssize_t P,
+                    Py_ssize_t cin, int cout, int n_threads) noexcept:
+    """cyc_conv_dense_dx over rows of w shared out among the threads (each dx value one
+    thread's, in one order: the same bits on any thread count)."""
+    cdef Py_ssize_t chunk = _chunk(cin, n_threads, 4), t, k0
+    with nogil:
+        for t in prange(_n_chunks(cin, chunk), num_threads=n_threads, schedule="dynamic"):
+            k0 = t * chunk
+            if floating is float:
+                cyc_conv_dense_dx_f32(dy, w, dx, P, cin, cout, k0, min(cin, k0 + chunk))
+            else:
+                cyc_conv_dense_dx_f64(dy, w, dx, P, cin, cout, k0, min(cin, k0 + chunk))
 
 
 def conv2d_backward_data(const floating[:, :, :, ::1] dy, const floating[:, :, :, ::1] w,
@@ -968,6 +994,10 @@ def conv2d_backward_data(const floating[:, :, :, ::1] dy, const floating[:, :, :
     cdef Py_ssize_t M
     cdef size_t sbytes
     cdef Py_ssize_t chunk
+    if kind == DENSE_DX:
+        _dense_dx(&dy[0, 0, 0, 0], &w[0, 0, 0, 0], &dx[0, 0, 0, 0],
+                  <Py_ssize_t>g.n * g.h * g.w, g.c, g.cout, n_threads)
+        return
     if kind == WINOGRAD_DX:
         # every dx tile is computed whole by one thread: any chunks give the same bits
         _winograd_work(&g, CYC_WINO_DX, sizeof(floating), n_threads, &M, &sbytes, &chunk)
@@ -1416,7 +1446,7 @@ def conv2d_backward_images(const floating[:, :, :, ::1] dy, const floating[:, :,
     the problem only, each group per_unit images at a time, as is dx: the same bits on any
     thread count (and on any machine, for a per_unit that depends on the problem only)."""
     cdef cyc_geom_t g = _geom(geom)
-    cdef int dx_kind = _input_grad_kind(&g, sizeof(floating))
+    cdef int dx_kind = _input_grad_kind(&g, sizeof(floating), False)
     cdef int dw_kind = _weight_grad_kind(&g, sizeof(floating), False, False)
     if dx_kind == DEPTHWISE or dw_kind == DEPTHWISE:
         raise ValueError("conv2d_backward_images: not for depthwise convolutions")
