@@ -109,6 +109,16 @@ enum { CYC_GATHER = 0, CYC_SCATTER_TAPS = 1, CYC_SCATTER_ROWS = 2 };
  * cyc_conv_dense_dx_f32/f64 compute input channels [k0, k1) of dx (P pixels, cin channels)
  * from dy (P x cout) and the HWIO weights (cin x cout), read in place. */
 #define CYC_DENSE_DX_MAX_DY_BYTES (256 * 1024)
+/* A Dense layer's forward pass (the same kernels, at most 48 pixels, output channels a
+ * multiple of 16):
+ * cyc_conv_dense_fwd_applies() says whether it applies; then cyc_conv_dense_fwd_f32/f64 compute
+ * output channels [c0, c1) (multiples of 16 apart) of y (P x cout) from x (P x cin), the HWIO
+ * weights read in place, the bias (or NULL) and a ReLU if relu. */
+int cyc_conv_dense_fwd_applies(const cyc_geom_t *g, int elem_size);
+void cyc_conv_dense_fwd_f32(const float *x, const float *w, const float *bias, int relu,
+                            float *y, ptrdiff_t P, ptrdiff_t cin, int cout, int c0, int c1);
+void cyc_conv_dense_fwd_f64(const double *x, const double *w, const double *bias, int relu,
+                            double *y, ptrdiff_t P, ptrdiff_t cin, int cout, int c0, int c1);
 int cyc_conv_dense_dx(const cyc_geom_t *g, int elem_size);
 void cyc_conv_dense_dx_f32(const float *dy, const float *w, float *dx, ptrdiff_t P,
                            ptrdiff_t cin, int cout, ptrdiff_t k0, ptrdiff_t k1);

@@ -169,6 +169,19 @@ int cyc_conv_dense_dx(const cyc_geom_t *g, int elem_size)
            (pixels <= 32 || (w_bytes >= (1 << 20) && pixels <= 128));
 }
 
+/* A 1x1 kernel at unit stride without padding or groups, as for the input gradient above, at
+ * most 48 pixels (the packing is what few pixels do not pay back), output channels in whole
+ * vectors of every instruction set (the tiles load whole rows of weights).  In-process A/B
+ * against the packed tiles (2 threads, AVX2): 0.68-0.90 of the time at 16 to 48 pixels for
+ * 576 -> 64, 1600 -> 512 and 9216 -> 128; 1.08-1.19 from 64 pixels for the last two. */
+int cyc_conv_dense_fwd_applies(const cyc_geom_t *g, int elem_size)
+{
+    (void)elem_size;
+    return g->kh == 1 && g->kw == 1 && g->sh == 1 && g->sw == 1 && g->groups == 1 &&
+           g->pad_top == 0 && g->pad_bottom == 0 && g->pad_left == 0 && g->pad_right == 0 &&
+           g->cout % 16 == 0 && (double)g->n * g->oh * g->ow <= 48;
+}
+
 int cyc_conv_bwd_data_scatters(const cyc_geom_t *g, int elem_size)
 {
     /* Gathering computes every dx pixel over every tap, also the taps that fall on dy's zero
@@ -583,6 +596,11 @@ static void cyc_restore_fp_modes(unsigned long modes)
                                  int cout, ptrdiff_t k0, ptrdiff_t k1)                         \
     {                                                                                          \
         CYC_PICK(cyc_conv_dense_dx, SUF, dy, w, dx, P, cin, cout, k0, k1);                     \
+    }                                                                                          \
+    void cyc_conv_dense_fwd_##SUF(const T *x, const T *w, const T *bias, int relu, T *y,       \
+                                  ptrdiff_t P, ptrdiff_t cin, int cout, int c0, int c1)        \
+    {                                                                                          \
+        CYC_PICK(cyc_conv_dense_fwd, SUF, x, w, bias, relu, y, P, cin, cout, c0, c1);          \
     }                                                                                          \
     void cyc_relu_bwd_##SUF(const T *dy, const T *y, T *out, ptrdiff_t n)                      \
     {                                                                                          \

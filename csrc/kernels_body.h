@@ -964,6 +964,58 @@ void FN(cyc_conv_dense_dx)(const T *dy, const T *w, T *dx, ptrdiff_t P, ptrdiff_
 #undef CYC_DDX_K
 #undef CYC_DDX_P
 
+/* ---- a Dense layer's forward pass (cyc_conv_dense_fwd) ----
+ * y[p][o] = bias[o] + sum over k of x[p][k] * w[k][o]: a block of output channels (NBLK
+ * vectors) at a time, through the input channels in pieces of CYC_DENSE_KB rows, each piece of
+ * the HWIO weights copied into a small block that stays in L1 while every pixel's register
+ * tiles go through it (the partial sums of y added by the tiles' CYC_ADD epilogue).  The
+ * packed path copies all the weights into memory first (a fifth of a 9216 -> 128 layer's
+ * time); read in place, the rows of a block lie cout apart, all in a few sets of L1. */
+#define CYC_DENSE_KB 128
+void FN(cyc_conv_dense_fwd)(const T *x, const T *w, const T *bias, int relu, T *y, ptrdiff_t P,
+                            ptrdiff_t cin, int cout, int c0, int c1)
+{
+    enum { BLK = CYC_NBLK * VLEN };
+    T b[BLK] __attribute__((aligned(64)));
+    T piece[CYC_DENSE_KB * BLK] __attribute__((aligned(64)));
+    const T *xp[MR];
+    T *outs[MR];
+    const unsigned char live = 1;
+    /* the pieces of the input channels outermost: x's columns for a piece (all pixels) and y
+     * stay in cache while the blocks of output channels go by */
+    for (ptrdiff_t k0 = 0; k0 < cin; k0 += CYC_DENSE_KB) {
+        const int len = cin - k0 < CYC_DENSE_KB ? (int)(cin - k0) : CYC_DENSE_KB;
+        for (int co = c0; co < c1; co += BLK) {
+            /* cout is a multiple of every instruction set's vector (see
+             * cyc_conv_dense_fwd_applies) */
+            const int nv = (c1 - co < BLK ? c1 - co : BLK) / VLEN, bw = nv * VLEN;
+            if (!k0)
+                for (int j = 0; j < bw; j++) b[j] = bias ? bias[co + j] : (T)0;
+            for (int i = 0; i < len; i++)
+                for (int v = 0; v < nv; v++) {
+                    /* through a register: GCC made the loop a call to memmove per row */
+                    V r = LOADV(w + (k0 + i) * cout + co + v * VLEN);
+                    CYC_IN_REGISTER(r);
+                    STOREV(piece + i * bw + v * VLEN, r);
+                }
+            for (ptrdiff_t p = 0; p < P; p += MR) {
+                const int mr = P - p < MR ? (int)(P - p) : MR;
+                for (int i = 0; i < mr; i++) {
+                    xp[i] = x + (p + i) * cin;
+                    outs[i] = y + (p + i) * cout + co;
+                }
+                FN(tile_any)(mr, nv, xp, k0, 0, 1, len, &live, piece, bw, 0,
+                             k0 ? FN(zero_bias) : b, k0 ? CYC_ADD : 0, outs, 0, VLEN);
+            }
+        }
+    }
+    if (relu)
+        for (ptrdiff_t p = 0; p < P; p++)
+            for (int o = c0; o < c1; o += VLEN) STOREV(y + p * cout + o,
+                                                       FN(relu)(LOADV(y + p * cout + o)));
+}
+#undef CYC_DENSE_KB
+
 void FN(cyc_conv_fwd)(const cyc_geom_t *g, const T *x, const T *packed, int relu, const T *zeros,
                       T *y, ptrdiff_t m0, ptrdiff_t m1, void *scratch)
 {

@@ -781,6 +781,30 @@ def test_dense_input_gradient_reads_the_weights_in_place(x_shape, cout, dtype):
                                                              {}), dtype) != "dense"
 
 
+@pytest.mark.parametrize("x_shape, cout", [
+    ((32, 1, 1, 576), 64),
+    ((47, 1, 1, 300), 48),
+    ((1, 1, 1, 5), 16),
+    ((2, 3, 3, 8), 32),
+], ids=["seed-dense", "pieces-and-tails", "one-pixel", "1x1-over-3x3"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
+def test_dense_forward_reads_the_weights_in_place(x_shape, cout, dtype):
+    """The forward pass of a 1x1 kernel at unit stride without padding, at most 48 pixels and
+    output channels a multiple of 16 (cyc_conv_dense_fwd): pieces of 128 input channels (300 is
+    two and a part) copied out of the weights, blocks of output channels, tiles of pixels and
+    their tails, with bias and ReLU or neither, NHWC and NCHW, on every path: the reference's
+    values, the same bits on 1 and 2 threads.  More pixels, or other channel counts, take the
+    packed tiles."""
+    w_shape = (1, 1, x_shape[3], cout)
+    assert _kernels.conv2d_forward_route(nhwc_geometry(x_shape, w_shape, {}), dtype) == "dense"
+    for fmt in ("NHWC", "NCHW"):
+        x, w, b = conv_arrays(x_shape, w_shape, fmt, dtype)
+        check_against_reference("conv2d", x, w, b, activation="relu", data_format=fmt)
+        check_against_reference("conv2d", x, w, None, data_format=fmt)
+    for other in ((49, 1, 1, 576), (1, 1, 576, 64)), ((1, 1, 1, 576), (1, 1, 576, 24)):
+        assert _kernels.conv2d_forward_route(nhwc_geometry(*other, {}), dtype) == "direct"
+
+
 @pytest.mark.parametrize("x_shape, w_shape, padding", [
     ((40, 1, 1, 4200), (1, 1, 4200, 64), "valid"),
     ((4, 10, 10, 256), (3, 3, 256, 128), "valid"),

@@ -74,6 +74,11 @@ cdef extern from "cyconv.h" nogil:
         CYC_ROW_TAPS
     int cyc_conv_bwd_data_scatters(const cyc_geom_t *g, int elem_size)
     int cyc_conv_dense_dx(const cyc_geom_t *g, int elem_size)
+    int cyc_conv_dense_fwd_applies(const cyc_geom_t *g, int elem_size)
+    void cyc_conv_dense_fwd_f32(const float *x, const float *w, const float *bias, int relu,
+                                float *y, ptrdiff_t P, ptrdiff_t cin, int cout, int c0, int c1)
+    void cyc_conv_dense_fwd_f64(const double *x, const double *w, const double *bias, int relu,
+                                double *y, ptrdiff_t P, ptrdiff_t cin, int cout, int c0, int c1)
     void cyc_conv_dense_dx_f32(const float *dy, const float *w, float *dx, ptrdiff_t P,
                                ptrdiff_t cin, int cout, ptrdiff_t k0, ptrdiff_t k1)
     void cyc_conv_dense_dx_f64(const double *dy, const double *w, double *dx, ptrdiff_t P,
@@ -299,13 +304,14 @@ cdef enum:
     DIRECT_DW = 7
     # the weight gradient through a max-pool, by the pool's windows
     POOL_WINDOWS_DW = 8
-    # a Dense layer's input gradient (cyc_conv_dense_dx)
+    # a Dense layer's input gradient (cyc_conv_dense_dx) and forward pass (cyc_conv_dense_fwd)
     DENSE_DX = 9
+    DENSE_FWD = 10
 
 ROUTE_NAMES = {FORWARD: "direct", DIRECT_DW: "direct", WINOGRAD: "winograd",
                WINOGRAD_DX: "winograd", DEPTHWISE: "depthwise", GATHER_DX: "gather",
                SCATTER_DX: "scatter taps", SCATTER_ROWS_DX: "scatter rows",
-               POOL_WINDOWS_DW: "pool windows", DENSE_DX: "dense"}
+               POOL_WINDOWS_DW: "pool windows", DENSE_DX: "dense", DENSE_FWD: "dense"}
 
 
 cdef inline int _packing(int kind) noexcept nogil:
@@ -485,11 +491,15 @@ cdef inline bint _depthwise(const cyc_geom_t *g) noexcept nogil:
     return g.groups > 1 and g.groups == g.c and g.kh * g.kw <= CYC_DEPTHWISE_MAX_TAPS
 
 
-cdef inline int _forward_kind(const cyc_geom_t *g, int elem_size) noexcept nogil:
-    """The forward pass's route: the one place it is decided."""
+cdef inline int _forward_kind(const cyc_geom_t *g, int elem_size,
+                              bint dense=False) noexcept nogil:
+    """The forward pass's route: the one place it is decided (dense: whether the whole NHWC
+    arrays may take cyc_conv_dense_fwd, which the bands and stages of images do not)."""
     if _depthwise(g):
         return DEPTHWISE
-    return WINOGRAD if cyc_conv_winograd(g, 0, elem_size) else FORWARD
+    if cyc_conv_winograd(g, 0, elem_size):
+        return WINOGRAD
+    return DENSE_FWD if dense and cyc_conv_dense_fwd_applies(g, elem_size) else FORWARD
 
 
 cdef inline int _input_grad_kind(const cyc_geom_t *g, int elem_size,
@@ -726,6 +736,23 @@ cdef inline void _winograd_work(const cyc_geom_t *g, int mode, int elem_size, in
     chunk[0] = _chunk(M[0], n_threads, cyc_conv_winograd_block(g, mode, elem_size))
 
 
+cdef void _dense_fwd(const floating *x, const floating *w, const floating *b, bint relu,
+                     floating *y, Py_ssize_t P, Py_ssize_t cin, int cout,
+                     int n_threads) noexcept:
+    """cyc_conv_dense_fwd over blocks of 16 output channels shared out among the threads
+    (each output one thread's, in one order: the same bits on any thread count)."""
+    cdef Py_ssize_t chunk = _chunk(cout, n_threads, 16), t, c0
+    with nogil:
+        for t in prange(_n_chunks(cout, chunk), num_threads=n_threads, schedule="dynamic"):
+            c0 = t * chunk
+            if floating is float:
+                cyc_conv_dense_fwd_f32(x, w, b, relu, y, P, cin, cout, <int>c0,
+                                       <int>min(cout, c0 + chunk))
+            else:
+                cyc_conv_dense_fwd_f64(x, w, b, relu, y, P, cin, cout, <int>c0,
+                                       <int>min(cout, c0 + chunk))
+
+
 def conv2d_forward(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] w,
                    const floating[::1] b, object geom, bint relu,
                    floating[:, :, :, ::1] y, int n_threads, bint planes=False):
@@ -733,9 +760,13 @@ def conv2d_forward(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] 
     by Winograd or by the direct tiles (conv2d_forward_route says which).  planes: y is NCHW,
     written so by the direct tiles (the other routes do not take it)."""
     cdef cyc_geom_t g = _geom(geom)
-    cdef int kind = _forward_kind(&g, sizeof(floating))
+    cdef int kind = _forward_kind(&g, sizeof(floating), True)
     if planes and kind != FORWARD:
         raise ValueError("conv2d_forward writes NCHW planes on the direct route only")
+    if kind == DENSE_FWD:
+        _dense_fwd(&x[0, 0, 0, 0], &w[0, 0, 0, 0], &b[0] if b is not None else NULL, relu,
+                   &y[0, 0, 0, 0], <Py_ssize_t>g.n * g.oh * g.ow, g.c, g.cout, n_threads)
+        return
     cdef const floating[:, :, :, ::1] xe
     if kind == DEPTHWISE:
         xe = _repeat_channels(x, &g)
@@ -898,9 +929,10 @@ def winograd_setting():
 
 
 def conv2d_forward_route(object geom, object dtype):
-    """How conv2d_forward computes y for this problem: 'depthwise', 'winograd' or 'direct'."""
+    """How conv2d_forward computes y for this problem: 'depthwise', 'winograd', 'dense' or
+    'direct'."""
     cdef cyc_geom_t g = _geom(geom)
-    return ROUTE_NAMES[_forward_kind(&g, np.dtype(dtype).itemsize)]
+    return ROUTE_NAMES[_forward_kind(&g, np.dtype(dtype).itemsize, True)]
 
 
 def winograd_tile(object geom, object dtype):
