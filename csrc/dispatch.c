@@ -152,10 +152,17 @@ static double cyc_lane_use(int n, int elem_size)
     return (double)n / cyc_round_up(n, 64 / elem_size);
 }
 
+/* A 1x1 kernel at unit stride without padding or groups: each output pixel is its input
+ * pixel times the weights, a matrix product over the pixels (a Dense layer). */
+static int cyc_pointwise(const cyc_geom_t *g)
+{
+    return g->kh == 1 && g->kw == 1 && g->sh == 1 && g->sw == 1 && g->groups == 1 &&
+           g->pad_top == 0 && g->pad_bottom == 0 && g->pad_left == 0 && g->pad_right == 0;
+}
+
 int cyc_conv_dense_dx(const cyc_geom_t *g, int elem_size)
 {
-    /* A 1x1 kernel at unit stride without padding or groups: dx's pixels are dy's, and dx is
-     * dy times the weights' transpose.  The tiles first transpose all the weights, a pass
+    /* A pointwise convolution: dx is dy times the weights' transpose.  The tiles first transpose all the weights, a pass
      * that few pixels do not pay back; the dense kernel instead goes through all of dy for
      * every 4 rows of w, so only while dy stays in cache.  In-process A/B against the tiles
      * (2 threads, AVX2): 576 -> 64 0.83-0.89 of the time at 16 and 32 pixels, 1.03-1.2 at 48
@@ -163,23 +170,19 @@ int cyc_conv_dense_dx(const cyc_geom_t *g, int elem_size)
      * 256; 1600 -> 512 (3.2 MB) 0.70-0.98 up to 128. */
     const double pixels = (double)g->n * g->oh * g->ow;
     const double w_bytes = (double)g->c * g->cout * elem_size;
-    return g->kh == 1 && g->kw == 1 && g->sh == 1 && g->sw == 1 && g->groups == 1 &&
-           g->pad_top == 0 && g->pad_bottom == 0 && g->pad_left == 0 && g->pad_right == 0 &&
-           g->c > CYC_DOT_MAX_OUT && pixels * g->cout * elem_size <= CYC_DENSE_DX_MAX_DY_BYTES &&
+    return cyc_pointwise(g) && g->c > CYC_DOT_MAX_OUT &&
+           pixels * g->cout * elem_size <= CYC_DENSE_DX_MAX_DY_BYTES &&
            (pixels <= 32 || (w_bytes >= (1 << 20) && pixels <= 128));
 }
 
-/* A 1x1 kernel at unit stride without padding or groups, as for the input gradient above, at
- * most 48 pixels (the packing is what few pixels do not pay back), output channels in whole
+/* A pointwise convolution, as for the input gradient above, at most 48 pixels (the packing is what few pixels do not pay back), output channels in whole
  * vectors of every instruction set (the tiles load whole rows of weights).  In-process A/B
  * against the packed tiles (2 threads, AVX2): 0.68-0.90 of the time at 16 to 48 pixels for
  * 576 -> 64, 1600 -> 512 and 9216 -> 128; 1.08-1.19 from 64 pixels for the last two. */
 int cyc_conv_dense_fwd_applies(const cyc_geom_t *g, int elem_size)
 {
     (void)elem_size;
-    return g->kh == 1 && g->kw == 1 && g->sh == 1 && g->sw == 1 && g->groups == 1 &&
-           g->pad_top == 0 && g->pad_bottom == 0 && g->pad_left == 0 && g->pad_right == 0 &&
-           g->cout % 16 == 0 && (double)g->n * g->oh * g->ow <= 48;
+    return cyc_pointwise(g) && g->cout % 16 == 0 && (double)g->n * g->oh * g->ow <= 48;
 }
 
 int cyc_conv_bwd_data_scatters(const cyc_geom_t *g, int elem_size)

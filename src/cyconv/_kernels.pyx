@@ -1807,15 +1807,17 @@ cdef _adam_many(list var, list g, list m, list v, floating alpha, floating one_m
     cdef Py_ssize_t n = len(var), k, i0, n_pieces = 0, size, other
     cdef floating **ptr
     cdef Py_ssize_t *piece
+    cdef Py_ssize_t *sizes
     if not len(g) == len(m) == len(v) == n:
         raise ValueError("adam_update: one g, m and v per weight")
     if n == 0:
         return
     ptr = <floating **>malloc(4 * n * sizeof(floating *))
-    if ptr == NULL:
-        raise MemoryError("adam_update: could not allocate its work list")
+    sizes = <Py_ssize_t *>malloc(n * sizeof(Py_ssize_t))
     piece = NULL
     try:
+        if ptr == NULL or sizes == NULL:
+            raise MemoryError("adam_update: could not allocate its work list")
         # the arrays stay alive in the caller's lists while the pointers are used
         for k in range(n):
             ptr[4 * k] = _flat_data(var[k], True, alpha, &size)
@@ -1828,6 +1830,7 @@ cdef _adam_many(list var, list g, list m, list v, floating alpha, floating one_m
             ptr[4 * k + 3] = _flat_data(v[k], True, alpha, &other)
             if other != size:
                 raise ValueError("adam_update: each weight's g, m and v must have its size")
+            sizes[k] = size
             n_pieces += (size + ADAM_PIECE - 1) // ADAM_PIECE
         if n_pieces == 0:
             return
@@ -1836,17 +1839,17 @@ cdef _adam_many(list var, list g, list m, list v, floating alpha, floating one_m
             raise MemoryError("adam_update: could not allocate its work list")
         n_pieces = 0
         for k in range(n):
-            _flat_data(var[k], True, alpha, &size)
-            for i0 in range(0, size, ADAM_PIECE):
+            for i0 in range(0, sizes[k], ADAM_PIECE):
                 piece[3 * n_pieces] = k
                 piece[3 * n_pieces + 1] = i0
-                piece[3 * n_pieces + 2] = min(size, i0 + ADAM_PIECE)
+                piece[3 * n_pieces + 2] = min(sizes[k], i0 + ADAM_PIECE)
                 n_pieces += 1
         with nogil:
             _adam_pieces(ptr, piece, n_pieces, alpha, one_minus_b1, one_minus_b2, eps,
                          <int>min(n_threads, n_pieces))
     finally:
         free(ptr)
+        free(sizes)
         free(piece)
 
 

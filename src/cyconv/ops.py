@@ -644,8 +644,7 @@ def _dropout(x, key, threshold, scale):
 def _dropout_backward(dy, keep, scale):
     """dy * (scale where keep, else 0), in dy's memory where it may be written."""
     out = dy if dy.flags.c_contiguous and dy.flags.writeable else np.array(dy)
-    if out.size:
-        _kernels.dropout_backward(out.reshape(-1), keep.reshape(-1), scale, out.reshape(-1))
+    _kernels.dropout_backward(out.reshape(-1), keep.reshape(-1), scale, out.reshape(-1))
     return out
 
 

@@ -77,6 +77,18 @@ def _sparse_labels(y_true, y_pred):
     return y_true.astype(np.intp, copy=False)
 
 
+def _labels_per_row(y_true, scores):
+    """y_true as one integer label per row of a (N, K) float32/float64 scores array ((N,) or
+    (N, 1) integer labels), or None for anything else: what the one-call loss and accuracy
+    take; the rest goes by numpy."""
+    if not (isinstance(y_true, np.ndarray) and isinstance(scores, np.ndarray)
+            and y_true.dtype.kind in "iu" and scores.ndim == 2 and scores.shape[1]
+            and scores.dtype in (np.float32, np.float64)):
+        return None
+    n = len(scores)
+    return y_true.reshape(n) if n and y_true.shape in ((n,), (n, 1)) else None
+
+
 def _label_range_error(label, n_classes):
     return ValueError(f"Received a label value of {label} which is outside the valid range of "
                       f"[0, {n_classes}).")
@@ -235,17 +247,13 @@ class SparseCategoricalCrossentropy(Loss):
         """Logits in rows of classes and one integer label per row (a classifier's training
         step): ops._sparse_softmax_xent, the arithmetic of _sparse_xent_from_logits."""
         from_logits = self.from_logits if from_logits is None else from_logits
-        if not (from_logits and isinstance(y_true, np.ndarray) and y_true.dtype.kind in "iu"
-                and y_pred.ndim == 2 and y_pred.dtype in (np.float32, np.float64)):
+        labels = _labels_per_row(y_true, y_pred) if from_logits else None
+        if labels is None:
             return None
-        n, k = y_pred.shape
-        if not n or y_true.shape not in ((n,), (n, 1)):
-            return None
-        labels = y_true.reshape(n)
-        scale = 1 if self.reduction == "sum" else n
+        scale = 1 if self.reduction == "sum" else len(labels)
         total, grad, bad = ops._sparse_softmax_xent(y_pred, labels, scale, want_grad)
         if bad >= 0:
-            raise _label_range_error(labels[bad], k)
+            raise _label_range_error(labels[bad], y_pred.shape[1])
         return total / scale, grad
 
     def _value_and_grad(self, y_true, y_pred, from_logits, want_grad):

@@ -169,13 +169,11 @@ class SparseCategoricalAccuracy(MeanMetricWrapper):
     def update_state(self, y_true, y_pred, sample_weight=None):
         # a classifier's batch (integer labels, one per row of scores) by one kernel call: the
         # hits are the sum of sparse_categorical_accuracy's ones
-        if (sample_weight is None and isinstance(y_true, np.ndarray)
-                and isinstance(y_pred, np.ndarray) and y_true.dtype.kind in "iu"
-                and y_pred.ndim == 2 and y_pred.shape[1] and y_pred.dtype in (np.float32,
-                                                                              np.float64)
-                and y_true.shape in ((len(y_pred),), (len(y_pred), 1))):
-            self.total += float(ops._argmax_hits(y_pred, y_true.reshape(-1)))
-            self.count += len(y_pred)
+        labels = (losses_module._labels_per_row(y_true, y_pred) if sample_weight is None
+                  else None)
+        if labels is not None:
+            self.total += float(ops._argmax_hits(y_pred, labels))
+            self.count += len(labels)
             return
         super().update_state(y_true, y_pred, sample_weight)
 
