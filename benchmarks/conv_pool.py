@@ -35,7 +35,7 @@ def layers(budget):
     from cyconv.bench import time_pairs
 
     rng = np.random.default_rng(0)
-    print(f"{'layer':28s} {'one pass':>10s} {'two calls':>10s} {'ratio':>6s}")
+    print(f"{'layer':28s} {'one pass':>10s} {'two calls':>10s} {'ratio':>6s} {'[IQR]':>11s}")
     for name, xs, ws, padding in LAYERS:
         x = rng.uniform(-1, 1, xs).astype(np.float32)
         w = (rng.uniform(-1, 1, ws) / np.sqrt(np.prod(ws[:3]))).astype(np.float32)
@@ -48,8 +48,8 @@ def layers(budget):
             z = ops.conv2d(x, w, b, padding=padding, activation="relu")
             return ops._max_pool2d_after_relu(z, 2, None, "valid", "NHWC")
 
-        t1, t2, ratio = time_pairs(one, two, budget)
-        print(f"{name:28s} {t1 * 1e6:8.0f}us {t2 * 1e6:8.0f}us {ratio:6.2f}")
+        t1, t2, ratio, (q1, q3) = time_pairs(one, two, budget)
+        print(f"{name:28s} {t1 * 1e6:8.0f}us {t2 * 1e6:8.0f}us {ratio:6.2f} [{q1:.2f}-{q3:.2f}]")
 
 
 def model(images, rounds, data_format):

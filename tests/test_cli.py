@@ -288,6 +288,9 @@ def test_bench_prints_a_table_and_writes_json_and_plot(tmp_path):
     assert {res["case"] for res in data["results"]} == {"seed conv3 b32", "seed pool2 b32"}
     conv = [res for res in data["results"] if res["case"] == "seed conv3 b32"]
     assert all(res["seconds"] > 0 and res["ratio_vs_torch"] > 0 for res in conv)
+    # the spread of the paired ratios around their median
+    assert all(q1 <= res["ratio_vs_torch"] <= q3 for res in conv
+               for q1, q3 in [res["ratio_quartiles"]])
     assert all(res["peak_percent"] > 0 for res in conv)
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     r = run("bench", "--only", "pool2 b32", "--budget", "0.02", "--threads", "1",
@@ -323,6 +326,23 @@ def test_bench_scaling_column(tmp_path):
     assert data["timing"] is None   # nothing was timed against PyTorch
 
 
+def test_time_pairs_reports_the_median_and_quartiles_of_the_paired_ratios(monkeypatch):
+    from cyconv import bench
+
+    def fa():
+        pass
+
+    def fb():
+        pass
+
+    a_times = iter([1.0, 2.0, 3.0, 4.0, 5.0])
+    monkeypatch.setattr(bench, "_repeats_for", lambda fn, budget: 5)
+    monkeypatch.setattr(bench, "_time_after",
+                        lambda fn, warmup: next(a_times) if fn is fa else 2.0)
+    # paired ratios 0.5, 1, 1.5, 2, 2.5
+    assert bench.time_pairs(fa, fb) == bench.Pairs(3.0, 2.0, 1.5, (1.0, 2.0))
+
+
 def test_steady_pairs_time_each_call_after_its_own_untimed_ones():
     from cyconv import bench
 
@@ -352,9 +372,11 @@ def test_bench_times_each_library_after_calls_of_its_own_unless_interleaved(monk
 
     def time_pairs(fa, fb, budget=1.0, warmup=0):
         seen.append(warmup)
-        return 1e-3, 2e-3, 0.5
+        return bench.Pairs(1e-3, 2e-3, 0.5, (0.4, 0.7))
 
     monkeypatch.setattr(bench, "time_pairs", time_pairs)
     case = [c for c in bench.default_cases() if c.name == "seed pool2 b32"]
     results = bench.run(case, warmup=warmup)[0]
     assert seen == [warmup] * 2 and [r.ratio_vs_torch for r in results] == [0.5] * 2
+    assert [r.ratio_quartiles for r in results] == [(0.4, 0.7)] * 2
+    assert bench.format_row(results[0]).split()[-2:] == ["0.40-0.70", "-"]

@@ -5,7 +5,9 @@ pools at batch 32 and 256, a ResNet-style 56x56x64 block and an ImageNet-style f
 forward and backward, beside a GEMM peak measured in the same run and, when importable, PyTorch
 (channels_last for NHWC, contiguous for NCHW) on the same data.  The machine is shared and
 noisy: each figure is a median, and the ratio to PyTorch is the median of per-pair ratios of
-runs that alternate between the two libraries.  Each timed run follows an untimed run of the
+runs that alternate between the two libraries, printed with their first and third quartiles
+(column IQR; `ratio_quartiles` in the JSON, whiskers in the plot), so that a ratio near 1 shows
+whether the noise spans it.  Each timed run follows an untimed run of the
 same library's call, as in a training loop, where a layer's call follows its own previous
 one: so neither library is timed starting from the caches that the other one's call left
 (``warmup=0``, `cyconv bench --interleaved`, times single calls straight after each other
@@ -19,6 +21,7 @@ import json
 import sys
 import time
 from dataclasses import asdict, dataclass, field
+from typing import NamedTuple
 
 import numpy as np
 
@@ -90,6 +93,8 @@ class Result:
     torch_seconds: float | None = None
     ratio_vs_torch: float | None = None
     speedup_vs_1_thread: float | None = None
+    # the first and third quartiles of the paired ratios whose median is ratio_vs_torch
+    ratio_quartiles: tuple[float, float] | None = None
     extra: dict = field(default_factory=dict)
 
 
@@ -119,8 +124,19 @@ def _time_after(fn, warmup):
     return _time_once(fn)
 
 
+class Pairs(NamedTuple):
+    """time_pairs' figures: the median seconds of a and of b, the median of the paired ratios
+    a/b, and that ratio's first and third quartiles (how far the machine's noise moves it)."""
+
+    a: float
+    b: float
+    ratio: float
+    ratio_quartiles: tuple[float, float]
+
+
 def time_pairs(fa, fb, budget=1.0, warmup=0):
-    """Median time of each, and the median ratio a/b, over runs alternating a and b.
+    """Median time of each, and the median ratio a/b with its quartiles, over runs alternating
+    a and b (a Pairs).
 
     warmup: untimed runs of its own before each timed run (see _time_after).  For comparing
     one function on two thread counts: a call straight after one on the other count starts with
@@ -137,7 +153,8 @@ def time_pairs(fa, fb, budget=1.0, warmup=0):
         ta.append(once(fa))
         tb.append(once(fb))
     ta, tb = np.array(ta), np.array(tb)
-    return float(np.median(ta)), float(np.median(tb)), float(np.median(ta / tb))
+    q1, q2, q3 = np.percentile(ta / tb, [25, 50, 75])
+    return Pairs(float(np.median(ta)), float(np.median(tb)), float(q2), (float(q1), float(q3)))
 
 
 def time_best(fn, budget=0.5):
@@ -286,20 +303,21 @@ def run(cases=None, *, threads=None, layouts=("NHWC",), dtypes=("float32",), dir
                         # backward = dx and dw, each as much work as the forward pass
                         flops = case.flops() * (1 if direction == "fwd" else 2)
                         if theirs is not None:
-                            t, tt, ratio = time_pairs(mine[d], theirs[d], budget, warmup)
+                            t, tt, ratio, quartiles = time_pairs(mine[d], theirs[d], budget,
+                                                                 warmup)
                         else:
-                            t, tt, ratio = time_median(mine[d], budget), None, None
+                            t, tt, ratio, quartiles = time_median(mine[d], budget), None, None, None
                         gf = flops / t / 1e9
                         peak = 100 * gf / peaks[dt] if case.kind == "conv" else None
                         speedup = None
                         if scaling and threads > 1:
-                            _, _, inverse = time_pairs(_on_threads(mine[d], threads),
-                                                       _on_threads(mine[d], 1), budget,
-                                                       warmup=1)
+                            inverse = time_pairs(_on_threads(mine[d], threads),
+                                                 _on_threads(mine[d], 1), budget,
+                                                 warmup=1).ratio
                             speedup = 1 / inverse
                             _config.set_num_threads(threads)
                         r = Result(case.name, direction, layout, dt, threads, t, gf, peak, tt, ratio,
-                                   speedup)
+                                   speedup, quartiles)
                         results.append(r)
                         if log:
                             log(format_row(r))
@@ -309,7 +327,7 @@ def run(cases=None, *, threads=None, layouts=("NHWC",), dtypes=("float32",), dir
 
 
 HEADER = (f"{'layer':<22} {'dir':<4} {'layout':<6} {'dtype':<8} {'time':>10} {'GFLOP/s':>8} "
-          f"{'%peak':>6} {'torch':>10} {'ratio':>6} {'x1thr':>6}")
+          f"{'%peak':>6} {'torch':>10} {'ratio':>6} {'IQR':>9} {'x1thr':>6}")
 
 
 def _fmt_time(t):
@@ -321,9 +339,10 @@ def _fmt_time(t):
 def format_row(r):
     peak = f"{r.peak_percent:.0f}" if r.peak_percent is not None else "-"
     ratio = f"{r.ratio_vs_torch:.2f}" if r.ratio_vs_torch is not None else "-"
+    iqr = "-" if r.ratio_quartiles is None else "{:.2f}-{:.2f}".format(*r.ratio_quartiles)
     speedup = f"{r.speedup_vs_1_thread:.2f}" if r.speedup_vs_1_thread is not None else "-"
     return (f"{r.case:<22} {r.direction:<4} {r.layout:<6} {r.dtype:<8} {_fmt_time(r.seconds):>10} "
-            f"{r.gflops:>8.1f} {peak:>6} {_fmt_time(r.torch_seconds):>10} {ratio:>6} "
+            f"{r.gflops:>8.1f} {peak:>6} {_fmt_time(r.torch_seconds):>10} {ratio:>6} {iqr:>9} "
             f"{speedup:>6}")
 
 
@@ -355,9 +374,14 @@ def plot_ratios(path, results):
         raise RuntimeError("--plot needs PyTorch in the same run to have ratios to plot")
     labels = [f"{r.case} {r.direction} {r.layout} {r.dtype}" for r in rows]
     ratios = [r.ratio_vs_torch for r in rows]
+    # whiskers from the first to the third quartile of the paired ratios (none where a result
+    # came without them)
+    quartiles = [r.ratio_quartiles or (r.ratio_vs_torch, r.ratio_vs_torch) for r in rows]
+    spread = [[v - q[0] for v, q in zip(ratios, quartiles)],
+              [q[1] - v for v, q in zip(ratios, quartiles)]]
     fig, ax = plt.subplots(figsize=(8, 0.3 * len(rows) + 1.5))
     colors = ["tab:green" if v <= 1 else "tab:red" for v in ratios]
-    ax.barh(range(len(rows)), ratios, color=colors)
+    ax.barh(range(len(rows)), ratios, color=colors, xerr=spread, ecolor="black", capsize=2)
     ax.axvline(1.0, color="black", linewidth=1)
     ax.set_yticks(range(len(rows)))
     ax.set_yticklabels(labels, fontsize=7)
