@@ -1229,6 +1229,22 @@ def test_depthwise_convolutions_of_drawn_shapes_match_reference(case):
                case["compute_dx"], ("sliced", True), case["rng"])
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
+@pytest.mark.parametrize("x_shape, w_shape, kwargs", [
+    ((2, 6, 5, 12), (1, 1, 12, 80), {}),
+    ((3, 5, 7, 8), (3, 3, 4, 90), {"groups": 2, "padding": 1, "stride": 2}),
+    ((2, 7, 7, 20), (2, 2, 20, 136), {"stride": 2}),
+], ids=["1x1, 80 channels", "2 groups of 45", "136 channels"])
+def test_direct_weight_gradient_over_panels_of_output_channels(x_shape, w_shape, kwargs, dtype):
+    """The direct weight gradient reads dy in panels of a tile's width (AVX2: 16 float32
+    channels, AVX-512: 64): several panels, the last narrower (80 = 64 + 16, 136 = 128 + 8
+    rounded up), a group's channels padded within a panel (45 of 48); with a ReLU's mask too."""
+    g = nhwc_geometry(x_shape, w_shape, kwargs)
+    assert _kernels.conv2d_backward_filter_route(g, dtype) == "direct"
+    x, w, b = conv_arrays(x_shape, w_shape, "NHWC", dtype)
+    check_conv(x, w, b, kwargs, activation="relu")
+
+
 def test_grouped_but_not_depthwise_takes_the_tiles():
     g = _args.conv_geometry((2, 8, 8, 16), (3, 3, 2, 16), 1, 1, 1, 8, "NHWC")
     assert _kernels.conv2d_forward_route(g, np.float32) == "direct"
