@@ -808,15 +808,17 @@ def test_dense_forward_reads_the_weights_in_place(x_shape, cout, dtype):
 @pytest.mark.parametrize("x_shape, w_shape, padding", [
     ((40, 1, 1, 4200), (1, 1, 4200, 64), "valid"),
     ((4, 10, 10, 256), (3, 3, 256, 128), "valid"),
-    ((3, 6, 6, 256), (3, 3, 256, 128), "same"),
+    ((4, 7, 7, 256), (3, 3, 256, 128), "same"),
 ], ids=["dense-4200", "sums-over-1MB", "sums-over-1MB-padded"])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
 def test_weight_gradient_with_sums_past_1mb(x_shape, w_shape, padding, dtype):
     """Weight gradients whose partial sums lie past 1 MB: one sum, which the threads share by
-    rows, straight into dw; in chunks of 128 pixels where no window is copied (a Dense layer of
-    4200 inputs, 40 pixels: 16 a chunk before; 3x3x256 -> 128 valid), of 65536 / K pixels where
-    border windows are (the same layer with padding).  The reference's results, the same bits
-    on 1 and 2 threads."""
+    rows, straight into dw, in chunks of 128 pixels (a Dense layer of 4200 inputs, 40 pixels:
+    16 a chunk before; 3x3x256 -> 128 valid, 256 pixels), also where border windows are copied
+    (the same layer with padding: 196 pixels, a chunk of 128 and one of 68; 28 a chunk
+    before).  The reference's results, the same bits on 1 and 2 threads."""
+    g = nhwc_geometry(x_shape, w_shape, {"padding": padding})
+    assert _kernels.conv2d_backward_filter_route(g, dtype) == "direct"
     rng = np.random.default_rng(RNG_SEED)
     x, w, _ = conv_arrays(x_shape, w_shape, "NHWC", dtype)
     dy = random_array(rng, ops.conv2d(x, w, padding=padding).shape, dtype)
