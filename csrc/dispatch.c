@@ -256,7 +256,9 @@ int cyc_conv_winograd(const cyc_geom_t *g, int what, int elem_size)
      * overhang small outputs waste products: nx per tile against the direct convolution's 9 per
      * output pixel of the forward pass (the scatter computes no more for the input gradient). */
     if (q.c < CYC_WINO_MIN_CHANNELS || q.k < CYC_WINO_MIN_CHANNELS) return 0;
-    return (double)q.nx * q.ty * q.tx <= CYC_WINO_MAX_SHARE * 9.0 * g->oh * g->ow;
+    const double u_bytes = (double)q.nx * q.c * q.k * elem_size;
+    const double most = u_bytes > CYC_WINO_BIG_U_BYTES ? CYC_WINO_BIG_U_SHARE : CYC_WINO_MAX_SHARE;
+    return (double)q.nx * q.ty * q.tx <= most * 9.0 * g->oh * g->ow;
 }
 
 ptrdiff_t cyc_conv_winograd_tiles(const cyc_geom_t *g, int mode)

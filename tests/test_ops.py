@@ -1023,6 +1023,22 @@ def test_winograd_weight_gradient_only_where_its_sums_stay_in_cache(channels, dt
     assert _kernels.conv2d_backward_filter_route(g, dtype) == dw_route
 
 
+@pytest.mark.parametrize("width, channels, dtype, route", [
+    (7, 256, np.float32, "winograd"),   # F(2x2): 16 x 256 x 256 float32, 4 MB
+    (7, 512, np.float32, "direct"),     # 16 MB
+    (7, 256, np.float64, "direct"),     # 8 MB
+    (14, 512, np.float32, "winograd"),  # F(4x4): 38 MB, but 0.33 of the direct products
+])
+def test_winograd_over_narrow_outputs_only_where_its_weights_stay_small(width, channels, dtype,
+                                                                        route, winograd_on):
+    # F(2x2) over a 7x7 output computes 0.58 of the direct products: enough where its
+    # transformed weights take at most 4 MB, not past that (then at most 0.5)
+    g = _args.conv_geometry((8, width, width, channels), (3, 3, channels, channels), 1, "same",
+                            1, 1, "NHWC")
+    assert _kernels.conv2d_forward_route(g, dtype) == route
+    assert (_kernels.conv2d_backward_data_route(g, dtype) == "winograd") == (route == "winograd")
+
+
 def test_winograd_turns_an_infinity_into_nan_where_the_direct_sum_keeps_it(winograd_on):
     # The transforms add and subtract pixels: inf - inf.  cuDNN's and oneDNN's Winograd kernels
     # do the same; CYCONV_WINOGRAD=0 keeps the direct sums.
