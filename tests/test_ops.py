@@ -572,6 +572,40 @@ def test_nchw_forward_writes_planes_from_the_direct_tiles(monkeypatch, dtype, x_
         assert_bitwise_equal(got[isa], np.ascontiguousarray(to_layout(want[isa], "NCHW")), isa)
 
 
+@pytest.mark.parametrize("shape", [(64, 32, 3, 3), (96, 700, 1, 1), (20, 120, 5, 7)],
+                         ids=["numpy's copy", "blocked, 1x1", "blocked, 5x7"])
+def test_nchw_weights_to_the_kernels_layout_and_back(dtype, shape):
+    # OIHW -> HWIO and back: small arrays by numpy's copy, from 65536 values by the blocked
+    # transpose and a copy of whole rows; a channels_first layer's kernel (an OIHW view of
+    # HWIO weights) without a copy
+    w = np.random.default_rng(0).random(shape).astype(dtype)
+    hwio = ops._hwio_weights(w, "NCHW")
+    assert hwio.flags.c_contiguous
+    np.testing.assert_array_equal(hwio, w.transpose(2, 3, 1, 0))
+    back = ops._oihw_weights(hwio)
+    assert back.flags.c_contiguous and back.shape == w.shape
+    np.testing.assert_array_equal(back, w)
+    view = hwio.transpose(3, 2, 0, 1)
+    assert np.shares_memory(ops._hwio_weights(view, "NCHW"), hwio)
+
+
+@pytest.mark.parametrize("x_shape, w_shape, per_stage", [
+    ((8, 32, 13, 13), (64, 32, 5, 5), True),      # 205 KB of sums
+    ((4, 128, 7, 7), (288, 128, 3, 3), False),    # 1.3 MB
+], ids=["small sums", "sums past 1 MB"])
+def test_nchw_backward_goes_a_few_images_at_a_time_only_with_small_weight_sums(
+        x_shape, w_shape, per_stage, winograd_on):
+    """Each group of images keeps a partial sum of dw of its own: where the direct kernel's sums
+    pass 1 MB, the whole arrays go through NHWC instead (one sum for all the images); the
+    reference's gradients either way."""
+    g = _args.conv_geometry(x_shape, w_shape, 1, "same", 1, 1, "NCHW")
+    assert _kernels.conv2d_backward_filter_route(g, np.float32) == "direct"
+    assert bool(ops._backward_images_per_stage(g, np.float32)) == per_stage
+    x, w, b = conv_arrays((x_shape[0],) + x_shape[2:] + (x_shape[1],),
+                          w_shape[2:] + (w_shape[1], w_shape[0]), "NCHW", np.float32)
+    check_conv(x, w, b, {"padding": "same", "data_format": "NCHW"})
+
+
 @given(planar_cases())
 def test_planar_convolutions_of_drawn_shapes_match_reference(case):
     check_conv(case["x"], case["w"], case["b"], case["kwargs"], case["activation"],
@@ -1382,6 +1416,17 @@ def test_layout_transpose_kernel(kernel, dtype, shape):
     a = np.random.default_rng(0).random(shape).astype(dtype)
     np.testing.assert_array_equal(ops._transpose_images(a, shape[1], shape[2]),
                                   a.transpose(0, 2, 1))
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("shape", [(1, 100, 40), (1, 64, 300), (3, 130, 17), (1, 600, 20)])
+def test_transpose_in_bands_and_pieces(kernel, dtype, shape, threads):
+    # bands of 256 rows or columns (300 columns: two; 600 rows: three); with 2 threads and
+    # fewer matrices than 4, each matrix in pieces of rows, whole tiles of 16 and a short last
+    a = np.random.default_rng(0).random(shape).astype(dtype)
+    out = np.empty((shape[0], shape[2], shape[1]), dtype)
+    _kernels.transpose(a, out, threads)
+    np.testing.assert_array_equal(out, a.transpose(0, 2, 1))
 
 
 # --- a convolution and the max-pool after it, in one pass ------------------------------------

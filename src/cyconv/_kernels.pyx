@@ -1303,6 +1303,13 @@ def image_stage_bytes(object geom, int images, int itemsize, bint backward):
     return _image_stage_bytes(&g, images, itemsize, backward)
 
 
+def direct_weight_grad_sums_big(object geom, int itemsize):
+    """Whether the direct weight gradient's sums pass 1 MB (cyc_conv_dw_big_sums): it then
+    keeps one partial sum, its rows shared out over the threads."""
+    cdef cyc_geom_t g = _geom(geom)
+    return bool(cyc_conv_dw_big_sums(&g, itemsize))
+
+
 cdef void _forward_image_unit(int kind, const cyc_geom_t *g, Py_ssize_t u, Py_ssize_t per_unit,
                               const floating *x, const floating *packed, bint relu,
                               const floating *zeros, floating *y, char *stage,
@@ -1756,7 +1763,18 @@ def transpose(const floating[:, :, ::1] src, floating[:, :, ::1] dst, int n_thre
     cdef Py_ssize_t n = src.shape[0], rows = src.shape[1], cols = src.shape[2], t, k
     cdef Py_ssize_t per = max(1, n // (4 * n_threads)) if n_threads > 1 else n
     cdef Py_ssize_t nch = _n_chunks(n, per)
+    cdef Py_ssize_t piece, pieces, r0
     if n == 0 or rows == 0 or cols == 0:
+        return
+    if n_threads > 1 and n < 2 * n_threads and rows >= 64:
+        # too few matrices to share out (a layer's weights): pieces of rows, whole tiles of 16,
+        # 4 per thread; each piece's source rows are its own columns of dst
+        piece = ((rows + 4 * n_threads - 1) // (4 * n_threads) + 15) // 16 * 16
+        pieces = (rows + piece - 1) // piece
+        for t in prange(n * pieces, nogil=True, num_threads=n_threads, schedule="dynamic"):
+            k = t // pieces
+            r0 = t % pieces * piece
+            _transpose(&src[k, r0, 0], cols, &dst[k, 0, r0], rows, min(piece, rows - r0), cols)
         return
     for t in prange(nch, nogil=True, num_threads=n_threads, schedule="dynamic"):
         for k in range(t * per, min(n, t * per + per)):

@@ -1,7 +1,8 @@
 """The benchmark runner behind ``cyconv bench``.
 
 Times every kernel on the layer shapes our users run (the seed model's three convolutions and
-pools at batch 32 and 256, a ResNet-style 56x56x64 block and an ImageNet-style first layer),
+pools at batch 32 and 256, ResNet-style 3x3 layers over 56x56x64 and 7x7x512, an ImageNet-style
+first layer, a MobileNet-style pointwise layer and depthwise layer),
 forward and backward, beside a GEMM peak measured in the same run and, when importable, PyTorch
 (channels_last for NHWC, contiguous for NCHW) on the same data.  The machine is shared and
 noisy: each figure is a median, and the ratio to PyTorch is the median of per-pair ratios of
@@ -74,7 +75,11 @@ def default_cases():
         ]
     cases += [
         Case("resnet 56x56x64 b8", 8, 56, 56, 64, 64, 3, 1, 1),
+        # a ResNet's last stage: 3x3 over 7x7 with 512 channels, where most of its weights are
+        Case("resnet 7x7x512 b8", 8, 7, 7, 512, 512, 3, 1, 1),
         Case("imagenet 7x7s2 b4", 4, 224, 224, 3, 64, 7, 2, 3),
+        # MobileNet's pointwise (1x1) layers, a matrix product over pixels
+        Case("pointwise 14x14x256 b8", 8, 14, 14, 256, 512, 1, 1, 0),
         Case("mobilenet dw 56x56x64 b8", 8, 56, 56, 64, 64, 3, 1, 1, groups=64),
     ]
     return cases

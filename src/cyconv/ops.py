@@ -74,6 +74,40 @@ def _transpose_images(a, rows, cols):
     return out
 
 
+def _hwio_weights(w, fmt):
+    """C-contiguous HWIO weights, the kernels' layout, from the caller's (OIHW for NCHW).  Large
+    ones through the blocked transpose, (O, I, T) -> (I, T, O) over the T = kh * kw taps, and
+    a copy of whole rows of O values into (T, I, O).  A 512 x 512 x 3 x 3 float32 array (2
+    threads, AVX2): numpy's strided copy 5.3-5.5 ms, these passes 4.3-4.5; the way back
+    (_oihw_weights) 8.7-9.9 ms against 3.0-3.7; 2048 x 512 x 1 x 1 4.3 ms against 0.4-0.6."""
+    if fmt == "NHWC":
+        return _c(w)
+    as_hwio = _args.hwio(w, fmt)
+    if as_hwio.flags.c_contiguous or w.size < _WEIGHTS_BLOCKED:
+        # a view of HWIO weights (a channels_first layer's kernel) needs no copy
+        return _c(as_hwio)
+    o, i, kh, kw = w.shape
+    rows = _transpose_images(_c(w).reshape(1, o, i * kh * kw), o, i * kh * kw)
+    return np.ascontiguousarray(rows.reshape(i, kh * kw, o).transpose(1, 0, 2)).reshape(
+        kh, kw, i, o)
+
+
+def _oihw_weights(dw):
+    """The converse of _hwio_weights: C-contiguous OIHW from C-contiguous HWIO (the weight
+    gradient of an NCHW call)."""
+    kh, kw, i, o = dw.shape
+    if dw.size < _WEIGHTS_BLOCKED:
+        return np.ascontiguousarray(_args.from_hwio(dw, "NCHW"))
+    rows = np.ascontiguousarray(dw.reshape(kh * kw, i, o).transpose(1, 0, 2))
+    return _transpose_images(rows.reshape(1, i * kh * kw, o), i * kh * kw, o).reshape(
+        o, i, kh, kw)
+
+
+# Weights from this many values on go through the blocked transpose: numpy's copy of a
+# 64 x 32 x 3 x 3 array took 14 us, the kernel's passes 38.
+_WEIGHTS_BLOCKED = 1 << 16
+
+
 def _nhwc(a, fmt):
     """An input in the kernels' layout: C-contiguous NHWC (for NCHW, one transposing pass)."""
     if fmt == "NHWC":
@@ -111,7 +145,7 @@ def conv2d(x, w, b=None, *, stride=1, padding="valid", dilation=1, groups=1,
     if _straight_into_planes(g):
         y = np.empty(g.y_shape, dtype=x.dtype)
         n_threads = _threads(_args.flops_conv(g) // 2)
-        _kernels.conv2d_forward_planar(_c(x), _c(_args.hwio(w, "NCHW")), _c(b), g, relu, y,
+        _kernels.conv2d_forward_planar(_c(x), _hwio_weights(w, "NCHW"), _c(b), g, relu, y,
                                        n_threads, _planar_band_rows(g, x.itemsize, n_threads))
         return y
     if _depthwise_in_planes(g, x.dtype):
@@ -129,7 +163,7 @@ def conv2d(x, w, b=None, *, stride=1, padding="valid", dilation=1, groups=1,
         # conv2 and conv3 at batch 32 0.79 and 0.84 of the time, at 256 0.96 and 0.86, conv1
         # 0.94 and 1.01.
         y = np.empty(g.y_shape, dtype=x.dtype)
-        _kernels.conv2d_forward_images(_c(x), _c(_args.hwio(w, "NCHW")), _c(b), g, relu, y,
+        _kernels.conv2d_forward_images(_c(x), _hwio_weights(w, "NCHW"), _c(b), g, relu, y,
                                        n_threads, min(per_stage, -(-g.n // (4 * n_threads))))
         return y
     # NCHW output straight from the direct tiles, each block transposed while in cache (else
@@ -139,7 +173,7 @@ def conv2d(x, w, b=None, *, stride=1, padding="valid", dilation=1, groups=1,
     y = np.empty(g.y_shape if planes else g.y_shape_nhwc, dtype=x.dtype)
     if g.n:
         xk = _nhwc(x, g.data_format)
-        wk = _c(_args.hwio(w, g.data_format))
+        wk = _hwio_weights(w, g.data_format)
         _kernels.conv2d_forward(xk, wk, _c(b), g, relu, y, _threads(_args.flops_conv(g) // 2),
                                 planes)
     return y if planes else _out(y, g.data_format)
@@ -174,10 +208,10 @@ def conv2d_backward(dy, x, w, *, stride=1, padding="valid", dilation=1, groups=1
                 # both kernels read dy: mask it once
                 dyk = _relu_mask(dyk, yk)
                 yk = None
-            _kernels.conv2d_backward_data(dyk, _c(_args.hwio(w, fmt)), g, dx,
+            _kernels.conv2d_backward_data(dyk, _hwio_weights(w, fmt), g, dx,
                                           _threads(_args.flops_conv(g) // 2))
     dw, db = _weight_grads(g, _nhwc(x, fmt), dyk, yk)
-    dw = dw if fmt == "NHWC" else np.ascontiguousarray(_args.from_hwio(dw, fmt))
+    dw = dw if fmt == "NHWC" else _oihw_weights(dw)
     return (_out(dx, fmt) if compute_dx else None), dw, db
 
 
@@ -283,8 +317,16 @@ def _images_per_stage(g, dtype, backward):
 def _backward_images_per_stage(g, dtype):
     """How many images at a time an NCHW convolution's backward pass takes, or 0 where it does
     not go a few images at a time: it needs at least 4 images (the groups of its weight
-    gradient), not depthwise, one image's arrays within a stage."""
-    return _images_per_stage(g, dtype, True) if g.n >= 4 else 0
+    gradient), not depthwise, one image's arrays within a stage, and a weight gradient whose
+    sums stay within 1 MB where it runs the direct kernel.  Each group of images keeps a
+    partial sum of its own: past that size they went through memory, where the whole arrays
+    transposed to NHWC share one (in-process, AVX2, 2 threads: 3x3x512 -> 512 over 7x7 at
+    batch 8 0.55 of the time, 1x1 512 -> 2048 over 7x7 0.57, 3x3x256 -> 256 over 14x14
+    0.87)."""
+    if g.n < 4 or (_kernels.conv2d_backward_filter_route(g, dtype) == "direct"
+                   and _kernels.direct_weight_grad_sums_big(g, np.dtype(dtype).itemsize)):
+        return 0
+    return _images_per_stage(g, dtype, True)
 
 
 def _backward_in_images(dy, x, w, g, y, compute_dx, per_stage):
@@ -299,9 +341,9 @@ def _backward_in_images(dy, x, w, g, y, compute_dx, per_stage):
     dx = np.empty(x.shape, dtype=x.dtype) if compute_dx else None
     dw = np.empty((g.kh, g.kw, g.c // g.groups, g.cout), dtype=x.dtype)
     db = np.empty(g.cout, dtype=x.dtype)
-    _kernels.conv2d_backward_images(dy, _c(x), _c(_args.hwio(w, "NCHW")), g, dx, dw, db,
+    _kernels.conv2d_backward_images(dy, _c(x), _hwio_weights(w, "NCHW"), g, dx, dw, db,
                                     _threads(_args.flops_conv(g) // 2), per_stage)
-    return dx, np.ascontiguousarray(_args.from_hwio(dw, "NCHW")), db
+    return dx, _oihw_weights(dw), db
 
 
 def _empty_or_zeros(g, shape, dtype):
@@ -415,7 +457,7 @@ def _conv2d_relu_max_pool(x, w, b, pool_size, pool_stride=None, *, stride=1, pad
     cell = np.empty(pg.y_shape_nhwc, dtype=np.uint8) if cells else None
     threads = _threads(_args.flops_conv(g) // 2)
     rows = _pool_rows_per_band(g, pg, x.dtype, threads)
-    _kernels.conv2d_forward_max_pool(_nhwc(x, fmt), _c(_args.hwio(w, fmt)), _c(b), g, pg,
+    _kernels.conv2d_forward_max_pool(_nhwc(x, fmt), _hwio_weights(w, fmt), _c(b), g, pg,
                                      rows, _pool_images_per_band(g, pg, rows, x.dtype, threads),
                                      y, cell, threads)
     return _out(y, fmt), (None if cell is None else _out(cell, fmt))
