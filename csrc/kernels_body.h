@@ -1484,8 +1484,8 @@ void FN(cyc_conv_winograd)(const cyc_geom_t *g, int mode, const T *src, const T 
 }
 
 /* Weight gradient: dw[k][co] += sum over pixels of x[pixel, k] * dy[pixel][co], k = (i, j, ci).
- * A chunk of output pixels at a time: dy is copied into padded rows (and summed into db), every
- * pixel's segments are found as in the forward pass, then for each segment a register tile of
+ * A chunk of output pixels at a time: dy is copied into panels of a tile's width (padded rows
+ * for whole-window tiles; see FN(dy_to_panels)) and summed into db, every pixel's segments are found as in the forward pass, then for each segment a register tile of
  * MR reduction rows x NBLK*VLEN output channels runs over the chunk's pixels that read it. */
 /* Vectors of output channels per weight-gradient tile: up to 4 on AVX-512 (64 floats), so that
  * each x value broadcast meets a whole row of dy; rows per tile then shrink so that rows x vectors

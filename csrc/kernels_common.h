@@ -232,7 +232,7 @@ static inline int cyc_wino_block(const cyc_wino_t *q, int elem_size, int dw)
  * a 7x7 output (0.58 of the direct products) against the direct kernels: 512 channels in and
  * out (16 MB of transformed weights) took 1.2x the time at batch 8 forward and backward, 2x at
  * batch 1, 1.1x at 32; 256 (4 MB) the same time; 160 and 128 (1.6 and 1 MB) 0.75-0.8 forward;
- * F(4x4) over 9x9x256 (0.44, 9.4 MB) 0.89 forward. */
+ * F(2x2) over 9x9x256 (0.55, 4 MB) 0.89 forward. */
 #define CYC_WINO_MIN_CHANNELS 16
 #define CYC_WINO_MAX_SHARE 0.6
 #define CYC_WINO_BIG_U_BYTES (4 << 20)

@@ -288,9 +288,9 @@ def test_bench_prints_a_table_and_writes_json_and_plot(tmp_path):
     assert {res["case"] for res in data["results"]} == {"seed conv3 b32", "seed pool2 b32"}
     conv = [res for res in data["results"] if res["case"] == "seed conv3 b32"]
     assert all(res["seconds"] > 0 and res["ratio_vs_torch"] > 0 for res in conv)
-    # the spread of the paired ratios around their median
-    assert all(q1 <= res["ratio_vs_torch"] <= q3 for res in conv
-               for q1, q3 in [res["ratio_quartiles"]])
+    # the spread of the paired ratios beside their median (how it is computed: see
+    # test_time_pairs_reports_the_median_and_quartiles_of_the_paired_ratios)
+    assert all(len(res["ratio_quartiles"]) == 2 for res in conv)
     assert all(res["peak_percent"] > 0 for res in conv)
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     r = run("bench", "--only", "pool2 b32", "--budget", "0.02", "--threads", "1",

@@ -1061,7 +1061,8 @@ def test_winograd_weight_gradient_only_where_its_sums_stay_in_cache(channels, dt
     (7, 256, np.float32, "winograd"),   # F(2x2): 16 x 256 x 256 float32, 4 MB
     (7, 512, np.float32, "direct"),     # 16 MB
     (7, 256, np.float64, "direct"),     # 8 MB
-    (14, 512, np.float32, "winograd"),  # F(4x4): 38 MB, but 0.33 of the direct products
+    (14, 512, np.float32, "winograd"),  # F(2x2) (512 channels): 16 MB, but 0.44 of the direct
+                                        # products
 ])
 def test_winograd_over_narrow_outputs_only_where_its_weights_stay_small(width, channels, dtype,
                                                                         route, winograd_on):
@@ -1283,18 +1284,20 @@ def test_depthwise_convolutions_of_drawn_shapes_match_reference(case):
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
 @pytest.mark.parametrize("x_shape, w_shape, kwargs", [
-    ((2, 6, 5, 12), (1, 1, 12, 80), {}),
+    ((2, 6, 5, 20), (1, 1, 20, 80), {}),
     ((3, 5, 7, 8), (3, 3, 4, 90), {"groups": 2, "padding": 1, "stride": 2}),
     ((2, 7, 7, 20), (2, 2, 20, 136), {"stride": 2}),
 ], ids=["1x1, 80 channels", "2 groups of 45", "136 channels"])
 def test_direct_weight_gradient_over_panels_of_output_channels(x_shape, w_shape, kwargs, dtype):
     """The direct weight gradient reads dy in panels of a tile's width (AVX2: 16 float32
-    channels, AVX-512: 64): several panels, the last narrower (80 = 64 + 16, 136 = 128 + 8
-    rounded up), a group's channels padded within a panel (45 of 48); with a ReLU's mask too."""
+    channels, AVX-512: 64): several panels, on AVX-512 the last narrower (80 = 64 + 16, 136 =
+    128 + 8 rounded up to 16), a group's channels padded within a panel (45 of 48); without dx
+    the ReLU's mask is applied in the kernel, on the row copied into the panels."""
     g = nhwc_geometry(x_shape, w_shape, kwargs)
     assert _kernels.conv2d_backward_filter_route(g, dtype) == "direct"
     x, w, b = conv_arrays(x_shape, w_shape, "NHWC", dtype)
     check_conv(x, w, b, kwargs, activation="relu")
+    check_conv(x, w, b, kwargs, activation="relu", compute_dx=False)
 
 
 def test_grouped_but_not_depthwise_takes_the_tiles():

@@ -1767,7 +1767,8 @@ def transpose(const floating[:, :, ::1] src, floating[:, :, ::1] dst, int n_thre
     if n == 0 or rows == 0 or cols == 0:
         return
     if n_threads > 1 and n < 2 * n_threads and rows >= 64:
-        # too few matrices to share out (a layer's weights): pieces of rows, whole tiles of 16,
+        # too few matrices to share out (a layer's weights, a small batch): pieces of rows,
+        # whole tiles of 16,
         # 4 per thread; each piece's source rows are its own columns of dst
         piece = ((rows + 4 * n_threads - 1) // (4 * n_threads) + 15) // 16 * 16
         pieces = (rows + piece - 1) // piece
