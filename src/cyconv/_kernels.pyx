@@ -1768,8 +1768,7 @@ def transpose(const floating[:, :, ::1] src, floating[:, :, ::1] dst, int n_thre
         return
     if n_threads > 1 and n < 2 * n_threads and rows >= 64:
         # too few matrices to share out (a layer's weights, a small batch): pieces of rows,
-        # whole tiles of 16,
-        # 4 per thread; each piece's source rows are its own columns of dst
+        # whole tiles of 16, 4 per thread; each piece's source rows are its own columns of dst
         piece = ((rows + 4 * n_threads - 1) // (4 * n_threads) + 15) // 16 * 16
         pieces = (rows + piece - 1) // piece
         for t in prange(n * pieces, nogil=True, num_threads=n_threads, schedule="dynamic"):
