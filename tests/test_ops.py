@@ -572,11 +572,11 @@ def test_nchw_forward_writes_planes_from_the_direct_tiles(monkeypatch, dtype, x_
         assert_bitwise_equal(got[isa], np.ascontiguousarray(to_layout(want[isa], "NCHW")), isa)
 
 
-@pytest.mark.parametrize("shape", [(64, 32, 3, 3), (96, 700, 1, 1), (20, 120, 5, 7)],
+@pytest.mark.parametrize("shape", [(32, 32, 3, 3), (96, 700, 1, 1), (20, 120, 5, 7)],
                          ids=["numpy's copy", "blocked, 1x1", "blocked, 5x7"])
 def test_nchw_weights_to_the_kernels_layout_and_back(dtype, shape):
-    # OIHW -> HWIO and back: small arrays by numpy's copy, from 65536 values by the blocked
-    # transpose and a copy of whole rows; a channels_first layer's kernel (an OIHW view of
+    # OIHW -> HWIO and back: small arrays by numpy's copy, from 32768 values by the blocked
+    # kernels (1x1: a matrix's transpose); a channels_first layer's kernel (an OIHW view of
     # HWIO weights) without a copy
     w = np.random.default_rng(0).random(shape).astype(dtype)
     hwio = ops._hwio_weights(w, "NCHW")
@@ -1430,6 +1430,21 @@ def test_transpose_in_bands_and_pieces(kernel, dtype, shape, threads):
     out = np.empty((shape[0], shape[2], shape[1]), dtype)
     _kernels.transpose(a, out, threads)
     np.testing.assert_array_equal(out, a.transpose(0, 2, 1))
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("shape", [(9, 5, 130), (130, 3, 9), (64, 2, 64), (1, 4, 7), (70, 1, 1),
+                                   (17, 33, 49)])
+def test_swap_outer_axes(kernel, dtype, shape, threads):
+    # (A, B, C) -> (C, B, A): OIHW weights to HWIO and back; blocks of 64 of A and of C, whole
+    # and partial (130: two and a short third), thin and single values
+    a = np.random.default_rng(0).random(shape).astype(dtype)
+    out = np.empty(shape[::-1], dtype)
+    _kernels.swap_outer_axes(a, out, threads)
+    np.testing.assert_array_equal(out, a.transpose(2, 1, 0))
+    with pytest.raises(ValueError, match="dst: expected shape"):
+        _kernels.swap_outer_axes(a, np.empty(shape, dtype) if shape != shape[::-1]
+                                 else np.empty((1, 1, 2), dtype), threads)
 
 
 # --- a convolution and the max-pool after it, in one pass ------------------------------------

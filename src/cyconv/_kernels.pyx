@@ -1803,6 +1803,33 @@ cdef void _adam_pieces(floating **ptr, const Py_ssize_t *piece, Py_ssize_t n_pie
 ADAM_PIECE = 16384
 
 
+cdef enum:
+    # swap_outer_axes's blocks: 4 transpose tiles wide, 8 pieces for 512 output channels
+    SWAP_BLOCK = 64
+
+
+def swap_outer_axes(const floating[:, :, ::1] src, floating[:, :, ::1] dst, int n_threads):
+    """dst[c, b, a] = src[a, b, c]: OIHW weights (O, I, kh * kw) into HWIO and back, in one pass.
+
+    Blocks of SWAP_BLOCK values of a and of c, each through all of b: SWAP_BLOCK source rows
+    read as runs, SWAP_BLOCK-value pieces of destination rows written, a page apart at most
+    (an (O, I) matrix per tap, transposed one at a time, took a row piece from every page of
+    the source per tap)."""
+    cdef Py_ssize_t A = src.shape[0], B = src.shape[1], C = src.shape[2]
+    cdef Py_ssize_t na = _n_chunks(A, SWAP_BLOCK), nc = _n_chunks(C, SWAP_BLOCK)
+    cdef Py_ssize_t t, a0, c0, b
+    if dst.shape[0] != C or dst.shape[1] != B or dst.shape[2] != A:
+        raise ValueError(f"dst: expected shape {(C, B, A)}, got {tuple(dst.shape)}")
+    if A == 0 or B == 0 or C == 0:
+        return
+    for t in prange(na * nc, nogil=True, num_threads=n_threads, schedule="dynamic"):
+        a0 = t // nc * SWAP_BLOCK
+        c0 = t % nc * SWAP_BLOCK
+        for b in range(B):
+            _transpose(&src[a0, b, c0], B * C, &dst[c0, b, a0], B * A,
+                       min(SWAP_BLOCK, A - a0), min(SWAP_BLOCK, C - c0))
+
+
 cdef floating *_flat_data(object a, bint write, floating kind, Py_ssize_t *size) except NULL:
     """The data of a C-contiguous 1-D ndarray of floating's dtype (writeable if write), read
     through numpy's C API: a typed memoryview per array cost 20 us of a model's 10 weights'

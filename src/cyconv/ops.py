@@ -76,10 +76,9 @@ def _transpose_images(a, rows, cols):
 
 def _hwio_weights(w, fmt):
     """C-contiguous HWIO weights, the kernels' layout, from the caller's (OIHW for NCHW).  Large
-    ones through the blocked transpose, (O, I, T) -> (I, T, O) over the T = kh * kw taps, and
-    a copy of whole rows of O values into (T, I, O).  A 512 x 512 x 3 x 3 float32 array (2
-    threads, AVX2): numpy's strided copy 5.3-5.5 ms, these passes 4.3-4.5; the way back
-    (_oihw_weights) 8.7-9.9 ms against 3.0-3.7; 2048 x 512 x 1 x 1 4.3 ms against 0.4-0.6."""
+    ones in one blocked pass, (O, I, T) -> (T, I, O) over the T = kh * kw taps: a 512 x 512 x 3
+    x 3 float32 array (2 threads, AVX2) 1.35 ms, and 1.25 the way back (_oihw_weights), where a
+    blocked transpose and a copy of whole rows took 3.6 and 2.7, numpy's strided copy 5.3."""
     if fmt == "NHWC":
         return _c(w)
     as_hwio = _args.hwio(w, fmt)
@@ -87,9 +86,7 @@ def _hwio_weights(w, fmt):
         # a view of HWIO weights (a channels_first layer's kernel) needs no copy
         return _c(as_hwio)
     o, i, kh, kw = w.shape
-    rows = _transpose_images(_c(w).reshape(1, o, i * kh * kw), o, i * kh * kw)
-    return np.ascontiguousarray(rows.reshape(i, kh * kw, o).transpose(1, 0, 2)).reshape(
-        kh, kw, i, o)
+    return _swap_outer_axes(_c(w).reshape(o, i, kh * kw)).reshape(kh, kw, i, o)
 
 
 def _oihw_weights(dw):
@@ -98,14 +95,26 @@ def _oihw_weights(dw):
     kh, kw, i, o = dw.shape
     if dw.size < _WEIGHTS_BLOCKED:
         return np.ascontiguousarray(_args.from_hwio(dw, "NCHW"))
-    rows = np.ascontiguousarray(dw.reshape(kh * kw, i, o).transpose(1, 0, 2))
-    return _transpose_images(rows.reshape(1, i * kh * kw, o), i * kh * kw, o).reshape(
-        o, i, kh, kw)
+    return _swap_outer_axes(dw.reshape(kh * kw, i, o)).reshape(o, i, kh, kw)
 
 
-# Weights from this many values on go through the blocked transpose: numpy's copy of a
-# 64 x 32 x 3 x 3 array took 14 us, the kernel's passes 38.
-_WEIGHTS_BLOCKED = 1 << 16
+def _swap_outer_axes(a):
+    """(A, B, C) -> (C, B, A), C-contiguous, through the blocked C kernels."""
+    n_a, n_b, n_c = a.shape
+    # 1x1 weights, (O, I, 1) <-> (1, I, O): one matrix's transpose, in whole 16 x 16 tiles
+    if n_c == 1:
+        return _transpose_images(a.reshape(1, n_a, n_b), n_a, n_b).reshape(1, n_b, n_a)
+    if n_a == 1:
+        return _transpose_images(a.reshape(1, n_b, n_c), n_b, n_c).reshape(n_c, n_b, 1)
+    out = np.empty((n_c, n_b, n_a), dtype=a.dtype)
+    _kernels.swap_outer_axes(a, out, _threads(2 * a.size))
+    return out
+
+
+# Weights from this many values on go through the blocked kernels: numpy's copies of a
+# 64 x 64 x 3 x 3 array took 29 and 63 us, the kernel's 34 and 26; 128 x 64 x 3 x 3 74 and 139
+# against 59 and 48.
+_WEIGHTS_BLOCKED = 1 << 15
 
 
 def _nhwc(a, fmt):
