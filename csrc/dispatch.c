@@ -348,7 +348,8 @@ size_t cyc_conv_dw_scratch_bytes(const cyc_geom_t *g, int elem_size)
     size_t P = (size_t)cyc_dw_chunk(g, elem_size), nseg = (size_t)r.nseg;
     size_t bytes = (size_t)elem_size * (P * cyc_conv_dw_acc_row(g, elem_size) + g->cout +
                                         (size_t)cyc_dw_opad(g, elem_size)) + 64;
-    bytes += sizeof(void *) * (nseg * P + P) + sizeof(int) * P + 8;
+    bytes += (size_t)elem_size * P * CYC_MR_MAX + CYC_DW_PACK_SLACK_BYTES + 64;
+    bytes += sizeof(void *) * (nseg * P + 2 * P) + sizeof(int) * P + 8;
     bytes += CYC_TAPS_BYTES(nseg) + 64;
     if (cyc_dw_gathers(g)) bytes += (size_t)elem_size * P * (size_t)r.K;
     return bytes;

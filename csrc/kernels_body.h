@@ -1496,6 +1496,15 @@ void FN(cyc_conv_winograd)(const cyc_geom_t *g, int mode, const T *src, const T 
 #else
 #define CYC_DW_NBLK 2
 #endif
+/* Row tiles' x values are packed (FN(pack_tile_x)) where a chunk's x lines crowd L1 (see
+ * cyc_dw_x_crowds_l1) and the output channels make at least this many vectors, each block of
+ * which reads the packed values again.  In-process A/B, AVX2, 2 threads, float32 weight
+ * gradients: 1x1 256 -> 512 over 14x14 at batch 8 0.82-0.90 of the time, 512 -> 2048 over 7x7
+ * 0.88, 3x3x512 -> 512 over 7x7 0.81-0.86, 3x3x128 -> 256 over 14x14 0.94-0.98, a 9216 -> 128
+ * Dense layer at batch 32 0.93; packed where the lines fit (64 -> 128, a row of x 256 bytes),
+ * 1.10, and for 64 output channels, 1.09. */
+#define CYC_DW_PACK_VECTORS 16
+#define CYC_DW_PACK_SLACK (CYC_DW_PACK_SLACK_BYTES / (int)sizeof(T))
 
 /* Row p of the tile reads xrows[t][xoff + xo[p]] for pixel t: xo is 0, 1, 2, ... for a segment
  * or a gathered window, and the window's layout in the image for a window read in place. */
@@ -1719,6 +1728,27 @@ static void FN(sum_panels)(const T *dyp, int groups, int P, int np, int og, int 
         }
 }
 
+/* A row tile's x values, rows[j][xoff .. xoff + mr) for j < cnt, copied pixel after pixel into
+ * xpk (mr apart, CYC_DW_PACK_SLACK values past the last), xpr[j] pointing at pixel j's: read
+ * in place, a tile's x lines lie a row of x apart, which for 256 or 512 channels is 1 or 2 KB,
+ * and fall into 4 or 2 of L1's 64 sets, so that a chunk's 128 pixels came from L2 for every
+ * block of output channels.  In whole vectors where the segment holds them (the stores
+ * overlap the next pixel's, written after). */
+static void FN(pack_tile_x)(const T *const *rows, int cnt, ptrdiff_t xoff, int mr, int whole,
+                            T *restrict xpk, const T **xpr)
+{
+    const int nvx = (mr + VLEN - 1) / VLEN;
+    for (int j = 0; j < cnt; j++) {
+        const T *src = rows[j] + xoff;
+        T *dst = xpk + (ptrdiff_t)j * mr;
+        if (whole)
+            for (int b = 0; b < nvx; b++) STOREV(dst + b * VLEN, (V)LOADV(src + b * VLEN));
+        else
+            for (int p = 0; p < mr; p++) dst[p] = src[p];
+        xpr[j] = dst;
+    }
+}
+
 void FN(cyc_conv_bwd_filter)(const cyc_geom_t *g, const T *x, const T *dy, const T *relu_y,
                              const cyc_unpool_t *pool, T *dw_acc, T *db_acc, ptrdiff_t m0,
                              ptrdiff_t m1, ptrdiff_t k0, ptrdiff_t k1, void *scratch)
@@ -1729,14 +1759,17 @@ void FN(cyc_conv_bwd_filter)(const cyc_geom_t *g, const T *x, const T *dy, const
     /* the accumulators' layout, which dw_finish in dispatch.c reads */
     const int opad = cyc_dw_opad(g, (int)sizeof(T));
     const int P = cyc_dw_chunk(g, (int)sizeof(T));
-    /* scratch: dbl [cout] | dyp [groups][P][opad] | drow [opad] | ptrs [nseg][P] | rows [P] |
-     *          dj [P] | live [nseg] | taps | gbuf [P][K] (where cyc_dw_gathers) */
+    /* scratch: dbl [cout] | dyp [groups][P][opad] | drow [opad] | xpk [P * CYC_MR_MAX + slack]
+     *          | ptrs [nseg][P] | rows [P] | xpr [P] | dj [P] | live [nseg] | taps |
+     *          gbuf [P][K] (where cyc_dw_gathers) */
     T *dbl = (T *)scratch;
     T *dyp = (T *)cyc_align64(dbl + g->cout);
     T *drow = dyp + (ptrdiff_t)g->groups * P * opad;
-    const T **ptrs = (const T **)(drow + opad);
+    T *xpk = drow + opad;
+    const T **ptrs = (const T **)cyc_align64(xpk + P * CYC_MR_MAX + CYC_DW_PACK_SLACK);
     const T **rows = ptrs + (ptrdiff_t)nseg * P;
-    int *dj = (int *)(rows + P);
+    const T **xpr = rows + P;
+    int *dj = (int *)(xpr + P);
     unsigned char *live = (unsigned char *)(dj + P);
     FN(taps_t) taps;
     unsigned char *end = FN(taps_init)(&taps, nseg, live + nseg);
@@ -1758,6 +1791,8 @@ void FN(cyc_conv_bwd_filter)(const cyc_geom_t *g, const T *x, const T *dy, const
                         : 0;
     }
     FN(class_taps)(g, &r, 0, 0, &taps);
+    const int pack_x = opad >= CYC_DW_PACK_VECTORS * VLEN &&
+                       cyc_dw_x_crowds_l1((ptrdiff_t)g->sw * g->c * (ptrdiff_t)sizeof(T), P);
     /* db goes through a local sum: threads writing neighbouring accumulators per pixel would
      * share cache lines */
     for (int co = 0; co < g->cout; co++) dbl[co] = 0;
@@ -1866,9 +1901,17 @@ void FN(cyc_conv_bwd_filter)(const cyc_geom_t *g, const T *x, const T *dy, const
                 const ptrdiff_t off = r.row_mode ? 0 : (ptrdiff_t)grp * r.src_cg;
                 for (int t = 0, l0 = l_lo; t < ntile; t++) {
                     const int mr = span / ntile + (t < span % ntile);
+                    const T *const *xr = rows;
+                    ptrdiff_t xoff = off + l0;
+                    if (pack_x) {
+                        const int whole = l0 + (mr + VLEN - 1) / VLEN * VLEN <= l_hi;
+                        FN(pack_tile_x)(rows, cnt, xoff, mr, whole, xpk, xpr);
+                        xr = xpr;
+                        xoff = 0;
+                    }
                     for (int co0 = 0, nv, unused; co0 < opad; co0 += nv * VLEN) {
                         nv = FN(dw_block)(opad, co0, &unused);
-                        FN(dw_tile_any)(mr, nv, cnt, rows, off + l0, seq, dj,
+                        FN(dw_tile_any)(mr, nv, cnt, xr, xoff, seq, dj,
                                         dyp + (ptrdiff_t)grp * P * opad + (ptrdiff_t)co0 * P,
                                         FN(panel_width)(opad, co0),
                                         dw_acc + ((ptrdiff_t)s * len + l0) * astride

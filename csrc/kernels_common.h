@@ -118,6 +118,26 @@ static inline int cyc_dw_gathers(const cyc_geom_t *g)
     return r.K <= CYC_MR_MAX || (r.row_mode && (g->pad_left > 0 || g->pad_right > 0));
 }
 
+/* Whether a weight-gradient tile's x values, a line per pixel for cnt pixels whose rows lie
+ * stride bytes apart, crowd L1 (64 sets of 8 lines on Zen and on Intel's cores before Ice
+ * Lake, of 12 since): lines a multiple of 64 bytes apart fall into 64 / gcd(stride / 64, 64)
+ * of its sets, 4 of them for 256 float32 channels, which hold fewer than the cnt lines. */
+static inline int cyc_dw_x_crowds_l1(ptrdiff_t stride, int cnt)
+{
+    if (stride % 64) return 0;
+    ptrdiff_t a = stride / 64 % 64, b = 64;
+    while (a) {
+        const ptrdiff_t t = b % a;
+        b = a;
+        a = t;
+    }
+    return 8 * (64 / b) < cnt;
+}
+
+/* Bytes past a weight-gradient tile's packed x values that its whole-vector copies may write
+ * (a vector at most). */
+#define CYC_DW_PACK_SLACK_BYTES 64
+
 /* Output pixels per chunk of the weight gradient: each chunk's tiles load and store all of dw's
  * accumulators once.  Few enough that the chunk's copied windows and its staged dy stay in cache
  * (a 3x3x64 -> 64 layer took 1.06x the time in chunks of 128 instead of 113), but the most where

@@ -1300,6 +1300,25 @@ def test_direct_weight_gradient_over_panels_of_output_channels(x_shape, w_shape,
     check_conv(x, w, b, kwargs, activation="relu", compute_dx=False)
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
+@pytest.mark.parametrize("x_shape, w_shape, kwargs", [
+    ((2, 6, 6, 256), (1, 1, 256, 256), {}),
+    ((2, 5, 5, 256), (3, 3, 256, 264), {"padding": 1}),
+    ((1, 4, 9, 128), (1, 3, 128, 256), {"padding": "same", "stride": (1, 2)}),
+], ids=["1x1", "3x3, padded", "strided"])
+def test_direct_weight_gradient_with_packed_rows_of_x(x_shape, w_shape, kwargs, dtype):
+    """Where x's rows lie a multiple of 1 KB apart (256 float32 channels: 4 of L1's sets), a
+    tile's x values are copied into a packed block first, whole vectors where the segment holds
+    them and value by value at its end (a 256-value segment in tiles of 5 or 6 values), from
+    rows in place and from windows copied at the padding; at least 16 vectors of output
+    channels on every SIMD level."""
+    g = nhwc_geometry(x_shape, w_shape, kwargs)
+    assert _kernels.conv2d_backward_filter_route(g, dtype) == "direct"
+    x, w, b = conv_arrays(x_shape, w_shape, "NHWC", dtype)
+    check_conv(x, w, b, kwargs)
+    check_conv(x, w, b, kwargs, activation="relu", compute_dx=False)
+
+
 def test_grouped_but_not_depthwise_takes_the_tiles():
     g = _args.conv_geometry((2, 8, 8, 16), (3, 3, 2, 16), 1, 1, 1, 8, "NHWC")
     assert _kernels.conv2d_forward_route(g, np.float32) == "direct"
