@@ -185,6 +185,13 @@ int cyc_conv_dense_fwd_applies(const cyc_geom_t *g, int elem_size)
     return cyc_pointwise(g) && g->cout % 16 == 0 && (double)g->n * g->oh * g->ow <= 48;
 }
 
+size_t cyc_gemm_planes_panel_len(ptrdiff_t K, ptrdiff_t N, int elem_size)
+{
+    /* N rounded up to a tile's width on any instruction set (vectors of at most 64 bytes) */
+    const ptrdiff_t blk = CYC_NBLK * 64 / elem_size;
+    return (size_t)K * (size_t)((N + blk - 1) / blk * blk);
+}
+
 int cyc_conv_bwd_data_scatters(const cyc_geom_t *g, int elem_size)
 {
     /* Gathering computes every dx pixel over every tap, also the taps that fall on dy's zero
@@ -608,6 +615,16 @@ static void cyc_restore_fp_modes(unsigned long modes)
                                   ptrdiff_t P, ptrdiff_t cin, int cout, int c0, int c1)        \
     {                                                                                          \
         CYC_PICK(cyc_conv_dense_fwd, SUF, x, w, bias, relu, y, P, cin, cout, c0, c1);          \
+    }                                                                                          \
+    void cyc_gemm_planes_pack_##SUF(const T *b, ptrdiff_t K, ptrdiff_t N, int ones,            \
+                                    T *panels)                                                 \
+    {                                                                                          \
+        CYC_PICK(cyc_gemm_planes_pack, SUF, b, K, N, ones, panels);                            \
+    }                                                                                          \
+    void cyc_gemm_planes_##SUF(const T *a, const T *panels, int relu, T *y, ptrdiff_t K,       \
+                               ptrdiff_t N, ptrdiff_t m0, ptrdiff_t m1)                        \
+    {                                                                                          \
+        CYC_PICK(cyc_gemm_planes, SUF, a, panels, relu, y, K, N, m0, m1);                      \
     }                                                                                          \
     void cyc_relu_bwd_##SUF(const T *dy, const T *y, T *out, ptrdiff_t n)                      \
     {                                                                                          \

@@ -1014,6 +1014,53 @@ void FN(cyc_conv_dense_fwd)(const T *x, const T *w, const T *bias, int relu, T *
             for (int o = c0; o < c1; o += VLEN) STOREV(y + p * cout + o,
                                                        FN(relu)(LOADV(y + p * cout + o)));
 }
+
+/* One NCHW image's pointwise convolution as the matrix product it is, y = a b, then a ReLU if
+ * relu: rows [m0, m1) of y (M x N, N apart), a's rows K apart, b K x N (N apart): the OIHW
+ * weights as a, the image's planes as b.  The NHWC tiles with the roles of the weights and
+ * the pixels swapped: b in panels of a tile's columns (FN(cyc_gemm_planes_pack), once per
+ * image), a's rows read in place.  The tiles' bias is one per column: a bias per row goes in
+ * as a last column of a, met by a row of ones that the panels end with (ones). */
+void FN(cyc_gemm_planes_pack)(const T *b, ptrdiff_t K, ptrdiff_t N, int ones, T *panels)
+{
+    enum { BLK = CYC_NBLK * VLEN };
+    const ptrdiff_t rows = K + !!ones;
+    /* a row at a time, as b lies (a block's column of rows at a time, N apart, missed the
+     * caches on every row: the prefetchers stop at each page) */
+    for (ptrdiff_t i = 0; i < rows; i++)
+        for (ptrdiff_t c0 = 0; c0 < N; c0 += BLK) {
+            const int cols = N - c0 < BLK ? (int)(N - c0) : BLK;
+            const int nv = (cols + VLEN - 1) / VLEN, bw = nv * VLEN;
+            /* (the columns past N are never stored: any value will do there) */
+            for (int v = 0; v < nv; v++)
+                STOREV(panels + c0 * rows + i * bw + v * VLEN,
+                       i < K ? FN(load_n)(b + i * N + c0 + v * VLEN,
+                                          v < nv - 1 ? VLEN : cols - v * VLEN)
+                             : (V){0} + (T)1);
+        }
+}
+
+void FN(cyc_gemm_planes)(const T *a, const T *panels, int relu, T *y, ptrdiff_t K, ptrdiff_t N,
+                         ptrdiff_t m0, ptrdiff_t m1)
+{
+    enum { BLK = CYC_NBLK * VLEN };
+    const T *ap[MR];
+    T *outs[MR];
+    const unsigned char live = 1;
+    /* each tile of a's rows meets every block of columns while it is in L1, the panels coming
+     * from L2 in turn (as the NHWC tiles meet the weights) */
+    for (ptrdiff_t m = m0; m < m1; m += MR) {
+        const int mr = m1 - m < MR ? (int)(m1 - m) : MR;
+        for (int i = 0; i < mr; i++) ap[i] = a + (m + i) * K;
+        for (ptrdiff_t c0 = 0; c0 < N; c0 += BLK) {
+            const int cols = N - c0 < BLK ? (int)(N - c0) : BLK;
+            const int nv = (cols + VLEN - 1) / VLEN, bw = nv * VLEN;
+            for (int i = 0; i < mr; i++) outs[i] = y + (m + i) * N + c0;
+            FN(tile_any)(mr, nv, ap, 0, 0, 1, (int)K, &live, panels + c0 * K, bw, 0,
+                         FN(zero_bias), !!relu, outs, 0, cols - (nv - 1) * VLEN);
+        }
+    }
+}
 #undef CYC_DENSE_KB
 
 void FN(cyc_conv_fwd)(const cyc_geom_t *g, const T *x, const T *packed, int relu, const T *zeros,

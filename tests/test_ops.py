@@ -606,6 +606,48 @@ def test_nchw_backward_goes_a_few_images_at_a_time_only_with_small_weight_sums(
     check_conv(x, w, b, {"padding": "same", "data_format": "NCHW"})
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
+@pytest.mark.parametrize("x_shape, w_shape", [
+    ((2, 3, 7, 9), (1, 1, 9, 5)),        # 21 pixels: a part vector; 5 rows: one short tile
+    ((3, 5, 5, 300), (1, 1, 300, 50)),   # 50 rows: units of 48 and 2; 300 input channels
+    ((1, 8, 8, 7), (1, 1, 7, 16)),       # 64 pixels: whole blocks on every instruction set
+    ((4, 1, 1, 6), (1, 1, 6, 3)),        # a pixel per image
+], ids=["part vector", "two units", "whole blocks", "1x1 input"])
+def test_nchw_pointwise_convolutions_are_products_of_the_planes(monkeypatch, dtype, x_shape,
+                                                               w_shape):
+    """An NCHW 1x1 convolution (unit stride, no padding, one group, more input channels than
+    the planar kernel takes) goes by gemm_planes: each image's planes times the weights, the
+    bias a last column of them, met by a row of ones.  The reference's results on every path
+    (forward and backward), from inputs in any memory layout, read-only too."""
+    x, w, b = conv_arrays(x_shape, w_shape, "NHWC", dtype)
+    xc, wc = to_layout(x, "NCHW"), weights_to_layout(w, "NCHW")
+    calls = record_kernel_calls(monkeypatch, "gemm_planes", -1)
+    check_conv(xc, wc, b, {"data_format": "NCHW"}, activation="relu")
+    assert calls, "gemm_planes did not run"
+    check_against_reference("conv2d", in_memory_layout(xc, "sliced", readonly=True),
+                            in_memory_layout(wc, "reversed", readonly=True), None,
+                            data_format="NCHW")
+    calls.clear()
+    # padding or a stride: the general route
+    ops.conv2d(xc, wc, b, stride=2, data_format="NCHW")
+    ops.conv2d(xc, wc, b, padding=1, data_format="NCHW")
+    assert not calls
+
+
+def test_gemm_planes_checks_its_shapes():
+    a, b = np.ones((4, 3)), np.ones((2, 3, 5))
+    for a_, y in [(np.ones((4, 5)), np.empty((2, 4, 5))), (a, np.empty((2, 4, 6))),
+                  (a, np.empty((1, 4, 5)))]:
+        with pytest.raises(ValueError, match="do not fit"):
+            _kernels.gemm_planes(a_, b, False, y, 1)
+    with pytest.raises(ValueError, match="no input channels"):
+        _kernels.gemm_planes(np.ones((4, 0)), np.ones((2, 0, 5)), False, np.empty((2, 4, 5)), 1)
+    # one column more than b has rows: a bias, met by a row of ones
+    y = np.empty((2, 4, 5))
+    _kernels.gemm_planes(np.concatenate([a, np.full((4, 1), 0.5)], axis=1), b, False, y, 1)
+    np.testing.assert_array_equal(y, np.full((2, 4, 5), 3.5))
+
+
 @given(planar_cases())
 def test_planar_convolutions_of_drawn_shapes_match_reference(case):
     check_conv(case["x"], case["w"], case["b"], case["kwargs"], case["activation"],

@@ -79,6 +79,15 @@ cdef extern from "cyconv.h" nogil:
                                 float *y, ptrdiff_t P, ptrdiff_t cin, int cout, int c0, int c1)
     void cyc_conv_dense_fwd_f64(const double *x, const double *w, const double *bias, int relu,
                                 double *y, ptrdiff_t P, ptrdiff_t cin, int cout, int c0, int c1)
+    size_t cyc_gemm_planes_panel_len(ptrdiff_t K, ptrdiff_t N, int elem_size)
+    void cyc_gemm_planes_pack_f32(const float *b, ptrdiff_t K, ptrdiff_t N, int ones,
+                                  float *panels)
+    void cyc_gemm_planes_pack_f64(const double *b, ptrdiff_t K, ptrdiff_t N, int ones,
+                                  double *panels)
+    void cyc_gemm_planes_f32(const float *a, const float *panels, int relu, float *y,
+                             ptrdiff_t K, ptrdiff_t N, ptrdiff_t m0, ptrdiff_t m1)
+    void cyc_gemm_planes_f64(const double *a, const double *panels, int relu, double *y,
+                             ptrdiff_t K, ptrdiff_t N, ptrdiff_t m0, ptrdiff_t m1)
     void cyc_conv_dense_dx_f32(const float *dy, const float *w, float *dx, ptrdiff_t P,
                                ptrdiff_t cin, int cout, ptrdiff_t k0, ptrdiff_t k1)
     void cyc_conv_dense_dx_f64(const double *dy, const double *w, double *dx, ptrdiff_t P,
@@ -1329,6 +1338,47 @@ cdef void _forward_image_unit(int kind, const cyc_geom_t *g, Py_ssize_t u, Py_ss
            cyc_conv_winograd_tiles(&s, CYC_WINO_FWD) if kind == WINOGRAD else s.n * ohw, scratch)
     for n in range(n0, n1):
         _transpose(ya + (n - n0) * ohw * g.cout, g.cout, y + n * ohw * g.cout, ohw, ohw, g.cout)
+
+
+def gemm_planes(const floating[:, ::1] a, const floating[:, :, ::1] b, bint relu,
+                floating[:, :, ::1] y, int n_threads):
+    """y[n] = a b[n], then a ReLU if relu, for each n: an NCHW pointwise convolution's images
+    (a: the (cout, cin) weights, b and y: images as (channels, pixels)).  a may have one column
+    more than b has rows: a bias, met by a row of ones.  Each b[n] goes into panels first,
+    then units of GEMM_PLANES_ROWS rows of one image are shared out over the threads."""
+    cdef Py_ssize_t n = b.shape[0], K = b.shape[1], P = b.shape[2], M = a.shape[0]
+    cdef Py_ssize_t Ka = a.shape[1]
+    cdef int ones = Ka == K + 1
+    if not (Ka == K or ones) or y.shape[0] != n or y.shape[1] != M or y.shape[2] != P:
+        raise ValueError(f"gemm_planes: a {tuple(a.shape)}, b {tuple(b.shape)} and y "
+                         f"{tuple(y.shape)} do not fit")
+    if Ka == 0:
+        raise ValueError("gemm_planes: no input channels")
+    if n == 0 or M == 0 or P == 0:
+        return
+    cdef Py_ssize_t plen = cyc_gemm_planes_panel_len(Ka, P, sizeof(floating))
+    cdef floating[::1] panels = np.empty(n * plen, dtype=np.asarray(y).dtype)
+    cdef Py_ssize_t per = _n_chunks(M, GEMM_PLANES_ROWS), t, i, m0
+    with nogil, parallel(num_threads=n_threads):
+        for t in prange(n, schedule="dynamic"):
+            if floating is float:
+                cyc_gemm_planes_pack_f32(&b[t, 0, 0], K, P, ones, &panels[t * plen])
+            else:
+                cyc_gemm_planes_pack_f64(&b[t, 0, 0], K, P, ones, &panels[t * plen])
+        for t in prange(n * per, schedule="dynamic"):
+            i = t // per
+            m0 = t % per * GEMM_PLANES_ROWS
+            if floating is float:
+                cyc_gemm_planes_f32(&a[0, 0], &panels[i * plen], relu, &y[i, 0, 0], Ka, P,
+                                    m0, min(M, m0 + GEMM_PLANES_ROWS))
+            else:
+                cyc_gemm_planes_f64(&a[0, 0], &panels[i * plen], relu, &y[i, 0, 0], Ka, P,
+                                    m0, min(M, m0 + GEMM_PLANES_ROWS))
+
+
+cdef enum:
+    # gemm_planes's units: a multiple of every instruction set's tile height
+    GEMM_PLANES_ROWS = 48
 
 
 def conv2d_forward_images(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] w,

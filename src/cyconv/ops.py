@@ -157,6 +157,15 @@ def conv2d(x, w, b=None, *, stride=1, padding="valid", dilation=1, groups=1,
         _kernels.conv2d_forward_planar(_c(x), _hwio_weights(w, "NCHW"), _c(b), g, relu, y,
                                        n_threads, _planar_band_rows(g, x.itemsize, n_threads))
         return y
+    if _pointwise_in_planes(g):
+        y = np.empty(g.y_shape, dtype=x.dtype)
+        a = w.reshape(g.cout, g.c)
+        # a bias per row of the products: a last column of the weights, met by a row of ones
+        a = _c(a) if b is None else np.concatenate([a, b.reshape(g.cout, 1)], axis=1)
+        _kernels.gemm_planes(a, _c(x).reshape(g.n, g.c, g.h * g.w), relu,
+                             y.reshape(g.n, g.cout, g.oh * g.ow),
+                             _threads(_args.flops_conv(g) // 2))
+        return y
     if _depthwise_in_planes(g, x.dtype):
         y = np.empty(g.y_shape, dtype=x.dtype)
         _depthwise_planes(_c(x), w, _c(b), g, relu, y, input_grad=False)
@@ -226,6 +235,19 @@ def conv2d_backward(dy, x, w, *, stride=1, padding="valid", dilation=1, groups=1
 
 # The depthwise kernels' block of channels on AVX-512: two vectors.
 _DEPTHWISE_BLOCK_BYTES = 128
+
+
+def _pointwise_in_planes(g):
+    """Whether an NCHW convolution goes by _kernels.gemm_planes (where not by the planar kernel):
+    a pointwise one (1x1, unit stride, no padding, one group), each image's planes a matrix
+    product with the weights, no transposes to NHWC and back.  In-process A/B against the
+    images staged in NHWC (2 threads, AVX2, float32, batch 8): 14x14x256 -> 512 0.84 of the
+    time, 28x28x128 -> 256 0.79, 56x56x64 -> 128 0.87-0.93, 7x7x512 -> 2048 0.97.  (Its input
+    gradient the same way, the weight gradient as before, took 0.89-1.28: the whole backward
+    pass shares dy's transpose.)"""
+    return (g.data_format == "NCHW" and g.kh == g.kw == 1 and g.sh == g.sw == 1
+            and g.pad_top == g.pad_bottom == g.pad_left == g.pad_right == 0 and g.groups == 1
+            and g.n * g.c * g.cout * g.oh * g.ow > 0)
 
 
 def _straight_into_planes(g):
