@@ -621,6 +621,11 @@ static void cyc_restore_fp_modes(unsigned long modes)
     {                                                                                          \
         CYC_PICK(cyc_gemm_planes_pack, SUF, b, K, N, ones, panels);                            \
     }                                                                                          \
+    void cyc_gemm_planes_pack_t_##SUF(const T *x, ptrdiff_t K, ptrdiff_t N, int ones,          \
+                                      T *panels)                                               \
+    {                                                                                          \
+        CYC_PICK(cyc_gemm_planes_pack_t, SUF, x, K, N, ones, panels);                          \
+    }                                                                                          \
     void cyc_gemm_planes_##SUF(const T *a, const T *panels, int relu, T *y, ptrdiff_t K,       \
                                ptrdiff_t N, ptrdiff_t m0, ptrdiff_t m1)                        \
     {                                                                                          \

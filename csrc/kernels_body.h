@@ -1016,8 +1016,9 @@ void FN(cyc_conv_dense_fwd)(const T *x, const T *w, const T *bias, int relu, T *
 }
 
 /* One NCHW image's pointwise convolution as the matrix product it is, y = a b, then a ReLU if
- * relu: rows [m0, m1) of y (M x N, N apart), a's rows K apart, b K x N (N apart): the OIHW
- * weights as a, the image's planes as b.  The NHWC tiles with the roles of the weights and
+ * relu is 1 (added to y if it is CYC_ADD): rows [m0, m1) of y (M x N, N apart), a's rows K
+ * apart, b K x N (N apart): the OIHW weights as a, the image's planes as b (for the weight
+ * gradient, dy's planes as a and the image's transposed, FN(cyc_gemm_planes_pack_t)).  The NHWC tiles with the roles of the weights and
  * the pixels swapped: b in panels of a tile's columns (FN(cyc_gemm_planes_pack), once per
  * image), a's rows read in place.  The tiles' bias is one per column: a bias per row goes in
  * as a last column of a, met by a row of ones that the panels end with (ones). */
@@ -1057,7 +1058,7 @@ void FN(cyc_gemm_planes)(const T *a, const T *panels, int relu, T *y, ptrdiff_t 
             const int nv = (cols + VLEN - 1) / VLEN, bw = nv * VLEN;
             for (int i = 0; i < mr; i++) outs[i] = y + (m + i) * N + c0;
             FN(tile_any)(mr, nv, ap, 0, 0, 1, (int)K, &live, panels + c0 * K, bw, 0,
-                         FN(zero_bias), !!relu, outs, 0, cols - (nv - 1) * VLEN);
+                         FN(zero_bias), relu, outs, 0, cols - (nv - 1) * VLEN);
         }
     }
 }
@@ -2996,6 +2997,27 @@ void FN(cyc_transpose)(const T *src, ptrdiff_t src_ld, T *dst, ptrdiff_t dst_ld,
             for (ptrdiff_t j0 = jb; j0 < cols && j0 < jb + CYC_TR_BAND; j0 += B)
                 FN(transpose_tile)(src, src_ld, dst, dst_ld, i0, i0 + B < rows ? i0 + B : rows,
                                    j0, j0 + B < cols ? j0 + B : cols, B);
+}
+
+/* The panels of FN(cyc_gemm_planes_pack) for b = x's transpose, x being N x K (K apart), with
+ * a column of ones after its N if ones: the weight gradient of an NCHW pointwise convolution,
+ * sum over images of dy (cout x pixels) times x (cin x pixels) transposed, the ones giving
+ * the bias's.  Each block's rows of x transposed into its panel in one pass, the columns past
+ * N + ones zero. */
+void FN(cyc_gemm_planes_pack_t)(const T *x, ptrdiff_t K, ptrdiff_t N, int ones, T *panels)
+{
+    enum { BLK = CYC_NBLK * VLEN };
+    const ptrdiff_t cols_all = N + !!ones;
+    for (ptrdiff_t c0 = 0; c0 < cols_all; c0 += BLK) {
+        const int cols = cols_all - c0 < BLK ? (int)(cols_all - c0) : BLK;
+        const int bw = (cols + VLEN - 1) / VLEN * VLEN;
+        const int from_x = N - c0 < cols ? (int)(N - c0) : cols;
+        T *pn = panels + c0 * K;
+        if (from_x > 0) FN(cyc_transpose)(x + c0 * K, K, pn, bw, from_x, K);
+        for (ptrdiff_t k = 0; k < K; k++)
+            for (int j = from_x > 0 ? from_x : 0; j < bw; j++)
+                pn[k * bw + j] = c0 + j == N && ones ? (T)1 : (T)0;
+    }
 }
 
 /* One Adam step over n weights, in one pass and in the order Keras computes it (so that the

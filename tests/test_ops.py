@@ -611,27 +611,34 @@ def test_nchw_backward_goes_a_few_images_at_a_time_only_with_small_weight_sums(
     ((2, 3, 7, 9), (1, 1, 9, 5)),        # 21 pixels: a part vector; 5 rows: one short tile
     ((3, 5, 5, 300), (1, 1, 300, 50)),   # 50 rows: units of 48 and 2; 300 input channels
     ((1, 8, 8, 7), (1, 1, 7, 16)),       # 64 pixels: whole blocks on every instruction set
-    ((4, 1, 1, 6), (1, 1, 6, 3)),        # a pixel per image
-], ids=["part vector", "two units", "whole blocks", "1x1 input"])
+    ((4, 4, 4, 6), (1, 1, 6, 3)),        # 16 pixels per image, the fewest it takes
+], ids=["part vector", "two units", "whole blocks", "16 pixels"])
 def test_nchw_pointwise_convolutions_are_products_of_the_planes(monkeypatch, dtype, x_shape,
                                                                w_shape):
     """An NCHW 1x1 convolution (unit stride, no padding, one group, more input channels than
     the planar kernel takes) goes by gemm_planes: each image's planes times the weights, the
-    bias a last column of them, met by a row of ones.  The reference's results on every path
-    (forward and backward), from inputs in any memory layout, read-only too."""
+    bias a last column of them, met by a row of ones; dx as the transposed weights times dy's
+    planes, dw and db as dy's planes times the image's transposed and a column of ones.  The
+    reference's results on every path, from inputs in any memory layout, read-only too."""
     x, w, b = conv_arrays(x_shape, w_shape, "NHWC", dtype)
     xc, wc = to_layout(x, "NCHW"), weights_to_layout(w, "NCHW")
     calls = record_kernel_calls(monkeypatch, "gemm_planes", -1)
+    grads = record_kernel_calls(monkeypatch, "gemm_planes_weight_grad", -1)
     check_conv(xc, wc, b, {"data_format": "NCHW"}, activation="relu")
-    assert calls, "gemm_planes did not run"
+    check_conv(xc, wc, b, {"data_format": "NCHW"}, compute_dx=False)
+    assert calls and grads, "gemm_planes did not run"
     check_against_reference("conv2d", in_memory_layout(xc, "sliced", readonly=True),
                             in_memory_layout(wc, "reversed", readonly=True), None,
                             data_format="NCHW")
+    # a channels_first layer's kernel: an OIHW view of HWIO weights
+    check_against_reference("conv2d", xc, w.transpose(3, 2, 0, 1), b, data_format="NCHW")
     calls.clear()
-    # padding or a stride: the general route
-    ops.conv2d(xc, wc, b, stride=2, data_format="NCHW")
-    ops.conv2d(xc, wc, b, padding=1, data_format="NCHW")
-    assert not calls
+    grads.clear()
+    # padding or a stride, or images of fewer than 16 pixels: the general route
+    for xs, kwargs in ((xc, {"stride": 2}), (xc, {"padding": 1}), (xc[:, :, :3, :5], {})):
+        y = ops.conv2d(xs, wc, b, data_format="NCHW", **kwargs)
+        ops.conv2d_backward(y, xs, wc, data_format="NCHW", **kwargs)
+    assert not calls and not grads
 
 
 def test_gemm_planes_checks_its_shapes():
@@ -646,6 +653,17 @@ def test_gemm_planes_checks_its_shapes():
     y = np.empty((2, 4, 5))
     _kernels.gemm_planes(np.concatenate([a, np.full((4, 1), 0.5)], axis=1), b, False, y, 1)
     np.testing.assert_array_equal(y, np.full((2, 4, 5), 3.5))
+    # the weight gradient: dy (2, 4, 5) times x (2, 3, 5) transposed, with the bias's column
+    dy, x = np.ones((2, 4, 5)), np.ones((2, 3, 5))
+    for dwb in (np.empty((4, 3)), np.empty((3, 4))):
+        with pytest.raises(ValueError, match="do not fit"):
+            _kernels.gemm_planes_weight_grad(dy, x, dwb, 1)
+    with pytest.raises(ValueError, match="no pixels"):
+        _kernels.gemm_planes_weight_grad(np.ones((2, 4, 0)), np.ones((2, 3, 0)),
+                                         np.empty((4, 4)), 1)
+    dwb = np.empty((4, 4))
+    _kernels.gemm_planes_weight_grad(dy, 2 * x, dwb, 2)
+    np.testing.assert_array_equal(dwb, [[20, 20, 20, 10]] * 4)
 
 
 @given(planar_cases())

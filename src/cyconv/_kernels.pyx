@@ -84,6 +84,10 @@ cdef extern from "cyconv.h" nogil:
                                   float *panels)
     void cyc_gemm_planes_pack_f64(const double *b, ptrdiff_t K, ptrdiff_t N, int ones,
                                   double *panels)
+    void cyc_gemm_planes_pack_t_f32(const float *x, ptrdiff_t K, ptrdiff_t N, int ones,
+                                    float *panels)
+    void cyc_gemm_planes_pack_t_f64(const double *x, ptrdiff_t K, ptrdiff_t N, int ones,
+                                    double *panels)
     void cyc_gemm_planes_f32(const float *a, const float *panels, int relu, float *y,
                              ptrdiff_t K, ptrdiff_t N, ptrdiff_t m0, ptrdiff_t m1)
     void cyc_gemm_planes_f64(const double *a, const double *panels, int relu, double *y,
@@ -1350,8 +1354,8 @@ def gemm_planes(const floating[:, ::1] a, const floating[:, :, ::1] b, bint relu
     cdef Py_ssize_t Ka = a.shape[1]
     cdef int ones = Ka == K + 1
     if not (Ka == K or ones) or y.shape[0] != n or y.shape[1] != M or y.shape[2] != P:
-        raise ValueError(f"gemm_planes: a {tuple(a.shape)}, b {tuple(b.shape)} and y "
-                         f"{tuple(y.shape)} do not fit")
+        raise ValueError(f"gemm_planes: a {(M, Ka)}, b {(n, K, P)} and y "
+                         f"{(y.shape[0], y.shape[1], y.shape[2])} do not fit")
     if Ka == 0:
         raise ValueError("gemm_planes: no input channels")
     if n == 0 or M == 0 or P == 0:
@@ -1359,12 +1363,13 @@ def gemm_planes(const floating[:, ::1] a, const floating[:, :, ::1] b, bint relu
     cdef Py_ssize_t plen = cyc_gemm_planes_panel_len(Ka, P, sizeof(floating))
     cdef floating[::1] panels = np.empty(n * plen, dtype=np.asarray(y).dtype)
     cdef Py_ssize_t per = _n_chunks(M, GEMM_PLANES_ROWS), t, i, m0
+    # two parallel regions: every panel is written before any product reads it
+    for t in prange(n, nogil=True, num_threads=n_threads, schedule="dynamic"):
+        if floating is float:
+            cyc_gemm_planes_pack_f32(&b[t, 0, 0], K, P, ones, &panels[t * plen])
+        else:
+            cyc_gemm_planes_pack_f64(&b[t, 0, 0], K, P, ones, &panels[t * plen])
     with nogil, parallel(num_threads=n_threads):
-        for t in prange(n, schedule="dynamic"):
-            if floating is float:
-                cyc_gemm_planes_pack_f32(&b[t, 0, 0], K, P, ones, &panels[t * plen])
-            else:
-                cyc_gemm_planes_pack_f64(&b[t, 0, 0], K, P, ones, &panels[t * plen])
         for t in prange(n * per, schedule="dynamic"):
             i = t // per
             m0 = t % per * GEMM_PLANES_ROWS
@@ -1376,9 +1381,51 @@ def gemm_planes(const floating[:, ::1] a, const floating[:, :, ::1] b, bint relu
                                     m0, min(M, m0 + GEMM_PLANES_ROWS))
 
 
+def gemm_planes_weight_grad(const floating[:, :, ::1] dy, const floating[:, :, ::1] x,
+                            floating[:, ::1] dwb, int n_threads):
+    """dwb = sum over n of dy[n] [x[n].T | 1]: an NCHW pointwise convolution's weight gradient
+    (cout, cin) with the bias's as a last column, dy[n] (cout, pixels) and x[n] (cin, pixels)
+    as they lie.  Each x[n] transposed into panels first; units of rows of dwb, each through
+    the images in turn (each sum in the same order whatever the thread count)."""
+    cdef Py_ssize_t n = dy.shape[0], M = dy.shape[1], P = dy.shape[2], I = x.shape[1]
+    if x.shape[0] != n or x.shape[2] != P or dwb.shape[0] != M or dwb.shape[1] != I + 1:
+        raise ValueError(f"gemm_planes_weight_grad: dy {(n, M, P)}, x "
+                         f"{(x.shape[0], I, x.shape[2])} and dwb {(dwb.shape[0], dwb.shape[1])} "
+                         f"do not fit")
+    if n == 0 or P == 0:
+        raise ValueError("gemm_planes_weight_grad: no pixels")
+    if M == 0:
+        return
+    cdef Py_ssize_t plen = cyc_gemm_planes_panel_len(P, I + 1, sizeof(floating))
+    cdef floating[::1] panels = np.empty(n * plen, dtype=np.asarray(dwb).dtype)
+    # the rows in 4 units a thread at least (these are all the units there are), whole tiles
+    # of every instruction set (12 rows), at most GEMM_PLANES_ROWS
+    cdef Py_ssize_t rows = min(GEMM_PLANES_ROWS,
+                               (_n_chunks(M, 4 * max(1, n_threads)) + 11) // 12 * 12)
+    cdef Py_ssize_t per = _n_chunks(M, rows), t, i, m0
+    # two parallel regions: every panel is written before any product reads it
+    for t in prange(n, nogil=True, num_threads=n_threads, schedule="dynamic"):
+        if floating is float:
+            cyc_gemm_planes_pack_t_f32(&x[t, 0, 0], P, I, 1, &panels[t * plen])
+        else:
+            cyc_gemm_planes_pack_t_f64(&x[t, 0, 0], P, I, 1, &panels[t * plen])
+    with nogil, parallel(num_threads=n_threads):
+        for t in prange(per, schedule="dynamic"):
+            m0 = t * rows
+            for i in range(n):
+                if floating is float:
+                    cyc_gemm_planes_f32(&dy[i, 0, 0], &panels[i * plen], GEMM_ADD if i else 0,
+                                        &dwb[0, 0], P, I + 1, m0, min(M, m0 + rows))
+                else:
+                    cyc_gemm_planes_f64(&dy[i, 0, 0], &panels[i * plen], GEMM_ADD if i else 0,
+                                        &dwb[0, 0], P, I + 1, m0, min(M, m0 + rows))
+
+
 cdef enum:
     # gemm_planes's units: a multiple of every instruction set's tile height
     GEMM_PLANES_ROWS = 48
+    # cyc_gemm_planes's relu value that adds the products to y
+    GEMM_ADD = 2
 
 
 def conv2d_forward_images(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] w,
@@ -1869,7 +1916,7 @@ def swap_outer_axes(const floating[:, :, ::1] src, floating[:, :, ::1] dst, int 
     cdef Py_ssize_t na = _n_chunks(A, SWAP_BLOCK), nc = _n_chunks(C, SWAP_BLOCK)
     cdef Py_ssize_t t, a0, c0, b
     if dst.shape[0] != C or dst.shape[1] != B or dst.shape[2] != A:
-        raise ValueError(f"dst: expected shape {(C, B, A)}, got {tuple(dst.shape)}")
+        raise ValueError(f"dst: expected shape {(C, B, A)}, got {(dst.shape[0], dst.shape[1], dst.shape[2])}")
     if A == 0 or B == 0 or C == 0:
         return
     for t in prange(na * nc, nogil=True, num_threads=n_threads, schedule="dynamic"):

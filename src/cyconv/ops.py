@@ -159,9 +159,11 @@ def conv2d(x, w, b=None, *, stride=1, padding="valid", dilation=1, groups=1,
         return y
     if _pointwise_in_planes(g):
         y = np.empty(g.y_shape, dtype=x.dtype)
-        a = w.reshape(g.cout, g.c)
-        # a bias per row of the products: a last column of the weights, met by a row of ones
-        a = _c(a) if b is None else np.concatenate([a, b.reshape(g.cout, 1)], axis=1)
+        a = _oi_matrix(w, g)
+        if b is not None:
+            # a bias per row of the products: a last column of the weights, met by a row of
+            # ones
+            a = np.concatenate([a, b.reshape(g.cout, 1)], axis=1)
         _kernels.gemm_planes(a, _c(x).reshape(g.n, g.c, g.h * g.w), relu,
                              y.reshape(g.n, g.cout, g.oh * g.ow),
                              _threads(_args.flops_conv(g) // 2))
@@ -210,6 +212,8 @@ def conv2d_backward(dy, x, w, *, stride=1, padding="valid", dilation=1, groups=1
     dy, x, w, g, y = _args.conv_backward_call(dy, x, w, stride, padding, dilation, groups,
                                               data_format, activation, y)
     compute_dx = _args.bool_arg(compute_dx, "compute_dx")
+    if _pointwise_in_planes(g):
+        return _pointwise_backward_in_planes(dy, x, w, g, y, compute_dx)
     if _depthwise_in_planes(g, x.dtype):
         return _depthwise_backward_in_planes(dy, x, w, g, y, compute_dx)
     per_stage = _backward_images_per_stage(g, x.dtype)
@@ -240,14 +244,57 @@ _DEPTHWISE_BLOCK_BYTES = 128
 def _pointwise_in_planes(g):
     """Whether an NCHW convolution goes by _kernels.gemm_planes (where not by the planar kernel):
     a pointwise one (1x1, unit stride, no padding, one group), each image's planes a matrix
-    product with the weights, no transposes to NHWC and back.  In-process A/B against the
-    images staged in NHWC (2 threads, AVX2, float32, batch 8): 14x14x256 -> 512 0.84 of the
-    time, 28x28x128 -> 256 0.79, 56x56x64 -> 128 0.87-0.93, 7x7x512 -> 2048 0.97.  (Its input
-    gradient the same way, the weight gradient as before, took 0.89-1.28: the whole backward
-    pass shares dy's transpose.)"""
+    product with the weights, no transposes to NHWC and back; the backward pass too (see
+    _pointwise_backward_in_planes).  In-process A/B against the images staged in NHWC (2
+    threads, AVX2, float32, batch 8), forward: 14x14x256 -> 512 0.84-0.91 of the time,
+    28x28x128 -> 256 0.79, 56x56x64 -> 128 0.87-0.93, 7x7x512 -> 2048 0.97; backward 0.82-0.93,
+    0.78-0.85, 0.41-0.66 and 0.94-1.04, 13x13x32 -> 64 at batch 32 0.94-0.98.  (The input
+    gradient alone this way, the weight gradient through NHWC, took 0.89-1.28: the whole
+    backward pass there shares dy's transpose.)"""
     return (g.data_format == "NCHW" and g.kh == g.kw == 1 and g.sh == g.sw == 1
             and g.pad_top == g.pad_bottom == g.pad_left == g.pad_right == 0 and g.groups == 1
-            and g.n * g.c * g.cout * g.oh * g.ow > 0)
+            and g.oh * g.ow >= _POINTWISE_PLANES_MIN_PIXELS and g.n * g.c * g.cout > 0)
+
+
+# Pixels per image from which NCHW pointwise layers go by gemm_planes, whose vectors run along
+# an image's pixels: a whole tile's width on AVX2 (an image of one pixel, a network's head
+# after a global pool, would use one lane of each vector; the Dense layers' kernel takes it).
+_POINTWISE_PLANES_MIN_PIXELS = 16
+
+
+def _pointwise_backward_in_planes(dy, x, w, g, y, compute_dx):
+    """conv2d_backward where _pointwise_in_planes: products of the planes as the forward pass
+    goes, no transposes of the arrays.  dx[n] = w.T dy[n]; dw and db in one product,
+    sum over n of dy[n] [x[n].T | 1] (x's transpose, a block at a time, into the panels)."""
+    dy = _c(dy) if y is None else _relu_mask(dy, y)
+    pixels = g.h * g.w
+    n_threads = _threads(_args.flops_conv(g) // 2)
+    dy_planes = dy.reshape(g.n, g.cout, pixels)
+    dx = None
+    if compute_dx:
+        dx = np.empty(x.shape, dtype=x.dtype)
+        _kernels.gemm_planes(_transposed_matrix(_oi_matrix(w, g)), dy_planes, False,
+                             dx.reshape(g.n, g.c, pixels), n_threads)
+    dwb = np.empty((g.cout, g.c + 1), dtype=x.dtype)
+    _kernels.gemm_planes_weight_grad(dy_planes, _c(x).reshape(g.n, g.c, pixels), dwb,
+                                     n_threads)
+    return dx, dwb[:, :g.c].reshape(g.cout, g.c, 1, 1).copy(), dwb[:, g.c].copy()
+
+
+def _oi_matrix(w, g):
+    """1x1 OIHW weights as a C-contiguous (cout, cin) matrix; an OIHW view of HWIO weights (a
+    channels_first layer's kernel) through the blocked transpose, not numpy's strided copy."""
+    hwio = _args.hwio(w, "NCHW")
+    if not w.flags.c_contiguous and hwio.flags.c_contiguous:
+        return _transposed_matrix(hwio.reshape(g.c, g.cout))
+    return _c(w).reshape(g.cout, g.c)
+
+
+def _transposed_matrix(a):
+    """a.T, C-contiguous; large ones through the blocked kernel (see _WEIGHTS_BLOCKED)."""
+    if a.size < _WEIGHTS_BLOCKED:
+        return np.ascontiguousarray(a.T)
+    return _transpose_images(_c(a).reshape(1, *a.shape), *a.shape)[0]
 
 
 def _straight_into_planes(g):
