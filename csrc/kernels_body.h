@@ -1018,10 +1018,11 @@ void FN(cyc_conv_dense_fwd)(const T *x, const T *w, const T *bias, int relu, T *
 /* One NCHW image's pointwise convolution as the matrix product it is, y = a b, then a ReLU if
  * relu is 1 (added to y if it is CYC_ADD): rows [m0, m1) of y (M x N, N apart), a's rows K
  * apart, b K x N (N apart): the OIHW weights as a, the image's planes as b (for the weight
- * gradient, dy's planes as a and the image's transposed, FN(cyc_gemm_planes_pack_t)).  The NHWC tiles with the roles of the weights and
- * the pixels swapped: b in panels of a tile's columns (FN(cyc_gemm_planes_pack), once per
- * image), a's rows read in place.  The tiles' bias is one per column: a bias per row goes in
- * as a last column of a, met by a row of ones that the panels end with (ones). */
+ * gradient, dy's planes as a and the image's transposed, FN(cyc_gemm_planes_pack_t)).  The
+ * NHWC tiles with the roles of the weights and the pixels swapped: b in panels of a tile's
+ * columns (FN(cyc_gemm_planes_pack), once per image), a's rows read in place.  The tiles'
+ * bias is one per column: a bias per row goes in as a last column of a, met by a row of ones
+ * that the panels end with (ones). */
 void FN(cyc_gemm_planes_pack)(const T *b, ptrdiff_t K, ptrdiff_t N, int ones, T *panels)
 {
     enum { BLK = CYC_NBLK * VLEN };
@@ -1533,8 +1534,9 @@ void FN(cyc_conv_winograd)(const cyc_geom_t *g, int mode, const T *src, const T 
 
 /* Weight gradient: dw[k][co] += sum over pixels of x[pixel, k] * dy[pixel][co], k = (i, j, ci).
  * A chunk of output pixels at a time: dy is copied into panels of a tile's width (padded rows
- * for whole-window tiles; see FN(dy_to_panels)) and summed into db, every pixel's segments are found as in the forward pass, then for each segment a register tile of
- * MR reduction rows x NBLK*VLEN output channels runs over the chunk's pixels that read it. */
+ * for whole-window tiles; see FN(dy_to_panels)) and summed into db, every pixel's segments
+ * are found as in the forward pass, then for each segment a register tile of MR reduction
+ * rows x NBLK*VLEN output channels runs over the chunk's pixels that read it. */
 /* Vectors of output channels per weight-gradient tile: up to 4 on AVX-512 (64 floats), so that
  * each x value broadcast meets a whole row of dy; rows per tile then shrink so that rows x vectors
  * stays within the 2 * MR accumulators the registers hold.  With 16 registers, 2: 4 dy vectors

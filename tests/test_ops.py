@@ -612,7 +612,9 @@ def test_nchw_backward_goes_a_few_images_at_a_time_only_with_small_weight_sums(
     ((3, 5, 5, 300), (1, 1, 300, 50)),   # 50 rows: units of 48 and 2; 300 input channels
     ((1, 8, 8, 7), (1, 1, 7, 16)),       # 64 pixels: whole blocks on every instruction set
     ((4, 4, 4, 6), (1, 1, 6, 3)),        # 16 pixels per image, the fewest it takes
-], ids=["part vector", "two units", "whole blocks", "16 pixels"])
+    ((2, 4, 5, 32), (1, 1, 32, 20)),     # the bias's column a block of its own in dw's panels
+    ((1, 4, 4, 256), (1, 1, 256, 160)),  # weights through the blocked transpose
+], ids=["part vector", "two units", "whole blocks", "16 pixels", "bias block", "blocked"])
 def test_nchw_pointwise_convolutions_are_products_of_the_planes(monkeypatch, dtype, x_shape,
                                                                w_shape):
     """An NCHW 1x1 convolution (unit stride, no padding, one group, more input channels than
@@ -631,7 +633,7 @@ def test_nchw_pointwise_convolutions_are_products_of_the_planes(monkeypatch, dty
                             in_memory_layout(wc, "reversed", readonly=True), None,
                             data_format="NCHW")
     # a channels_first layer's kernel: an OIHW view of HWIO weights
-    check_against_reference("conv2d", xc, w.transpose(3, 2, 0, 1), b, data_format="NCHW")
+    check_conv(xc, w.transpose(3, 2, 0, 1), b, {"data_format": "NCHW"})
     calls.clear()
     grads.clear()
     # padding or a stride, or images of fewer than 16 pixels: the general route
@@ -653,17 +655,21 @@ def test_gemm_planes_checks_its_shapes():
     y = np.empty((2, 4, 5))
     _kernels.gemm_planes(np.concatenate([a, np.full((4, 1), 0.5)], axis=1), b, False, y, 1)
     np.testing.assert_array_equal(y, np.full((2, 4, 5), 3.5))
-    # the weight gradient: dy (2, 4, 5) times x (2, 3, 5) transposed, with the bias's column
-    dy, x = np.ones((2, 4, 5)), np.ones((2, 3, 5))
-    for dwb in (np.empty((4, 3)), np.empty((3, 4))):
+    # the weight gradient: the sum over images of dy[n] times x[n] transposed, and of dy[n]'s
+    # rows (the bias's column); 30 rows in several units on 2 threads
+    dy = np.arange(2 * 30 * 5, dtype=float).reshape(2, 30, 5) % 7
+    x = np.arange(2 * 3 * 5, dtype=float).reshape(2, 3, 5) % 5
+    for dwb in (np.empty((30, 3)), np.empty((3, 31))):
         with pytest.raises(ValueError, match="do not fit"):
             _kernels.gemm_planes_weight_grad(dy, x, dwb, 1)
     with pytest.raises(ValueError, match="no pixels"):
         _kernels.gemm_planes_weight_grad(np.ones((2, 4, 0)), np.ones((2, 3, 0)),
                                          np.empty((4, 4)), 1)
-    dwb = np.empty((4, 4))
-    _kernels.gemm_planes_weight_grad(dy, 2 * x, dwb, 2)
-    np.testing.assert_array_equal(dwb, [[20, 20, 20, 10]] * 4)
+    for threads in (1, 2):
+        dwb = np.empty((30, 4))
+        _kernels.gemm_planes_weight_grad(dy, x, dwb, threads)
+        np.testing.assert_array_equal(dwb[:, :3], np.einsum("nop,nip->oi", dy, x))
+        np.testing.assert_array_equal(dwb[:, 3], dy.sum(axis=(0, 2)))
 
 
 @given(planar_cases())

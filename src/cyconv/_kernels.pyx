@@ -1916,7 +1916,8 @@ def swap_outer_axes(const floating[:, :, ::1] src, floating[:, :, ::1] dst, int 
     cdef Py_ssize_t na = _n_chunks(A, SWAP_BLOCK), nc = _n_chunks(C, SWAP_BLOCK)
     cdef Py_ssize_t t, a0, c0, b
     if dst.shape[0] != C or dst.shape[1] != B or dst.shape[2] != A:
-        raise ValueError(f"dst: expected shape {(C, B, A)}, got {(dst.shape[0], dst.shape[1], dst.shape[2])}")
+        raise ValueError(f"dst: expected shape {(C, B, A)}, "
+                         f"got {(dst.shape[0], dst.shape[1], dst.shape[2])}")
     if A == 0 or B == 0 or C == 0:
         return
     for t in prange(na * nc, nogil=True, num_threads=n_threads, schedule="dynamic"):

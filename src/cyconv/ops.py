@@ -273,7 +273,7 @@ def _pointwise_backward_in_planes(dy, x, w, g, y, compute_dx):
     dx = None
     if compute_dx:
         dx = np.empty(x.shape, dtype=x.dtype)
-        _kernels.gemm_planes(_transposed_matrix(_oi_matrix(w, g)), dy_planes, False,
+        _kernels.gemm_planes(_io_matrix(w, g), dy_planes, False,
                              dx.reshape(g.n, g.c, pixels), n_threads)
     dwb = np.empty((g.cout, g.c + 1), dtype=x.dtype)
     _kernels.gemm_planes_weight_grad(dy_planes, _c(x).reshape(g.n, g.c, pixels), dwb,
@@ -288,6 +288,15 @@ def _oi_matrix(w, g):
     if not w.flags.c_contiguous and hwio.flags.c_contiguous:
         return _transposed_matrix(hwio.reshape(g.c, g.cout))
     return _c(w).reshape(g.cout, g.c)
+
+
+def _io_matrix(w, g):
+    """The transpose of _oi_matrix: (cin, cout), C-contiguous; an OIHW view of HWIO weights is
+    that already."""
+    hwio = _args.hwio(w, "NCHW")
+    if not w.flags.c_contiguous and hwio.flags.c_contiguous:
+        return hwio.reshape(g.c, g.cout)
+    return _transposed_matrix(_c(w).reshape(g.cout, g.c))
 
 
 def _transposed_matrix(a):
