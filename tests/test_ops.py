@@ -615,31 +615,35 @@ def test_nchw_backward_goes_a_few_images_at_a_time_only_with_small_weight_sums(
     ((2, 4, 5, 32), (1, 1, 32, 20)),     # the bias's column a block of its own in dw's panels
     ((1, 4, 4, 256), (1, 1, 256, 160)),  # weights through the blocked transpose
 ], ids=["part vector", "two units", "whole blocks", "16 pixels", "bias block", "blocked"])
+@pytest.mark.parametrize("stride", [1, (2, 3)], ids=["stride 1", "stride (2, 3)"])
 def test_nchw_pointwise_convolutions_are_products_of_the_planes(monkeypatch, dtype, x_shape,
-                                                               w_shape):
-    """An NCHW 1x1 convolution (unit stride, no padding, one group, more input channels than
-    the planar kernel takes) goes by gemm_planes: each image's planes times the weights, the
+                                                               w_shape, stride):
+    """An NCHW 1x1 convolution (no padding, one group, more input channels than the planar
+    kernel takes; with a stride, the pixels read copied out first) goes by gemm_planes: each image's planes times the weights, the
     bias a last column of them, met by a row of ones; dx as the transposed weights times dy's
     planes, dw and db as dy's planes times the image's transposed and a column of ones.  The
     reference's results on every path, from inputs in any memory layout, read-only too."""
+    if stride != 1:
+        # the same number of pixels read, 16 at least: every second row, every third pixel
+        x_shape = (x_shape[0], 2 * x_shape[1] - 1, 3 * x_shape[2] - 2, x_shape[3])
     x, w, b = conv_arrays(x_shape, w_shape, "NHWC", dtype)
     xc, wc = to_layout(x, "NCHW"), weights_to_layout(w, "NCHW")
+    kwargs = {"data_format": "NCHW", "stride": stride}
     calls = record_kernel_calls(monkeypatch, "gemm_planes", -1)
     grads = record_kernel_calls(monkeypatch, "gemm_planes_weight_grad", -1)
-    check_conv(xc, wc, b, {"data_format": "NCHW"}, activation="relu")
-    check_conv(xc, wc, b, {"data_format": "NCHW"}, compute_dx=False)
+    check_conv(xc, wc, b, kwargs, activation="relu")
+    check_conv(xc, wc, b, kwargs, compute_dx=False)
     assert calls and grads, "gemm_planes did not run"
     check_against_reference("conv2d", in_memory_layout(xc, "sliced", readonly=True),
-                            in_memory_layout(wc, "reversed", readonly=True), None,
-                            data_format="NCHW")
+                            in_memory_layout(wc, "reversed", readonly=True), None, **kwargs)
     # a channels_first layer's kernel: an OIHW view of HWIO weights
-    check_conv(xc, w.transpose(3, 2, 0, 1), b, {"data_format": "NCHW"})
+    check_conv(xc, w.transpose(3, 2, 0, 1), b, kwargs)
     calls.clear()
     grads.clear()
-    # padding or a stride, or images of fewer than 16 pixels: the general route
-    for xs, kwargs in ((xc, {"stride": 2}), (xc, {"padding": 1}), (xc[:, :, :3, :5], {})):
-        y = ops.conv2d(xs, wc, b, data_format="NCHW", **kwargs)
-        ops.conv2d_backward(y, xs, wc, data_format="NCHW", **kwargs)
+    # padding, or images of fewer than 16 pixels: the general route
+    for xs, pad in ((xc, 1), (xc[:, :, :3, :5], 0)):
+        y = ops.conv2d(xs, wc, b, data_format="NCHW", padding=pad)
+        ops.conv2d_backward(y, xs, wc, data_format="NCHW", padding=pad)
     assert not calls and not grads
 
 
