@@ -608,13 +608,13 @@ def test_nchw_backward_goes_a_few_images_at_a_time_only_with_small_weight_sums(
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
 @pytest.mark.parametrize("x_shape, w_shape", [
-    ((2, 3, 7, 9), (1, 1, 9, 5)),        # 21 pixels: a part vector; 5 rows: one short tile
-    ((3, 5, 5, 300), (1, 1, 300, 50)),   # 50 rows: units of 48 and 2; 300 input channels
-    ((1, 8, 8, 7), (1, 1, 7, 16)),       # 64 pixels: whole blocks on every instruction set
-    ((4, 4, 4, 6), (1, 1, 6, 3)),        # 16 pixels per image, the fewest it takes
-    ((2, 4, 5, 32), (1, 1, 32, 20)),     # the bias's column a block of its own in dw's panels
-    ((1, 4, 4, 256), (1, 1, 256, 160)),  # weights through the blocked transpose
-], ids=["part vector", "two units", "whole blocks", "16 pixels", "bias block", "blocked"])
+    ((2, 9, 9, 9), (1, 1, 9, 5)),        # 81 pixels: a part vector; 5 rows: one short tile
+    ((3, 8, 9, 300), (1, 1, 300, 50)),   # 50 rows: units of 48 and 2; 300 input channels
+    ((1, 8, 8, 7), (1, 1, 7, 16)),       # 64 pixels, the fewest it takes: whole blocks
+    ((4, 4, 16, 6), (1, 1, 6, 3)),       # rows of 16 pixels
+    ((2, 8, 10, 32), (1, 1, 32, 20)),    # the bias's column a block of its own in dw's panels
+    ((1, 8, 8, 256), (1, 1, 256, 160)),  # weights through the blocked transpose
+], ids=["part vector", "two units", "whole blocks", "short rows", "bias block", "blocked"])
 @pytest.mark.parametrize("stride", [1, (2, 3)], ids=["stride 1", "stride (2, 3)"])
 def test_nchw_pointwise_convolutions_are_products_of_the_planes(monkeypatch, dtype, x_shape,
                                                                w_shape, stride):
@@ -624,7 +624,7 @@ def test_nchw_pointwise_convolutions_are_products_of_the_planes(monkeypatch, dty
     planes, dw and db as dy's planes times the image's transposed and a column of ones.  The
     reference's results on every path, from inputs in any memory layout, read-only too."""
     if stride != 1:
-        # the same number of pixels read, 16 at least: every second row, every third pixel
+        # the same number of pixels read, 64 at least: every second row, every third pixel
         x_shape = (x_shape[0], 2 * x_shape[1] - 1, 3 * x_shape[2] - 2, x_shape[3])
     x, w, b = conv_arrays(x_shape, w_shape, "NHWC", dtype)
     xc, wc = to_layout(x, "NCHW"), weights_to_layout(w, "NCHW")
@@ -640,8 +640,8 @@ def test_nchw_pointwise_convolutions_are_products_of_the_planes(monkeypatch, dty
     check_conv(xc, w.transpose(3, 2, 0, 1), b, kwargs)
     calls.clear()
     grads.clear()
-    # padding, or images of fewer than 16 pixels: the general route
-    for xs, pad in ((xc, 1), (xc[:, :, :3, :5], 0)):
+    # padding, or images of fewer than 64 pixels (7x7): the general route
+    for xs, pad in ((xc, 1), (xc[:, :, :7, :7], 0)):
         y = ops.conv2d(xs, wc, b, data_format="NCHW", padding=pad)
         ops.conv2d_backward(y, xs, wc, data_format="NCHW", padding=pad)
     assert not calls and not grads

@@ -248,8 +248,9 @@ def _pointwise_in_planes(g):
     1024 and 56x56x64 -> 256, forward 0.83, 0.90 and 0.82 of the time, backward 0.60, 0.95
     and 0.71); the backward pass too (see _pointwise_backward_in_planes).  In-process A/B against the images staged in NHWC (2
     threads, AVX2, float32, batch 8), forward: 14x14x256 -> 512 0.84-0.91 of the time,
-    28x28x128 -> 256 0.79, 56x56x64 -> 128 0.87-0.93, 7x7x512 -> 2048 0.97; backward 0.82-0.93,
-    0.78-0.85, 0.41-0.66 and 0.94-1.04, 13x13x32 -> 64 at batch 32 0.94-0.98.  (The input
+    28x28x128 -> 256 0.79, 56x56x64 -> 128 0.87-0.93; backward 0.82-0.93, 0.78-0.85 and
+    0.41-0.66, 13x13x32 -> 64 at batch 32 0.94-0.98 (7x7 images: see
+    _POINTWISE_PLANES_MIN_PIXELS).  (The input
     gradient alone this way, the weight gradient through NHWC, took 0.89-1.28: the whole
     backward pass there shares dy's transpose.)"""
     return (g.data_format == "NCHW" and g.kh == g.kw == 1
@@ -257,10 +258,12 @@ def _pointwise_in_planes(g):
             and g.oh * g.ow >= _POINTWISE_PLANES_MIN_PIXELS and g.n * g.c * g.cout > 0)
 
 
-# Pixels per image from which NCHW pointwise layers go by gemm_planes, whose vectors run along
-# an image's pixels: a whole tile's width on AVX2 (an image of one pixel, a network's head
-# after a global pool, would use one lane of each vector; the Dense layers' kernel takes it).
-_POINTWISE_PLANES_MIN_PIXELS = 16
+# Output pixels per image from which NCHW pointwise layers go by gemm_planes, whose vectors
+# run along an image's pixels: a row's part block wastes lanes (an image of one pixel, a
+# network's head after a global pool, would use one of each vector).  At 7x7 the part blocks
+# cost more than the transposes save: 7x7x512 -> 2048 with bias and ReLU took 1.13 of the
+# time, 7x7x1024 -> 1024 1.08 (in-process, AVX2, 2 threads, batch 8).
+_POINTWISE_PLANES_MIN_PIXELS = 64
 
 
 def _pointwise_backward_in_planes(dy, x, w, g, y, compute_dx):
