@@ -121,10 +121,9 @@ void cyc_conv_dense_fwd_f64(const double *x, const double *w, const double *bias
                             double *y, ptrdiff_t P, ptrdiff_t cin, int cout, int c0, int c1);
 /* One NCHW image's pointwise convolution as a matrix product (see kernels_body.h): rows
  * [m0, m1) of y (M x N) = a (M x K, rows K apart) times b (K x N), then a ReLU if relu is 1
- * (added to what y holds if it is 2); b
- * first into panels (cyc_gemm_planes_pack, of cyc_gemm_planes_panel_len(K + ones, N,
- * elem_size) values), with a row of ones after its K rows if ones (a's last column is then a
- * bias, and the product's K is one more). */
+ * (added to what y holds if it is 2); b first into panels (cyc_gemm_planes_pack, of
+ * cyc_gemm_planes_panel_len(K + ones, N, elem_size) values), with a row of ones after its K
+ * rows if ones (a's last column is then a bias, and the product's K is one more). */
 size_t cyc_gemm_planes_panel_len(ptrdiff_t K, ptrdiff_t N, int elem_size);
 void cyc_gemm_planes_pack_f32(const float *b, ptrdiff_t K, ptrdiff_t N, int ones, float *panels);
 void cyc_gemm_planes_pack_f64(const double *b, ptrdiff_t K, ptrdiff_t N, int ones,

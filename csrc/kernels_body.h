@@ -1023,16 +1023,26 @@ void FN(cyc_conv_dense_fwd)(const T *x, const T *w, const T *bias, int relu, T *
  * columns (FN(cyc_gemm_planes_pack), once per image), a's rows read in place.  The tiles'
  * bias is one per column: a bias per row goes in as a last column of a, met by a row of ones
  * that the panels end with (ones). */
+enum { FN(PLANES_BLK) = CYC_NBLK * VLEN };
+
+/* The columns of the panels' block from column c0 of N (a tile's width at most), and its
+ * vectors. */
+ALWAYS_INLINE int FN(planes_block)(ptrdiff_t N, ptrdiff_t c0, int *nv)
+{
+    const int cols = N - c0 < FN(PLANES_BLK) ? (int)(N - c0) : FN(PLANES_BLK);
+    *nv = (cols + VLEN - 1) / VLEN;
+    return cols;
+}
+
 void FN(cyc_gemm_planes_pack)(const T *b, ptrdiff_t K, ptrdiff_t N, int ones, T *panels)
 {
-    enum { BLK = CYC_NBLK * VLEN };
     const ptrdiff_t rows = K + !!ones;
     /* a row at a time, as b lies (a block's column of rows at a time, N apart, missed the
      * caches on every row: the prefetchers stop at each page) */
+    int nv;
     for (ptrdiff_t i = 0; i < rows; i++)
-        for (ptrdiff_t c0 = 0; c0 < N; c0 += BLK) {
-            const int cols = N - c0 < BLK ? (int)(N - c0) : BLK;
-            const int nv = (cols + VLEN - 1) / VLEN, bw = nv * VLEN;
+        for (ptrdiff_t c0 = 0; c0 < N; c0 += FN(PLANES_BLK)) {
+            const int cols = FN(planes_block)(N, c0, &nv), bw = nv * VLEN;
             /* (the columns past N are never stored: any value will do there) */
             for (int v = 0; v < nv; v++)
                 STOREV(panels + c0 * rows + i * bw + v * VLEN,
@@ -1045,18 +1055,17 @@ void FN(cyc_gemm_planes_pack)(const T *b, ptrdiff_t K, ptrdiff_t N, int ones, T 
 void FN(cyc_gemm_planes)(const T *a, const T *panels, int relu, T *y, ptrdiff_t K, ptrdiff_t N,
                          ptrdiff_t m0, ptrdiff_t m1)
 {
-    enum { BLK = CYC_NBLK * VLEN };
     const T *ap[MR];
     T *outs[MR];
     const unsigned char live = 1;
+    int nv;
     /* each tile of a's rows meets every block of columns while it is in L1, the panels coming
      * from L2 in turn (as the NHWC tiles meet the weights) */
     for (ptrdiff_t m = m0; m < m1; m += MR) {
         const int mr = m1 - m < MR ? (int)(m1 - m) : MR;
         for (int i = 0; i < mr; i++) ap[i] = a + (m + i) * K;
-        for (ptrdiff_t c0 = 0; c0 < N; c0 += BLK) {
-            const int cols = N - c0 < BLK ? (int)(N - c0) : BLK;
-            const int nv = (cols + VLEN - 1) / VLEN, bw = nv * VLEN;
+        for (ptrdiff_t c0 = 0; c0 < N; c0 += FN(PLANES_BLK)) {
+            const int cols = FN(planes_block)(N, c0, &nv), bw = nv * VLEN;
             for (int i = 0; i < mr; i++) outs[i] = y + (m + i) * N + c0;
             FN(tile_any)(mr, nv, ap, 0, 0, 1, (int)K, &live, panels + c0 * K, bw, 0,
                          FN(zero_bias), relu, outs, 0, cols - (nv - 1) * VLEN);
@@ -1779,15 +1788,16 @@ static void FN(sum_panels)(const T *dyp, int groups, int P, int np, int og, int 
 }
 
 /* A row tile's x values, rows[j][xoff .. xoff + mr) for j < cnt, copied pixel after pixel into
- * xpk (mr apart, CYC_DW_PACK_SLACK values past the last), xpr[j] pointing at pixel j's: read
+ * xpk (mr apart, CYC_DW_PACK_SLACK values past the last), xpr[j] pointing at pixel j's (room:
+ * the values the segment holds from xoff on, mr or more): read
  * in place, a tile's x lines lie a row of x apart, which for 256 or 512 channels is 1 or 2 KB,
  * and fall into 4 or 2 of L1's 64 sets, so that a chunk's 128 pixels came from L2 for every
  * block of output channels.  In whole vectors where the segment holds them (the stores
  * overlap the next pixel's, written after). */
-static void FN(pack_tile_x)(const T *const *rows, int cnt, ptrdiff_t xoff, int mr, int whole,
+static void FN(pack_tile_x)(const T *const *rows, int cnt, ptrdiff_t xoff, int mr, int room,
                             T *restrict xpk, const T **xpr)
 {
-    const int nvx = (mr + VLEN - 1) / VLEN;
+    const int nvx = (mr + VLEN - 1) / VLEN, whole = nvx * VLEN <= room;
     for (int j = 0; j < cnt; j++) {
         const T *src = rows[j] + xoff;
         T *dst = xpk + (ptrdiff_t)j * mr;
@@ -1954,8 +1964,7 @@ void FN(cyc_conv_bwd_filter)(const cyc_geom_t *g, const T *x, const T *dy, const
                     const T *const *xr = rows;
                     ptrdiff_t xoff = off + l0;
                     if (pack_x) {
-                        const int whole = l0 + (mr + VLEN - 1) / VLEN * VLEN <= l_hi;
-                        FN(pack_tile_x)(rows, cnt, xoff, mr, whole, xpk, xpr);
+                        FN(pack_tile_x)(rows, cnt, xoff, mr, l_hi - l0, xpk, xpr);
                         xr = xpr;
                         xoff = 0;
                     }
@@ -3008,11 +3017,10 @@ void FN(cyc_transpose)(const T *src, ptrdiff_t src_ld, T *dst, ptrdiff_t dst_ld,
  * N + ones zero. */
 void FN(cyc_gemm_planes_pack_t)(const T *x, ptrdiff_t K, ptrdiff_t N, int ones, T *panels)
 {
-    enum { BLK = CYC_NBLK * VLEN };
     const ptrdiff_t cols_all = N + !!ones;
-    for (ptrdiff_t c0 = 0; c0 < cols_all; c0 += BLK) {
-        const int cols = cols_all - c0 < BLK ? (int)(cols_all - c0) : BLK;
-        const int bw = (cols + VLEN - 1) / VLEN * VLEN;
+    int nv;
+    for (ptrdiff_t c0 = 0; c0 < cols_all; c0 += FN(PLANES_BLK)) {
+        const int cols = FN(planes_block)(cols_all, c0, &nv), bw = nv * VLEN;
         const int from_x = N - c0 < cols ? (int)(N - c0) : cols;
         T *pn = panels + c0 * K;
         if (from_x > 0) FN(cyc_transpose)(x + c0 * K, K, pn, bw, from_x, K);

@@ -243,16 +243,16 @@ _DEPTHWISE_BLOCK_BYTES = 128
 def _pointwise_in_planes(g):
     """Whether an NCHW convolution goes by _kernels.gemm_planes (where not by the planar kernel):
     a pointwise one (1x1, no padding, one group), each image's planes a matrix product with the
-    weights, no transposes to NHWC and back (with a stride, the pixels read are copied out
-    first: ResNet's 1x1 projections of stride 2 at batch 8, 56x56x256 -> 512, 28x28x512 ->
-    1024 and 56x56x64 -> 256, forward 0.83, 0.90 and 0.82 of the time, backward 0.60, 0.95
-    and 0.71); the backward pass too (see _pointwise_backward_in_planes).  In-process A/B against the images staged in NHWC (2
+    weights, no transposes to NHWC and back; the backward pass too (see
+    _pointwise_backward_in_planes).  In-process A/B against the images staged in NHWC (2
     threads, AVX2, float32, batch 8), forward: 14x14x256 -> 512 0.84-0.91 of the time,
     28x28x128 -> 256 0.79, 56x56x64 -> 128 0.87-0.93; backward 0.82-0.93, 0.78-0.85 and
     0.41-0.66, 13x13x32 -> 64 at batch 32 0.94-0.98 (7x7 images: see
-    _POINTWISE_PLANES_MIN_PIXELS).  (The input
-    gradient alone this way, the weight gradient through NHWC, took 0.89-1.28: the whole
-    backward pass there shares dy's transpose.)"""
+    _POINTWISE_PLANES_MIN_PIXELS).  With a stride, the pixels read are copied out first:
+    ResNet's 1x1 projections of stride 2 at batch 8, 56x56x256 -> 512, 28x28x512 -> 1024 and
+    56x56x64 -> 256, forward 0.83, 0.90 and 0.82 of the time, backward 0.60, 0.95 and 0.71.
+    (The input gradient alone this way, the weight gradient through NHWC, took 0.89-1.28: the
+    whole backward pass there shares dy's transpose.)"""
     return (g.data_format == "NCHW" and g.kh == g.kw == 1
             and g.pad_top == g.pad_bottom == g.pad_left == g.pad_right == 0 and g.groups == 1
             and g.oh * g.ow >= _POINTWISE_PLANES_MIN_PIXELS and g.n * g.c * g.cout > 0)
@@ -275,15 +275,13 @@ def _pointwise_backward_in_planes(dy, x, w, g, y, compute_dx):
     dy_planes = dy.reshape(g.n, g.cout, g.oh * g.ow)
     dx = None
     if compute_dx:
-        strided = g.sh > 1 or g.sw > 1
-        dxr = np.empty((g.n, g.c, g.oh, g.ow), dtype=x.dtype)
+        dx = np.empty((g.n, g.c, g.oh, g.ow), dtype=x.dtype)
         _kernels.gemm_planes(_io_matrix(w, g), dy_planes, False,
-                             dxr.reshape(g.n, g.c, g.oh * g.ow), n_threads)
-        dx = dxr
-        if strided:
-            # the pixels a stride skips get no gradient
-            dx = np.zeros(x.shape, dtype=x.dtype)
-            dx[:, :, ::g.sh, ::g.sw] = dxr
+                             dx.reshape(g.n, g.c, g.oh * g.ow), n_threads)
+        if dx.shape != x.shape:
+            # a stride: the pixels it skips get no gradient
+            read, dx = dx, np.zeros(x.shape, dtype=x.dtype)
+            dx[:, :, ::g.sh, ::g.sw] = read
     dwb = np.empty((g.cout, g.c + 1), dtype=x.dtype)
     _kernels.gemm_planes_weight_grad(dy_planes, _pixels_read(x, g), dwb, n_threads)
     return dx, dwb[:, :g.c].reshape(g.cout, g.c, 1, 1).copy(), dwb[:, g.c].copy()
@@ -298,19 +296,24 @@ def _pixels_read(x, g):
 def _oi_matrix(w, g):
     """1x1 OIHW weights as a C-contiguous (cout, cin) matrix; an OIHW view of HWIO weights (a
     channels_first layer's kernel) through the blocked transpose, not numpy's strided copy."""
-    hwio = _args.hwio(w, "NCHW")
-    if not w.flags.c_contiguous and hwio.flags.c_contiguous:
-        return _transposed_matrix(hwio.reshape(g.c, g.cout))
-    return _c(w).reshape(g.cout, g.c)
+    io = _io_view(w, g)
+    return _c(w).reshape(g.cout, g.c) if io is None else _transposed_matrix(io)
 
 
 def _io_matrix(w, g):
     """The transpose of _oi_matrix: (cin, cout), C-contiguous; an OIHW view of HWIO weights is
     that already."""
+    io = _io_view(w, g)
+    return _transposed_matrix(_c(w).reshape(g.cout, g.c)) if io is None else io
+
+
+def _io_view(w, g):
+    """1x1 OIHW weights that are a view of C-contiguous HWIO ones, as that (cin, cout) matrix;
+    else None."""
     hwio = _args.hwio(w, "NCHW")
-    if not w.flags.c_contiguous and hwio.flags.c_contiguous:
-        return hwio.reshape(g.c, g.cout)
-    return _transposed_matrix(_c(w).reshape(g.cout, g.c))
+    if w.flags.c_contiguous or not hwio.flags.c_contiguous:
+        return None
+    return hwio.reshape(g.c, g.cout)
 
 
 def _transposed_matrix(a):
