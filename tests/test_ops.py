@@ -676,6 +676,40 @@ def test_gemm_planes_checks_its_shapes():
         np.testing.assert_array_equal(dwb[:, 3], dy.sum(axis=(0, 2)))
 
 
+def test_gemm_planes_by_groups_of_images_gives_the_same_bits():
+    """The panels a group of images at a time (memory for a group, not the batch): the same
+    products, and each weight-gradient sum through the images in the same order, whatever the
+    group (a last group short) and the thread count."""
+    rng = np.random.default_rng(3)
+    a = rng.standard_normal((50, 7)).astype(np.float32)
+    b = rng.standard_normal((5, 6, 70)).astype(np.float32)
+    x = rng.standard_normal((5, 9, 70)).astype(np.float32)
+    whole = np.empty((5, 50, 70), np.float32)
+    _kernels.gemm_planes(a, b, True, whole, 1)
+    dwb_whole = np.empty((50, 10), np.float32)
+    _kernels.gemm_planes_weight_grad(whole, x, dwb_whole, 1)
+    np.testing.assert_allclose(whole, np.maximum(np.einsum("oi,nip->nop", a[:, :6], b)
+                                                 + a[:, 6:], 0), rtol=1e-5, atol=1e-5)
+    for group, threads in ((1, 1), (2, 2), (3, 1), (4, 2)):
+        y = np.empty_like(whole)
+        _kernels.gemm_planes(a, b, True, y, threads, group)
+        np.testing.assert_array_equal(y, whole)
+        dwb = np.empty_like(dwb_whole)
+        _kernels.gemm_planes_weight_grad(whole, x, dwb, threads, group)
+        np.testing.assert_array_equal(dwb, dwb_whole)
+
+
+def test_nchw_pointwise_layers_in_groups_of_images_match_reference(monkeypatch):
+    """With the panels' budget at nothing, each group is 2 images a thread: a batch of 7
+    goes in several groups, the last one short, and every result is the reference's."""
+    monkeypatch.setattr(ops, "_PLANES_GROUP_BYTES", 0)
+    calls = record_kernel_calls(monkeypatch, "gemm_planes", -1)
+    x, w, b = conv_arrays((7, 8, 9, 16), (1, 1, 16, 24), "NHWC", np.float64)
+    check_conv(to_layout(x, "NCHW"), weights_to_layout(w, "NCHW"), b, {"data_format": "NCHW"},
+               activation="relu")
+    assert calls and all(0 < c < 7 for c in calls), calls
+
+
 @given(planar_cases())
 def test_planar_convolutions_of_drawn_shapes_match_reference(case):
     check_conv(case["x"], case["w"], case["b"], case["kwargs"], case["activation"],

@@ -1345,11 +1345,12 @@ cdef void _forward_image_unit(int kind, const cyc_geom_t *g, Py_ssize_t u, Py_ss
 
 
 def gemm_planes(const floating[:, ::1] a, const floating[:, :, ::1] b, bint relu,
-                floating[:, :, ::1] y, int n_threads):
+                floating[:, :, ::1] y, int n_threads, Py_ssize_t group=0):
     """y[n] = a b[n], then a ReLU if relu, for each n: an NCHW pointwise convolution's images
     (a: the (cout, cin) weights, b and y: images as (channels, pixels)).  a may have one column
-    more than b has rows: a bias, met by a row of ones.  Each b[n] goes into panels first,
-    then units of GEMM_PLANES_ROWS rows of one image are shared out over the threads."""
+    more than b has rows: a bias, met by a row of ones.  `group` images at a time (0: all)
+    go into panels, then units of GEMM_PLANES_ROWS rows of one image of the group are shared
+    out over the threads."""
     cdef Py_ssize_t n = b.shape[0], K = b.shape[1], P = b.shape[2], M = a.shape[0]
     cdef Py_ssize_t Ka = a.shape[1]
     cdef int ones = Ka == K + 1
@@ -1360,33 +1361,37 @@ def gemm_planes(const floating[:, ::1] a, const floating[:, :, ::1] b, bint relu
         raise ValueError("gemm_planes: no input channels")
     if n == 0 or M == 0 or P == 0:
         return
+    group = n if group <= 0 else min(group, n)
     cdef Py_ssize_t plen = cyc_gemm_planes_panel_len(Ka, P, sizeof(floating))
-    cdef floating[::1] panels = np.empty(n * plen, dtype=np.asarray(y).dtype)
-    cdef Py_ssize_t per = _n_chunks(M, GEMM_PLANES_ROWS), t, i, m0
-    # two parallel regions: every panel is written before any product reads it
-    for t in prange(n, nogil=True, num_threads=n_threads, schedule="dynamic"):
-        if floating is float:
-            cyc_gemm_planes_pack_f32(&b[t, 0, 0], K, P, ones, &panels[t * plen])
-        else:
-            cyc_gemm_planes_pack_f64(&b[t, 0, 0], K, P, ones, &panels[t * plen])
-    with nogil, parallel(num_threads=n_threads):
-        for t in prange(n * per, schedule="dynamic"):
-            i = t // per
-            m0 = t % per * GEMM_PLANES_ROWS
+    cdef floating[::1] panels = np.empty(group * plen, dtype=np.asarray(y).dtype)
+    cdef Py_ssize_t per = _n_chunks(M, GEMM_PLANES_ROWS), t, i, m0, i0, k
+    for i0 in range(0, n, group):
+        k = min(group, n - i0)
+        # two parallel regions: every panel is written before any product reads it
+        for t in prange(k, nogil=True, num_threads=n_threads, schedule="dynamic"):
             if floating is float:
-                cyc_gemm_planes_f32(&a[0, 0], &panels[i * plen], relu, &y[i, 0, 0], Ka, P,
-                                    m0, min(M, m0 + GEMM_PLANES_ROWS))
+                cyc_gemm_planes_pack_f32(&b[i0 + t, 0, 0], K, P, ones, &panels[t * plen])
             else:
-                cyc_gemm_planes_f64(&a[0, 0], &panels[i * plen], relu, &y[i, 0, 0], Ka, P,
-                                    m0, min(M, m0 + GEMM_PLANES_ROWS))
+                cyc_gemm_planes_pack_f64(&b[i0 + t, 0, 0], K, P, ones, &panels[t * plen])
+        with nogil, parallel(num_threads=n_threads):
+            for t in prange(k * per, schedule="dynamic"):
+                i = t // per
+                m0 = t % per * GEMM_PLANES_ROWS
+                if floating is float:
+                    cyc_gemm_planes_f32(&a[0, 0], &panels[i * plen], relu, &y[i0 + i, 0, 0], Ka,
+                                        P, m0, min(M, m0 + GEMM_PLANES_ROWS))
+                else:
+                    cyc_gemm_planes_f64(&a[0, 0], &panels[i * plen], relu, &y[i0 + i, 0, 0], Ka,
+                                        P, m0, min(M, m0 + GEMM_PLANES_ROWS))
 
 
 def gemm_planes_weight_grad(const floating[:, :, ::1] dy, const floating[:, :, ::1] x,
-                            floating[:, ::1] dwb, int n_threads):
+                            floating[:, ::1] dwb, int n_threads, Py_ssize_t group=0):
     """dwb = sum over n of dy[n] [x[n].T | 1]: an NCHW pointwise convolution's weight gradient
     (cout, cin) with the bias's as a last column, dy[n] (cout, pixels) and x[n] (cin, pixels)
-    as they lie.  Each x[n] transposed into panels first; units of rows of dwb, each through
-    the images in turn (each sum in the same order whatever the thread count)."""
+    as they lie.  `group` x[n] at a time (0: all) transposed into panels first; units of rows of
+    dwb, each through the group's images in turn (each sum in the images' order whatever the
+    thread count and the group)."""
     cdef Py_ssize_t n = dy.shape[0], M = dy.shape[1], P = dy.shape[2], I = x.shape[1]
     if x.shape[0] != n or x.shape[2] != P or dwb.shape[0] != M or dwb.shape[1] != I + 1:
         raise ValueError(f"gemm_planes_weight_grad: dy {(n, M, P)}, x "
@@ -1396,29 +1401,34 @@ def gemm_planes_weight_grad(const floating[:, :, ::1] dy, const floating[:, :, :
         raise ValueError("gemm_planes_weight_grad: no pixels")
     if M == 0:
         return
+    group = n if group <= 0 else min(group, n)
     cdef Py_ssize_t plen = cyc_gemm_planes_panel_len(P, I + 1, sizeof(floating))
-    cdef floating[::1] panels = np.empty(n * plen, dtype=np.asarray(dwb).dtype)
+    cdef floating[::1] panels = np.empty(group * plen, dtype=np.asarray(dwb).dtype)
     # the rows in 4 units a thread at least (these are all the units there are), whole tiles
     # of every instruction set (12 rows), at most GEMM_PLANES_ROWS
     cdef Py_ssize_t rows = min(GEMM_PLANES_ROWS,
                                (_n_chunks(M, 4 * max(1, n_threads)) + 11) // 12 * 12)
-    cdef Py_ssize_t per = _n_chunks(M, rows), t, i, m0
-    # two parallel regions: every panel is written before any product reads it
-    for t in prange(n, nogil=True, num_threads=n_threads, schedule="dynamic"):
-        if floating is float:
-            cyc_gemm_planes_pack_t_f32(&x[t, 0, 0], P, I, 1, &panels[t * plen])
-        else:
-            cyc_gemm_planes_pack_t_f64(&x[t, 0, 0], P, I, 1, &panels[t * plen])
-    with nogil, parallel(num_threads=n_threads):
-        for t in prange(per, schedule="dynamic"):
-            m0 = t * rows
-            for i in range(n):
-                if floating is float:
-                    cyc_gemm_planes_f32(&dy[i, 0, 0], &panels[i * plen], GEMM_ADD if i else 0,
-                                        &dwb[0, 0], P, I + 1, m0, min(M, m0 + rows))
-                else:
-                    cyc_gemm_planes_f64(&dy[i, 0, 0], &panels[i * plen], GEMM_ADD if i else 0,
-                                        &dwb[0, 0], P, I + 1, m0, min(M, m0 + rows))
+    cdef Py_ssize_t per = _n_chunks(M, rows), t, i, m0, i0, k
+    for i0 in range(0, n, group):
+        k = min(group, n - i0)
+        # two parallel regions: every panel is written before any product reads it
+        for t in prange(k, nogil=True, num_threads=n_threads, schedule="dynamic"):
+            if floating is float:
+                cyc_gemm_planes_pack_t_f32(&x[i0 + t, 0, 0], P, I, 1, &panels[t * plen])
+            else:
+                cyc_gemm_planes_pack_t_f64(&x[i0 + t, 0, 0], P, I, 1, &panels[t * plen])
+        with nogil, parallel(num_threads=n_threads):
+            for t in prange(per, schedule="dynamic"):
+                m0 = t * rows
+                for i in range(k):
+                    if floating is float:
+                        cyc_gemm_planes_f32(&dy[i0 + i, 0, 0], &panels[i * plen],
+                                            GEMM_ADD if i0 + i else 0, &dwb[0, 0], P, I + 1, m0,
+                                            min(M, m0 + rows))
+                    else:
+                        cyc_gemm_planes_f64(&dy[i0 + i, 0, 0], &panels[i * plen],
+                                            GEMM_ADD if i0 + i else 0, &dwb[0, 0], P, I + 1, m0,
+                                            min(M, m0 + rows))
 
 
 cdef enum:

@@ -164,8 +164,9 @@ def conv2d(x, w, b=None, *, stride=1, padding="valid", dilation=1, groups=1,
             # a bias per row of the products: a last column of the weights, met by a row of
             # ones
             a = np.concatenate([a, b.reshape(g.cout, 1)], axis=1)
+        n_threads = _threads(_args.flops_conv(g) // 2)
         _kernels.gemm_planes(a, _pixels_read(x, g), relu, y.reshape(g.n, g.cout, g.oh * g.ow),
-                             _threads(_args.flops_conv(g) // 2))
+                             n_threads, _planes_group(g, x.itemsize, n_threads))
         return y
     if _depthwise_in_planes(g, x.dtype):
         y = np.empty(g.y_shape, dtype=x.dtype)
@@ -277,14 +278,27 @@ def _pointwise_backward_in_planes(dy, x, w, g, y, compute_dx):
     if compute_dx:
         dx = np.empty((g.n, g.c, g.oh, g.ow), dtype=x.dtype)
         _kernels.gemm_planes(_io_matrix(w, g), dy_planes, False,
-                             dx.reshape(g.n, g.c, g.oh * g.ow), n_threads)
+                             dx.reshape(g.n, g.c, g.oh * g.ow), n_threads,
+                             _planes_group(g, x.itemsize, n_threads, g.cout))
         if dx.shape != x.shape:
             # a stride: the pixels it skips get no gradient
             read, dx = dx, np.zeros(x.shape, dtype=x.dtype)
             dx[:, :, ::g.sh, ::g.sw] = read
     dwb = np.empty((g.cout, g.c + 1), dtype=x.dtype)
-    _kernels.gemm_planes_weight_grad(dy_planes, _pixels_read(x, g), dwb, n_threads)
+    _kernels.gemm_planes_weight_grad(dy_planes, _pixels_read(x, g), dwb, n_threads,
+                                     _planes_group(g, x.itemsize, n_threads))
     return dx, dwb[:, :g.c].reshape(g.cout, g.c, 1, 1).copy(), dwb[:, g.c].copy()
+
+
+def _planes_group(g, itemsize, n_threads, channels=None):
+    """Images per group for gemm_planes and gemm_planes_weight_grad: their panels (about a
+    copy of the images read, `channels` of them per pixel, x's by default) a group at a time,
+    _PLANES_GROUP_BYTES at most, else 2 images a thread."""
+    image = (g.c if channels is None else channels) * g.oh * g.ow * itemsize
+    return max(2 * n_threads, _PLANES_GROUP_BYTES // max(1, image))
+
+
+_PLANES_GROUP_BYTES = 4 << 20
 
 
 def _pixels_read(x, g):
