@@ -324,6 +324,9 @@ def test_bench_scaling_column(tmp_path):
     speedups = [res["speedup_vs_1_thread"] for res in data["results"]]
     assert len(speedups) == 2 and all(s > 0 for s in speedups)
     assert data["timing"] is None   # nothing was timed against PyTorch
+    # the machine's own scaling in the same run, to read the column against
+    assert re.search(r"GEMM on 2 threads against 1 .*: \d+\.\d\dx", r.stdout), r.stdout
+    assert data["gemm_speedup_vs_1_thread"] > 0
 
 
 def test_time_pairs_reports_the_median_and_quartiles_of_the_paired_ratios(monkeypatch):

@@ -184,6 +184,29 @@ def gemm_peak(threads, dtype=np.float32, size=1536, budget=1.0):
     return 2 * size**3 / t / 1e9
 
 
+def gemm_scaling(threads, dtype=np.float32, size=1536, budget=1.0):
+    """How much faster numpy's matmul (its BLAS) runs on `threads` threads than on one: the
+    median of paired ratios, alternating, each timed run after an untimed one on the same count,
+    as --scaling times the kernels.  A compute-bound product that scales by this much shows what
+    the machine's cores give at this moment (a shared machine's second core comes and goes):
+    the ceiling to read the kernels' x1thr against.  None without threadpoolctl."""
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:
+        return None
+    rng = np.random.default_rng(0)
+    a = rng.random((size, size)).astype(dtype)
+    b = rng.random((size, size)).astype(dtype)
+
+    def on(n):
+        def product():
+            with threadpool_limits(n, user_api="blas"):
+                a @ b
+        return product
+
+    return 1 / time_pairs(on(threads), on(1), budget, warmup=1).ratio
+
+
 def _torch():
     try:
         import torch
@@ -351,14 +374,16 @@ def format_row(r):
             f"{speedup:>6}")
 
 
-def save_json(path, results, peaks, timing="steady", warmup=1):
+def save_json(path, results, peaks, timing="steady", warmup=1, gemm_scaling=None):
     """timing: how the pairs with PyTorch were timed ('steady' or 'interleaved'; None: none);
-    warmup: the untimed calls before each timed one."""
+    warmup: the untimed calls before each timed one; gemm_scaling: see gemm_scaling (None:
+    not measured)."""
     payload = {
         "config": _config.config(),
         "timing": timing,
         "warmup": warmup if timing else None,
         "gemm_peak_gflops": peaks,
+        "gemm_speedup_vs_1_thread": gemm_scaling,
         "results": [asdict(r) for r in results],
     }
     with open(path, "w") as f:
@@ -424,12 +449,19 @@ def main(args, out=sys.stdout):
                          log=lambda s: print(s, file=out, flush=True))
     for dt, p in peaks.items():
         print(f"GEMM peak ({dt}, numpy matmul, same threads): {p:.0f} GFLOP/s", file=out)
+    threads = args.threads or _config.get_num_threads()
+    scaling = gemm_scaling(threads, budget=2 * args.budget) if args.scaling and threads > 1 \
+        else None
+    if scaling is not None:
+        print(f"GEMM on {threads} threads against 1 (numpy matmul, alternating): {scaling:.2f}x, "
+              f"what this machine's cores gave a compute-bound product in this run", file=out)
     print("GFLOP/s counts a direct convolution's multiply-adds; 3x3 layers with unit stride run "
           "by Winograd, with fewer, and may pass 100% of the peak", file=out)
     if args.json:
         compared = any(r.torch_seconds is not None for r in results)
         save_json(args.json, results, peaks,
-                  ("interleaved" if args.interleaved else "steady") if compared else None, warmup)
+                  ("interleaved" if args.interleaved else "steady") if compared else None, warmup,
+                  scaling)
     if args.plot:
         plot_ratios(args.plot, results)
     return results
