@@ -144,6 +144,27 @@ def planar_cases(draw):
                       dict(stride=stride, padding=padding, dilation=dilation))
 
 
+@st.composite
+def pointwise_planes_cases(draw):
+    """An NCHW 1x1 conv2d call of the kind that goes by products of the planes: one group, more
+    input channels than the planar kernel takes, no padding, strides up to 3, outputs of 64
+    pixels or more; the panels a few images at a time or the whole batch at once (group_bytes,
+    for ops._PLANES_GROUP_BYTES)."""
+    dtype = draw(st.sampled_from(DTYPES))
+    n = draw(st.integers(1, 5))
+    cin, cout = draw(st.integers(5, 70)), draw(st.integers(1, 60))
+    stride = draw(int_or_pair(1, 3))
+    sh, sw = as_pair(stride)
+    # oh x ow outputs, each stride's last window anywhere in its step
+    h, w = sh * draw(st.integers(7, 11)) + 1 + draw(st.integers(0, sh - 1)), \
+        sw * draw(st.integers(7, 13)) + 1 + draw(st.integers(0, sw - 1))
+    padding = draw(st.sampled_from(["valid", 0, ((0, 0), (0, 0))]))
+    case = _conv_case(draw, "NCHW", dtype, (n, h, w, cin), (1, 1, cin, cout),
+                      dict(stride=stride, padding=padding))
+    case["group_bytes"] = draw(st.sampled_from([0, 4 << 20]))
+    return case
+
+
 def _conv_case(draw, fmt, dtype, x_shape, w_shape, kwargs):
     """The case dict of a conv2d call: arrays of these NHWC / HWIO shapes, in fmt's layouts and
     drawn memory forms, a bias or none, an activation, and whether dx is wanted."""

@@ -8,6 +8,7 @@ exactly), and checks that no input was modified.
 from __future__ import annotations
 
 import contextlib
+from unittest import mock
 
 import numpy as np
 import pytest
@@ -18,7 +19,7 @@ from helpers import (assert_bitwise_equal, assert_close, assert_results_close,
                      check_against_reference, in_memory_layout, kernel_path, on_every_path,
                      random_array, to_layout, unchanged, weights_to_layout)
 from strategies import (conv_cases, conv_pool_cases, depthwise_cases, global_cases, planar_cases,
-                        pool_cases, winograd_cases)
+                        pointwise_planes_cases, pool_cases, winograd_cases)
 
 RNG_SEED = 20240611
 
@@ -714,6 +715,13 @@ def test_nchw_pointwise_layers_in_groups_of_images_match_reference(monkeypatch):
 def test_planar_convolutions_of_drawn_shapes_match_reference(case):
     check_conv(case["x"], case["w"], case["b"], case["kwargs"], case["activation"],
                case["compute_dx"], ("sliced", True), case["rng"])
+
+
+@given(pointwise_planes_cases())
+def test_nchw_pointwise_convolutions_of_drawn_shapes_match_reference(case):
+    with mock.patch.object(ops, "_PLANES_GROUP_BYTES", case["group_bytes"]):
+        check_conv(case["x"], case["w"], case["b"], case["kwargs"], case["activation"],
+                   case["compute_dx"], ("sliced", True), case["rng"])
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
