@@ -677,20 +677,25 @@ def test_gemm_planes_checks_its_shapes():
         np.testing.assert_array_equal(dwb[:, 3], dy.sum(axis=(0, 2)))
 
 
-def test_gemm_planes_by_groups_of_images_gives_the_same_bits():
+@pytest.mark.parametrize("rows, images", [(50, 5), (5, 11)], ids=["rows in units", "few rows"])
+def test_gemm_planes_by_groups_of_images_gives_the_same_bits(rows, images):
     """The panels a group of images at a time (memory for a group, not the batch): the same
-    products, and each weight-gradient sum through the images in the same order, whatever the
-    group (a last group short) and the thread count."""
+    products, and each weight-gradient sum in the same order, whatever the group (a last group
+    short) and the thread count.  With few rows the weight gradient sums parts of the images
+    apart (11 images: 8 parts of 1 or 2) and adds the parts in order."""
     rng = np.random.default_rng(3)
-    a = rng.standard_normal((50, 7)).astype(np.float32)
-    b = rng.standard_normal((5, 6, 70)).astype(np.float32)
-    x = rng.standard_normal((5, 9, 70)).astype(np.float32)
-    whole = np.empty((5, 50, 70), np.float32)
+    a = rng.standard_normal((rows, 7)).astype(np.float32)
+    b = rng.standard_normal((images, 6, 70)).astype(np.float32)
+    x = rng.standard_normal((images, 9, 70)).astype(np.float32)
+    whole = np.empty((images, rows, 70), np.float32)
     _kernels.gemm_planes(a, b, True, whole, 1)
-    dwb_whole = np.empty((50, 10), np.float32)
+    dwb_whole = np.empty((rows, 10), np.float32)
     _kernels.gemm_planes_weight_grad(whole, x, dwb_whole, 1)
     np.testing.assert_allclose(whole, np.maximum(np.einsum("oi,nip->nop", a[:, :6], b)
                                                  + a[:, 6:], 0), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(dwb_whole[:, :9], np.einsum("nop,nip->oi", whole, x), rtol=1e-4,
+                               atol=1e-4)
+    np.testing.assert_allclose(dwb_whole[:, 9], whole.sum(axis=(0, 2)), rtol=1e-4, atol=1e-4)
     for group, threads in ((1, 1), (2, 2), (3, 1), (4, 2)):
         y = np.empty_like(whole)
         _kernels.gemm_planes(a, b, True, y, threads, group)

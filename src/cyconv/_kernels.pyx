@@ -1390,8 +1390,11 @@ def gemm_planes_weight_grad(const floating[:, :, ::1] dy, const floating[:, :, :
     """dwb = sum over n of dy[n] [x[n].T | 1]: an NCHW pointwise convolution's weight gradient
     (cout, cin) with the bias's as a last column, dy[n] (cout, pixels) and x[n] (cin, pixels)
     as they lie.  `group` x[n] at a time (0: all) transposed into panels first; units of rows of
-    dwb, each through the group's images in turn (each sum in the images' order whatever the
-    thread count and the group)."""
+    dwb, each through the group's images in turn.  With few rows (at most
+    GEMM_PLANES_SPLIT_ROWS: a unit or two, which would leave threads idle) the images are split
+    into up to 8 parts, each summed into a dwb of its own, and the parts added in order at the
+    end.  Each sum goes in an order fixed by the shapes: the same bits on any thread count and
+    any group."""
     cdef Py_ssize_t n = dy.shape[0], M = dy.shape[1], P = dy.shape[2], I = x.shape[1]
     if x.shape[0] != n or x.shape[2] != P or dwb.shape[0] != M or dwb.shape[1] != I + 1:
         raise ValueError(f"gemm_planes_weight_grad: dy {(n, M, P)}, x "
@@ -1404,11 +1407,15 @@ def gemm_planes_weight_grad(const floating[:, :, ::1] dy, const floating[:, :, :
     group = n if group <= 0 else min(group, n)
     cdef Py_ssize_t plen = cyc_gemm_planes_panel_len(P, I + 1, sizeof(floating))
     cdef floating[::1] panels = np.empty(group * plen, dtype=np.asarray(dwb).dtype)
+    cdef Py_ssize_t parts = min(n, 8) if M <= GEMM_PLANES_SPLIT_ROWS else 1
+    # parts past the first sum into these
+    cdef floating[:, :, ::1] more = np.empty((parts - 1, M, I + 1), dtype=np.asarray(dwb).dtype)
     # the rows in 4 units a thread at least (these are all the units there are), whole tiles
     # of every instruction set (12 rows), at most GEMM_PLANES_ROWS
     cdef Py_ssize_t rows = min(GEMM_PLANES_ROWS,
                                (_n_chunks(M, 4 * max(1, n_threads)) + 11) // 12 * 12)
-    cdef Py_ssize_t per = _n_chunks(M, rows), t, i, m0, i0, k
+    cdef Py_ssize_t per = _n_chunks(M, rows), t, i, m0, m1, i0, k, part, first, last
+    cdef floating *out
     for i0 in range(0, n, group):
         k = min(group, n - i0)
         # two parallel regions: every panel is written before any product reads it
@@ -1418,17 +1425,23 @@ def gemm_planes_weight_grad(const floating[:, :, ::1] dy, const floating[:, :, :
             else:
                 cyc_gemm_planes_pack_t_f64(&x[i0 + t, 0, 0], P, I, 1, &panels[t * plen])
         with nogil, parallel(num_threads=n_threads):
-            for t in prange(per, schedule="dynamic"):
-                m0 = t * rows
-                for i in range(k):
+            for t in prange(parts * per, schedule="dynamic"):
+                part = t // per
+                m0 = t % per * rows
+                m1 = min(M, m0 + rows)
+                first = part * n // parts
+                last = (part + 1) * n // parts
+                out = &dwb[0, 0] if part == 0 else &more[part - 1, 0, 0]
+                for i in range(max(first, i0), min(last, i0 + k)):
                     if floating is float:
-                        cyc_gemm_planes_f32(&dy[i0 + i, 0, 0], &panels[i * plen],
-                                            GEMM_ADD if i0 + i else 0, &dwb[0, 0], P, I + 1, m0,
-                                            min(M, m0 + rows))
+                        cyc_gemm_planes_f32(&dy[i, 0, 0], &panels[(i - i0) * plen],
+                                            GEMM_ADD if i > first else 0, out, P, I + 1, m0, m1)
                     else:
-                        cyc_gemm_planes_f64(&dy[i0 + i, 0, 0], &panels[i * plen],
-                                            GEMM_ADD if i0 + i else 0, &dwb[0, 0], P, I + 1, m0,
-                                            min(M, m0 + rows))
+                        cyc_gemm_planes_f64(&dy[i, 0, 0], &panels[(i - i0) * plen],
+                                            GEMM_ADD if i > first else 0, out, P, I + 1, m0, m1)
+    sums, rest = np.asarray(dwb), np.asarray(more)
+    for part in range(1, parts):
+        np.add(sums, rest[part - 1], out=sums)
 
 
 cdef enum:
@@ -1436,6 +1449,8 @@ cdef enum:
     GEMM_PLANES_ROWS = 48
     # cyc_gemm_planes's relu value that adds the products to y
     GEMM_ADD = 2
+    # gemm_planes_weight_grad's rows from which its images go in one part
+    GEMM_PLANES_SPLIT_ROWS = 24
 
 
 def conv2d_forward_images(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] w,
