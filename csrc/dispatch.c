@@ -185,10 +185,15 @@ int cyc_conv_dense_fwd_applies(const cyc_geom_t *g, int elem_size)
     return cyc_pointwise(g) && g->cout % 16 == 0 && (double)g->n * g->oh * g->ow <= 48;
 }
 
+ptrdiff_t cyc_gemm_planes_col_step(int elem_size)
+{
+    /* a tile's width on any instruction set (vectors of at most 64 bytes) */
+    return CYC_NBLK * 64 / elem_size;
+}
+
 size_t cyc_gemm_planes_panel_len(ptrdiff_t K, ptrdiff_t N, int elem_size)
 {
-    /* N rounded up to a tile's width on any instruction set (vectors of at most 64 bytes) */
-    const ptrdiff_t blk = CYC_NBLK * 64 / elem_size;
+    const ptrdiff_t blk = cyc_gemm_planes_col_step(elem_size);
     return (size_t)K * (size_t)((N + blk - 1) / blk * blk);
 }
 
@@ -617,9 +622,9 @@ static void cyc_restore_fp_modes(unsigned long modes)
         CYC_PICK(cyc_conv_dense_fwd, SUF, x, w, bias, relu, y, P, cin, cout, c0, c1);          \
     }                                                                                          \
     void cyc_gemm_planes_pack_##SUF(const T *b, ptrdiff_t K, ptrdiff_t N, int ones,            \
-                                    T *panels)                                                 \
+                                    ptrdiff_t n0, ptrdiff_t n1, T *panels)                     \
     {                                                                                          \
-        CYC_PICK(cyc_gemm_planes_pack, SUF, b, K, N, ones, panels);                            \
+        CYC_PICK(cyc_gemm_planes_pack, SUF, b, K, N, ones, n0, n1, panels);                    \
     }                                                                                          \
     void cyc_gemm_planes_pack_t_##SUF(const T *x, ptrdiff_t K, ptrdiff_t N, int ones,          \
                                       T *panels)                                               \
@@ -627,9 +632,10 @@ static void cyc_restore_fp_modes(unsigned long modes)
         CYC_PICK(cyc_gemm_planes_pack_t, SUF, x, K, N, ones, panels);                          \
     }                                                                                          \
     void cyc_gemm_planes_##SUF(const T *a, const T *panels, int relu, T *y, ptrdiff_t K,       \
-                               ptrdiff_t N, ptrdiff_t m0, ptrdiff_t m1)                        \
+                               ptrdiff_t N, ptrdiff_t m0, ptrdiff_t m1, ptrdiff_t n0,          \
+                               ptrdiff_t n1)                                                   \
     {                                                                                          \
-        CYC_PICK(cyc_gemm_planes, SUF, a, panels, relu, y, K, N, m0, m1);                      \
+        CYC_PICK(cyc_gemm_planes, SUF, a, panels, relu, y, K, N, m0, m1, n0, n1);              \
     }                                                                                          \
     void cyc_relu_bwd_##SUF(const T *dy, const T *y, T *out, ptrdiff_t n)                      \
     {                                                                                          \

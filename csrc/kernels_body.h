@@ -1016,13 +1016,13 @@ void FN(cyc_conv_dense_fwd)(const T *x, const T *w, const T *bias, int relu, T *
 }
 
 /* One NCHW image's pointwise convolution as the matrix product it is, y = a b, then a ReLU if
- * relu is 1 (added to y if it is CYC_ADD): rows [m0, m1) of y (M x N, N apart), a's rows K
- * apart, b K x N (N apart): the OIHW weights as a, the image's planes as b (for the weight
- * gradient, dy's planes as a and the image's transposed, FN(cyc_gemm_planes_pack_t)).  The
- * NHWC tiles with the roles of the weights and the pixels swapped: b in panels of a tile's
- * columns (FN(cyc_gemm_planes_pack), once per image), a's rows read in place.  The tiles'
- * bias is one per column: a bias per row goes in as a last column of a, met by a row of ones
- * that the panels end with (ones). */
+ * relu is 1 (added to y if it is CYC_ADD): rows [m0, m1) and columns [n0, n1) of y (M x N, N
+ * apart), a's rows K apart, b K x N (N apart): the OIHW weights as a, the image's planes as b
+ * (for the weight gradient, dy's planes as a and the image's transposed,
+ * FN(cyc_gemm_planes_pack_t)).  The NHWC tiles with the roles of the weights and the pixels
+ * swapped: b in panels of a tile's columns (FN(cyc_gemm_planes_pack), once per image and
+ * part of its columns), a's rows read in place.  The tiles' bias is one per column: a bias per
+ * row goes in as a last column of a, met by a row of ones that the panels end with (ones). */
 enum { FN(PLANES_BLK) = CYC_NBLK * VLEN };
 
 /* The columns of the panels' block from column c0 of N (a tile's width at most), and its
@@ -1034,14 +1034,15 @@ ALWAYS_INLINE int FN(planes_block)(ptrdiff_t N, ptrdiff_t c0, int *nv)
     return cols;
 }
 
-void FN(cyc_gemm_planes_pack)(const T *b, ptrdiff_t K, ptrdiff_t N, int ones, T *panels)
+void FN(cyc_gemm_planes_pack)(const T *b, ptrdiff_t K, ptrdiff_t N, int ones, ptrdiff_t n0,
+                              ptrdiff_t n1, T *panels)
 {
     const ptrdiff_t rows = K + !!ones;
     /* a row at a time, as b lies (a block's column of rows at a time, N apart, missed the
      * caches on every row: the prefetchers stop at each page) */
     int nv;
     for (ptrdiff_t i = 0; i < rows; i++)
-        for (ptrdiff_t c0 = 0; c0 < N; c0 += FN(PLANES_BLK)) {
+        for (ptrdiff_t c0 = n0; c0 < n1; c0 += FN(PLANES_BLK)) {
             const int cols = FN(planes_block)(N, c0, &nv), bw = nv * VLEN;
             /* (the columns past N are never stored: any value will do there) */
             for (int v = 0; v < nv; v++)
@@ -1053,7 +1054,7 @@ void FN(cyc_gemm_planes_pack)(const T *b, ptrdiff_t K, ptrdiff_t N, int ones, T 
 }
 
 void FN(cyc_gemm_planes)(const T *a, const T *panels, int relu, T *y, ptrdiff_t K, ptrdiff_t N,
-                         ptrdiff_t m0, ptrdiff_t m1)
+                         ptrdiff_t m0, ptrdiff_t m1, ptrdiff_t n0, ptrdiff_t n1)
 {
     const T *ap[MR];
     T *outs[MR];
@@ -1064,7 +1065,7 @@ void FN(cyc_gemm_planes)(const T *a, const T *panels, int relu, T *y, ptrdiff_t 
     for (ptrdiff_t m = m0; m < m1; m += MR) {
         const int mr = m1 - m < MR ? (int)(m1 - m) : MR;
         for (int i = 0; i < mr; i++) ap[i] = a + (m + i) * K;
-        for (ptrdiff_t c0 = 0; c0 < N; c0 += FN(PLANES_BLK)) {
+        for (ptrdiff_t c0 = n0; c0 < n1; c0 += FN(PLANES_BLK)) {
             const int cols = FN(planes_block)(N, c0, &nv), bw = nv * VLEN;
             for (int i = 0; i < mr; i++) outs[i] = y + (m + i) * N + c0;
             FN(tile_any)(mr, nv, ap, 0, 0, 1, (int)K, &live, panels + c0 * K, bw, 0,
