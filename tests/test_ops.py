@@ -682,7 +682,8 @@ def test_gemm_planes_by_groups_of_images_gives_the_same_bits(rows, images):
     """The panels a group of images at a time (memory for a group, not the batch): the same
     products, and each weight-gradient sum in the same order, whatever the group (a last group
     short) and the thread count.  With few rows the weight gradient sums parts of the images
-    apart (11 images: 8 parts of 1 or 2) and adds the parts in order."""
+    apart (11 images dealt into 8 parts: groups of 1 to 4 images each feed several) and adds
+    the parts in order."""
     rng = np.random.default_rng(3)
     a = rng.standard_normal((rows, 7)).astype(np.float32)
     b = rng.standard_normal((images, 6, 70)).astype(np.float32)

@@ -1356,8 +1356,8 @@ def gemm_planes(const floating[:, ::1] a, const floating[:, :, ::1] b, bint relu
     out over the threads; where those would be fewer than 2 a thread (a batch of one image),
     each image's pixels go in parts too, packed and multiplied a part at a time (every output
     is one tile's sum all the same).  In-process A/B, batch 1, 2 threads: 256x256x32 -> 1
-    forward 0.41 of the time, 112x112x32 -> 16 0.58, 56x56x64 -> 128 0.89 (backward 0.75);
-    4 units a thread took 1.03-1.06 of the time where there were 4 to 6 units already."""
+    forward 0.45 of the time, 112x112x32 -> 16 0.55, 56x56x64 -> 128 0.86 (backward passes
+    0.78-0.86); 4 units a thread took 1.03-1.06 of the time where there were 4 to 6 already."""
     cdef Py_ssize_t n = b.shape[0], K = b.shape[1], P = b.shape[2], M = a.shape[0]
     cdef Py_ssize_t Ka = a.shape[1]
     cdef int ones = Ka == K + 1
@@ -1375,7 +1375,7 @@ def gemm_planes(const floating[:, ::1] a, const floating[:, :, ::1] b, bint relu
     cdef Py_ssize_t step = cyc_gemm_planes_col_step(sizeof(floating))
     for i0 in range(0, n, group):
         k = min(group, n - i0)
-        parts = min(_n_chunks(P, step), _n_chunks(2 * n_threads, k * per))
+        parts = min(_n_chunks(P, step), _n_chunks(2 * max(1, n_threads), k * per))
         width = _n_chunks(_n_chunks(P, parts), step) * step
         parts = _n_chunks(P, width)
         # two parallel regions: every panel is written before any product reads it
@@ -1410,10 +1410,11 @@ def gemm_planes_weight_grad(const floating[:, :, ::1] dy, const floating[:, :, :
     (cout, cin) with the bias's as a last column, dy[n] (cout, pixels) and x[n] (cin, pixels)
     as they lie.  `group` x[n] at a time (0: all) transposed into panels first; units of rows of
     dwb, each through the group's images in turn.  With few rows (at most
-    GEMM_PLANES_SPLIT_ROWS: a unit or two, which would leave threads idle) the images are split
-    into up to 8 parts, each summed into a dwb of its own, and the parts added in order at the
-    end.  Each sum goes in an order fixed by the shapes: the same bits on any thread count and
-    any group."""
+    GEMM_PLANES_SPLIT_ROWS: a unit or two, which would leave threads idle) the images are dealt
+    into up to 8 parts (image i to part i % parts, so that every group of images feeds several
+    parts), each summed into a dwb of its own, and the parts added in order at the end.  Each
+    sum goes in an order fixed by the shapes: the same bits on any thread count and any
+    group."""
     cdef Py_ssize_t n = dy.shape[0], M = dy.shape[1], P = dy.shape[2], I = x.shape[1]
     if x.shape[0] != n or x.shape[2] != P or dwb.shape[0] != M or dwb.shape[1] != I + 1:
         raise ValueError(f"gemm_planes_weight_grad: dy {(n, M, P)}, x "
@@ -1433,7 +1434,7 @@ def gemm_planes_weight_grad(const floating[:, :, ::1] dy, const floating[:, :, :
     # of every instruction set (12 rows), at most GEMM_PLANES_ROWS
     cdef Py_ssize_t rows = min(GEMM_PLANES_ROWS,
                                (_n_chunks(M, 4 * max(1, n_threads)) + 11) // 12 * 12)
-    cdef Py_ssize_t per = _n_chunks(M, rows), t, i, m0, m1, i0, k, part, first, last
+    cdef Py_ssize_t per = _n_chunks(M, rows), t, i, m0, m1, i0, k, part
     cdef floating *out
     for i0 in range(0, n, group):
         k = min(group, n - i0)
@@ -1448,18 +1449,19 @@ def gemm_planes_weight_grad(const floating[:, :, ::1] dy, const floating[:, :, :
                 part = t // per
                 m0 = t % per * rows
                 m1 = min(M, m0 + rows)
-                first = part * n // parts
-                last = (part + 1) * n // parts
                 out = &dwb[0, 0] if part == 0 else &more[part - 1, 0, 0]
-                for i in range(max(first, i0), min(last, i0 + k)):
+                # the group's images of this part, from the first at or after i0
+                i = i0 + (part - i0 % parts + parts) % parts
+                while i < i0 + k:
                     if floating is float:
                         cyc_gemm_planes_f32(&dy[i, 0, 0], &panels[(i - i0) * plen],
-                                            GEMM_ADD if i > first else 0, out, P, I + 1, m0, m1,
+                                            GEMM_ADD if i >= parts else 0, out, P, I + 1, m0, m1,
                                             0, I + 1)
                     else:
                         cyc_gemm_planes_f64(&dy[i, 0, 0], &panels[(i - i0) * plen],
-                                            GEMM_ADD if i > first else 0, out, P, I + 1, m0, m1,
+                                            GEMM_ADD if i >= parts else 0, out, P, I + 1, m0, m1,
                                             0, I + 1)
+                    i = i + parts
     sums, rest = np.asarray(dwb), np.asarray(more)
     for part in range(1, parts):
         np.add(sums, rest[part - 1], out=sums)
@@ -1470,7 +1472,7 @@ cdef enum:
     GEMM_PLANES_ROWS = 48
     # cyc_gemm_planes's relu value that adds the products to y
     GEMM_ADD = 2
-    # gemm_planes_weight_grad's rows from which its images go in one part
+    # gemm_planes_weight_grad's rows up to which its images go in parts
     GEMM_PLANES_SPLIT_ROWS = 24
 
 
