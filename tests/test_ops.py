@@ -723,6 +723,49 @@ def test_planar_convolutions_of_drawn_shapes_match_reference(case):
                case["compute_dx"], ("sliced", True), case["rng"])
 
 
+def test_temporaries_come_from_kept_buffers_that_no_array_still_views(monkeypatch):
+    """Large temporaries (an NCHW call's arrays on their way to NHWC and back) reuse this
+    thread's kept buffers, never one that an array still views, and keep at most
+    _TEMP_KEEP_BYTES; below _TEMP_MIN_BYTES they are plain arrays."""
+    monkeypatch.setattr(ops._temps, "pool", [], raising=False)
+    monkeypatch.setattr(ops, "_TEMP_MIN_BYTES", 1000)
+    monkeypatch.setattr(ops, "_TEMP_KEEP_BYTES", 3 << 20)
+    small = ops._temp_empty((10,), np.float32)
+    assert small.base is None and not ops._temps.pool
+    a = ops._temp_empty((500,), np.float32)
+    b = ops._temp_empty((20, 25), np.float64)
+    assert not np.shares_memory(a, b) and a.shape == (500,) and b.dtype == np.float64
+    a_at = a.ctypes.data
+    del a
+    c = ops._temp_empty((250,), np.float64)   # a's buffer, free again
+    assert c.ctypes.data == a_at and not np.shares_memory(b, c)
+    # buffers of whole MBs: past 3 MB a new one pushes out the free ones, never one in use
+    d, e = ops._temp_empty((600,), np.float32), ops._temp_empty((700,), np.float32)
+    assert len({x.ctypes.data for x in (b, c, d, e)}) == 4 and len(ops._temps.pool) == 4
+    del b, c, d
+    big = ops._temp_empty((2 << 20,), np.uint8)
+    assert [buf.nbytes for buf in ops._temps.pool] == [1 << 20, 2 << 20]
+    assert ops._temps.pool[0] is e.base and ops._temps.pool[1] is big.base
+
+
+def test_nchw_layers_with_every_temporary_kept_match_reference(monkeypatch):
+    """Every temporary of the NCHW routes through NHWC from the kept buffers: results as the
+    reference's, on every path, call after call; a result that is a view of a kept buffer (one
+    output channel: no transpose needed) keeps it from being handed out again."""
+    monkeypatch.setattr(ops._temps, "pool", [], raising=False)
+    monkeypatch.setattr(ops, "_TEMP_MIN_BYTES", 0)
+    for x_shape, w_shape in [((2, 9, 10, 5), (3, 3, 5, 7)), ((3, 6, 7, 4), (2, 2, 4, 1))]:
+        x, w, b = conv_arrays(x_shape, w_shape, "NHWC", np.float64)
+        xc, wc = to_layout(x, "NCHW"), weights_to_layout(w, "NCHW")
+        check_conv(xc, wc, b, {"data_format": "NCHW", "padding": 1}, activation="relu")
+        first = ops.conv2d(xc, wc, b, padding=1, data_format="NCHW")
+        kept = first.copy()
+        ops.conv2d(xc * 2, wc, b, padding=1, data_format="NCHW")
+        ops.conv2d_backward(first, xc, wc, padding=1, data_format="NCHW")
+        np.testing.assert_array_equal(first, kept)
+    assert ops._temps.pool
+
+
 @given(pointwise_planes_cases())
 def test_nchw_pointwise_convolutions_of_drawn_shapes_match_reference(case):
     with mock.patch.object(ops, "_PLANES_GROUP_BYTES", case["group_bytes"]):

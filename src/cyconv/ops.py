@@ -16,6 +16,8 @@ the input's layout.
 from __future__ import annotations
 
 import math
+import sys
+import threading
 
 import numpy as np
 
@@ -56,16 +58,62 @@ def _bits(a):
     return a.view(np.float64) if a.dtype == np.int64 else a
 
 
-def _transpose_images(a, rows, cols):
+# Temporaries of at least this many bytes (an NCHW call's arrays on their way to NHWC and back)
+# come from buffers kept from call to call: glibc maps each allocation past 32 MB afresh, and
+# the system faults in and zeroes every page of it on first touch (a 33.5 MB transpose took
+# 6.3 ms into a fresh array, 3.1 into one already mapped).  At most _TEMP_KEEP_BYTES are kept.
+_TEMP_MIN_BYTES = 32 << 20
+_TEMP_KEEP_BYTES = 256 << 20
+_temps = threading.local()
+
+
+def _holders(pool):
+    """How many references hold each buffer of `pool`: one more for every array that views it
+    (numpy's views hold their base)."""
+    return [sys.getrefcount(buf) for buf in pool]
+
+
+# what _holders counts for a buffer that only its pool's list holds (measured, not assumed: the
+# count of the references a call itself makes differs between Python versions)
+_FREE_HOLDERS = _holders([np.empty(1, dtype=np.uint8)])[0]
+
+
+def _temp_empty(shape, dtype):
+    """np.empty for a temporary that never leaves ops: from _TEMP_MIN_BYTES, a view of one of
+    this thread's kept buffers that no array views (the smallest that holds it), else of a new
+    one kept for the calls after."""
+    dtype = np.dtype(dtype)
+    nbytes = math.prod(shape) * dtype.itemsize
+    if nbytes < _TEMP_MIN_BYTES:
+        return np.empty(shape, dtype=dtype)
+    pool = _temps.__dict__.setdefault("pool", [])
+    free = [h <= _FREE_HOLDERS for h in _holders(pool)]
+    fits = [i for i, buf in enumerate(pool) if free[i] and buf.nbytes >= nbytes]
+    if fits:
+        buf = pool[min(fits, key=lambda i: pool[i].nbytes)]
+    else:
+        buf = np.empty(-(-nbytes // (1 << 20)) << 20, dtype=np.uint8)
+        # the new one, and the others still in use, before the rest (oldest first out)
+        keep, total = [buf], buf.nbytes
+        for i in reversed(range(len(pool))):
+            if total + pool[i].nbytes <= _TEMP_KEEP_BYTES or not free[i]:
+                keep.append(pool[i])
+                total += pool[i].nbytes
+        pool[:] = keep[::-1]
+    return buf[:nbytes].view(dtype).reshape(shape)
+
+
+def _transpose_images(a, rows, cols, temp=False):
     """(N, rows, cols) -> (N, cols, rows), C-contiguous, through the blocked C kernel (numpy's
-    strided copy of a large image is up to 18x slower than a plain copy)."""
+    strided copy of a large image is up to 18x slower than a plain copy); temp: the result is
+    a temporary (see _temp_empty)."""
     if rows == 1 or cols == 1:
         # the same bytes either way (one channel, or one pixel per image): no copy
         return a.reshape(a.shape[0], cols, rows)
     if a.dtype == np.uint8:
         # window indices: an eighth of a float64's bytes, numpy's copy will do
         return np.ascontiguousarray(a.reshape(a.shape[0], rows, cols).transpose(0, 2, 1))
-    out = np.empty((a.shape[0], cols, rows), dtype=a.dtype)
+    out = (_temp_empty if temp else np.empty)((a.shape[0], cols, rows), a.dtype)
     if a.size:
         # an element moved costs about two multiply-adds (32 images of 26x26x32 float32, 2.8 MB,
         # with AVX2: 124 us on one thread, 83 on two; a plain copy 91)
@@ -118,13 +166,14 @@ _WEIGHTS_BLOCKED = 1 << 15
 
 
 def _nhwc(a, fmt):
-    """An input in the kernels' layout: C-contiguous NHWC (for NCHW, one transposing pass)."""
+    """An input in the kernels' layout: C-contiguous NHWC (for NCHW, one transposing pass, into
+    a temporary: see _temp_empty)."""
     if fmt == "NHWC":
         return _c(a)
     n, c, h, w = a.shape
     if not a.flags.c_contiguous:
         return np.ascontiguousarray(a.transpose(0, 2, 3, 1))
-    return _transpose_images(a, c, h * w).reshape(n, h, w, c)
+    return _transpose_images(a, c, h * w, temp=True).reshape(n, h, w, c)
 
 
 def _out(y_nhwc, fmt):
@@ -190,7 +239,10 @@ def conv2d(x, w, b=None, *, stride=1, padding="valid", dilation=1, groups=1,
     # a pass of its own; nothing to do where a channel or a pixel per image is all there is)
     planes = (g.data_format == "NCHW" and g.n and g.cout > 1 and g.oh * g.ow > 1
               and _kernels.conv2d_forward_route(g, x.dtype) == "direct")
-    y = np.empty(g.y_shape if planes else g.y_shape_nhwc, dtype=x.dtype)
+    if planes or g.data_format == "NHWC":
+        y = np.empty(g.y_shape if planes else g.y_shape_nhwc, dtype=x.dtype)
+    else:
+        y = _temp_empty(g.y_shape_nhwc, x.dtype)   # on its way to the NCHW result
     if g.n:
         xk = _nhwc(x, g.data_format)
         wk = _hwio_weights(w, g.data_format)
@@ -224,7 +276,10 @@ def conv2d_backward(dy, x, w, *, stride=1, padding="valid", dilation=1, groups=1
     yk = None if y is None else _nhwc(y, fmt)
     dx = None
     if compute_dx:
-        dx = _empty_or_zeros(g, (g.n, g.h, g.w, g.c), x.dtype)
+        if g.n and fmt == "NCHW":
+            dx = _temp_empty((g.n, g.h, g.w, g.c), x.dtype)   # on its way to the NCHW result
+        else:
+            dx = _empty_or_zeros(g, (g.n, g.h, g.w, g.c), x.dtype)
         if g.n:
             if yk is not None:
                 # both kernels read dy: mask it once
