@@ -816,14 +816,15 @@ def relu_backward(dy, y, out=None):
     after every ReLU in a training step.
     """
     dy, y = _args.relu_backward_call(dy, y, out)
-    return _relu_mask(dy, y, out)
+    return _relu_mask(dy, y, np.empty(dy.shape, dtype=dy.dtype) if out is None else out)
 
 
 def _relu_mask(dy, y, out=None):
     """relu_backward for arrays already checked (one shape, one float dtype): the convolutions'
-    backward passes mask dy with their forward output this way."""
+    backward passes mask dy with their forward output this way, into a temporary (see
+    _temp_empty) unless `out` is given."""
     if out is None:
-        out = np.empty(dy.shape, dtype=dy.dtype)
+        out = _temp_empty(dy.shape, dy.dtype)
     if dy.size:
         _kernels.relu_backward(_c(dy).reshape(-1), _c(y).reshape(-1), out.reshape(-1),
                                _threads(_RELU_VISIT * dy.size))
