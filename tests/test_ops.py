@@ -739,19 +739,30 @@ def test_temporaries_come_from_kept_buffers_that_no_array_still_views(monkeypatc
     del a
     c = ops._temp_empty((250,), np.float64)   # a's buffer, free again
     assert c.ctypes.data == a_at and not np.shares_memory(b, c)
-    # buffers of whole MBs: past 3 MB a new one pushes out the free ones, never one in use
-    d, e = ops._temp_empty((600,), np.float32), ops._temp_empty((700,), np.float32)
-    assert len({x.ctypes.data for x in (b, c, d, e)}) == 4 and len(ops._temps.pool) == 4
-    del b, c, d
+    # buffers of whole MBs: a new one keeps the newest others within 3 MB; one dropped while
+    # in use lives on in its views (and is never handed out again)
+    d = ops._temp_empty((600,), np.float32)
+    assert len({x.ctypes.data for x in (b, c, d)}) == 3 and len(ops._temps.pool) == 3
+    e = ops._temp_empty((700,), np.float32)
+    assert len(ops._temps.pool) == 3 and ops._temps.pool[-1] is e.base
+    assert not any(buf is c.base for buf in ops._temps.pool)   # the oldest
+    del c, d
     big = ops._temp_empty((2 << 20,), np.uint8)
-    assert [buf.nbytes for buf in ops._temps.pool] == [1 << 20, 2 << 20]
-    assert ops._temps.pool[0] is e.base and ops._temps.pool[1] is big.base
+    assert [id(buf) for buf in ops._temps.pool] == [id(e.base), id(big.base)]
+    b[:] = 7
+    for _ in range(3):
+        assert not np.shares_memory(ops._temp_empty((500,), np.float32), b)
+    assert (b == 7).all()
+    # one past the cap is not kept
+    kept = [id(buf) for buf in ops._temps.pool]
+    ops._temp_empty((4 << 20,), np.uint8)
+    assert [id(buf) for buf in ops._temps.pool] == kept
 
 
 def test_nchw_layers_with_every_temporary_kept_match_reference(monkeypatch):
     """Every temporary of the NCHW routes through NHWC from the kept buffers: results as the
-    reference's, on every path, call after call; a result that is a view of a kept buffer (one
-    output channel: no transpose needed) keeps it from being handed out again."""
+    reference's, on every path, call after call, and never a kept buffer (one output channel,
+    or one input channel: the NHWC array is the result itself)."""
     monkeypatch.setattr(ops._temps, "pool", [], raising=False)
     monkeypatch.setattr(ops, "_TEMP_MIN_BYTES", 0)
     for x_shape, w_shape in [((2, 9, 10, 5), (3, 3, 5, 7)), ((3, 6, 7, 4), (2, 2, 4, 1))]:
@@ -761,8 +772,10 @@ def test_nchw_layers_with_every_temporary_kept_match_reference(monkeypatch):
         first = ops.conv2d(xc, wc, b, padding=1, data_format="NCHW")
         kept = first.copy()
         ops.conv2d(xc * 2, wc, b, padding=1, data_format="NCHW")
-        ops.conv2d_backward(first, xc, wc, padding=1, data_format="NCHW")
+        dx, _, _ = ops.conv2d_backward(first, xc, wc, padding=1, data_format="NCHW")
         np.testing.assert_array_equal(first, kept)
+        assert not any(np.shares_memory(r, buf) for r in (first, dx)
+                       for buf in ops._temps.pool)
     assert ops._temps.pool
 
 

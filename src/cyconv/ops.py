@@ -93,12 +93,13 @@ def _temp_empty(shape, dtype):
         buf = pool[min(fits, key=lambda i: pool[i].nbytes)]
     else:
         buf = np.empty(-(-nbytes // (1 << 20)) << 20, dtype=np.uint8)
-        # the new one, and the others still in use, before the rest (oldest first out)
-        keep, total = [buf], buf.nbytes
-        for i in reversed(range(len(pool))):
-            if total + pool[i].nbytes <= _TEMP_KEEP_BYTES or not free[i]:
-                keep.append(pool[i])
-                total += pool[i].nbytes
+        # the new one and the newest others within _TEMP_KEEP_BYTES (one that is dropped
+        # while in use lives on in its views, only not for later calls)
+        keep, total = [], 0
+        for old in [*pool, buf][::-1]:
+            if total + old.nbytes <= _TEMP_KEEP_BYTES:
+                keep.append(old)
+                total += old.nbytes
         pool[:] = keep[::-1]
     return buf[:nbytes].view(dtype).reshape(shape)
 
@@ -239,10 +240,11 @@ def conv2d(x, w, b=None, *, stride=1, padding="valid", dilation=1, groups=1,
     # a pass of its own; nothing to do where a channel or a pixel per image is all there is)
     planes = (g.data_format == "NCHW" and g.n and g.cout > 1 and g.oh * g.ow > 1
               and _kernels.conv2d_forward_route(g, x.dtype) == "direct")
-    if planes or g.data_format == "NHWC":
-        y = np.empty(g.y_shape if planes else g.y_shape_nhwc, dtype=x.dtype)
-    else:
+    if g.data_format == "NCHW" and not planes and g.cout > 1 and g.oh * g.ow > 1:
         y = _temp_empty(g.y_shape_nhwc, x.dtype)   # on its way to the NCHW result
+    else:
+        # the result itself (one channel or one pixel: NHWC's bytes are NCHW's)
+        y = np.empty(g.y_shape if planes else g.y_shape_nhwc, dtype=x.dtype)
     if g.n:
         xk = _nhwc(x, g.data_format)
         wk = _hwio_weights(w, g.data_format)
@@ -276,7 +278,7 @@ def conv2d_backward(dy, x, w, *, stride=1, padding="valid", dilation=1, groups=1
     yk = None if y is None else _nhwc(y, fmt)
     dx = None
     if compute_dx:
-        if g.n and fmt == "NCHW":
+        if g.n and fmt == "NCHW" and g.c > 1 and g.h * g.w > 1:
             dx = _temp_empty((g.n, g.h, g.w, g.c), x.dtype)   # on its way to the NCHW result
         else:
             dx = _empty_or_zeros(g, (g.n, g.h, g.w, g.c), x.dtype)
