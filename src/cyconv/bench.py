@@ -168,12 +168,16 @@ def time_best(fn, budget=0.5):
     return float(min(_time_once(fn) for _ in range(n)))
 
 
+def _square_matrices(size, dtype):
+    """The two operands of the GEMM figures: the same random values on every run."""
+    rng = np.random.default_rng(0)
+    return rng.random((size, size)).astype(dtype), rng.random((size, size)).astype(dtype)
+
+
 def gemm_peak(threads, dtype=np.float32, size=1536, budget=1.0):
     """GFLOP/s of numpy's matmul (its BLAS) on square matrices with the same thread count: the
     best run, since a peak is what the machine can do, and the machine is noisy."""
-    rng = np.random.default_rng(0)
-    a = rng.random((size, size)).astype(dtype)
-    b = rng.random((size, size)).astype(dtype)
+    a, b = _square_matrices(size, dtype)
     try:
         from threadpoolctl import threadpool_limits
     except ImportError:  # without it, numpy's BLAS uses its own default thread count
@@ -194,9 +198,7 @@ def gemm_scaling(threads, dtype=np.float32, size=1536, budget=1.0):
         from threadpoolctl import threadpool_limits
     except ImportError:
         return None
-    rng = np.random.default_rng(0)
-    a = rng.random((size, size)).astype(dtype)
-    b = rng.random((size, size)).astype(dtype)
+    a, b = _square_matrices(size, dtype)
 
     def on(n):
         def product():
