@@ -120,8 +120,9 @@ void cyc_conv_dense_fwd_f32(const float *x, const float *w, const float *bias, i
 void cyc_conv_dense_fwd_f64(const double *x, const double *w, const double *bias, int relu,
                             double *y, ptrdiff_t P, ptrdiff_t cin, int cout, int c0, int c1);
 /* One NCHW image's pointwise convolution as a matrix product (see kernels_body.h): rows
- * [m0, m1) and columns [n0, n1) of y (M x N) = a (M x K, rows K apart) times b (K x N), then a
- * ReLU if relu is 1 (added to what y holds if it is 2); b first into panels (cyc_gemm_planes_pack
+ * [m0, m1) and columns [n0, n1) of y (M x N) = a (M x K, rows K apart) times b (K x N), the
+ * sums over k in [k0, k1) of K, then a ReLU if relu is 1 (added to what y holds if it is 2);
+ * b first into panels (cyc_gemm_planes_pack
  * of columns [n0, n1), of cyc_gemm_planes_panel_len(K + ones, N, elem_size) values for all of
  * them), with a row of ones after its K rows if ones (a's last column is then a bias, and the
  * product's K is one more).  n0 is a multiple of cyc_gemm_planes_col_step(elem_size), and so
@@ -139,10 +140,11 @@ void cyc_gemm_planes_pack_t_f32(const float *x, ptrdiff_t K, ptrdiff_t N, int on
 void cyc_gemm_planes_pack_t_f64(const double *x, ptrdiff_t K, ptrdiff_t N, int ones,
                                 double *panels);
 void cyc_gemm_planes_f32(const float *a, const float *panels, int relu, float *y, ptrdiff_t K,
-                         ptrdiff_t N, ptrdiff_t m0, ptrdiff_t m1, ptrdiff_t n0, ptrdiff_t n1);
+                         ptrdiff_t N, ptrdiff_t m0, ptrdiff_t m1, ptrdiff_t n0, ptrdiff_t n1,
+                         ptrdiff_t k0, ptrdiff_t k1);
 void cyc_gemm_planes_f64(const double *a, const double *panels, int relu, double *y,
                          ptrdiff_t K, ptrdiff_t N, ptrdiff_t m0, ptrdiff_t m1, ptrdiff_t n0,
-                         ptrdiff_t n1);
+                         ptrdiff_t n1, ptrdiff_t k0, ptrdiff_t k1);
 int cyc_conv_dense_dx(const cyc_geom_t *g, int elem_size);
 void cyc_conv_dense_dx_f32(const float *dy, const float *w, float *dx, ptrdiff_t P,
                            ptrdiff_t cin, int cout, ptrdiff_t k0, ptrdiff_t k1);

@@ -633,9 +633,9 @@ static void cyc_restore_fp_modes(unsigned long modes)
     }                                                                                          \
     void cyc_gemm_planes_##SUF(const T *a, const T *panels, int relu, T *y, ptrdiff_t K,       \
                                ptrdiff_t N, ptrdiff_t m0, ptrdiff_t m1, ptrdiff_t n0,          \
-                               ptrdiff_t n1)                                                   \
+                               ptrdiff_t n1, ptrdiff_t k0, ptrdiff_t k1)                       \
     {                                                                                          \
-        CYC_PICK(cyc_gemm_planes, SUF, a, panels, relu, y, K, N, m0, m1, n0, n1);              \
+        CYC_PICK(cyc_gemm_planes, SUF, a, panels, relu, y, K, N, m0, m1, n0, n1, k0, k1);      \
     }                                                                                          \
     void cyc_relu_bwd_##SUF(const T *dy, const T *y, T *out, ptrdiff_t n)                      \
     {                                                                                          \

@@ -1017,7 +1017,8 @@ void FN(cyc_conv_dense_fwd)(const T *x, const T *w, const T *bias, int relu, T *
 
 /* One NCHW image's pointwise convolution as the matrix product it is, y = a b, then a ReLU if
  * relu is 1 (added to y if it is CYC_ADD): rows [m0, m1) and columns [n0, n1) of y (M x N, N
- * apart), a's rows K apart, b K x N (N apart): the OIHW weights as a, the image's planes as b
+ * apart), the sums over k in [k0, k1) of K (the weight gradient's pieces of an image's
+ * pixels), a's rows K apart, b K x N (N apart): the OIHW weights as a, the image's planes as b
  * (for the weight gradient, dy's planes as a and the image's transposed,
  * FN(cyc_gemm_planes_pack_t)).  The NHWC tiles with the roles of the weights and the pixels
  * swapped: b in panels of a tile's columns (FN(cyc_gemm_planes_pack), once per image and
@@ -1054,7 +1055,8 @@ void FN(cyc_gemm_planes_pack)(const T *b, ptrdiff_t K, ptrdiff_t N, int ones, pt
 }
 
 void FN(cyc_gemm_planes)(const T *a, const T *panels, int relu, T *y, ptrdiff_t K, ptrdiff_t N,
-                         ptrdiff_t m0, ptrdiff_t m1, ptrdiff_t n0, ptrdiff_t n1)
+                         ptrdiff_t m0, ptrdiff_t m1, ptrdiff_t n0, ptrdiff_t n1, ptrdiff_t k0,
+                         ptrdiff_t k1)
 {
     const T *ap[MR];
     T *outs[MR];
@@ -1068,8 +1070,8 @@ void FN(cyc_gemm_planes)(const T *a, const T *panels, int relu, T *y, ptrdiff_t 
         for (ptrdiff_t c0 = n0; c0 < n1; c0 += FN(PLANES_BLK)) {
             const int cols = FN(planes_block)(N, c0, &nv), bw = nv * VLEN;
             for (int i = 0; i < mr; i++) outs[i] = y + (m + i) * N + c0;
-            FN(tile_any)(mr, nv, ap, 0, 0, 1, (int)K, &live, panels + c0 * K, bw, 0,
-                         FN(zero_bias), relu, outs, 0, cols - (nv - 1) * VLEN);
+            FN(tile_any)(mr, nv, ap, k0, 0, 1, (int)(k1 - k0), &live, panels + c0 * K + k0 * bw,
+                         bw, 0, FN(zero_bias), relu, outs, 0, cols - (nv - 1) * VLEN);
         }
     }
 }

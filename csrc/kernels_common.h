@@ -298,7 +298,8 @@ static inline int cyc_wino_block(const cyc_wino_t *q, int elem_size, int dw)
                                             ptrdiff_t, T *);                                    \
     void cyc_gemm_planes_pack_t_##SUF##_##ISA(const T *, ptrdiff_t, ptrdiff_t, int, T *);       \
     void cyc_gemm_planes_##SUF##_##ISA(const T *, const T *, int, T *, ptrdiff_t, ptrdiff_t,    \
-                                       ptrdiff_t, ptrdiff_t, ptrdiff_t, ptrdiff_t);             \
+                                       ptrdiff_t, ptrdiff_t, ptrdiff_t, ptrdiff_t, ptrdiff_t,   \
+                                       ptrdiff_t);                                              \
     void cyc_dropout_##SUF##_##ISA(const T *, uint64_t, uint32_t, T, T *, uint8_t *, ptrdiff_t,  \
                                    ptrdiff_t);                                                  \
     void cyc_dropout_bwd_##SUF##_##ISA(const T *, const uint8_t *, T, T *, ptrdiff_t);          \

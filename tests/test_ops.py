@@ -677,18 +677,19 @@ def test_gemm_planes_checks_its_shapes():
         np.testing.assert_array_equal(dwb[:, 3], dy.sum(axis=(0, 2)))
 
 
-@pytest.mark.parametrize("rows, images", [(50, 5), (5, 11)], ids=["rows in units", "few rows"])
-def test_gemm_planes_by_groups_of_images_gives_the_same_bits(rows, images):
+@pytest.mark.parametrize("rows, images, pixels", [(50, 5, 70), (5, 11, 70), (5, 3, 2100)],
+                         ids=["rows in units", "few rows", "few rows and images"])
+def test_gemm_planes_by_groups_of_images_gives_the_same_bits(rows, images, pixels):
     """The panels a group of images at a time (memory for a group, not the batch): the same
     products, and each weight-gradient sum in the same order, whatever the group (a last group
     short) and the thread count.  With few rows the weight gradient sums parts of the images
-    apart (11 images dealt into 8 parts: groups of 1 to 4 images each feed several) and adds
-    the parts in order."""
+    apart (11 images dealt into 8 parts: groups of 1 to 4 images each feed several; 3 images
+    of 2100 pixels in 2 pieces each, 6 parts) and adds the parts in order."""
     rng = np.random.default_rng(3)
     a = rng.standard_normal((rows, 7)).astype(np.float32)
-    b = rng.standard_normal((images, 6, 70)).astype(np.float32)
-    x = rng.standard_normal((images, 9, 70)).astype(np.float32)
-    whole = np.empty((images, rows, 70), np.float32)
+    b = rng.standard_normal((images, 6, pixels)).astype(np.float32)
+    x = rng.standard_normal((images, 9, pixels)).astype(np.float32)
+    whole = np.empty((images, rows, pixels), np.float32)
     _kernels.gemm_planes(a, b, True, whole, 1)
     dwb_whole = np.empty((rows, 10), np.float32)
     _kernels.gemm_planes_weight_grad(whole, x, dwb_whole, 1)

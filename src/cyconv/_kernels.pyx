@@ -91,10 +91,10 @@ cdef extern from "cyconv.h" nogil:
                                     double *panels)
     void cyc_gemm_planes_f32(const float *a, const float *panels, int relu, float *y,
                              ptrdiff_t K, ptrdiff_t N, ptrdiff_t m0, ptrdiff_t m1, ptrdiff_t n0,
-                             ptrdiff_t n1)
+                             ptrdiff_t n1, ptrdiff_t k0, ptrdiff_t k1)
     void cyc_gemm_planes_f64(const double *a, const double *panels, int relu, double *y,
                              ptrdiff_t K, ptrdiff_t N, ptrdiff_t m0, ptrdiff_t m1, ptrdiff_t n0,
-                             ptrdiff_t n1)
+                             ptrdiff_t n1, ptrdiff_t k0, ptrdiff_t k1)
     void cyc_conv_dense_dx_f32(const float *dy, const float *w, float *dx, ptrdiff_t P,
                                ptrdiff_t cin, int cout, ptrdiff_t k0, ptrdiff_t k1)
     void cyc_conv_dense_dx_f64(const double *dy, const double *w, double *dx, ptrdiff_t P,
@@ -1397,11 +1397,11 @@ def gemm_planes(const floating[:, ::1] a, const floating[:, :, ::1] b, bint relu
                 if floating is float:
                     cyc_gemm_planes_f32(&a[0, 0], &panels[i * plen], relu, &y[i0 + i, 0, 0], Ka,
                                         P, m0, min(M, m0 + GEMM_PLANES_ROWS), c0,
-                                        min(P, c0 + width))
+                                        min(P, c0 + width), 0, Ka)
                 else:
                     cyc_gemm_planes_f64(&a[0, 0], &panels[i * plen], relu, &y[i0 + i, 0, 0], Ka,
                                         P, m0, min(M, m0 + GEMM_PLANES_ROWS), c0,
-                                        min(P, c0 + width))
+                                        min(P, c0 + width), 0, Ka)
 
 
 def gemm_planes_weight_grad(const floating[:, :, ::1] dy, const floating[:, :, ::1] x,
@@ -1410,11 +1410,11 @@ def gemm_planes_weight_grad(const floating[:, :, ::1] dy, const floating[:, :, :
     (cout, cin) with the bias's as a last column, dy[n] (cout, pixels) and x[n] (cin, pixels)
     as they lie.  `group` x[n] at a time (0: all) transposed into panels first; units of rows of
     dwb, each through the group's images in turn.  With few rows (at most
-    GEMM_PLANES_SPLIT_ROWS: a unit or two, which would leave threads idle) the images are dealt
-    into up to 8 parts (image i to part i % parts, so that every group of images feeds several
-    parts), each summed into a dwb of its own, and the parts added in order at the end.  Each
-    sum goes in an order fixed by the shapes: the same bits on any thread count and any
-    group."""
+    GEMM_PLANES_SPLIT_ROWS: a unit or two, which would leave threads idle) the sum goes in
+    slices, each image's pixels in `pieces` (enough for 4 slices in all), dealt into up to 8
+    parts (slice j to part j % parts, so that every group of images feeds several), each
+    summed into a dwb of its own, and the parts added in order at the end.  Each sum goes in an
+    order fixed by the shapes: the same bits on any thread count and any group."""
     cdef Py_ssize_t n = dy.shape[0], M = dy.shape[1], P = dy.shape[2], I = x.shape[1]
     if x.shape[0] != n or x.shape[2] != P or dwb.shape[0] != M or dwb.shape[1] != I + 1:
         raise ValueError(f"gemm_planes_weight_grad: dy {(n, M, P)}, x "
@@ -1427,14 +1427,18 @@ def gemm_planes_weight_grad(const floating[:, :, ::1] dy, const floating[:, :, :
     group = n if group <= 0 else min(group, n)
     cdef Py_ssize_t plen = cyc_gemm_planes_panel_len(P, I + 1, sizeof(floating))
     cdef floating[::1] panels = np.empty(group * plen, dtype=np.asarray(dwb).dtype)
-    cdef Py_ssize_t parts = min(n, 8) if M <= GEMM_PLANES_SPLIT_ROWS else 1
+    cdef bint split = M <= GEMM_PLANES_SPLIT_ROWS
+    # pieces of an image's pixels: at least GEMM_PLANES_PIECE_PIXELS each
+    cdef Py_ssize_t pieces = max(1, min(_n_chunks(4, n), P // GEMM_PLANES_PIECE_PIXELS)) \
+        if split else 1
+    cdef Py_ssize_t parts = min(n * pieces, 8) if split else 1
     # parts past the first sum into these
     cdef floating[:, :, ::1] more = np.empty((parts - 1, M, I + 1), dtype=np.asarray(dwb).dtype)
     # the rows in 4 units a thread at least (these are all the units there are), whole tiles
     # of every instruction set (12 rows), at most GEMM_PLANES_ROWS
     cdef Py_ssize_t rows = min(GEMM_PLANES_ROWS,
                                (_n_chunks(M, 4 * max(1, n_threads)) + 11) // 12 * 12)
-    cdef Py_ssize_t per = _n_chunks(M, rows), t, i, m0, m1, i0, k, part
+    cdef Py_ssize_t per = _n_chunks(M, rows), t, i, j, m0, m1, i0, k, part, p0, p1
     cdef floating *out
     for i0 in range(0, n, group):
         k = min(group, n - i0)
@@ -1450,18 +1454,21 @@ def gemm_planes_weight_grad(const floating[:, :, ::1] dy, const floating[:, :, :
                 m0 = t % per * rows
                 m1 = min(M, m0 + rows)
                 out = &dwb[0, 0] if part == 0 else &more[part - 1, 0, 0]
-                # the group's images of this part, from the first at or after i0
-                i = i0 + (part - i0 % parts + parts) % parts
-                while i < i0 + k:
+                # the group's slices of this part, from the first at or after the group's
+                j = i0 * pieces + (part - i0 * pieces % parts + parts) % parts
+                while j < (i0 + k) * pieces:
+                    i = j // pieces
+                    p0 = P * (j % pieces) // pieces
+                    p1 = P * (j % pieces + 1) // pieces
                     if floating is float:
                         cyc_gemm_planes_f32(&dy[i, 0, 0], &panels[(i - i0) * plen],
-                                            GEMM_ADD if i >= parts else 0, out, P, I + 1, m0, m1,
-                                            0, I + 1)
+                                            GEMM_ADD if j >= parts else 0, out, P, I + 1, m0, m1,
+                                            0, I + 1, p0, p1)
                     else:
                         cyc_gemm_planes_f64(&dy[i, 0, 0], &panels[(i - i0) * plen],
-                                            GEMM_ADD if i >= parts else 0, out, P, I + 1, m0, m1,
-                                            0, I + 1)
-                    i = i + parts
+                                            GEMM_ADD if j >= parts else 0, out, P, I + 1, m0, m1,
+                                            0, I + 1, p0, p1)
+                    j = j + parts
     sums, rest = np.asarray(dwb), np.asarray(more)
     for part in range(1, parts):
         np.add(sums, rest[part - 1], out=sums)
@@ -1472,8 +1479,10 @@ cdef enum:
     GEMM_PLANES_ROWS = 48
     # cyc_gemm_planes's relu value that adds the products to y
     GEMM_ADD = 2
-    # gemm_planes_weight_grad's rows up to which its images go in parts
+    # gemm_planes_weight_grad's rows up to which its sum goes in parts
     GEMM_PLANES_SPLIT_ROWS = 24
+    # and the fewest pixels of a piece of an image there
+    GEMM_PLANES_PIECE_PIXELS = 1024
 
 
 def conv2d_forward_images(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] w,
