@@ -718,6 +718,15 @@ def test_nchw_pointwise_layers_in_groups_of_images_match_reference(monkeypatch):
     assert calls and all(0 < c < 7 for c in calls), calls
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
+def test_nchw_pointwise_layers_of_one_large_image_match_reference(dtype):
+    """A batch of one image of 2304 pixels and few output channels: the forward pass and dx in
+    parts of the pixels, the weight gradient in pieces of them (2 of 1152), on every path."""
+    x, w, b = conv_arrays((1, 48, 48, 9), (1, 1, 9, 5), "NHWC", dtype)
+    check_conv(to_layout(x, "NCHW"), weights_to_layout(w, "NCHW"), b, {"data_format": "NCHW"},
+               activation="relu")
+
+
 @given(planar_cases())
 def test_planar_convolutions_of_drawn_shapes_match_reference(case):
     check_conv(case["x"], case["w"], case["b"], case["kwargs"], case["activation"],
