@@ -122,11 +122,10 @@ void cyc_conv_dense_fwd_f64(const double *x, const double *w, const double *bias
 /* One NCHW image's pointwise convolution as a matrix product (see kernels_body.h): rows
  * [m0, m1) and columns [n0, n1) of y (M x N) = a (M x K, rows K apart) times b (K x N), the
  * sums over k in [k0, k1) of K, then a ReLU if relu is 1 (added to what y holds if it is 2);
- * b first into panels (cyc_gemm_planes_pack
- * of columns [n0, n1), of cyc_gemm_planes_panel_len(K + ones, N, elem_size) values for all of
- * them), with a row of ones after its K rows if ones (a's last column is then a bias, and the
- * product's K is one more).  n0 is a multiple of cyc_gemm_planes_col_step(elem_size), and so
- * is n1 unless it is N. */
+ * b first into panels (cyc_gemm_planes_pack of columns [n0, n1); all of them take
+ * cyc_gemm_planes_panel_len(K + ones, N, elem_size) values), with a row of ones after its K
+ * rows if ones (a's last column is then a bias, and the product's K is one more).  n0 is a
+ * multiple of cyc_gemm_planes_col_step(elem_size), and so is n1 unless it is N. */
 ptrdiff_t cyc_gemm_planes_col_step(int elem_size);
 size_t cyc_gemm_planes_panel_len(ptrdiff_t K, ptrdiff_t N, int elem_size);
 void cyc_gemm_planes_pack_f32(const float *b, ptrdiff_t K, ptrdiff_t N, int ones, ptrdiff_t n0,

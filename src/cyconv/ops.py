@@ -177,6 +177,16 @@ def _nhwc(a, fmt):
     return _transpose_images(a, c, h * w, temp=True).reshape(n, h, w, c)
 
 
+def _nhwc_empty(shape, dtype, fmt):
+    """An NHWC array for a result that _out then gives in fmt: a temporary (see _temp_empty)
+    where _out copies it into the NCHW result, else the result itself (NHWC, or one channel or
+    one pixel, whose NHWC bytes are the NCHW result's)."""
+    n, h, w, c = shape
+    if fmt == "NCHW" and c > 1 and h * w > 1:
+        return _temp_empty(shape, dtype)
+    return np.empty(shape, dtype=dtype)
+
+
 def _out(y_nhwc, fmt):
     """Return an NHWC result in the caller's layout, C-contiguous."""
     if fmt == "NHWC":
@@ -240,11 +250,8 @@ def conv2d(x, w, b=None, *, stride=1, padding="valid", dilation=1, groups=1,
     # a pass of its own; nothing to do where a channel or a pixel per image is all there is)
     planes = (g.data_format == "NCHW" and g.n and g.cout > 1 and g.oh * g.ow > 1
               and _kernels.conv2d_forward_route(g, x.dtype) == "direct")
-    if g.data_format == "NCHW" and not planes and g.cout > 1 and g.oh * g.ow > 1:
-        y = _temp_empty(g.y_shape_nhwc, x.dtype)   # on its way to the NCHW result
-    else:
-        # the result itself (one channel or one pixel: NHWC's bytes are NCHW's)
-        y = np.empty(g.y_shape if planes else g.y_shape_nhwc, dtype=x.dtype)
+    y = (np.empty(g.y_shape, dtype=x.dtype) if planes
+         else _nhwc_empty(g.y_shape_nhwc, x.dtype, g.data_format))
     if g.n:
         xk = _nhwc(x, g.data_format)
         wk = _hwio_weights(w, g.data_format)
@@ -278,10 +285,7 @@ def conv2d_backward(dy, x, w, *, stride=1, padding="valid", dilation=1, groups=1
     yk = None if y is None else _nhwc(y, fmt)
     dx = None
     if compute_dx:
-        if g.n and fmt == "NCHW" and g.c > 1 and g.h * g.w > 1:
-            dx = _temp_empty((g.n, g.h, g.w, g.c), x.dtype)   # on its way to the NCHW result
-        else:
-            dx = _empty_or_zeros(g, (g.n, g.h, g.w, g.c), x.dtype)
+        dx = _nhwc_empty((g.n, g.h, g.w, g.c), x.dtype, fmt)
         if g.n:
             if yk is not None:
                 # both kernels read dy: mask it once
